@@ -1,0 +1,322 @@
+"""The tables that are the contract between stages: schemas, keys, and storage.
+
+Each table is a Parquet dataset (a directory of part files) under a workdir, which
+is a local path or an fsspec URL. Writes are atomic (a part file appears whole or
+not at all) and idempotent (rows whose key is already in the table are dropped, and
+a part's name is derived from the keys it holds, so a retried write replaces itself).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import os
+import uuid
+from dataclasses import dataclass
+from typing import Any, Iterable, Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.parquet as pq
+
+_point_list = pa.list_(pa.list_(pa.float32(), 2))
+_ts = pa.timestamp("us", tz="UTC")
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    name: str
+    key: tuple[str, ...]
+    schema: pa.Schema
+
+
+def _spec(name: str, key: tuple[str, ...], *fields: tuple[str, pa.DataType]) -> TableSpec:
+    return TableSpec(name, key, pa.schema([pa.field(n, t, nullable=n not in key) for n, t in fields]))
+
+
+TABLES: dict[str, TableSpec] = {
+    t.name: t
+    for t in [
+        _spec(
+            "labels",
+            ("dataset", "split", "video_id", "entity_id"),
+            ("dataset", pa.string()),
+            ("split", pa.string()),
+            ("video_id", pa.string()),
+            ("entity_id", pa.int32()),
+            ("category_id", pa.int32()),
+            ("category", pa.string()),
+            ("is_thing", pa.bool_()),
+            ("frame_indices", pa.list_(pa.int32())),
+            ("centers", _point_list),
+            ("radii", pa.list_(pa.float32())),
+            ("visible", pa.list_(pa.bool_())),
+            ("area_px", pa.list_(pa.int32())),
+            ("trajectory_source", pa.string()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("orig_height", pa.int32()),
+            ("orig_width", pa.int32()),
+            ("frames_path", pa.string()),
+        ),
+        _spec(
+            "entity_embeddings",
+            ("dataset", "video_id", "entity_id", "extractor"),
+            ("dataset", pa.string()),
+            ("video_id", pa.string()),
+            ("entity_id", pa.int32()),
+            ("extractor", pa.string()),
+            ("vector", pa.list_(pa.float32())),
+            ("timestep", pa.int32()),
+            ("layer", pa.string()),
+        ),
+        _spec(
+            "rejects",
+            ("stage", "item"),
+            ("stage", pa.string()),
+            ("item", pa.string()),
+            ("reason", pa.string()),
+            ("at", _ts),
+        ),
+        _spec(
+            "checkpoints",
+            ("checkpoint_id",),
+            ("checkpoint_id", pa.string()),
+            ("parent", pa.string()),
+            ("config", pa.string()),
+            ("config_hash", pa.string()),
+            ("step", pa.int64()),
+            ("path", pa.string()),
+            ("created_at", _ts),
+        ),
+        _spec(
+            "train_log",
+            ("checkpoint_id", "step"),
+            ("checkpoint_id", pa.string()),
+            ("step", pa.int64()),
+            ("loss", pa.float64()),
+            ("lr", pa.float64()),
+            ("seconds", pa.float64()),
+            ("samples_per_s", pa.float64()),
+        ),
+        _spec(
+            "samples",
+            ("checkpoint_id", "benchmark", "item_id", "seed"),
+            ("checkpoint_id", pa.string()),
+            ("benchmark", pa.string()),
+            ("item_id", pa.string()),
+            ("seed", pa.int64()),
+            ("video_path", pa.string()),
+            ("frames", pa.int32()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("seconds", pa.float64()),
+        ),
+        _spec(
+            "objmc",
+            ("checkpoint_id", "benchmark", "item_id", "entity_id"),
+            ("checkpoint_id", pa.string()),
+            ("benchmark", pa.string()),
+            ("item_id", pa.string()),
+            ("entity_id", pa.int32()),
+            ("error_px", pa.float64()),
+            ("per_frame", pa.list_(pa.float64())),
+            ("tracker", pa.string()),
+        ),
+        _spec(
+            "metrics",
+            ("checkpoint_id", "benchmark", "metric", "backbone"),
+            ("checkpoint_id", pa.string()),
+            ("benchmark", pa.string()),
+            ("metric", pa.string()),
+            ("backbone", pa.string()),
+            ("value", pa.float64()),
+            ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()),
+            ("n", pa.int64()),
+            ("created_at", _ts),
+        ),
+        _spec(
+            "votes",
+            ("vote_id",),
+            ("vote_id", pa.string()),
+            ("voter", pa.string()),
+            ("aspect", pa.string()),
+            ("item_id", pa.string()),
+            ("left_checkpoint", pa.string()),
+            ("right_checkpoint", pa.string()),
+            ("choice", pa.string()),
+            ("shown_at", _ts),
+            ("voted_at", _ts),
+        ),
+    ]
+}
+
+
+def now_utc() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+class SchemaError(ValueError):
+    """Rows do not fit a table's declared schema."""
+
+
+def to_arrow(table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> pa.Table:
+    """Validate rows against the table's schema (types, required keys, unique keys)."""
+    spec = TABLES[table]
+    records = rows.to_dict("records") if isinstance(rows, pd.DataFrame) else list(rows)
+    names = set(spec.schema.names)
+    for i, r in enumerate(records):
+        unknown = set(r) - names
+        missing = [k for k in spec.key if r.get(k) is None]
+        if unknown:
+            raise SchemaError(f"table '{table}' row {i}: unknown columns {sorted(unknown)}")
+        if missing:
+            raise SchemaError(f"table '{table}' row {i}: key columns {missing} are empty")
+    try:
+        arrow = pa.Table.from_pylist(records, schema=spec.schema)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as err:
+        raise SchemaError(f"table '{table}': rows do not match the schema: {err}") from None
+    keys = [tuple(r[k] for k in spec.key) for r in records]
+    if len(set(keys)) != len(keys):
+        raise SchemaError(f"table '{table}': the rows repeat a key {spec.key}")
+    return arrow
+
+
+class Workdir:
+    """A workdir: the tables plus the media they point to (by relative path)."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        root = os.fspath(root)
+        self.fs, path = fsspec.core.url_to_fs(root)
+        self.root = path.rstrip("/")
+        self.url = root
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.fs.makedirs(self.root, exist_ok=True)
+
+    # paths -------------------------------------------------------------
+    def path(self, *parts: str) -> str:
+        """Absolute path (in the workdir's filesystem) of a relative media path."""
+        return "/".join([self.root, *[p.strip("/") for p in parts]])
+
+    def local_path(self, *parts: str) -> str:
+        if not self.is_local:
+            raise RuntimeError(f"workdir {self.url} is not on the local filesystem")
+        return self.path(*parts)
+
+    def table_dir(self, table: str) -> str:
+        if table not in TABLES:
+            raise KeyError(f"unknown table '{table}'; tables: {', '.join(TABLES)}")
+        return self.path("tables", table)
+
+    # reading -----------------------------------------------------------
+    def _parts(self, table: str) -> list[str]:
+        d = self.table_dir(table)
+        if not self.fs.exists(d):
+            return []
+        files = [f for f in self.fs.ls(d, detail=False) if f.endswith(".parquet")]
+        return sorted(f for f in files if not os.path.basename(f).startswith((".", "_")))
+
+    def read_arrow(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
+        spec = TABLES[table]
+        parts = self._parts(table)
+        if not parts:
+            schema = spec.schema if columns is None else pa.schema([spec.schema.field(c) for c in columns])
+            return schema.empty_table()
+        ds = pads.dataset(parts, schema=spec.schema, filesystem=self.fs, format="parquet")
+        return ds.to_table(columns=columns, filter=filter)
+
+    def read(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pd.DataFrame:
+        return self.read_arrow(table, columns, filter).to_pandas()
+
+    def keys(self, table: str) -> set[tuple]:
+        spec = TABLES[table]
+        t = self.read_arrow(table, columns=list(spec.key))
+        cols = [t.column(k).to_pylist() for k in spec.key]
+        return set(zip(*cols))
+
+    def mtime(self, table: str) -> float:
+        """Latest modification time of any part (0 when empty): a cache key for readers."""
+        times = [self.fs.modified(p).timestamp() for p in self._parts(table)]
+        return max(times, default=0.0)
+
+    # writing -----------------------------------------------------------
+    @contextlib.contextmanager
+    def _lock(self, table: str) -> Iterator[None]:
+        """Serialise writers of one table on a local workdir (other processes included)."""
+        if not self.is_local:
+            yield
+            return
+        d = self.table_dir(table)
+        os.makedirs(d, exist_ok=True)
+        with open(os.path.join(d, "_lock"), "a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def append(self, table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
+        """Add rows whose key is not in the table yet; return how many were written."""
+        spec = TABLES[table]
+        arrow = to_arrow(table, rows)
+        if arrow.num_rows == 0:
+            return 0
+        with self._lock(table):
+            existing = self.keys(table)
+            keys = list(zip(*[arrow.column(k).to_pylist() for k in spec.key]))
+            keep = [i for i, k in enumerate(keys) if k not in existing]
+            if not keep:
+                return 0
+            arrow = arrow.take(keep)
+            digest = hashlib.sha1(repr(sorted(keys[i] for i in keep)).encode()).hexdigest()[:20]
+            self.write_atomic(self.path("tables", table, f"part-{digest}.parquet"), lambda f: pq.write_table(arrow, f))
+        return len(keep)
+
+    def delete(self, table: str, keys: Iterable[tuple]) -> int:
+        """Remove rows by key (rewrites the parts that hold them, each atomically)."""
+        spec = TABLES[table]
+        drop = set(keys)
+        removed = 0
+        with self._lock(table):
+            for part in self._parts(table):
+                t = pq.read_table(part, filesystem=self.fs, schema=spec.schema)
+                part_keys = list(zip(*[t.column(k).to_pylist() for k in spec.key]))
+                keep = [i for i, k in enumerate(part_keys) if k not in drop]
+                if len(keep) == t.num_rows:
+                    continue
+                removed += t.num_rows - len(keep)
+                if keep:
+                    kept = t.take(keep)
+                    self.write_atomic(part, lambda f, kept=kept: pq.write_table(kept, f))
+                else:
+                    self.fs.rm(part)
+        return removed
+
+    def write_atomic(self, path: str, write: Any) -> None:
+        """Call ``write(file_object)`` so that ``path`` appears whole or not at all."""
+        parent = path.rsplit("/", 1)[0]
+        self.fs.makedirs(parent, exist_ok=True)
+        if self.is_local:
+            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
+            try:
+                with open(tmp, "wb") as f:
+                    write(f)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
+        else:
+            # Object stores publish an object only when its upload completes.
+            with self.fs.open(path, "wb") as f:
+                write(f)
+
+    def exists(self, *parts: str) -> bool:
+        return self.fs.exists(self.path(*parts))
