@@ -44,7 +44,7 @@ class FrameSampling(_Section):
 class LKTracker(_Section):
     """OpenCV pyramidal Lucas-Kanade with a forward-backward check."""
 
-    win_size: int = Field(21, ge=5)
+    win_size: int = Field(9, ge=5, description="LK window; small windows keep small entities apart from their background")
     max_level: int = Field(3, ge=0)
     fb_threshold_px: float = Field(1.0, gt=0)
     grid_step_px: int = Field(4, ge=1, description="spacing of the points tracked around the centre")

@@ -22,7 +22,7 @@ def _gray(frames: np.ndarray) -> list[np.ndarray]:
 class LKTracker:
     """Frame-to-frame pyramidal LK; a point dies when its forward-backward error exceeds the threshold."""
 
-    win_size: int = 21
+    win_size: int = 9
     max_level: int = 3
     fb_threshold_px: float = 1.0
     name: str = "lk"
@@ -46,8 +46,16 @@ class LKTracker:
             if not alive.any():
                 tracks[t] = tracks[t - 1]
                 continue
-            nxt, st, _ = cv2.calcOpticalFlowPyrLK(grays[t - 1], grays[t], prev, None, **params)
-            back, st_b, _ = cv2.calcOpticalFlowPyrLK(grays[t], grays[t - 1], nxt, None, **params)
+            # Constant-velocity guess: fast entities stay inside the pyramid's reach.
+            guess = tracks[t - 1] + (tracks[t - 1] - tracks[t - 2] if t >= 2 else 0.0)
+            nxt, st, _ = cv2.calcOpticalFlowPyrLK(
+                grays[t - 1], grays[t], prev, guess.reshape(-1, 1, 2).astype(np.float32), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params
+            )
+            # The backward pass gets the same motion prior, reversed.
+            back_guess = nxt - (guess.reshape(-1, 1, 2) - prev)
+            back, st_b, _ = cv2.calcOpticalFlowPyrLK(
+                grays[t], grays[t - 1], nxt, back_guess.astype(np.float32), flags=cv2.OPTFLOW_USE_INITIAL_FLOW, **params
+            )
             fb = np.linalg.norm(back.reshape(-1, 2) - prev.reshape(-1, 2), axis=1)
             nxt = nxt.reshape(-1, 2)
             inside = (nxt[:, 0] >= 0) & (nxt[:, 0] <= W - 1) & (nxt[:, 1] >= 0) & (nxt[:, 1] <= H - 1)
@@ -96,7 +104,7 @@ class CoTrackerTracker:
 def make_tracker(kind: str, lk: dict | None = None, cotracker: dict | None = None) -> LKTracker | CoTrackerTracker:
     if kind == "lk":
         lk = lk or {}
-        return LKTracker(lk.get("win_size", 21), lk.get("max_level", 3), lk.get("fb_threshold_px", 1.0))
+        return LKTracker(lk.get("win_size", 9), lk.get("max_level", 3), lk.get("fb_threshold_px", 1.0))
     if kind == "cotracker":
         c = cotracker or {}
         return CoTrackerTracker(c.get("repo_path"), c.get("checkpoint"))
@@ -125,14 +133,25 @@ def track_center(
     frames: np.ndarray,
     seeds: list[np.ndarray],
     min_points: int,
+    ids: np.ndarray | None = None,
+    entity_ids: list[int] | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Track several entities' centres at once: centre_t = centre_0 + median displacement of its live seeds.
 
-    ``seeds[k]`` is (n_k, 2) with the centre first. Returns centres (E, T, 2) and live (E, T).
+    ``seeds[k]`` is (n_k, 2) with the centre first. With panoptic ``ids`` (T, H, W),
+    a point dies once it lands off its entity (it is occluded, or the tracker slid
+    onto what covers it). Returns centres (E, T, 2) and live (E, T).
     """
     allpts = np.concatenate(seeds, axis=0)
     tracks, valid = tracker.track(frames, allpts)
     T = len(frames)
+    if ids is not None and entity_ids is not None:
+        owner = np.repeat(np.asarray(entity_ids), [len(s) for s in seeds])
+        H, W = ids.shape[1:]
+        ix = np.clip(np.round(tracks[..., 0]).astype(int), 0, W - 1)
+        iy = np.clip(np.round(tracks[..., 1]).astype(int), 0, H - 1)
+        on_entity = ids[np.arange(T)[:, None], iy, ix] == owner[None]
+        valid = np.logical_and.accumulate(valid & on_entity, axis=0)
     centers = np.zeros((len(seeds), T, 2), np.float64)
     live = np.zeros((len(seeds), T), bool)
     start = 0
@@ -144,8 +163,7 @@ def track_center(
         last = s[0].astype(np.float64)
         for t in range(T):
             if va[t].sum() >= need:
-                disp = np.median(tr[t][va[t]] - s[va[t]], axis=0)
-                last = s[0] + disp
+                last = s[0] + np.median(tr[t][va[t]] - s[va[t]], axis=0)
                 live[k, t] = True
             centers[k, t] = last
     return centers, live

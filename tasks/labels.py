@@ -62,7 +62,7 @@ def load_clip(root: Path, video_id: str, cfg: LabelsSettings) -> tuple[np.ndarra
         elif f.shape[:2] != orig:
             raise VideoError(f"frame {files.frames[i].name} is {f.shape[0]}x{f.shape[1]} but the first frame is {orig[0]}x{orig[1]}; all frames of a video must share one size")
         frames.append(cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) if f.shape[:2] != (h, w) else f)
-        ids.append(cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST) if m.shape != (h, w) else m)
+        ids.append(cv2.resize(m, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) if m.shape != (h, w) else m)
     assert orig is not None
     return np.stack(frames), np.stack(ids), idx, orig
 
@@ -101,7 +101,7 @@ def label_video(
     if cfg.trajectory_source == "tracker":
         lk = cfg.tracker.lk
         seeds = [seed_points(ids[0] == e, centers[0, k], radii[0, k], lk.grid_step_px) for k, e in enumerate(entities)]
-        tracked, live = track_center(tracker, frames, seeds, lk.min_points)
+        tracked, live = track_center(tracker, frames, seeds, lk.min_points, ids, entities)
         centers = tracked.transpose(1, 0, 2)
         visible &= live.T
     else:

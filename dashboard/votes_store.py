@@ -1,0 +1,289 @@
+"""The live vote store: SQLite in WAL mode inside the workdir.
+
+Every vote is one row, committed (``synchronous=FULL``) before the page thanks the
+voter. A vote's id is derived from who voted on what (voter, benchmark, item, the
+unordered checkpoint pair, aspect), so a double click, a resubmitted form or a
+second browser tab can never count the same judgement twice: the insert is
+``INSERT OR IGNORE`` on the primary key. The same id is also what makes "a voter
+never gets the same (item, pair, aspect) twice" hold across sessions.
+
+The store is exported to the ``votes`` Parquet table with :func:`export_votes`
+(idempotent: ``Workdir.append`` drops keys already in the table), by the pipeline
+and by a button on the Study results page.
+
+Plain module: no Streamlit import, safe to call from the pipeline and from many
+processes at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import os
+import sqlite3
+import time
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import pandas as pd
+
+from core.tables import TABLES, Workdir, now_utc
+
+ASPECTS = ("motion", "quality")
+CHOICES = ("left", "right", "tie")
+DB_RELPATH = "votes/votes.sqlite"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS votes (
+    vote_id          TEXT PRIMARY KEY,
+    voter            TEXT NOT NULL,
+    aspect           TEXT NOT NULL CHECK (aspect IN ('motion', 'quality')),
+    benchmark        TEXT NOT NULL,
+    item_id          TEXT NOT NULL,
+    left_checkpoint  TEXT NOT NULL,
+    right_checkpoint TEXT NOT NULL CHECK (right_checkpoint <> left_checkpoint),
+    choice           TEXT NOT NULL CHECK (choice IN ('left', 'right', 'tie')),
+    winner           TEXT,            -- checkpoint id, NULL for a tie (sides un-randomised)
+    left_seed        INTEGER,
+    right_seed       INTEGER,
+    shown_at         TEXT NOT NULL,   -- ISO 8601, UTC
+    voted_at         TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS votes_pair ON votes (benchmark, left_checkpoint, right_checkpoint);
+CREATE INDEX IF NOT EXISTS votes_voter ON votes (voter);
+"""
+
+_COLUMNS = [
+    "vote_id", "voter", "aspect", "benchmark", "item_id", "left_checkpoint", "right_checkpoint",
+    "choice", "winner", "left_seed", "right_seed", "shown_at", "voted_at",
+]
+
+
+class VoteError(ValueError):
+    """A vote that must not be stored (unknown aspect or choice, same checkpoint twice)."""
+
+
+def vote_id(voter: str, benchmark: str, item_id: str, checkpoint_a: str, checkpoint_b: str, aspect: str) -> str:
+    """Deterministic id of one judgement; the pair is unordered (sides are random)."""
+    lo, hi = sorted((checkpoint_a, checkpoint_b))
+    payload = "\x1f".join([voter, benchmark, item_id, lo, hi, aspect])
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+@dataclass(frozen=True)
+class Vote:
+    voter: str
+    aspect: str
+    benchmark: str
+    item_id: str
+    left_checkpoint: str
+    right_checkpoint: str
+    choice: str
+    shown_at: dt.datetime
+    voted_at: dt.datetime | None = None
+    left_seed: int | None = None
+    right_seed: int | None = None
+
+    @property
+    def vote_id(self) -> str:
+        return vote_id(self.voter, self.benchmark, self.item_id, self.left_checkpoint, self.right_checkpoint, self.aspect)
+
+    @property
+    def winner(self) -> str | None:
+        return {"left": self.left_checkpoint, "right": self.right_checkpoint}.get(self.choice)
+
+    def validate(self) -> None:
+        if not self.voter:
+            raise VoteError("a vote needs a voter")
+        if self.aspect not in ASPECTS:
+            raise VoteError(f"aspect must be one of {ASPECTS}, got {self.aspect!r}")
+        if self.choice not in CHOICES:
+            raise VoteError(f"choice must be one of {CHOICES}, got {self.choice!r}")
+        if self.left_checkpoint == self.right_checkpoint:
+            raise VoteError(f"both sides show checkpoint {self.left_checkpoint!r}; a vote needs two checkpoints")
+
+
+def _iso(t: dt.datetime) -> str:
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.timezone.utc)
+    return t.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+def default_db_path(workdir: Workdir | str) -> str:
+    """``<workdir>/votes/votes.sqlite`` for a local workdir.
+
+    SQLite needs a local file: for a remote workdir (an fsspec URL) the live store
+    goes to ``$DRAGANYTHING_VOTES_DB`` if set, else to a per-workdir file in the
+    user's cache directory; export still lands in the workdir's ``votes`` table.
+    """
+    env = os.environ.get("DRAGANYTHING_VOTES_DB")
+    if env:
+        return env
+    wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    if wd.is_local:
+        return wd.local_path(DB_RELPATH)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    tag = hashlib.sha1(wd.url.encode()).hexdigest()[:16]
+    return os.path.join(base, "draganything", f"votes-{tag}.sqlite")
+
+
+class VoteStore:
+    """One SQLite file; open a store per process (connections are not shared across forks)."""
+
+    def __init__(self, path: str, timeout_s: float = 30.0):
+        self.path = os.fspath(path)
+        self.timeout_s = timeout_s
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
+        with self._connect() as con:
+            con.executescript(_SCHEMA)
+
+    @classmethod
+    def for_workdir(cls, workdir: Workdir | str) -> "VoteStore":
+        return cls(default_db_path(workdir))
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=FULL")  # a thanked vote survives a power cut
+            con.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+            yield con
+        finally:
+            con.close()
+
+    # writing -----------------------------------------------------------
+    def record(self, votes: Iterable[Vote]) -> list[bool]:
+        """Store votes in one transaction; per vote, True if new, False if already stored.
+
+        Returns only after the commit, so a caller that then thanks the voter
+        never thanks for a vote that is not on disk.
+        """
+        votes = list(votes)
+        now = now_utc()
+        rows = []
+        for v in votes:
+            v.validate()
+            rows.append(
+                (
+                    v.vote_id, v.voter, v.aspect, v.benchmark, v.item_id, v.left_checkpoint, v.right_checkpoint,
+                    v.choice, v.winner, v.left_seed, v.right_seed, _iso(v.shown_at), _iso(v.voted_at or now),
+                )
+            )
+        if not rows:
+            return []
+        placeholders = ",".join("?" * len(_COLUMNS))
+        sql = f"INSERT OR IGNORE INTO votes ({','.join(_COLUMNS)}) VALUES ({placeholders})"
+        new: list[bool] = []
+        for attempt in range(20):
+            try:
+                with self._connect() as con:
+                    con.execute("BEGIN IMMEDIATE")
+                    try:
+                        new = [con.execute(sql, r).rowcount == 1 for r in rows]
+                        con.execute("COMMIT")
+                    except BaseException:
+                        con.execute("ROLLBACK")
+                        raise
+                return new
+            except sqlite3.OperationalError as err:  # "database is locked" beyond busy_timeout
+                if "locked" not in str(err) and "busy" not in str(err):
+                    raise
+                time.sleep(min(0.05 * 2**attempt, 1.0))
+        raise sqlite3.OperationalError(f"vote store {self.path} stayed locked; the votes were NOT stored")
+
+    # reading -----------------------------------------------------------
+    def frame(self, benchmark: str | None = None, voter: str | None = None) -> pd.DataFrame:
+        """All votes (optionally of one benchmark / voter) with UTC timestamps."""
+        where, args = [], []
+        if benchmark is not None:
+            where.append("benchmark = ?")
+            args.append(benchmark)
+        if voter is not None:
+            where.append("voter = ?")
+            args.append(voter)
+        sql = f"SELECT {','.join(_COLUMNS)} FROM votes" + (f" WHERE {' AND '.join(where)}" if where else "")
+        with self._connect() as con:
+            df = pd.read_sql_query(sql, con, params=args)
+        for c in ("shown_at", "voted_at"):
+            df[c] = pd.to_datetime(df[c], utc=True, format="ISO8601")
+        for c in ("left_seed", "right_seed"):
+            df[c] = df[c].astype("Int64")
+        return df
+
+    def count(self) -> int:
+        with self._connect() as con:
+            return int(con.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
+
+    def pair_counts(self, benchmark: str) -> dict[tuple[str, str], int]:
+        """Judgements per unordered pair on a benchmark (one per (voter, item), aspects folded)."""
+        sql = """
+            SELECT MIN(left_checkpoint, right_checkpoint) AS a, MAX(left_checkpoint, right_checkpoint) AS b,
+                   COUNT(DISTINCT voter || char(31) || item_id) AS n
+            FROM votes WHERE benchmark = ? GROUP BY a, b
+        """
+        with self._connect() as con:
+            return {(a, b): int(n) for a, b, n in con.execute(sql, (benchmark,))}
+
+    def done_by(self, voter: str, benchmark: str) -> set[tuple[str, str, str, str]]:
+        """(item_id, checkpoint_a, checkpoint_b, aspect) the voter has judged, pair sorted."""
+        sql = """
+            SELECT item_id, MIN(left_checkpoint, right_checkpoint), MAX(left_checkpoint, right_checkpoint), aspect
+            FROM votes WHERE voter = ? AND benchmark = ?
+        """
+        with self._connect() as con:
+            return {tuple(r) for r in con.execute(sql, (voter, benchmark))}  # type: ignore[misc]
+
+    def data_version(self) -> tuple[int, float]:
+        """(row count, file mtime): a cheap cache key for readers."""
+        wal = self.path + "-wal"
+        m = max((os.path.getmtime(p) for p in (self.path, wal) if os.path.exists(p)), default=0.0)
+        return self.count(), m
+
+
+def to_table_rows(df: pd.DataFrame) -> list[dict]:
+    """SQLite rows -> rows of the ``votes`` Parquet table (its columns only)."""
+    cols = TABLES["votes"].schema.names
+    out = []
+    for r in df.to_dict("records"):
+        row = {c: r.get(c) for c in cols}
+        for c in ("shown_at", "voted_at"):
+            row[c] = pd.Timestamp(row[c]).to_pydatetime()
+        out.append(row)
+    return out
+
+
+def export_votes(workdir: Workdir | str, store: VoteStore | None = None) -> int:
+    """Copy the live store into the ``votes`` Parquet table; returns rows newly written.
+
+    Idempotent: votes already exported are skipped (the table is keyed on vote_id).
+    """
+    wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    store = store or VoteStore.for_workdir(wd)
+    df = store.frame()
+    if df.empty:
+        return 0
+    have = {k[0] for k in wd.keys("votes")}
+    df = df[~df["vote_id"].isin(have)]
+    if df.empty:
+        return 0
+    return wd.append("votes", to_table_rows(df))
+
+
+def all_votes(workdir: Workdir | str, store: VoteStore | None = None) -> pd.DataFrame:
+    """Live votes plus any in the Parquet table that the live store lacks (e.g. from another host).
+
+    Parquet-only rows get benchmark = NaN (the table has no benchmark column).
+    """
+    wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
+    store = store or VoteStore.for_workdir(wd)
+    live = store.frame()
+    table = wd.read("votes")
+    if not table.empty:
+        extra = table[~table["vote_id"].isin(live["vote_id"])]
+        if not extra.empty:
+            extra = extra.assign(benchmark=pd.NA)
+            live = extra if live.empty else pd.concat([live, extra], ignore_index=True)
+    return live
+

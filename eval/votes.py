@@ -1,0 +1,313 @@
+"""Vote aggregation for the blind pairwise user study: pure functions of a votes frame.
+
+A votes frame has (at least) the columns of the ``votes`` table that matter here:
+``aspect`` (motion / quality), ``left_checkpoint``, ``right_checkpoint`` and
+``choice`` (left / right / tie). Which side a checkpoint was shown on is random
+and carries no meaning, so every function first folds a vote into an unordered
+pair ``(checkpoint_a, checkpoint_b)`` with ``checkpoint_a < checkpoint_b``.
+
+Ties
+----
+A tie is a real answer ("neither follows the trajectory better"), so it is never
+dropped silently. Two policies, chosen with ``ties=``:
+
+* ``"half"`` (default): a tie counts as half a win for each side. Win rates of the
+  two sides then add up to 100 %, as in the paper's "63 % vs 37 %" table, and the
+  number of comparisons ``n`` is every vote. This is also how ties enter the
+  Bradley-Terry fit (half a win each way, the usual treatment when the tie model
+  itself is not of interest).
+* ``"exclude"``: ties are left out of the win rate (``n`` = decisive votes only);
+  the tie count is still reported next to it.
+
+Wilson intervals accept a fractional success count (wins + ties / 2); this is the
+usual continuous extension of the score interval and reduces to the textbook one
+when there are no ties.
+
+Bradley-Terry
+-------------
+Strengths ``p_i > 0`` with P(i beats j) = p_i / (p_i + p_j), fitted by Hunter's
+(2004) minorisation-maximisation iteration. A weak prior keeps every strength
+finite (a checkpoint that won every vote, or a comparison graph in several
+pieces): each checkpoint plays ``prior`` virtual games, drawn half and half,
+against a fixed virtual opponent of strength 1. Ratings are reported on the
+familiar Elo scale, ``400 log10(p_i)``, shifted so the mean rating is 1000;
+intervals come from a nonparametric bootstrap that resamples the votes.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterable, Literal
+
+import numpy as np
+import pandas as pd
+
+Ties = Literal["half", "exclude"]
+CHOICES = ("left", "right", "tie")
+ASPECTS = ("motion", "quality")
+
+
+def _z(confidence: float) -> float:
+    if not 0.0 < confidence < 1.0:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    from scipy.stats import norm
+
+    return float(norm.ppf(0.5 + confidence / 2.0))
+
+
+def wilson_interval(successes, n, confidence: float = 0.95) -> tuple:
+    """Wilson score interval for a proportion ``successes / n``.
+
+    Works on scalars and on numpy arrays (element-wise). ``successes`` may be
+    fractional (ties counted as halves). Where ``n`` is 0 the interval is
+    (nan, nan): no votes, no information.
+    """
+    s = np.asarray(successes, dtype=float)
+    n_ = np.asarray(n, dtype=float)
+    if np.any(s < 0) or np.any(s > n_ + 1e-9):
+        raise ValueError("successes must lie in [0, n]")
+    z = _z(confidence)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = s / n_
+        denom = 1.0 + z * z / n_
+        centre = (p + z * z / (2 * n_)) / denom
+        half = z * np.sqrt(p * (1 - p) / n_ + z * z / (4 * n_ * n_)) / denom
+        low = np.clip(centre - half, 0.0, 1.0)
+        high = np.clip(centre + half, 0.0, 1.0)
+    low = np.where(n_ > 0, low, np.nan)
+    high = np.where(n_ > 0, high, np.nan)
+    if low.ndim == 0:
+        return float(low), float(high)
+    return low, high
+
+
+def normalise_votes(votes: pd.DataFrame) -> pd.DataFrame:
+    """Fold votes into unordered pairs: columns aspect, checkpoint_a, checkpoint_b, outcome.
+
+    ``outcome`` is ``"a"``, ``"b"`` or ``"tie"`` with ``checkpoint_a < checkpoint_b``.
+    Votes with an unknown choice or a checkpoint compared with itself are rejected
+    (a ValueError naming how many), because they mean the writer is broken.
+    """
+    cols = ["aspect", "checkpoint_a", "checkpoint_b", "outcome"]
+    if votes is None or len(votes) == 0:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+    need = {"aspect", "left_checkpoint", "right_checkpoint", "choice"}
+    missing = need - set(votes.columns)
+    if missing:
+        raise ValueError(f"votes frame lacks columns {sorted(missing)}")
+    left = votes["left_checkpoint"].astype(str).to_numpy()
+    right = votes["right_checkpoint"].astype(str).to_numpy()
+    choice = votes["choice"].astype(str).str.lower().to_numpy()
+    bad = ~np.isin(choice, CHOICES)
+    if bad.any():
+        raise ValueError(f"{int(bad.sum())} vote(s) have a choice outside {CHOICES}")
+    same = left == right
+    if same.any():
+        raise ValueError(f"{int(same.sum())} vote(s) compare a checkpoint with itself")
+    swap = left > right
+    a = np.where(swap, right, left)
+    b = np.where(swap, left, right)
+    winner_side = np.where(choice == "tie", "tie", np.where((choice == "left") ^ swap, "a", "b"))
+    return pd.DataFrame({"aspect": votes["aspect"].astype(str).to_numpy(), "checkpoint_a": a, "checkpoint_b": b, "outcome": winner_side})
+
+
+def pair_win_rates(votes: pd.DataFrame, ties: Ties = "half", confidence: float = 0.95) -> pd.DataFrame:
+    """Win rate of ``checkpoint_a`` over ``checkpoint_b`` per aspect and pair, with Wilson intervals.
+
+    Columns: aspect, checkpoint_a, checkpoint_b, n (votes), wins_a, wins_b, ties,
+    n_used (denominator of the rate), win_rate_a, win_rate_b, ci_low, ci_high
+    (interval of win_rate_a; that of b is 1 - high .. 1 - low).
+    """
+    if ties not in ("half", "exclude"):
+        raise ValueError(f"ties must be 'half' or 'exclude', got {ties!r}")
+    out_cols = ["aspect", "checkpoint_a", "checkpoint_b", "n", "wins_a", "wins_b", "ties", "n_used", "win_rate_a", "win_rate_b", "ci_low", "ci_high"]
+    v = normalise_votes(votes)
+    if v.empty:
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c not in out_cols[:3] else "object") for c in out_cols})
+    counts = (
+        v.assign(one=1)
+        .pivot_table(index=["aspect", "checkpoint_a", "checkpoint_b"], columns="outcome", values="one", aggfunc="sum", fill_value=0)
+        .reindex(columns=["a", "b", "tie"], fill_value=0)
+        .reset_index()
+    )
+    wins_a = counts["a"].to_numpy(float)
+    wins_b = counts["b"].to_numpy(float)
+    t = counts["tie"].to_numpy(float)
+    n = wins_a + wins_b + t
+    if ties == "half":
+        succ, n_used = wins_a + t / 2.0, n
+    else:
+        succ, n_used = wins_a, wins_a + wins_b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rate = np.where(n_used > 0, succ / n_used, np.nan)
+    low, high = wilson_interval(succ, n_used, confidence)
+    res = pd.DataFrame(
+        {
+            "aspect": counts["aspect"],
+            "checkpoint_a": counts["checkpoint_a"],
+            "checkpoint_b": counts["checkpoint_b"],
+            "n": n.astype(int),
+            "wins_a": wins_a.astype(int),
+            "wins_b": wins_b.astype(int),
+            "ties": t.astype(int),
+            "n_used": n_used.astype(int),
+            "win_rate_a": rate,
+            "win_rate_b": 1.0 - rate,
+            "ci_low": np.atleast_1d(low),
+            "ci_high": np.atleast_1d(high),
+        }
+    )
+    return res.sort_values(["aspect", "checkpoint_a", "checkpoint_b"], ignore_index=True)
+
+
+# ---------------------------------------------------------------- Bradley-Terry
+
+
+def _tally(v: pd.DataFrame, players: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Per unordered pair cell: index arrays and outcome counts (a wins, b wins, ties)."""
+    idx = {p: i for i, p in enumerate(players)}
+    ia = v["checkpoint_a"].map(idx).to_numpy()
+    ib = v["checkpoint_b"].map(idx).to_numpy()
+    oc = v["outcome"].map({"a": 0, "b": 1, "tie": 2}).to_numpy()
+    K = len(players)
+    cell = (ia * K + ib) * 3 + oc
+    flat = np.bincount(cell, minlength=K * K * 3).reshape(K * K, 3)
+    used = np.nonzero(flat.sum(1))[0]
+    return used, flat[used]
+
+
+def _fit_counts(K: int, cells: np.ndarray, counts: np.ndarray, prior: float, max_iter: int, tol: float) -> np.ndarray:
+    """MM iteration on aggregated counts; returns log-strengths (natural log), length K."""
+    ia, ib = np.divmod(cells, K)
+    wa = counts[:, 0] + 0.5 * counts[:, 2]
+    wb = counts[:, 1] + 0.5 * counts[:, 2]
+    ngames = counts.sum(1).astype(float)
+    wins = np.bincount(ia, wa, K) + np.bincount(ib, wb, K) + 0.5 * prior
+    p = np.ones(K)
+    for _ in range(max_iter):
+        s = ngames / (p[ia] + p[ib])
+        denom = np.bincount(ia, s, K) + np.bincount(ib, s, K) + prior / (p + 1.0)
+        new = wins / denom
+        # No re-normalisation needed: the virtual opponent (strength 1) fixes the scale.
+        delta = np.max(np.abs(np.log(new) - np.log(p)))
+        p = new
+        if delta < tol:
+            break
+    return np.log(p)
+
+
+def _elo(logp: np.ndarray) -> np.ndarray:
+    r = 400.0 * logp / math.log(10.0)
+    return r - r.mean(axis=-1, keepdims=True) + 1000.0
+
+
+def bradley_terry(
+    votes: pd.DataFrame,
+    aspect: str | None = None,
+    prior: float = 1.0,
+    max_iter: int = 2000,
+    tol: float = 1e-9,
+) -> pd.DataFrame:
+    """Bradley-Terry ratings (Elo scale, mean 1000) per checkpoint.
+
+    ``aspect`` restricts to one aspect (None = all votes, pooled). Columns:
+    checkpoint_id, rating, strength (p_i, geometric mean 1), n (votes the
+    checkpoint took part in), wins (ties as halves).
+    """
+    v = normalise_votes(votes)
+    if aspect is not None:
+        v = v[v["aspect"] == aspect]
+    cols = ["checkpoint_id", "rating", "strength", "n", "wins"]
+    if v.empty:
+        return pd.DataFrame({c: pd.Series(dtype="object" if c == "checkpoint_id" else "float64") for c in cols})
+    players = sorted(set(v["checkpoint_a"]) | set(v["checkpoint_b"]))
+    K = len(players)
+    cells, counts = _tally(v, players)
+    logp = _fit_counts(K, cells, counts, prior, max_iter, tol)
+    ia, ib = np.divmod(cells, K)
+    n = np.bincount(ia, counts.sum(1), K) + np.bincount(ib, counts.sum(1), K)
+    wins = np.bincount(ia, counts[:, 0] + 0.5 * counts[:, 2], K) + np.bincount(ib, counts[:, 1] + 0.5 * counts[:, 2], K)
+    centred = logp - logp.mean()
+    return pd.DataFrame(
+        {"checkpoint_id": players, "rating": _elo(logp), "strength": np.exp(centred), "n": n.astype(int), "wins": wins}
+    ).sort_values("rating", ascending=False, ignore_index=True)
+
+
+def bradley_terry_bootstrap(
+    votes: pd.DataFrame,
+    aspect: str | None = None,
+    n_boot: int = 200,
+    confidence: float = 0.95,
+    seed: int = 0,
+    prior: float = 1.0,
+    max_iter: int = 500,
+    tol: float = 1e-7,
+) -> pd.DataFrame:
+    """Bradley-Terry ratings with percentile bootstrap intervals (votes resampled with replacement).
+
+    Resampling N votes with replacement is a multinomial draw over the distinct
+    (pair, outcome) cells, which is what is done here (same distribution, much
+    faster than refitting from per-vote rows). Columns: those of
+    :func:`bradley_terry` plus ci_low, ci_high.
+    """
+    point = bradley_terry(votes, aspect=aspect, prior=prior)
+    if point.empty:
+        return point.assign(ci_low=pd.Series(dtype="float64"), ci_high=pd.Series(dtype="float64"))
+    v = normalise_votes(votes)
+    if aspect is not None:
+        v = v[v["aspect"] == aspect]
+    players = sorted(set(v["checkpoint_a"]) | set(v["checkpoint_b"]))
+    K = len(players)
+    cells, counts = _tally(v, players)
+    flat = counts.ravel()
+    N = int(flat.sum())
+    rng = np.random.default_rng(seed)
+    probs = flat / N
+    draws = np.empty((n_boot, K))
+    for b in range(n_boot):
+        c = rng.multinomial(N, probs).reshape(counts.shape)
+        keep = c.sum(1) > 0
+        draws[b] = _fit_counts(K, cells[keep], c[keep], prior, max_iter, tol)
+    elo = _elo(draws)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(elo, [alpha, 1.0 - alpha], axis=0)
+    ci = pd.DataFrame({"checkpoint_id": players, "ci_low": lo, "ci_high": hi})
+    return point.merge(ci, on="checkpoint_id", how="left")
+
+
+def votes_per_voter(votes: pd.DataFrame) -> pd.DataFrame:
+    """Per voter: votes, per-aspect counts, share of ties, first and last vote."""
+    cols = ["voter", "votes", "ties", "tie_share", "first_vote", "last_vote"]
+    if votes is None or len(votes) == 0:
+        return pd.DataFrame({c: pd.Series(dtype="object") for c in cols})
+    g = votes.assign(is_tie=votes["choice"].eq("tie")).groupby("voter")
+    out = pd.DataFrame(
+        {
+            "votes": g.size(),
+            "ties": g["is_tie"].sum().astype(int),
+            "first_vote": g["voted_at"].min(),
+            "last_vote": g["voted_at"].max(),
+        }
+    )
+    for a in sorted(votes["aspect"].dropna().unique()):
+        out[f"{a}_votes"] = votes[votes["aspect"] == a].groupby("voter").size().reindex(out.index, fill_value=0)
+    out["tie_share"] = out["ties"] / out["votes"]
+    return out.reset_index().sort_values("votes", ascending=False, ignore_index=True)
+
+
+def head_to_head(votes: pd.DataFrame, a: str, b: str, aspects: Iterable[str] = ASPECTS, ties: Ties = "half") -> pd.DataFrame:
+    """The paper's style of table for one pair: per aspect, % for a and % for b (with a's interval)."""
+    rates = pair_win_rates(votes, ties=ties)
+    lo_, hi_ = sorted([a, b])
+    sub = rates[(rates["checkpoint_a"] == lo_) & (rates["checkpoint_b"] == hi_)]
+    rows = []
+    for asp in aspects:
+        r = sub[sub["aspect"] == asp]
+        if r.empty:
+            rows.append({"aspect": asp, a: np.nan, b: np.nan, "n": 0, "ties": 0, "ci_low": np.nan, "ci_high": np.nan})
+            continue
+        r = r.iloc[0]
+        ra = r["win_rate_a"] if a == lo_ else r["win_rate_b"]
+        lo, hi = (r["ci_low"], r["ci_high"]) if a == lo_ else (1 - r["ci_high"], 1 - r["ci_low"])
+        rows.append({"aspect": asp, a: ra, b: 1 - ra, "n": int(r["n"]), "ties": int(r["ties"]), "ci_low": lo, "ci_high": hi})
+    return pd.DataFrame(rows)

@@ -1,0 +1,81 @@
+"""Flow ``labels``: VIPSeg-layout videos -> ``labels`` (+ ``rejects``) tables.
+
+Thin wiring: pick the videos not labelled yet, fan chunks out as Ray tasks, show
+progress. Each task writes its own rows, so whatever finished survives a crash.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prefect import flow, task
+from prefect.futures import as_completed
+from prefect_ray import RayTaskRunner
+from prefect_ray.context import remote_options
+from tqdm import tqdm
+
+from core.config import LabelsSettings, load_config
+from core.tables import Workdir
+from core.vipseg import Category, load_categories, read_split
+from flows.runtime import orchestration, ray_task_options
+from tasks.labels import STAGE, VideoRef, label_videos
+
+
+@task(name="label-videos")
+def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories: dict[int, Category], workdir: str) -> dict:
+    rows, rejects = label_videos(root, refs, cfg, categories, workdir)
+    wd = Workdir(workdir)
+    written = wd.append("labels", rows)
+    rejected = wd.append("rejects", rejects)
+    return {"videos": len(refs), "rows": written, "rejects": rejected}
+
+
+def pending_videos(workdir: Workdir, refs: list[VideoRef], retry_rejects: bool) -> list[VideoRef]:
+    """Videos with neither labels nor (unless retried) a reject."""
+    done = {(d, s, v) for d, s, v, _ in workdir.keys("labels")}
+    rejected = {item for stage, item in workdir.keys("rejects") if stage == STAGE}
+    if retry_rejects:
+        stale = [(STAGE, r.item) for r in refs if r.item in rejected]
+        workdir.delete("rejects", stale)
+        rejected = set()
+    return [r for r in refs if (r.dataset, r.split, r.video_id) not in done and r.item not in rejected]
+
+
+@flow(name="labels", task_runner=RayTaskRunner())
+def labels_flow(
+    data_root: str,
+    split: str,
+    workdir: str,
+    config: str = "tiny",
+    overrides: list[str] | None = None,
+    dataset: str | None = None,
+    retry_rejects: bool = False,
+    progress: bool = True,
+) -> dict:
+    cfg = load_config(config, overrides)
+    root = Path(data_root)
+    dataset = dataset or root.resolve().name
+    wd = Workdir(workdir)
+    refs = [VideoRef(dataset, split, v) for v in read_split(root, split)]
+    todo = pending_videos(wd, refs, retry_rejects)
+    categories = load_categories(root)
+    size = cfg.labels.chunk_size
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    summary = {"videos": len(refs), "skipped": len(refs) - len(todo), "rows": 0, "rejects": 0}
+    with remote_options(**ray_task_options(cfg.runtime)):
+        futures = [label_chunk.submit(str(root), c, cfg.labels, categories, workdir) for c in chunks]
+    bar = tqdm(total=len(todo), unit="video", desc=f"labels {dataset}/{split}", disable=not progress)
+    for fut in as_completed(futures):
+        out = fut.result()
+        summary["rows"] += out["rows"]
+        summary["rejects"] += out["rejects"]
+        bar.update(out["videos"])
+    bar.close()
+    return summary
+
+
+def run_labels(data_root: str, split: str, workdir: str, config: str = "tiny", overrides: list[str] | None = None, **kwargs) -> dict:
+    """Validate the config, then run the flow with a Prefect API and Ray ready (what the CLI calls)."""
+    cfg = load_config(config, overrides)
+    with orchestration(cfg.runtime):
+        return labels_flow(data_root=data_root, split=split, workdir=workdir, config=config, overrides=overrides, **kwargs)

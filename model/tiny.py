@@ -1,0 +1,196 @@
+"""The base video model's components: tiny ones built from config, or a real SVD directory.
+
+Both sizes use the same diffusers/transformers classes as Stable Video Diffusion
+img2vid (``UNetSpatioTemporalConditionModel``, ``AutoencoderKLTemporalDecoder``,
+``CLIPVisionModelWithProjection``, ``EulerDiscreteScheduler``), so every line of the
+controller, the pipeline and the training step runs unchanged on either.
+
+Nothing here downloads. A real SVD checkpoint is a local directory in diffusers
+layout (what ``StableVideoDiffusionPipeline.save_pretrained`` writes)::
+
+    <path>/model_index.json
+    <path>/unet/{config.json, diffusion_pytorch_model.safetensors}
+    <path>/vae/{config.json, diffusion_pytorch_model.safetensors}
+    <path>/image_encoder/{config.json, model.safetensors}
+    <path>/scheduler/scheduler_config.json
+    <path>/feature_extractor/preprocessor_config.json
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
+from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+
+SVD_LAYOUT = (
+    "a diffusers StableVideoDiffusionPipeline directory: model_index.json, unet/, vae/, image_encoder/, "
+    "scheduler/ and feature_extractor/ (e.g. stabilityai/stable-video-diffusion-img2vid saved with "
+    "save_pretrained; nothing is downloaded)"
+)
+SD15_LAYOUT = (
+    "a diffusers StableDiffusionPipeline directory: unet/, vae/, text_encoder/, tokenizer/ and scheduler/ "
+    "(e.g. runwayml/stable-diffusion-v1-5 saved with save_pretrained; nothing is downloaded)"
+)
+
+
+class MissingWeightsError(FileNotFoundError):
+    """A configured weights directory does not exist or lacks a part of the expected layout."""
+
+
+def require_layout(path: str | Path, parts: tuple[str, ...], layout: str) -> Path:
+    """Return ``path`` if every part exists under it, else raise one sentence naming what is missing."""
+    p = Path(path).expanduser()
+    missing = [part for part in parts if not (p / part).exists()]
+    if not p.is_dir() or missing:
+        what = "does not exist" if not p.is_dir() else f"lacks {', '.join(missing)}"
+        raise MissingWeightsError(f"weights directory {p} {what}; expected {layout}.")
+    return p
+
+
+@dataclass(frozen=True)
+class TinySizes:
+    """The knobs of the embedded tiny model (all channel counts multiples of 32 where GroupNorm needs it)."""
+
+    unet_channels: tuple[int, ...] = (32, 64)
+    unet_layers_per_block: int = 1
+    attention_heads: tuple[int, ...] = (2, 4)
+    vae_channels: int = 32
+    clip_hidden: int = 32
+    clip_layers: int = 1
+    clip_image_size: int = 224
+    cross_attention_dim: int = 32
+    time_embed_dim: int = 8
+    num_frames: int = 8
+    seed: int = 0
+
+
+def tiny_unet_config(s: TinySizes) -> dict:
+    n = len(s.unet_channels)
+    return dict(
+        sample_size=8,
+        in_channels=8,
+        out_channels=4,
+        down_block_types=("CrossAttnDownBlockSpatioTemporal",) * (n - 1) + ("DownBlockSpatioTemporal",),
+        up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (n - 1),
+        block_out_channels=tuple(s.unet_channels),
+        addition_time_embed_dim=s.time_embed_dim,
+        projection_class_embeddings_input_dim=3 * s.time_embed_dim,
+        layers_per_block=s.unet_layers_per_block,
+        cross_attention_dim=s.cross_attention_dim,
+        num_attention_heads=tuple(s.attention_heads),
+        num_frames=s.num_frames,
+    )
+
+
+def tiny_vae_config(s: TinySizes) -> dict:
+    # four blocks: the same 8x spatial factor as the real SVD VAE
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * 4,
+        block_out_channels=(s.vae_channels,) * 4,
+        layers_per_block=1,
+        latent_channels=4,
+        sample_size=64,
+        scaling_factor=0.18215,
+        force_upcast=False,
+    )
+
+
+def tiny_clip_config(s: TinySizes) -> CLIPVisionConfig:
+    return CLIPVisionConfig(
+        hidden_size=s.clip_hidden,
+        intermediate_size=2 * s.clip_hidden,
+        projection_dim=s.cross_attention_dim,
+        num_hidden_layers=s.clip_layers,
+        num_attention_heads=2,
+        image_size=s.clip_image_size,
+        patch_size=32,
+        num_channels=3,
+    )
+
+
+def svd_scheduler() -> EulerDiscreteScheduler:
+    """The scheduler configuration SVD img2vid ships with (EDM sigmas, v-prediction)."""
+    return EulerDiscreteScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        interpolation_type="linear",
+        use_karras_sigmas=True,
+        sigma_min=0.002,
+        sigma_max=700.0,
+        timestep_spacing="leading",
+        timestep_type="continuous",
+        steps_offset=1,
+    )
+
+
+def build_tiny_svd(sizes: TinySizes = TinySizes()) -> dict:
+    """SVD-shaped components with random weights from a fixed seed: the pipeline's keyword arguments."""
+    torch.manual_seed(sizes.seed)
+    unet = UNetSpatioTemporalConditionModel(**tiny_unet_config(sizes))
+    torch.manual_seed(sizes.seed + 1)
+    vae = AutoencoderKLTemporalDecoder(**tiny_vae_config(sizes))
+    torch.manual_seed(sizes.seed + 2)
+    image_encoder = CLIPVisionModelWithProjection(tiny_clip_config(sizes))
+    feature_extractor = CLIPImageProcessor(
+        crop_size={"height": sizes.clip_image_size, "width": sizes.clip_image_size},
+        size={"shortest_edge": sizes.clip_image_size},
+    )
+    parts = dict(vae=vae, image_encoder=image_encoder, unet=unet, scheduler=svd_scheduler(), feature_extractor=feature_extractor)
+    for m in (unet, vae, image_encoder):
+        m.eval().requires_grad_(False)
+    return parts
+
+
+def load_svd_components(path: str | Path, torch_dtype: torch.dtype | None = None) -> dict:
+    """The components of a local SVD img2vid directory in diffusers layout (never downloads)."""
+    p = require_layout(
+        path, ("model_index.json", "unet", "vae", "image_encoder", "scheduler", "feature_extractor"), SVD_LAYOUT
+    )
+    kw = dict(local_files_only=True)
+    if torch_dtype is not None:
+        kw["torch_dtype"] = torch_dtype
+    parts = dict(
+        unet=UNetSpatioTemporalConditionModel.from_pretrained(p / "unet", **kw),
+        vae=AutoencoderKLTemporalDecoder.from_pretrained(p / "vae", **kw),
+        image_encoder=CLIPVisionModelWithProjection.from_pretrained(p / "image_encoder", **kw),
+        scheduler=EulerDiscreteScheduler.from_pretrained(p / "scheduler", local_files_only=True),
+        feature_extractor=CLIPImageProcessor.from_pretrained(p / "feature_extractor", local_files_only=True),
+    )
+    for name in ("unet", "vae", "image_encoder"):
+        parts[name].eval().requires_grad_(False)
+    return parts
+
+
+def base_components(base_model_path: str | None, sizes: TinySizes = TinySizes(), torch_dtype=None) -> dict:
+    """A real SVD directory when a path is configured, else the embedded tiny model."""
+    if base_model_path:
+        return load_svd_components(base_model_path, torch_dtype=torch_dtype)
+    return build_tiny_svd(sizes)
+
+
+def weights_fingerprint(module: torch.nn.Module, samples_per_tensor: int = 1024) -> str:
+    """A short, stable hash of a module's config and weights (a strided sample of every tensor).
+
+    Cheap enough for a 1.5 GB UNet, and any retraining or swap of weights changes it.
+    """
+    h = hashlib.sha256()
+    cfg = getattr(module, "config", None)
+    if cfg is not None:
+        h.update(json.dumps(dict(cfg), sort_keys=True, default=str).encode())
+    for name, t in sorted(module.state_dict().items()):
+        flat = t.detach().reshape(-1)
+        step = max(1, flat.numel() // samples_per_tensor)
+        h.update(name.encode())
+        h.update(str(tuple(t.shape)).encode())
+        h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
+    return h.hexdigest()[:12]
