@@ -1,0 +1,39 @@
+"""Shared fixtures: the sample dataset, one Ray and one Prefect server per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+
+
+@pytest.fixture(scope="session")
+def sample_root(tmp_path_factory) -> Path:
+    """The embedded sample dataset (8 videos, 16 frames), written once per session."""
+    from core.sample_data import write_sample_dataset
+
+    root = tmp_path_factory.mktemp("sample")
+    write_sample_dataset(root, n_videos=8, n_frames=16, seed=0)
+    return root
+
+
+@pytest.fixture(scope="session")
+def orchestration_ready(tmp_path_factory):
+    """A real Prefect server on loopback (temporary SQLite) and a local Ray, started once."""
+    import ray
+    from prefect.server.api.server import SubprocessASGIServer
+
+    home = tmp_path_factory.mktemp("prefect-home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_API_DATABASE_CONNECTION_URL"] = f"sqlite+aiosqlite:///{home}/prefect.db"
+    server = SubprocessASGIServer()
+    server.start()
+    os.environ["PREFECT_API_URL"] = server.api_url
+    yield server.api_url
+    if ray.is_initialized():
+        ray.shutdown()
+    server.stop()

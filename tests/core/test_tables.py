@@ -1,0 +1,79 @@
+import multiprocessing as mp
+import os
+
+import pandas as pd
+import pytest
+
+from core.tables import SchemaError, Workdir, now_utc
+
+
+def _reject(i: int) -> dict:
+    return dict(stage="labels", item=f"ds/train/v{i}", reason="bad frame", at=now_utc())
+
+
+def test_append_is_idempotent_on_the_key(tmp_path):
+    wd = Workdir(tmp_path)
+    assert wd.append("rejects", [_reject(i) for i in range(3)]) == 3
+    assert wd.append("rejects", [_reject(i) for i in range(5)]) == 2  # only the new keys
+    assert wd.append("rejects", [_reject(i) for i in range(5)]) == 0
+    df = wd.read("rejects")
+    assert len(df) == 5 and not df.duplicated(["stage", "item"]).any()
+
+
+def test_schema_is_checked_on_write(tmp_path):
+    wd = Workdir(tmp_path)
+    with pytest.raises(SchemaError, match="unknown columns"):
+        wd.append("rejects", [{**_reject(0), "colour": "red"}])
+    with pytest.raises(SchemaError, match="key columns"):
+        wd.append("rejects", [{**_reject(0), "item": None}])
+    with pytest.raises(SchemaError, match="repeat a key"):
+        wd.append("rejects", [_reject(0), _reject(0)])
+    with pytest.raises(SchemaError, match="do not match"):
+        wd.append("train_log", [dict(checkpoint_id="c", step="not-a-number")])
+    assert wd.read("rejects").empty
+
+
+def test_a_failed_write_leaves_nothing_visible(tmp_path):
+    wd = Workdir(tmp_path)
+
+    def boom(f):
+        f.write(b"PAR1 half a file")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        wd.write_atomic(wd.path("tables", "rejects", "part-x.parquet"), boom)
+    assert os.listdir(wd.table_dir("rejects")) == []
+    assert wd.read("rejects").empty
+
+
+def test_empty_table_reads_with_its_schema(tmp_path):
+    df = Workdir(tmp_path).read("labels")
+    assert df.empty and "centers" in df.columns
+
+
+def test_delete_by_key(tmp_path):
+    wd = Workdir(tmp_path)
+    wd.append("rejects", [_reject(i) for i in range(4)])
+    assert wd.delete("rejects", [("labels", "ds/train/v1"), ("labels", "ds/train/v9")]) == 1
+    assert sorted(wd.read("rejects")["item"]) == ["ds/train/v0", "ds/train/v2", "ds/train/v3"]
+
+
+def _writer(args):
+    root, start = args
+    wd = Workdir(root)
+    # Overlapping key ranges from several processes at once.
+    return sum(wd.append("rejects", [_reject(i)]) for i in range(start, start + 20))
+
+
+def test_concurrent_writers_never_duplicate_a_key(tmp_path):
+    with mp.get_context("spawn").Pool(4) as pool:
+        written = pool.map(_writer, [(str(tmp_path), s) for s in (0, 10, 20, 5)])
+    df = Workdir(tmp_path).read("rejects")
+    assert sum(written) == len(df) == 40
+    assert not df.duplicated(["stage", "item"]).any()
+
+
+def test_fsspec_url_workdir(tmp_path):
+    wd = Workdir(f"file://{tmp_path}/w")
+    wd.append("rejects", [_reject(1)])
+    assert isinstance(wd.read("rejects"), pd.DataFrame) and len(wd.read("rejects")) == 1
