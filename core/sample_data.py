@@ -100,9 +100,9 @@ def _smooth_path(rng: np.random.Generator, start: np.ndarray, end: np.ndarray, n
     return base + normal[None] * (amp * np.sin(2 * np.pi * t))[:, None]
 
 
-def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = None) -> Scene:
+def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = None, size: tuple[int, int] | None = None) -> Scene:
     rng = np.random.default_rng([seed, index])
-    H, W = _SIZES[index % len(_SIZES)]
+    H, W = size or _SIZES[index % len(_SIZES)]
     margin = 48
     bg = cv2.resize(_photo(_BACKGROUNDS[index % len(_BACKGROUNDS)]), (W + 2 * margin, H + 2 * margin), interpolation=cv2.INTER_AREA)
     pans = index % 2 == 0  # every other video has a camera pan
@@ -252,15 +252,21 @@ def _inside(center: np.ndarray, a: float, W: int, H: int) -> bool:
     return a + 0.5 <= x <= W - 1.5 - a and a + 0.5 <= y <= H - 1.5 - a
 
 
-def write_sample_dataset(out: Path, n_videos: int = 8, n_frames: int = 16, seed: int = 0, val_every: int = 4) -> dict:
-    """Write the dataset; every ``val_every``-th video goes to val. Returns a summary."""
+def write_sample_dataset(
+    out: Path, n_videos: int = 8, n_frames: int = 16, seed: int = 0, val_every: int = 4, size: tuple[int, int] | None = None
+) -> dict:
+    """Write the dataset; every ``val_every``-th video goes to val. Returns a summary.
+
+    ``size`` (H, W) fixes the frame size (e.g. VIPSeg_720P's 720x1280); by default
+    the videos cycle through several small sizes and aspect ratios.
+    """
     out = Path(out)
     for sub in ("imgs", "panomasks", "ground_truth"):
         (out / sub).mkdir(parents=True, exist_ok=True)
     (out / "panoVIPSeg_categories.json").write_text(json.dumps(CATEGORIES, indent=1))
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for i in range(n_videos):
-        scene = make_scene(i, n_frames, seed)
+        scene = make_scene(i, n_frames, seed, size=size)
         frames, masks, truth = render(scene)
         img_dir, mask_dir = out / "imgs" / scene.video_id, out / "panomasks" / scene.video_id
         img_dir.mkdir(exist_ok=True)

@@ -61,13 +61,13 @@ def incircles(ids: np.ndarray, entity_ids: list[int] | np.ndarray) -> tuple[np.n
     centers = np.full((E, 2), np.nan, np.float64)
     radii = np.zeros(E, np.float64)
     areas = np.zeros(E, np.int64)
-    # Relabel ids to 1..E so find_objects gives every entity's bounding box at once.
-    lut_ids, inverse = np.unique(ids, return_inverse=True)
-    pos = np.searchsorted(lut_ids, entity_ids)
-    present = (pos < len(lut_ids)) & (lut_ids[np.minimum(pos, len(lut_ids) - 1)] == entity_ids)
-    relabel = np.zeros(len(lut_ids), np.int32)
-    relabel[pos[present]] = np.nonzero(present)[0] + 1
-    small = relabel[inverse.reshape(ids.shape)]
+    # Relabel ids to 1..E (0 = anything else) with a lookup table: one pass, no sort,
+    # so find_objects gives every entity's bounding box at once.
+    top = max(int(ids.max(initial=0)), int(entity_ids.max(initial=0))) + 1
+    lut = np.zeros(top, np.int32)
+    ok = entity_ids >= 0
+    lut[entity_ids[ok]] = np.nonzero(ok)[0] + 1
+    small = lut[ids]
     counts = np.bincount(small.ravel(), minlength=E + 1)
     boxes = ndimage.find_objects(small, max_label=E)
     for k, box in enumerate(boxes):
