@@ -115,7 +115,8 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
     scene = Scene(f"sample_{index:04d}", (H, W), n_frames, bg, pan, horizon, water_rows, water, water_shift)
 
     if roles is None:
-        extra = [["occluded", "tiny"], ["leaver"], ["occluded", "leaver", "tiny"], ["tiny"]][index % 4]
+        # Rotated against the val split (every 4th video) so val sees every kind of scene.
+        extra = [["occluded", "tiny"], ["leaver"], ["occluded", "leaver", "tiny"], ["tiny"]][(index + index // 4) % 4]
         roles = ["mover", *extra]
     cats = [60, 61, 62, 63, 64]
     rng.shuffle(cats)
@@ -277,10 +278,27 @@ def write_sample_dataset(
             write_mask(mask_dir / f"{name}.png", ids)
         truth["frames"] = names
         (out / "ground_truth" / f"{scene.video_id}.json").write_text(json.dumps(truth))
-        splits["val" if (i % val_every) == val_every - 1 else "train"].append(scene.video_id)
+        split = "val" if (i % val_every) == val_every - 1 else "train"
+        splits[split].append(scene.video_id)
+        if split == "val":
+            _write_user_study_case(out / "user_study" / scene.video_id, frames[0], masks[0], truth)
     for split, vids in splits.items():
         (out / f"{split}.txt").write_text("".join(f"{v}\n" for v in vids))
     return {"root": str(out), "videos": n_videos, "frames": n_frames, **{k: len(v) for k, v in splits.items()}}
+
+
+def _write_user_study_case(folder: Path, frame: np.ndarray, ids: np.ndarray, truth: dict) -> None:
+    """A still image + JPEG masks + sparse paths, in the official demo format (no video)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(folder / "demo.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    meta = {}
+    for eid, ent in truth["entities"].items():
+        if not ent["is_thing"] or ent["role"] == "tiny":
+            continue
+        name = f"mask_{eid}.jpg"
+        cv2.imwrite(str(folder / name), ((ids == int(eid)) * 255).astype(np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        meta[eid] = {"mask_name": name, "trajectory": ent["centers"][::3]}  # sparse, as a user draws it
+    (folder / "demo.json").write_text(json.dumps(meta))
 
 
 def read_truth(root: Path, video_id: str) -> dict:

@@ -1,0 +1,71 @@
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from core.config import load_config
+from core.tables import Workdir
+from tasks.benchmarks import BENCHMARKS, folder_items, labels_items, read_user_study_case, write_user_study_case
+from tasks.labels import VideoRef, label_videos
+
+
+def test_sample_benchmark_items_from_labels(sample_root, tmp_path):
+    wd = Workdir(tmp_path)
+    cfg = load_config("tiny").labels
+    rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in ("sample_0003", "sample_0007")], cfg, {}, str(tmp_path))
+    wd.append("labels", rows)
+    items = labels_items(wd, BENCHMARKS["sample"])
+    assert [i.item_id for i in items] == ["sample_0003", "sample_0007"]
+    it = items[0]
+    E = len(it.entity_ids)
+    assert it.image.shape == (256, 256, 3) and it.masks.shape == (E, 256, 256)
+    assert it.trajectories.shape == (E, 14, 2) and it.visible.shape == (E, 14)
+    assert it.orig_hw == (240, 320)
+    # The first trajectory point lies inside the entity's first-frame mask.
+    for m, t in zip(it.masks, it.trajectories):
+        assert m[int(round(t[0, 1])), int(round(t[0, 0]))]
+
+
+def test_user_study_case_resized_cropped_and_interpolated(sample_root):
+    item = read_user_study_case(sample_root / "user_study" / "sample_0003", (128, 224), 14)
+    assert item.image.shape == (128, 224, 3) and item.trajectories.shape[1:] == (14, 2)
+    for m, t in zip(item.masks, item.trajectories):
+        assert m[int(round(t[0, 1])), int(round(t[0, 0]))], "path start must stay on the entity after the crop"
+
+
+def _odd_case(folder, size=(301, 517)):
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 255, size=(*size, 3), dtype=np.uint8)
+    mask = np.zeros(size, bool)
+    mask[100:180, 200:300] = True
+    write_user_study_case(folder, img, [mask], [np.array([[250, 140], [400, 150], [560, 160]])])  # last point outside
+    return folder
+
+
+def test_user_study_odd_size_jpeg_mask_and_outside_points(tmp_path):
+    case = _odd_case(tmp_path / "case1")
+    item = read_user_study_case(case, (256, 256), 14)
+    assert item.image.shape == (256, 256, 3)
+    assert any("outside the image and were clipped" in n for n in item.notes)
+    assert item.trajectories[..., 0].max() <= 255 and item.trajectories.min() >= 0
+    # JPEG noise around the mask edge does not leak into the mask: it stays one solid block.
+    frac = item.masks[0].sum() / ((180 - 100) * (300 - 200) * (256 / 301) ** 2)
+    assert 0.9 < frac < 1.1
+
+
+def test_user_study_missing_mask_is_reported_and_others_load(tmp_path):
+    _odd_case(tmp_path / "good")
+    bad = _odd_case(tmp_path / "bad")
+    (bad / "mask_1.jpg").unlink()
+    items, rejects = folder_items(tmp_path, (256, 256), 14)
+    assert [i.item_id for i in items] == ["good"]
+    assert rejects[0][0] == "bad" and "mask file" in rejects[0][1] and "missing" in rejects[0][1]
+
+
+def test_user_study_bad_json(tmp_path):
+    case = _odd_case(tmp_path / "c")
+    (case / "demo.json").write_text("{not json")
+    items, rejects = folder_items(tmp_path, (256, 256), 14)
+    assert not items and "not valid JSON" in rejects[0][1]
