@@ -83,6 +83,32 @@ class LabelsSettings(_Section):
         return v
 
 
+class GenerateSettings(_Section):
+    """Benchmark video generation (the model's own sampling knobs live under ``model``)."""
+
+    seeds: tuple[int, ...] = Field((0,), min_length=1, description="one video per (item, seed)")
+    fps: int = Field(7, ge=1, description="frame rate of the written mp4")
+    items_per_task: int = Field(4, ge=1, description="items per Ray task: the model loads once per task")
+
+
+class EvaluateSettings(_Section):
+    """ObjMC / FID / FVD. Weight paths are local files; None = the fixed-seed fallback backbone."""
+
+    tracker: TrackerSettings = TrackerSettings()
+    grid_size: int = Field(10, ge=2, description="ObjMC tracking grid (official: 10)")
+    add_centers: bool = Field(True, description="also track the exact centres (False = official grid-only choice)")
+    ground_truth: Literal["tracked", "labels"] = Field(
+        "tracked", description="benchmark trajectories: the real clip tracked from the first-frame centres (official), or the label trajectories"
+    )
+    inception_path: str | None = Field(None, description="clean-fid's inception-2015-12-05.pt (TorchScript)")
+    i3d_path: str | None = Field(None, description="I3D Kinetics-400 TorchScript (StyleGAN-V's i3d_torchscript.pt)")
+    bootstrap: int = Field(1000, ge=10, description="bootstrap resamples for the ObjMC interval")
+    bootstrap_frechet: int = Field(200, ge=10, description="bootstrap resamples for FID/FVD (each solves a DxD eigenproblem)")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0)
+    user_study_dir: str | None = Field(None, description="folder of user-study cases (official demo format)")
+    items_per_task: int = Field(8, ge=1)
+
+
 class RuntimeSettings(_Section):
     """Where the heavy work runs. ``ray_address`` (or RAY_ADDRESS) joins a cluster."""
 
@@ -94,10 +120,74 @@ class RuntimeSettings(_Section):
     max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker died")
 
 
+class TinyModelSettings(_Section):
+    """Sizes of the embedded tiny SVD-shaped model (random weights from ``seed``; no download)."""
+
+    unet_channels: tuple[int, ...] = Field((32, 64), description="UNet block widths (multiples of 32)")
+    unet_layers_per_block: int = Field(1, ge=1)
+    attention_heads: tuple[int, ...] = (2, 4)
+    vae_channels: int = Field(32, ge=32, multiple_of=32)
+    seed: int = 0
+
+    @field_validator("unet_channels")
+    @classmethod
+    def _groups(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(v) < 2 or any(c % 32 for c in v):
+            raise ValueError("needs at least 2 widths, each a multiple of 32 (GroupNorm)")
+        return v
+
+
+class ModelSettings(_Section):
+    """The base video model and the DragAnything controller (see model/ and docs/METHOD.md)."""
+
+    base_model_path: str | None = Field(
+        None, description="local SVD img2vid directory in diffusers layout; None = the embedded tiny model"
+    )
+    tiny: TinyModelSettings = TinyModelSettings()
+    num_frames: int = Field(8, ge=2, description="L, frames generated / trained on")
+    height: int = Field(64, ge=16, multiple_of=8)
+    width: int = Field(64, ge=16, multiple_of=8)
+    # entity representation
+    entity_backbone: Literal["base-unet", "sd15-unet"] = "base-unet"
+    entity_backbone_path: str | None = Field(None, description="local SD1.5 directory (diffusers layout) for sd15-unet")
+    entity_timestep: int = Field(261, ge=0, le=999)
+    entity_layer: int = Field(-1, description="index of the UNet up block whose output is pooled (-1 = last)")
+    entity_channels: int = Field(160, ge=1, description="entity vector size after channel pooling")
+    entity_ensemble: int = Field(1, ge=1, description="noise draws averaged (official: 8)")
+    gaussian_sigma_ratio: float = Field(0.4, gt=0, description="Gaussian sigma / entity radius")
+    gaussian_support_ratio: float = Field(1.0, gt=0, description="Gaussian support / entity radius")
+    # controller
+    conditioning: Literal[
+        "entity+gaussian", "entity", "gaussian", "none", "point", "trajectory", "dragnuwa-flow", "box"
+    ] = "entity+gaussian"
+    encoder: Literal["dense", "fast", "strided"] = Field(
+        "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter"
+    )
+    encoder_channels: tuple[int, int, int, int] = (160, 32, 96, 256)
+    frame_chunk: int = Field(4, ge=1, description="frames per chunk in the fast entity encoder")
+    conditioning_scale: float = Field(1.0, ge=0)
+
+    def tiny_sizes(self):
+        from model.tiny import TinySizes
+
+        t = self.tiny
+        return TinySizes(
+            unet_channels=tuple(t.unet_channels),
+            unet_layers_per_block=t.unet_layers_per_block,
+            attention_heads=tuple(t.attention_heads),
+            vae_channels=t.vae_channels,
+            num_frames=self.num_frames,
+            seed=t.seed,
+        )
+
+
 class Config(_Section):
     profile: str = "custom"
     labels: LabelsSettings = LabelsSettings()
+    generate: GenerateSettings = GenerateSettings()
+    evaluate: EvaluateSettings = EvaluateSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    model: ModelSettings = ModelSettings()
 
     def digest(self) -> str:
         """Stable short hash of the values (not of the profile name)."""

@@ -47,16 +47,98 @@ def labels(
     retry_rejects: bool = typer.Option(False, "--retry-rejects", help="try videos rejected before again"),
 ) -> None:
     """Entities, incircles and trajectories for every video of a split -> labels table."""
-    try:
-        load_config(config, overrides)
-    except ConfigError as err:
-        _fail(str(err))
+    _check_config(config, overrides)
     if not (data_root / f"{split}.txt").is_file():
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
     from flows.labels import run_labels
 
     summary = run_labels(str(data_root), split, workdir, config=config, overrides=overrides, dataset=dataset, retry_rejects=retry_rejects)
     typer.echo(json.dumps(summary))
+
+
+@app.command("generate")
+def generate(
+    checkpoint: str = typer.Option(..., "--checkpoint", help="checkpoint id from the checkpoints table, or 'static' / 'warp'"),
+    benchmark: str = typer.Option("sample", "--benchmark", "-b", help="sample, vipseg-val or user-study"),
+    workdir: str = typer.Option(..., "--workdir", "-w"),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = OverrideOpt,
+) -> None:
+    """Benchmark videos for one checkpoint: mp4 (H.264) + raw frames + samples rows."""
+    _check_config(config, overrides)
+    from flows.stages import UnknownCheckpoint, run_generate
+
+    try:
+        summary = run_generate(checkpoint, benchmark, workdir, config=config, overrides=overrides)
+    except (UnknownCheckpoint, FileNotFoundError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(summary))
+
+
+evaluate_app = typer.Typer(help="Score a checkpoint's benchmark videos, or any method's trajectories (objmc).")
+app.add_typer(evaluate_app, name="evaluate")
+
+
+@evaluate_app.callback(invoke_without_command=True)
+def evaluate(
+    ctx: typer.Context,
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint id (or 'static' / 'warp')"),
+    benchmark: str = typer.Option("sample", "--benchmark", "-b"),
+    workdir: Optional[str] = typer.Option(None, "--workdir", "-w"),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = OverrideOpt,
+) -> None:
+    """ObjMC, FID and FVD with bootstrap intervals -> objmc and metrics tables."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not checkpoint or not workdir:
+        _fail("evaluate needs --checkpoint and --workdir (or the subcommand `objmc --gt DIR --pred DIR`)")
+    _check_config(config, overrides)
+    from flows.stages import UnknownCheckpoint, run_evaluate
+
+    try:
+        summary = run_evaluate(checkpoint, benchmark, workdir, config=config, overrides=overrides)
+    except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(summary))
+
+
+@evaluate_app.command("objmc")
+def evaluate_objmc(
+    gt: Path = typer.Option(..., "--gt", help="folder of ground-truth trajectory JSON files ({entity_id: [[x, y], ...]} per video)"),
+    pred: Path = typer.Option(..., "--pred", help="folder of predicted trajectory JSON files, same format"),
+    pred_size: Optional[str] = typer.Option(None, "--pred-size", help="HxW the predictions are given at (default: as the evaluation)"),
+    gt_size: Optional[str] = typer.Option(None, "--gt-size", help="HxW the ground truth is given at (default: as the evaluation)"),
+    eval_size: Optional[str] = typer.Option(None, "--eval-size", help="HxW to measure errors at (official: the original video size)"),
+) -> None:
+    """ObjMC between two trajectory folders in the official format (any method's outputs)."""
+    from eval.objmc import format_report, score_dirs
+
+    for d in (gt, pred):
+        if not d.is_dir():
+            _fail(f"{d} is not a folder of trajectory JSON files")
+
+    def hw(text: Optional[str]):
+        if not text:
+            return None
+        try:
+            h, w = (int(x) for x in text.lower().split("x"))
+        except ValueError:
+            _fail(f"size '{text}' must look like HEIGHTxWIDTH, e.g. 256x256")
+        return (h, w)
+
+    try:
+        result = score_dirs(gt, pred, pred_hw=hw(pred_size), gt_hw=hw(gt_size), eval_hw=hw(eval_size))
+    except FileNotFoundError as err:
+        _fail(str(err))
+    typer.echo(format_report(result))
+
+
+def _check_config(config: str, overrides: Optional[list[str]]) -> None:
+    try:
+        load_config(config, overrides)
+    except ConfigError as err:
+        _fail(str(err))
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import pandas as pd
 
 from core.tables import Workdir
 from eval.geometry import incircles, scale_points
@@ -76,11 +75,22 @@ def resize_clip(frames: np.ndarray, ids: np.ndarray, hw: tuple[int, int]) -> tup
     return f, m
 
 
-def labels_items(workdir: Workdir, spec: BenchmarkSpec, labels: pd.DataFrame | None = None) -> list[BenchmarkItem]:
-    """Items from the ``labels`` table: one per video of (dataset, split)."""
-    if labels is None:
-        labels = workdir.read("labels")
-    rows = labels[(labels["dataset"] == spec.dataset) & (labels["split"] == spec.split)]
+def labels_items(
+    workdir: Workdir, spec: BenchmarkSpec, only: set[str] | None = None, gt_tracker=None, grid_size: int = 10, add_centers: bool = True
+) -> list[BenchmarkItem]:
+    """Items from the ``labels`` table: one per video of (dataset, split), or of ``only`` those.
+
+    With ``gt_tracker`` the trajectories are the official evaluation ground truth:
+    the real clip tracked from each entity's first-frame centre (grid-nearest rule).
+    Without, they are the label trajectories (per-frame incircle centres for
+    ``mask-center`` labels, which jump under occlusion).
+    """
+    import pyarrow.compute as pc
+
+    filt = (pc.field("dataset") == spec.dataset) & (pc.field("split") == spec.split)
+    if only is not None:
+        filt &= pc.field("video_id").isin(sorted(only))
+    rows = workdir.read("labels", filter=filt)
     items = []
     for video_id, group in rows.groupby("video_id", sort=True):
         group = group.sort_values("entity_id")
@@ -94,6 +104,10 @@ def labels_items(workdir: Workdir, spec: BenchmarkSpec, labels: pd.DataFrame | N
         keep = masks.any(axis=(1, 2))  # an entity can vanish when the benchmark is coarser than the labels
         trajectories = np.stack([scale_points(np.stack(c)[:L], label_hw, spec.resolution) for c in group["centers"]]).astype(np.float32)
         visible = np.stack([np.asarray(v[:L], bool) for v in group["visible"]])
+        if gt_tracker is not None:
+            from eval.objmc import ground_truth_tracks
+
+            trajectories = ground_truth_tracks(frames, trajectories[:, 0], gt_tracker, grid_size, add_centers).astype(np.float32)
         _, radii, _ = incircles(ids[0], entity_ids)
         items.append(
             BenchmarkItem(
@@ -194,13 +208,15 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
     )
 
 
-def folder_items(folder: Path, resolution: tuple[int, int], frames: int) -> tuple[list[BenchmarkItem], list[tuple[str, str]]]:
-    """Every case folder -> (items, [(case, reason)] for the ones that cannot be used)."""
+def folder_items(
+    folder: Path, resolution: tuple[int, int], frames: int, only: set[str] | None = None
+) -> tuple[list[BenchmarkItem], list[tuple[str, str]]]:
+    """Every case folder (or ``only`` those) -> (items, [(case, reason)] for the ones that cannot be used)."""
     items, bad = [], []
     root = Path(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"user-study folder {root} does not exist; set evaluate.user_study_dir or pass --benchmark-dir")
-    for case in sorted(p for p in root.iterdir() if p.is_dir()):
+    for case in sorted(p for p in root.iterdir() if p.is_dir() and (only is None or p.name in only)):
         try:
             items.append(read_user_study_case(case, resolution, frames))
         except ItemError as err:

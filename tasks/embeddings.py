@@ -1,0 +1,54 @@
+"""The labels stage's entity-embedding unit of work: label rows in, ``entity_embeddings`` rows out.
+
+A plain function (no Prefect, no Ray) that the labels flow calls per chunk of videos. The
+model is loaded once per call; each video's first frame and panoptic ids come from the
+frames cache, and an entity's mask is ``ids[0] == entity_id``.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+
+from core.tables import Workdir
+
+
+def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> list[dict]:
+    """One ``entity_embeddings`` row per label row (entities of the same video share one UNet pass).
+
+    ``extractor`` names backbone, weights fingerprint, timestep, layer, vector size and ensemble,
+    so vectors from a different backbone or checkpoint never share a key.
+    """
+    from model.entity_features import build_extractor
+    from tasks.labels import load_cached_clip
+
+    if not label_rows:
+        return []
+    workdir = Workdir(workdir_url)
+    extractor = build_extractor(model_settings)
+    by_video: dict[tuple, list[dict]] = defaultdict(list)
+    for row in label_rows:
+        by_video[(row["dataset"], row["video_id"], row["frames_path"])].append(row)
+
+    out: list[dict] = []
+    for (dataset, video_id, frames_path), rows in by_video.items():
+        frames, ids = load_cached_clip(workdir, frames_path)
+        masks = np.stack([ids[0] == int(r["entity_id"]) for r in rows])
+        keep = masks.reshape(len(rows), -1).any(1)
+        if not keep.any():
+            continue
+        vectors = extractor.extract(frames[0], masks[keep]).cpu().numpy().astype(np.float32)
+        for row, vec in zip([r for r, k in zip(rows, keep) if k], vectors):
+            out.append(
+                dict(
+                    dataset=dataset,
+                    video_id=video_id,
+                    entity_id=int(row["entity_id"]),
+                    extractor=extractor.extractor_id,
+                    vector=vec.tolist(),
+                    timestep=extractor.timestep,
+                    layer=extractor.layer_name,
+                )
+            )
+    return out
