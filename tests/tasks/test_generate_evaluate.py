@@ -1,0 +1,97 @@
+"""Generate and evaluate as plain functions on the sample benchmark (model-free generators)."""
+
+import av
+import numpy as np
+import pytest
+
+from core.config import load_config
+from core.tables import Workdir
+from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize
+from tasks.generate import generate_items, load_benchmark, read_frames, reference_checkpoint_row
+from tasks.labels import VideoRef, label_videos
+
+VAL = ["sample_0003", "sample_0007"]
+
+
+@pytest.fixture(scope="module")
+def bench_workdir(sample_root, tmp_path_factory):
+    """A workdir with the sample val split labelled, and static + warp generated and scored."""
+    root = tmp_path_factory.mktemp("bench")
+    wd = Workdir(root)
+    cfg = load_config("tiny")
+    rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in VAL], cfg.labels, {}, str(root))
+    wd.append("labels", rows)
+    for name in ("static", "warp"):
+        wd.append("checkpoints", [reference_checkpoint_row(name)])
+        samples, rejects = generate_items(str(root), reference_checkpoint_row(name), "sample", VAL, cfg)
+        assert not rejects
+        wd.append("samples", samples)
+        wd.append("objmc", objmc_items(str(root), name, "sample", VAL, cfg))
+        wd.append("metrics", summarize(str(root), name, "sample", cfg))
+    return wd
+
+
+def _metric(wd, cid, metric):
+    m = wd.read("metrics")
+    return m[(m["checkpoint_id"] == cid) & (m["metric"] == metric)].iloc[0]
+
+
+def test_warp_beats_static_on_objmc_by_a_wide_margin(bench_workdir):
+    warp, static = _metric(bench_workdir, "warp", "objmc"), _metric(bench_workdir, "static", "objmc")
+    assert warp.value < 0.25 * static.value, (warp.value, static.value)
+    assert warp.ci_low <= warp.value <= warp.ci_high and warp.n == 2
+
+
+def test_fid_fvd_rows_name_their_backbone(bench_workdir):
+    m = bench_workdir.read("metrics")
+    got = set(zip(m["metric"], m["backbone"]))
+    assert ("fid", "fallback-frame-v1") in got and ("fvd", "fallback-clip-v1") in got
+    assert (m["value"] >= 0).all()
+
+
+def test_samples_are_browser_playable_h264(bench_workdir):
+    s = bench_workdir.read("samples").iloc[0]
+    with av.open(bench_workdir.path(s["video_path"])) as c:
+        stream = c.streams.video[0]
+        assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
+        n = sum(1 for _ in c.decode(stream))
+    assert n == s["frames"] == 14 and (s["height"], s["width"]) == (256, 256)
+
+
+def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
+    cfg = load_config("tiny")
+    again, _ = generate_items(bench_workdir.url, reference_checkpoint_row("warp"), "sample", VAL, cfg)
+    assert again == []  # everything exists
+    items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])
+    from tasks.generate import WarpGenerator
+
+    frames = WarpGenerator(14)(items[0], seed=0)
+    stored = read_frames(bench_workdir, "samples/warp/sample/sample_0003/seed0.npz")
+    assert np.array_equal(frames, stored)
+
+
+def test_feature_cache_is_reused(bench_workdir):
+    cfg = load_config("tiny")
+    samples = bench_workdir.read("samples")
+    items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL)
+    refs = feature_refs(samples, items)
+    assert len(refs) == 4 + 2  # 2 generators x 2 items + the 2 real clips, once
+    before = {p: bench_workdir.fs.modified(p) for p in bench_workdir.fs.find(bench_workdir.path("features"))}
+    cache_features(bench_workdir.url, refs, cfg)
+    after = {p: bench_workdir.fs.modified(p) for p in bench_workdir.fs.find(bench_workdir.path("features"))}
+    assert before == after and len(after) == 6
+
+
+def test_a_bad_user_study_case_is_rejected_and_the_rest_generated(sample_root, tmp_path):
+    import shutil
+
+    cases = tmp_path / "cases"
+    shutil.copytree(sample_root / "user_study", cases)
+    bad = sorted(cases.iterdir())[0]
+    next(bad.glob("mask_*.jpg")).unlink()
+    cfg = load_config("tiny", {"evaluate.user_study_dir": str(cases)})
+    ids = sorted(p.name for p in cases.iterdir())
+    rows, rejects = generate_items(str(tmp_path / "w"), reference_checkpoint_row("warp"), "user-study", ids, cfg)
+    assert [r["item"] for r in rejects] == [f"warp/user-study/{bad.name}"]
+    assert "missing" in rejects[0]["reason"]
+    assert {r["item_id"] for r in rows} == set(ids) - {bad.name}
