@@ -134,6 +134,43 @@ def evaluate_objmc(
     typer.echo(format_report(result))
 
 
+@app.command("pipeline")
+def pipeline(
+    workdir: str = typer.Option(..., "--workdir", "-w"),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", help="VIPSeg-layout data for the labels stage"),
+    dataset: str = typer.Option("sample", help="dataset name in the tables"),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = OverrideOpt,
+    stages: str = typer.Option("labels,train,generate,evaluate", help="comma-separated stages to run"),
+    benchmarks: str = typer.Option("sample", help="comma-separated benchmarks"),
+    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", help="evaluate these checkpoints (default: by --select)"),
+    select: str = typer.Option("missing", help="missing: checkpoints without metrics; latest: the newest; all"),
+    steps: Optional[int] = typer.Option(None, help="training steps (default: the config's)"),
+) -> None:
+    """The whole DAG: labels -> train -> generate -> evaluate, skipping what is done."""
+    _check_config(config, overrides)
+    if select not in ("missing", "latest", "all"):
+        _fail(f"--select must be missing, latest or all, got {select!r}")
+    from flows.pipeline import run_pipeline
+
+    report = run_pipeline(
+        workdir, config=config, overrides=overrides, data_root=str(data_root) if data_root else None, dataset=dataset,
+        stages=[s.strip() for s in stages.split(",") if s.strip()], benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()],
+        checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
+    )
+    typer.echo(json.dumps(report, default=str))
+
+
+@app.command("status")
+def status(workdir: str = typer.Option(..., "--workdir", "-w"), as_json: bool = typer.Option(False, "--json")) -> None:
+    """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
+    from core.status import format_status, workdir_status
+    from core.tables import Workdir
+
+    st = workdir_status(Workdir(workdir))
+    typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
+
+
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:
     try:
         load_config(config, overrides)

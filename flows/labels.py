@@ -10,14 +10,13 @@ from pathlib import Path
 
 from prefect import flow, task
 from prefect.futures import as_completed
-from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 from tqdm import tqdm
 
 from core.config import LabelsSettings, load_config
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split
-from flows.runtime import orchestration, ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
 from tasks.labels import STAGE, VideoRef, label_videos
 
 
@@ -41,7 +40,7 @@ def pending_videos(workdir: Workdir, refs: list[VideoRef], retry_rejects: bool) 
     return [r for r in refs if (r.dataset, r.split, r.video_id) not in done and r.item not in rejected]
 
 
-@flow(name="labels", task_runner=RayTaskRunner())
+@flow(name="labels", task_runner=ProjectRayTaskRunner())
 def labels_flow(
     data_root: str,
     split: str,

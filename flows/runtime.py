@@ -12,6 +12,8 @@ import contextlib
 import os
 from typing import Iterator
 
+from prefect_ray import RayTaskRunner
+
 from core.config import RuntimeSettings
 
 _QUIET = {
@@ -59,17 +61,37 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
         ray.init(num_cpus=runtime.num_cpus, **kwargs)
 
 
-@contextlib.contextmanager
-def orchestration(runtime: RuntimeSettings) -> Iterator[str]:
-    """Prefect API + Ray ready for a flow run; yields the API URL."""
-    from prefect.settings import PREFECT_API_URL, temporary_settings
-
+def worker_env(url: str) -> dict[str, str]:
     for k, v in _QUIET.items():
         os.environ.setdefault(k, v)
+    return {"PREFECT_API_URL": url, **_QUIET}
+
+
+@contextlib.contextmanager
+def orchestration(runtime: RuntimeSettings) -> Iterator[str]:
+    """Prefect API + Ray (sized by the config) ready for a flow run; yields the API URL."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     url = prefect_api_url()
-    ensure_ray(runtime, {"PREFECT_API_URL": url, **_QUIET})
+    ensure_ray(runtime, worker_env(url))
     with temporary_settings({PREFECT_API_URL: url}):
         yield url
+
+
+class ProjectRayTaskRunner(RayTaskRunner):
+    """``RayTaskRunner`` whose workers report to the flow's Prefect API.
+
+    When a flow starts without a Ray (a deployment run by a worker), this joins
+    ``RAY_ADDRESS`` or starts a local Ray, with the API URL in the workers'
+    environment; otherwise it uses the Ray the caller started (``orchestration``).
+    """
+
+    def __enter__(self):
+        import ray
+
+        if not ray.is_initialized():
+            ensure_ray(RuntimeSettings(), worker_env(prefect_api_url()))
+        return super().__enter__()
 
 
 def ray_task_options(runtime: RuntimeSettings) -> dict:

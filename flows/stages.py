@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from prefect import flow, task
 from prefect.futures import as_completed
-from prefect_ray import RayTaskRunner
 from prefect_ray.context import remote_options
 from tqdm import tqdm
 
 from core.config import Config, load_config
 from core.tables import Workdir
-from flows.runtime import orchestration, ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
 from tasks import evaluate as ev
 from tasks import generate as gen
 
@@ -50,7 +49,7 @@ def generate_chunk(workdir: str, checkpoint: dict, benchmark: str, item_ids: lis
     return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects)}
 
 
-@flow(name="generate", task_runner=RayTaskRunner())
+@flow(name="generate", task_runner=ProjectRayTaskRunner())
 def generate_flow(checkpoint: str, benchmark: str, workdir: str, config: str = "tiny", overrides: list[str] | None = None, progress: bool = True) -> dict:
     cfg = load_config(config, overrides)
     wd = Workdir(workdir)
@@ -90,7 +89,7 @@ def metrics_task(workdir: str, checkpoint_id: str, benchmark: str, cfg: Config) 
     return Workdir(workdir).append("metrics", ev.summarize(workdir, checkpoint_id, benchmark, cfg))
 
 
-@flow(name="evaluate", task_runner=RayTaskRunner())
+@flow(name="evaluate", task_runner=ProjectRayTaskRunner())
 def evaluate_flow(checkpoint: str, benchmark: str, workdir: str, config: str = "tiny", overrides: list[str] | None = None, progress: bool = True) -> dict:
     cfg = load_config(config, overrides)
     wd = Workdir(workdir)

@@ -1,0 +1,59 @@
+"""What a workdir holds, as a person wants to see it before a run."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from core.tables import Workdir
+
+
+def workdir_status(wd: Workdir) -> dict:
+    labels = wd.read("labels", columns=["dataset", "split", "video_id", "entity_id"])
+    ckpts = wd.read("checkpoints").sort_values("created_at")
+    metrics = wd.read("metrics")
+    samples = wd.read("samples", columns=["checkpoint_id", "benchmark", "item_id"])
+    rejects = wd.read("rejects").sort_values("at")
+    out: dict = {"workdir": wd.url}
+    out["labels"] = [
+        {"dataset": d, "split": s, "videos": int(g["video_id"].nunique()), "entities": len(g)}
+        for (d, s), g in labels.groupby(["dataset", "split"], sort=True)
+    ]
+    rows = []
+    for c in ckpts.itertuples():
+        m = metrics[metrics["checkpoint_id"] == c.checkpoint_id]
+        s = samples[samples["checkpoint_id"] == c.checkpoint_id]
+        rows.append(
+            {
+                "checkpoint": c.checkpoint_id,
+                "step": int(c.step) if pd.notna(c.step) else None,
+                "parent": c.parent,
+                "samples": {b: int(g["item_id"].nunique()) for b, g in s.groupby("benchmark")},
+                "metrics": {f"{r.benchmark}/{r.metric}": round(float(r.value), 3) for r in m.itertuples()},
+            }
+        )
+    out["checkpoints"] = rows
+    out["without_metrics"] = [r["checkpoint"] for r in rows if not r["metrics"]]
+    out["rejects"] = {
+        stage: {"count": len(g), "latest": [f"{r.item}: {r.reason}" for r in g.tail(3).itertuples()]}
+        for stage, g in rejects.groupby("stage")
+    }
+    return out
+
+
+def format_status(st: dict) -> str:
+    lines = [f"workdir {st['workdir']}"]
+    lines.append("labels:" if st["labels"] else "labels: none yet (run `draganything labels`)")
+    lines += [f"  {x['dataset']}/{x['split']}: {x['videos']} videos, {x['entities']} entities" for x in st["labels"]]
+    lines.append("checkpoints:" if st["checkpoints"] else "checkpoints: none yet (run `draganything train`)")
+    for c in st["checkpoints"]:
+        metrics = ", ".join(f"{k}={v}" for k, v in c["metrics"].items()) or "no metrics yet"
+        samples = ", ".join(f"{b}: {n} items" for b, n in c["samples"].items()) or "no samples"
+        lines.append(f"  {c['checkpoint']} (step {c['step']}): {samples}; {metrics}")
+    if st["rejects"]:
+        lines.append("open rejects:")
+        for stage, r in st["rejects"].items():
+            lines.append(f"  {stage}: {r['count']}")
+            lines += [f"    {x}" for x in r["latest"]]
+    else:
+        lines.append("open rejects: none")
+    return "\n".join(lines)

@@ -1,0 +1,96 @@
+"""Flow ``pipeline``: labels -> train -> generate -> evaluate, as one unattended run.
+
+Every stage skips what the tables say is done, so a re-run of a finished pipeline
+does no work, and a crashed one resumes from what was written. Parameters pick
+what to (re)do: the nightly run evaluates every checkpoint that has no metrics
+yet; the weekly run trains on from the latest checkpoint first.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from prefect import flow, get_run_logger
+
+from core.config import load_config
+from core.tables import Workdir
+from flows.labels import labels_flow
+from flows.runtime import ProjectRayTaskRunner, orchestration
+from flows.stages import evaluate_flow, generate_flow
+from tasks.generate import REFERENCE_GENERATORS
+
+STAGES = ("labels", "train", "generate", "evaluate")
+
+
+def checkpoints_to_evaluate(
+    wd: Workdir, benchmark: str, select: Literal["missing", "latest", "all"], references: bool
+) -> list[str]:
+    """Which checkpoints this run generates and scores on ``benchmark``."""
+    table = wd.read("checkpoints").sort_values("created_at")
+    trained = [c for c in table["checkpoint_id"] if c not in REFERENCE_GENERATORS]
+    if select == "latest":
+        chosen = trained[-1:]
+    else:
+        chosen = trained
+    if references:
+        chosen = list(REFERENCE_GENERATORS) + [c for c in chosen if c not in REFERENCE_GENERATORS]
+    if select == "missing":
+        scored = {(c, b) for c, b, m, _ in wd.keys("metrics") if m == "objmc"}
+        chosen = [c for c in chosen if (c, benchmark) not in scored]
+    return chosen
+
+
+@flow(name="pipeline", task_runner=ProjectRayTaskRunner())
+def pipeline_flow(
+    workdir: str,
+    data_root: str | None = None,
+    dataset: str = "sample",
+    config: str = "tiny",
+    overrides: list[str] | None = None,
+    stages: list[str] = list(STAGES),
+    benchmarks: list[str] = ["sample"],
+    checkpoints: list[str] | None = None,
+    select: Literal["missing", "latest", "all"] = "missing",
+    references: bool = True,
+    train_steps: int | None = None,
+    resume: str | None = "latest",
+    progress: bool = False,
+) -> dict:
+    """Run the chosen stages; returns what each did."""
+    log = get_run_logger()
+    load_config(config, overrides)  # a bad value fails here, before any work
+    unknown = set(stages) - set(STAGES)
+    if unknown:
+        raise ValueError(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
+    wd = Workdir(workdir)
+    report: dict = {}
+    common = dict(config=config, overrides=overrides, progress=progress)
+
+    if "labels" in stages:
+        if not data_root:
+            raise ValueError("the labels stage needs data_root (a VIPSeg-layout folder)")
+        report["labels"] = {
+            split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in ("train", "val")
+        }
+
+    if "train" in stages:
+        from flows.train import train_flow
+
+        report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
+
+    for benchmark in benchmarks:
+        ids = checkpoints or checkpoints_to_evaluate(wd, benchmark, select, references)
+        log.info(f"{benchmark}: checkpoints to generate/evaluate: {ids or 'none'}")
+        for cid in ids:
+            key = f"{cid}/{benchmark}"
+            if "generate" in stages:
+                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+            if "evaluate" in stages:
+                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+    return report
+
+
+def run_pipeline(workdir: str, config: str = "tiny", overrides: list[str] | None = None, **kwargs) -> dict:
+    cfg = load_config(config, overrides)
+    with orchestration(cfg.runtime):
+        return pipeline_flow(workdir=workdir, config=config, overrides=overrides, **kwargs)
