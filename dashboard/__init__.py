@@ -1,0 +1,58 @@
+"""The Streamlit dashboard: leaderboard, checkpoint compare, training curves, blind pairwise votes.
+
+Only :func:`launch` lives here so that importing the package stays cheap (the
+pipeline imports :mod:`dashboard.votes_store` to export votes without Streamlit
+pages being loaded).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+APP = Path(__file__).resolve().parent / "app.py"
+
+
+def launch_command(workdir: str, port: int = 8501, headless: bool = True, address: str | None = None) -> list[str]:
+    """The ``streamlit run`` command line :func:`launch` runs."""
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(APP),
+        "--server.port", str(int(port)),
+        "--server.headless", "true" if headless else "false",
+        "--browser.gatherUsageStats", "false",
+        "--server.fileWatcherType", "none",
+        "--client.toolbarMode", "viewer",
+    ]
+    if address:
+        cmd += ["--server.address", address]
+    return cmd + ["--", "--workdir", workdir]
+
+
+def launch(workdir: str, port: int = 8501, headless: bool = True, address: str | None = None) -> int:
+    """Run the dashboard on ``workdir`` and block until it stops; returns Streamlit's exit code.
+
+    The workdir is passed both as ``-- --workdir`` and as $DRAGANYTHING_WORKDIR. A
+    local workdir is made absolute first. Secrets (voter tokens, OIDC) are read
+    by Streamlit from ``.streamlit/secrets.toml`` in the current directory or
+    ``~/.streamlit/secrets.toml``.
+    """
+    if "://" not in workdir:
+        workdir = str(Path(workdir).expanduser().resolve())
+        if not Path(workdir).is_dir():
+            raise FileNotFoundError(f"workdir {workdir} does not exist; run the pipeline first (e.g. `draganything pipeline --workdir {workdir}`)")
+    env = {**os.environ, "DRAGANYTHING_WORKDIR": workdir, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
+    root = str(APP.parent.parent)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    proc = subprocess.Popen(launch_command(workdir, port, headless, address), env=env)
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            return proc.wait()

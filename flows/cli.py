@@ -171,6 +171,18 @@ def status(workdir: str = typer.Option(..., "--workdir", "-w"), as_json: bool = 
     typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
 
 
+@app.command("dashboard")
+def dashboard(
+    workdir: str = typer.Option(..., "--workdir", "-w"),
+    port: int = typer.Option(8501, help="port on this machine"),
+    address: Optional[str] = typer.Option(None, help="address to serve on (default: Streamlit's)"),
+) -> None:
+    """The Streamlit dashboard: leaderboard, compare, training curves, blind pairwise votes."""
+    from dashboard import launch
+
+    launch(workdir, port=port, headless=True, address=address)
+
+
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:
     try:
         load_config(config, overrides)

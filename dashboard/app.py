@@ -1,0 +1,34 @@
+"""The dashboard's entry script: ``streamlit run dashboard/app.py -- --workdir W``.
+
+(``draganything dashboard --workdir W`` runs exactly this through
+:func:`dashboard.launch`.) The workdir can also come from $DRAGANYTHING_WORKDIR.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_ROOT = Path(__file__).resolve().parent.parent
+if str(_ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path
+    sys.path.insert(0, str(_ROOT))
+
+import streamlit as st  # noqa: E402
+
+from dashboard import auth, ui  # noqa: E402
+
+st.set_page_config(page_title="DragAnything dashboard", page_icon=":material/gesture:", layout="wide")
+
+_PAGES = Path(__file__).resolve().parent / "views"
+nav = st.navigation(
+    [
+        st.Page(_PAGES / "leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="leaderboard", default=True),
+        st.Page(_PAGES / "compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
+        st.Page(_PAGES / "training.py", title="Training", icon=":material/show_chart:", url_path="training"),
+        st.Page(_PAGES / "vote.py", title="Vote", icon=":material/how_to_vote:", url_path="vote"),
+        st.Page(_PAGES / "results.py", title="Study results", icon=":material/analytics:", url_path="results"),
+    ]
+)
+ui.sidebar_workdir()
+auth.sidebar()
+nav.run()

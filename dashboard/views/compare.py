@@ -1,0 +1,125 @@
+"""Compare two checkpoints: metric deltas with intervals, per-item ObjMC, videos side by side."""
+
+from __future__ import annotations
+
+import altair as alt
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, media, queries, ui
+
+st.title("Compare checkpoints")
+url = ui.workdir_or_stop()
+
+metrics = queries.read(url, "metrics")
+samples_idx = queries.read(url, "samples", columns=["checkpoint_id", "benchmark"])
+if metrics.empty and samples_idx.empty:
+    ui.empty("Nothing to compare yet: no metrics and no samples in this workdir.", "evaluate", url)
+    st.stop()
+
+checkpoints = queries.read(url, "checkpoints")
+benchmarks = sorted(set(metrics["benchmark"].dropna()) | set(samples_idx["benchmark"].dropna()))
+benchmark = ui.pick("Benchmark", benchmarks, key="cmp_benchmark")
+
+have = set(metrics.loc[metrics["benchmark"] == benchmark, "checkpoint_id"]) | set(samples_idx.loc[samples_idx["benchmark"] == benchmark, "checkpoint_id"])
+order = checkpoints.sort_values("created_at", ascending=False)["checkpoint_id"].tolist() if not checkpoints.empty else []
+ids = [c for c in order if c in have] + sorted(have - set(order))
+if len(ids) < 2:
+    st.info(f"Benchmark {benchmark!r} has results for {len(ids)} checkpoint(s); a comparison needs two. Evaluate another checkpoint on it.")
+    st.stop()
+
+c1, c2 = st.columns(2)
+with c1:
+    a = ui.pick("Checkpoint A", ids, key="cmp_a", default=ids[1])
+with c2:
+    b = ui.pick("Checkpoint B", [i for i in ids if i != a], key="cmp_b", default=ids[0])
+
+objmc = queries.read(
+    url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "error_px"],
+    filters=[("benchmark", "==", benchmark), ("checkpoint_id", "in", (a, b))],
+)
+items = data.per_item_objmc(objmc, a, b)
+
+st.subheader("Metric deltas")
+deltas = data.metric_deltas(metrics, benchmark, a, b, items)
+if deltas.empty:
+    st.info("These two checkpoints share no (metric, backbone) on this benchmark; deltas are only taken within one backbone.")
+else:
+    st.dataframe(
+        deltas, hide_index=True, width="stretch",
+        column_config={k: st.column_config.NumberColumn(format="%.2f") for k in ("A", "B", "delta (B - A)")},
+    )
+    st.caption("delta = B - A; lower is better for all three metrics, so a negative delta favours B. 'better' names a side only when the interval excludes 0.")
+
+st.subheader("Per-item ObjMC")
+if items.empty:
+    st.info("No per-item ObjMC rows for both checkpoints on this benchmark (the `objmc` table is filled by the evaluate stage).")
+    st.stop()
+
+wins_b = int((items["diff"] < 0).sum())
+m1, m2, m3 = st.columns(3)
+m1.metric("items", len(items))
+m2.metric("B better (lower error)", f"{wins_b} / {len(items)}")
+m3.metric("mean error A -> B", f"{items['a'].mean():.1f} -> {items['b'].mean():.1f} px", delta=f"{items['diff'].mean():+.1f} px", delta_color="inverse")
+
+plot = items.assign(better=np.where(items["diff"] < 0, "B", np.where(items["diff"] > 0, "A", "equal")))
+hi = float(max(plot["a"].max(), plot["b"].max(), 1.0)) * 1.05
+scatter = (
+    alt.Chart(plot)
+    .mark_circle(size=50, opacity=0.75)
+    .encode(
+        x=alt.X("a:Q", title=f"A: {a} (px)", scale=alt.Scale(domain=[0, hi])),
+        y=alt.Y("b:Q", title=f"B: {b} (px)", scale=alt.Scale(domain=[0, hi])),
+        color=alt.Color("better:N", title="lower error", scale=alt.Scale(domain=["A", "B", "equal"], range=["#e45756", "#4c78a8", "#999999"])),
+        tooltip=["item_id", alt.Tooltip("a:Q", format=".1f"), alt.Tooltip("b:Q", format=".1f"), alt.Tooltip("diff:Q", format="+.1f")],
+    )
+)
+diag = alt.Chart(pd.DataFrame({"x": [0, hi], "y": [0, hi]})).mark_line(color="#888", strokeDash=[4, 4]).encode(x="x:Q", y="y:Q")
+st.altair_chart(scatter + diag, width="stretch")
+st.caption("One dot per item: mean ObjMC error over its entities. Below the diagonal, B tracks the trajectory better.")
+
+st.subheader("Where they differ most")
+top = items.head(15).rename(columns={"a": "A error (px)", "b": "B error (px)", "diff": "B - A (px)"})
+st.dataframe(top, hide_index=True, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.1f") for c in top.columns if c != "item_id"})
+
+item = ui.pick("Item to watch", items["item_id"].tolist()[:200], key="cmp_item")
+show_tracked = st.toggle("Draw tracked trajectories (LK re-tracked here)", value=True, key="cmp_tracked")
+samples = queries.read(
+    url, "samples", columns=["checkpoint_id", "item_id", "seed", "video_path", "height", "width"],
+    filters=[("benchmark", "==", benchmark), ("item_id", "==", item)],
+)
+labels = queries.read(url, "labels", columns=["dataset", "split", "video_id", "entity_id", "centers", "radii", "visible", "height", "width"])
+label_rows = data.resolve_labels(labels, item, benchmark)
+entity_ids = set(objmc.loc[objmc["item_id"] == item, "entity_id"].astype(int)) or None
+if label_rows.empty:
+    st.caption("No labels found for this item, so no ground-truth trajectory can be drawn.")
+
+wd = queries.get_workdir(url)
+cols = st.columns(2)
+for col, (side, ck) in zip(cols, (("A", a), ("B", b))):
+    with col:
+        st.markdown(f"**{side}: `{ck}`**")
+        rows = samples[samples["checkpoint_id"] == ck].sort_values("seed")
+        if rows.empty:
+            st.info("No sample video of this item for this checkpoint.")
+            continue
+        r = rows.iloc[0]
+        err = items.loc[items["item_id"] == item, "a" if side == "A" else "b"]
+        caption = f"seed {int(r['seed'])}" + (f" · ObjMC {float(err.iloc[0]):.1f} px" if len(err) else "")
+        try:
+            hw = (int(r["height"]), int(r["width"])) if pd.notna(r["height"]) and pd.notna(r["width"]) else None
+            if hw is None:
+                frames, _ = media.read_video(wd, r["video_path"])
+                hw = frames.shape[1:3]
+            gt = media.label_tracks(label_rows, hw, entity_ids) if not label_rows.empty else []
+            tracks = list(gt)
+            if show_tracked and gt:
+                frames, _ = media.read_video(wd, r["video_path"])
+                tracks += media.tracked_tracks(frames, gt, frames.shape[1:3])
+            path = media.overlay_video(wd, r["video_path"], tracks, tag="compare") if tracks else None
+        except media.MediaError as e:
+            st.error(str(e))
+            continue
+        ui.show_video(url, r["video_path"], path=path, caption=caption)
+st.caption("Green: ground-truth trajectory (labels). Red: the same start point tracked in the generated video with OpenCV LK, recomputed here for display; the ObjMC numbers come from the evaluate stage's own tracker.")

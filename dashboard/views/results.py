@@ -1,0 +1,117 @@
+"""Study results: win rates per pair (Wilson intervals), Bradley-Terry ratings, voters, exports."""
+
+from __future__ import annotations
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import auth, data, queries, ui
+from dashboard.votes_store import export_votes
+from eval import votes as vm
+
+st.title("Study results")
+url = ui.workdir_or_stop()
+
+try:
+    votes = queries.votes(url)
+except Exception as err:  # noqa: BLE001
+    st.error(f"The vote store cannot be read: {err}")
+    st.stop()
+
+with st.expander("The paper's user study (published)"):
+    st.dataframe(data.PUBLISHED_USER_STUDY, hide_index=True, column_config={c: st.column_config.NumberColumn(format="percent") for c in ("DragAnything", "DragNUWA")})
+
+if votes.empty:
+    st.info(
+        "No votes yet. Voters sign in on the **Vote** page (a token from `[voters]` in `.streamlit/secrets.toml`, "
+        "or OIDC sign-in where `[auth]` is configured) and judge pairs of sample videos."
+    )
+    st.stop()
+
+benchmarks = sorted(votes["benchmark"].dropna().unique().tolist()) if "benchmark" in votes else []
+bm_choice = None
+if len(benchmarks) > 1:
+    bm_choice = ui.pick("Benchmark", ["(all)", *benchmarks], key="res_benchmark")
+    if bm_choice != "(all)":
+        votes = votes[votes["benchmark"].isna() | (votes["benchmark"] == bm_choice)]
+
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("votes", len(votes))
+m2.metric("voters", votes["voter"].nunique())
+m3.metric("items", votes["item_id"].nunique())
+m4.metric("checkpoints", len(set(votes["left_checkpoint"]) | set(votes["right_checkpoint"])))
+
+tie_label = st.radio(
+    "Ties", ["count as half a win for each side", "leave out of the win rate"], horizontal=True, key="res_ties",
+    help="Half: the two sides' rates add up to 100% (the paper's style). Leave out: rate among decisive votes; the tie count is shown either way.",
+)
+ties = "half" if tie_label.startswith("count") else "exclude"
+
+st.subheader("Win rates per pair")
+rates = vm.pair_win_rates(votes, ties=ties)
+show = rates.assign(
+    **{
+        "A wins %": rates["win_rate_a"],
+        "B wins %": rates["win_rate_b"],
+        "A 95% CI (Wilson)": [data.fmt_ci(lo * 100, hi * 100, 0) + " %" if pd.notna(lo) else "" for lo, hi in zip(rates["ci_low"], rates["ci_high"])],
+    }
+)[["aspect", "checkpoint_a", "checkpoint_b", "n", "wins_a", "wins_b", "ties", "A wins %", "B wins %", "A 95% CI (Wilson)"]]
+st.dataframe(
+    show, hide_index=True, width="stretch",
+    column_config={"A wins %": st.column_config.NumberColumn(format="percent"), "B wins %": st.column_config.NumberColumn(format="percent")},
+)
+
+pairs = sorted({(a, b) for a, b in zip(rates["checkpoint_a"], rates["checkpoint_b"])})
+if pairs:
+    pair = ui.pick("Head to head", [f"{a}  vs  {b}" for a, b in pairs], key="res_pair")
+    a, b = pair.split("  vs  ")
+    h2h = vm.head_to_head(votes, a, b, ties=ties)
+    st.dataframe(
+        h2h, hide_index=True,
+        column_config={c: st.column_config.NumberColumn(format="percent") for c in (a, b, "ci_low", "ci_high")},
+    )
+    st.caption(f"Share of votes preferring each checkpoint (the paper's '63% vs 37%' table); interval: Wilson 95% for {a}.")
+
+st.subheader("Bradley-Terry ratings")
+n_boot = st.select_slider("Bootstrap resamples", [100, 200, 500, 1000], value=200, key="res_boot")
+with st.spinner("Fitting Bradley-Terry with bootstrap..."):
+    bt = queries.ratings(url, None if bm_choice in (None, "(all)") else bm_choice, n_boot=n_boot)
+if not bt.empty:
+    chart = (
+        alt.Chart(bt)
+        .mark_rule()
+        .encode(y=alt.Y("checkpoint_id:N", sort="-x", title=None), x=alt.X("ci_low:Q", title="rating (Elo scale, mean 1000)", scale=alt.Scale(zero=False)), x2="ci_high:Q", color="aspect:N")
+    ) + alt.Chart(bt).mark_point(filled=True).encode(y=alt.Y("checkpoint_id:N", sort="-x"), x="rating:Q", color="aspect:N", tooltip=["checkpoint_id", "aspect", alt.Tooltip("rating:Q", format=".0f"), "n"])
+    st.altair_chart(chart.properties(height=max(120, 28 * bt["checkpoint_id"].nunique())), width="stretch")
+    st.dataframe(
+        bt[["aspect", "checkpoint_id", "rating", "ci_low", "ci_high", "n", "wins"]], hide_index=True, width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.0f") for c in ("rating", "ci_low", "ci_high")},
+    )
+    st.caption(f"Bradley-Terry fit (maximum likelihood, MM iteration; ties = half a win each; weak prior of one drawn game against a reference). Intervals: percentile bootstrap over votes, {n_boot} resamples.")
+
+st.subheader("Coverage")
+cov = rates.groupby(["checkpoint_a", "checkpoint_b"])["n"].max().reset_index()
+if not cov.empty:
+    st.altair_chart(
+        alt.Chart(cov).mark_rect().encode(x=alt.X("checkpoint_a:N", title=None), y=alt.Y("checkpoint_b:N", title=None), color=alt.Color("n:Q", title="judgements"), tooltip=["checkpoint_a", "checkpoint_b", "n"]).properties(height=max(120, 24 * cov["checkpoint_b"].nunique())),
+        width="stretch",
+    )
+
+st.subheader("Votes per voter")
+st.dataframe(vm.votes_per_voter(votes), hide_index=True, width="stretch", column_config={"tie_share": st.column_config.NumberColumn(format="percent")})
+
+st.subheader("Export")
+c1, c2, c3 = st.columns(3)
+export_cols = [c for c in ("vote_id", "voter", "aspect", "benchmark", "item_id", "left_checkpoint", "right_checkpoint", "choice", "winner", "shown_at", "voted_at") if c in votes.columns]
+c1.download_button("Votes (CSV)", votes[export_cols].to_csv(index=False).encode(), "votes.csv", "text/csv", key="res_dl_votes")
+c2.download_button("Win rates (CSV)", rates.to_csv(index=False).encode(), "win_rates.csv", "text/csv", key="res_dl_rates")
+c3.download_button("Ratings (CSV)", bt.to_csv(index=False).encode(), "ratings.csv", "text/csv", key="res_dl_bt")
+
+ident = auth.identity()
+if ident.can_vote:
+    if st.button("Export votes to the `votes` Parquet table", key="res_export"):
+        n = export_votes(queries.get_workdir(url), queries.vote_store(url))
+        st.success(f"{n} new vote(s) written to tables/votes (votes already there are skipped).")
+else:
+    st.caption("Signed-in voters can export the live votes to the `votes` Parquet table here; the pipeline exports them too.")

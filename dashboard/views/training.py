@@ -1,0 +1,90 @@
+"""Training: loss and learning-rate curves per checkpoint's run, throughput, checkpoint lineage."""
+
+from __future__ import annotations
+
+import json
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from dashboard import data, queries, ui
+
+st.title("Training")
+url = ui.workdir_or_stop()
+
+log = queries.read(url, "train_log")
+checkpoints = queries.read(url, "checkpoints")
+if log.empty and checkpoints.empty:
+    ui.empty("No training yet: the `train_log` and `checkpoints` tables are empty.", "train", url)
+    st.stop()
+
+if not log.empty:
+    st.subheader("Loss curves")
+    order = checkpoints.sort_values("created_at", ascending=False)["checkpoint_id"].tolist() if not checkpoints.empty else []
+    runs = [c for c in order if c in set(log["checkpoint_id"])] + sorted(set(log["checkpoint_id"]) - set(order))
+    chosen = st.multiselect("Runs (checkpoints)", runs, default=runs[:6], key="tr_runs")
+    c1, c2 = st.columns(2)
+    with c1:
+        alpha = st.slider("Smoothing (EMA)", 0.0, 0.99, 0.6, 0.01, key="tr_smooth")
+    with c2:
+        logy = st.toggle("Log scale", value=True, key="tr_logy")
+    sub = log[log["checkpoint_id"].isin(chosen)].sort_values(["checkpoint_id", "step"])
+    if sub.empty:
+        st.info("Pick at least one run.")
+    else:
+        sub = sub.assign(loss_smoothed=sub.groupby("checkpoint_id")["loss"].transform(lambda s: data.smooth(s, alpha)))
+        scale = alt.Scale(type="log") if logy and (sub["loss"] > 0).all() else alt.Scale(type="linear")
+        base = alt.Chart(sub).encode(x=alt.X("step:Q", title="step"), color=alt.Color("checkpoint_id:N", title="run"))
+        raw = base.mark_line(opacity=0.25).encode(y=alt.Y("loss:Q", scale=scale, title="loss (masked MSE)"))
+        smooth = base.mark_line().encode(y=alt.Y("loss_smoothed:Q", scale=scale), tooltip=["checkpoint_id", "step", alt.Tooltip("loss:Q", format=".4g")])
+        st.altair_chart(raw + smooth, width="stretch")
+        if sub["lr"].notna().any():
+            st.altair_chart(
+                alt.Chart(sub).mark_line().encode(x="step:Q", y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")), color="checkpoint_id:N").properties(height=180),
+                width="stretch",
+            )
+        summary = sub.groupby("checkpoint_id").agg(
+            steps=("step", "max"), last_loss=("loss", "last"), min_loss=("loss", "min"),
+            samples_per_s=("samples_per_s", "median"), hours=("seconds", lambda s: s.sum() / 3600.0),
+        ).reset_index()
+        st.dataframe(
+            summary, hide_index=True, width="stretch",
+            column_config={
+                "last_loss": st.column_config.NumberColumn(format="%.4g"), "min_loss": st.column_config.NumberColumn(format="%.4g"),
+                "samples_per_s": st.column_config.NumberColumn("samples/s (median)", format="%.2f"), "hours": st.column_config.NumberColumn("hours logged", format="%.2f"),
+            },
+        )
+else:
+    st.info("No `train_log` rows yet; lineage below comes from the `checkpoints` table.")
+
+st.subheader("Checkpoint lineage")
+if checkpoints.empty:
+    st.info("The `checkpoints` table is empty.")
+    st.stop()
+st.graphviz_chart(data.lineage_dot(checkpoints), width="stretch")
+ck = checkpoints.sort_values("created_at", ascending=False)
+st.dataframe(
+    ck[["checkpoint_id", "parent", "step", "config_hash", "path", "created_at"]], hide_index=True, width="stretch",
+    column_config={"step": st.column_config.NumberColumn(format="%d")},
+)
+chosen_ck = ui.pick("Configuration of", ck["checkpoint_id"].tolist(), key="tr_cfg")
+row = ck[ck["checkpoint_id"] == chosen_ck].iloc[0]
+parent = row["parent"] if isinstance(row["parent"], str) and row["parent"] else None
+c1, c2 = st.columns(2)
+with c1:
+    try:
+        st.json(json.loads(row["config"]) if row["config"] else {}, expanded=1)
+    except (TypeError, ValueError):
+        st.code(str(row["config"]))
+with c2:
+    if parent is None:
+        st.caption("No parent: trained from the base model.")
+    else:
+        prow = checkpoints[checkpoints["checkpoint_id"] == parent]
+        diff = data.config_diff(prow.iloc[0]["config"] if not prow.empty else None, row["config"])
+        st.caption(f"Changed from parent `{parent}`" + ("" if not prow.empty else " (parent not in the table)"))
+        if diff.empty:
+            st.write("Same configuration as the parent (continued training).")
+        else:
+            st.dataframe(diff, hide_index=True, width="stretch")
