@@ -74,6 +74,7 @@ class LabelsSettings(_Section):
     min_area_px: int = Field(4, ge=1, description="first-frame entities smaller than this are skipped")
     chunk_size: int = Field(4, ge=1, description="videos per Ray task")
     frames_cache: bool = True
+    embeddings: bool = Field(True, description="also write entity vectors of the configured extractor (model.entity_*)")
 
     @field_validator("resolution")
     @classmethod

@@ -13,7 +13,7 @@ from prefect.futures import as_completed
 from prefect_ray.context import remote_options
 from tqdm import tqdm
 
-from core.config import LabelsSettings, load_config
+from core.config import LabelsSettings, ModelSettings, load_config
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split
 from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
@@ -27,6 +27,33 @@ def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories
     written = wd.append("labels", rows)
     rejected = wd.append("rejects", rejects)
     return {"videos": len(refs), "rows": written, "rejects": rejected}
+
+
+@task(name="embedding-extractor")
+def extractor_id(model: ModelSettings) -> str:
+    """The id of the configured entity-feature extractor (loads the backbone once, in a worker)."""
+    from model.entity_features import build_extractor
+
+    return build_extractor(model).extractor_id
+
+
+@task(name="embed-entities")
+def embed_chunk(workdir: str, rows: list[dict], model: ModelSettings) -> dict:
+    from tasks.embeddings import embed_videos
+
+    out = embed_videos(workdir, rows, model)
+    return {"videos": len({r["video_id"] for r in rows}), "rows": Workdir(workdir).append("entity_embeddings", out)}
+
+
+def pending_embeddings(wd: Workdir, dataset: str, split: str, extractor: str) -> list[list[dict]]:
+    """Label rows (grouped by video) whose entities have no vector from ``extractor`` yet."""
+    import pyarrow.compute as pc
+
+    labels = wd.read("labels", columns=["dataset", "split", "video_id", "entity_id", "frames_path"],
+                     filter=(pc.field("dataset") == dataset) & (pc.field("split") == split))
+    have = {(d, v, e) for d, v, e, x in wd.keys("entity_embeddings") if x == extractor}
+    todo = labels[[(d, v, e) not in have for d, v, e in zip(labels["dataset"], labels["video_id"], labels["entity_id"])]]
+    return [g.to_dict("records") for _, g in todo.groupby("video_id", sort=True)]
 
 
 def pending_videos(workdir: Workdir, refs: list[VideoRef], retry_rejects: bool) -> list[VideoRef]:
@@ -70,6 +97,15 @@ def labels_flow(
         summary["rejects"] += out["rejects"]
         bar.update(out["videos"])
     bar.close()
+
+    if cfg.labels.embeddings:
+        with remote_options(**ray_task_options(cfg.runtime)):
+            extractor = extractor_id.submit(cfg.model).result()
+            videos = pending_embeddings(wd, dataset, split, extractor)
+            chunks = [sum(videos[i : i + size], []) for i in range(0, len(videos), size)]
+            futures = [embed_chunk.submit(workdir, c, cfg.model) for c in chunks]
+        summary["embeddings"] = sum(f.result()["rows"] for f in futures)
+        summary["extractor"] = extractor
     return summary
 
 
