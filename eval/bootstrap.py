@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from eval.frechet import GaussianStats, frechet_distance
+from eval.frechet import FrechetReference, GaussianStats, frechet_distance
 
 DEFAULT_N_BOOT = 1000
 DEFAULT_SEED = 0
@@ -174,12 +174,15 @@ def bootstrap_frechet(
         counts_b = counts_a
     else:
         counts_b = resample_counts(b.n_items, n_boot, seed + 1)
-    mu_b, cov_b = stats_b.mean, stats_b.cov
+    ref = FrechetReference(stats_b.mean, stats_b.cov) if counts_b is None else None
     samples = np.empty(n_boot)
     for k in range(n_boot):
         sa = a.stats(counts_a[k])
-        if counts_b is not None:
-            sb = b.stats(counts_b[k])  # type: ignore[union-attr]
-            mu_b, cov_b = sb.mean, sb.cov
-        samples[k] = frechet_distance(sa.mean, sa.cov, mu_b, cov_b) if sa.n >= 2 else np.nan
+        if sa.n < 2:
+            samples[k] = np.nan
+        elif ref is not None:
+            samples[k] = ref.distance(sa.mean, sa.cov)
+        else:
+            sb = b.stats(counts_b[k])  # type: ignore[union-attr,index]
+            samples[k] = frechet_distance(sa.mean, sa.cov, sb.mean, sb.cov) if sb.n >= 2 else np.nan
     return _interval(value, samples, a.n_items, confidence)

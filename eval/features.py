@@ -240,17 +240,24 @@ class I3DFeatures:
 # --------------------------------------------------------------------------- factories
 
 
-def frame_extractor(path: str | Path | None = None, batch_size: int = 32, device: str = "cpu", seed: int = 0):
-    """FID features: Inception from ``path``, or the fixed-seed fallback when ``path`` is empty."""
+def frame_extractor(
+    path: str | Path | None = None, batch_size: int = 32, device: str = "cpu", seed: int = 0, config_key: str = "eval.fid.inception_path"
+):
+    """FID features: Inception from ``path``, or the fixed-seed fallback when ``path`` is empty.
+
+    ``config_key`` only names the setting in the error raised for a missing file.
+    """
     if path:
-        return InceptionFeatures(path, batch_size=batch_size, device=device)
+        return InceptionFeatures(path, batch_size=batch_size, device=device, config_key=config_key)
     return FallbackFrameFeatures(seed=seed, batch_size=max(batch_size, 1), device=device)
 
 
-def clip_extractor(path: str | Path | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0):
+def clip_extractor(
+    path: str | Path | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0, config_key: str = "eval.fvd.i3d_path"
+):
     """FVD features: I3D from ``path``, or the fixed-seed fallback when ``path`` is empty."""
     if path:
-        return I3DFeatures(path, batch_size=batch_size, device=device)
+        return I3DFeatures(path, batch_size=batch_size, device=device, config_key=config_key)
     return FallbackClipFeatures(seed=seed, batch_size=max(batch_size, 1), device=device)
 
 

@@ -63,6 +63,28 @@ def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_
     return float(max(diff @ diff + tr, 0.0))
 
 
+class FrechetReference:
+    """A fixed reference Gaussian (e.g. the real set of a benchmark) with its covariance's square root
+    computed once, so each distance to it costs one symmetric eigenvalue problem instead of two."""
+
+    def __init__(self, mu: np.ndarray, cov: np.ndarray):
+        self.mu = np.atleast_1d(np.asarray(mu, np.float64))
+        self.cov = np.atleast_2d(np.asarray(cov, np.float64))
+        self._sqrt = _sym_sqrt(self.cov)
+        self._trace = float(np.trace(self.cov))
+
+    def distance(self, mu: np.ndarray, cov: np.ndarray) -> float:
+        mu = np.atleast_1d(np.asarray(mu, np.float64))
+        cov = np.atleast_2d(np.asarray(cov, np.float64))
+        if mu.shape != self.mu.shape or cov.shape != self.cov.shape:
+            raise ValueError(f"Fréchet distance needs matching shapes: mu {mu.shape} vs {self.mu.shape}, cov {cov.shape} vs {self.cov.shape}")
+        m = self._sqrt @ cov @ self._sqrt
+        ev = np.linalg.eigvalsh(0.5 * (m + m.T))
+        diff = mu - self.mu
+        d = diff @ diff + np.trace(cov) + self._trace - 2.0 * float(np.sqrt(np.clip(ev, 0.0, None)).sum())
+        return float(max(d, 0.0))
+
+
 @dataclass
 class GaussianStats:
     """Streaming sufficient statistics of D-dimensional samples, float64.

@@ -66,7 +66,7 @@ def warp_video(
         raise ValueError(f"fill must be 'inpaint' or 'none', got {fill!r}")
     area = masks.reshape(E, -1).sum(axis=1)
     disp = traj - traj[:, :1]
-    moves = np.nanmax(np.linalg.norm(np.nan_to_num(disp, nan=0.0), axis=2), axis=1) > min_motion_px if T else np.zeros(E, bool)
+    moves = np.linalg.norm(np.nan_to_num(disp, nan=0.0), axis=2).max(axis=1, initial=0.0) > min_motion_px
     gone = ~np.isfinite(traj).all(axis=2)  # (E, T)
     if fill == "inpaint":
         holes = (moves | gone.any(axis=1)) & (area <= max_fill_fraction * H * W) & (area > 0)
