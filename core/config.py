@@ -90,6 +90,12 @@ class GenerateSettings(_Section):
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="one video per (item, seed)")
     fps: int = Field(7, ge=1, description="frame rate of the written mp4")
     items_per_task: int = Field(4, ge=1, description="items per Ray task: the model loads once per task")
+    num_inference_steps: int = Field(25, ge=1)
+    min_guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance at the first frame (ramped)")
+    max_guidance_scale: float = Field(3.0, ge=0, description="... and at the last frame (official: 1 -> 3)")
+    motion_bucket_id: int = Field(127, ge=0, le=255)
+    noise_aug_strength: float = Field(0.02, ge=0)
+    entity_path: Literal["fast", "dense"] = Field("fast", description="entity encoder path (same output; fast is cheaper)")
 
 
 class EvaluateSettings(_Section):

@@ -7,16 +7,19 @@ its own rows, so whatever finished survives a crash and a re-run skips it.
 
 from __future__ import annotations
 
+import json
+
 from prefect import flow, task
 from prefect.futures import as_completed
 from prefect_ray.context import remote_options
 from tqdm import tqdm
 
 from core.config import Config, load_config
-from core.tables import Workdir
+from core.tables import Workdir, now_utc
 from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
 from tasks import evaluate as ev
 from tasks import generate as gen
+from tasks.controller import NO_CONTROL
 
 
 class UnknownCheckpoint(ValueError):
@@ -27,6 +30,14 @@ def resolve_checkpoint(wd: Workdir, checkpoint_id: str) -> dict:
     """The ``checkpoints`` row of an id; the model-free generators register themselves."""
     if checkpoint_id in gen.REFERENCE_GENERATORS:
         wd.append("checkpoints", [gen.reference_checkpoint_row(checkpoint_id)])
+    if checkpoint_id.endswith(NO_CONTROL):
+        # The same model with control switched off: the baseline a trained controller must beat.
+        parent = resolve_checkpoint(wd, checkpoint_id[: -len(NO_CONTROL)])
+        config = json.loads(parent["config"])
+        config["model"]["conditioning_scale"] = 0.0
+        row = {**parent, "checkpoint_id": checkpoint_id, "parent": parent["checkpoint_id"], "config": json.dumps(config),
+               "config_hash": f"{parent['config_hash']}{NO_CONTROL}", "created_at": now_utc()}
+        wd.append("checkpoints", [row])
     table = wd.read("checkpoints")
     row = table[table["checkpoint_id"] == checkpoint_id]
     if row.empty:

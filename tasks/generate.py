@@ -74,7 +74,7 @@ def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
         else:
             from tasks.controller import ControllerGenerator
 
-            _CACHE[key] = ControllerGenerator.from_checkpoint(workdir, checkpoint)
+            _CACHE[key] = ControllerGenerator.from_checkpoint(workdir, checkpoint, cfg)
     return _CACHE[key]
 
 

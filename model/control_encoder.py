@@ -1,0 +1,153 @@
+"""The conditioning encoder: per-frame maps at pixel scale -> features at the latent's scale.
+
+Four blocks of two 3x3 convolutions with SiLU; three of them halve the resolution (the
+official code halves three times, reaching the VAE's 1/8), and a zero-initialised
+convolution ends it, so a fresh encoder adds nothing. The entity encoder and the Gaussian
+(or baseline) encoders share this shape; only the input channels differ.
+
+The entity map is piecewise constant (an entity's vector inside its disc, zeros outside)
+and the first convolution is linear, so ``forward_entities`` computes that convolution
+from per-entity projected kernels ``K_k = sum_c W[:, c] e_k[c]`` applied to each entity's
+disc mask (overlaps resolved by the same owner map the dense painting uses), inside a
+window around the entity, and never materialises the ``T x C x H x W`` map. The result
+equals ``forward(entity_maps(...))`` up to float rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.models.modeling_utils import ModelMixin
+
+from .maps import _flat_index, _radii_tn, _window, paint_owner, small_ops
+
+
+class ControlEncoder(ModelMixin, ConfigMixin):
+    r"""
+    Parameters:
+        in_channels (`int`): channels of the input map (entity vector size, 1 for a Gaussian map, ...).
+        block_out_channels (`tuple[int]`): the first convolution of each of the four blocks outputs
+            ``block_out_channels[i]``; the second outputs the next block's width.
+        out_channels (`int`): channels of the output (the ControlNet's first feature width).
+        first_stride (`int`): 1 = official layout (full-resolution first convolution); 2 = the lighter
+            variant whose first convolution already halves the resolution (the halvings of the
+            later blocks are unchanged except the first block's second convolution, which then keeps size).
+    """
+
+    @register_to_config
+    def __init__(
+        self,
+        in_channels: int = 160,
+        block_out_channels: tuple[int, ...] = (160, 32, 96, 256),
+        out_channels: int = 320,
+        first_stride: int = 1,
+    ):
+        super().__init__()
+        if len(block_out_channels) != 4:
+            raise ValueError(f"block_out_channels needs 4 widths (one per block), got {block_out_channels}")
+        if first_stride not in (1, 2):
+            raise ValueError(f"first_stride must be 1 or 2, got {first_stride}")
+        c = list(block_out_channels)
+        self.conv_in = nn.Conv2d(in_channels, c[0], 3, stride=first_stride, padding=1)
+        layers: list[nn.Module] = [nn.SiLU()]
+        layers += [nn.Conv2d(c[0], c[1], 3, stride=2 if first_stride == 1 else 1, padding=1), nn.SiLU()]
+        for i in (1, 2):
+            layers += [nn.Conv2d(c[i], c[i], 3, padding=1), nn.SiLU()]
+            layers += [nn.Conv2d(c[i], c[i + 1], 3, stride=2, padding=1), nn.SiLU()]
+        layers += [nn.Conv2d(c[3], c[3], 3, padding=1), nn.SiLU()]
+        layers += [nn.Conv2d(c[3], c[3], 3, padding=1), nn.SiLU()]
+        self.body = nn.Sequential(*layers)
+        self.conv_out = nn.Conv2d(c[3], out_channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+
+    def forward(self, maps: torch.Tensor) -> torch.Tensor:
+        """``(B, C, H, W)`` maps (frames folded into the batch) -> ``(B, out, H/8, W/8)``."""
+        return self.conv_out(self.body(self.conv_in(maps)))
+
+    # ----------------------------------------------------------------------------------
+    # the fast path: the first convolution from per-entity kernels over disc masks
+    # ----------------------------------------------------------------------------------
+    def first_conv_from_entities(
+        self,
+        vectors: torch.Tensor,
+        centers: torch.Tensor,
+        radii: torch.Tensor,
+        height: int,
+        width: int,
+        owner: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``conv_in(entity_maps(vectors, centers, radii, H, W))`` without the map: ``(T, c0, H/s, W/s)``.
+
+        vectors ``(N, C)``, centers ``(T, N, 2)``, radii ``(N,)`` or ``(T, N)``; ``owner`` is
+        ``maps.paint_owner(centers, radii, H, W)`` when the caller already has it.
+        """
+        conv = self.conv_in
+        s = conv.stride[0]
+        t, n, _ = centers.shape
+        w = conv.weight
+        kernels = torch.einsum("ocij,nc->noij", w, vectors.to(w.dtype))  # (N, c0, 3, 3)
+        ho, wo = (height - 1) // s + 1, (width - 1) // s + 1
+        out = conv.bias.view(1, -1, 1, 1).to(w.dtype).expand(t, -1, ho, wo).clone()
+        if owner is None:
+            owner = paint_owner(centers.float(), radii, height, width)
+        owner = owner.reshape(t, -1)
+        r = _radii_tn(radii, t, n)
+        with small_ops():
+            self._add_entity_windows(out, kernels, owner, centers, r, height, width, s)
+        return out
+
+    @staticmethod
+    def _add_entity_windows(out, kernels, owner, centers, r, height, width, s: int) -> None:
+        """``out (T, c0, Ho, Wo) += conv(disc mask of entity k, K_k)`` inside each entity's window (stride s)."""
+        t, n = r.shape
+        ho, wo = (height - 1) // s + 1, (width - 1) // s + 1
+        for k in range(n):
+            rk = r[:, k]
+            if not bool((rk > 0).any()):
+                continue
+            half = int(torch.ceil(rk.clamp(min=1.0).max()))
+            # window = disc + a zero margin of one pixel, origin aligned to the stride
+            ys, xs, valid = _window(centers[:, k].float(), half, half, height, width, margin=1, align=s)
+            mask = owner.gather(1, _flat_index(ys, xs, width, valid)).view(t, 1, ys.shape[1], xs.shape[1])
+            mask = ((mask == k) & valid[:, None]).to(kernels.dtype)
+            local = F.conv2d(mask, kernels[k][:, None], stride=s, padding=1)  # (T, c0, Sh/s, Sw/s)
+            # add each frame's window into its place (a strided slice add, clipped to the frame)
+            oy0 = torch.div(ys[:, 0], s, rounding_mode="floor").tolist()
+            ox0 = torch.div(xs[:, 0], s, rounding_mode="floor").tolist()
+            lh, lw = local.shape[-2:]
+            for i in range(t):
+                y0, x0 = max(oy0[i], 0), max(ox0[i], 0)
+                y1, x1 = min(oy0[i] + lh, ho), min(ox0[i] + lw, wo)
+                if y1 > y0 and x1 > x0:
+                    out[i, :, y0:y1, x0:x1] += local[i, :, y0 - oy0[i] : y1 - oy0[i], x0 - ox0[i] : x1 - ox0[i]]
+
+    def forward_entities(
+        self,
+        vectors: torch.Tensor,
+        centers: torch.Tensor,
+        radii: torch.Tensor,
+        height: int,
+        width: int,
+        frame_chunk: int | None = 4,
+    ) -> torch.Tensor:
+        """Same as ``forward(entity_maps(...))`` for one video: ``(T, out, H/8, W/8)``.
+
+        ``frame_chunk`` frames go through at a time (the encoder is per frame), so the only
+        full-resolution activation alive is that of one chunk; ``None`` = all frames at once.
+        """
+        t = centers.shape[0]
+        step = t if not frame_chunk else frame_chunk
+        owner = paint_owner(centers.float(), radii, height, width)
+        inplace = not torch.is_grad_enabled()
+        outs = []
+        for i in range(0, t, step):
+            c = centers[i : i + step]
+            r = radii if torch.as_tensor(radii).dim() == 1 else radii[i : i + step]
+            h = self.first_conv_from_entities(vectors, c, r, height, width, owner=owner[i : i + step])
+            # the first SiLU in place: the full-resolution activation is the one big tensor here
+            h = F.silu(h, inplace=inplace)
+            outs.append(self.conv_out(self.body[1:](h)))
+        return torch.cat(outs, 0)

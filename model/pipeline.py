@@ -1,0 +1,266 @@
+"""``DragAnythingPipeline``: Stable Video Diffusion img2vid steered by entity trajectories.
+
+Inputs: a first frame, one mask per entity (a mask covering the whole frame moves the
+camera) and one path per entity (any number of points; interpolated to one point per
+frame with PCHIP). Every knob the official pipeline hard-codes (fps, motion bucket, noise
+augmentation, guidance ramp, steps, seed) is an argument.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import PIL.Image
+import torch
+import torch.nn.functional as F
+from diffusers import StableVideoDiffusionPipeline
+from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion import (
+    StableVideoDiffusionPipelineOutput,
+    _append_dims,
+)
+from diffusers.utils.torch_utils import randn_tensor
+
+from .controlnet import DragAnythingControlNetModel, EntityInputs
+from .entity_features import EntityFeatureExtractor
+from .maps import condition_channels, incircle, interpolate_path, paint_order, render_conditions
+from .unet_control import controlled_prediction
+
+
+class DragAnythingPipeline(StableVideoDiffusionPipeline):
+    r"""
+    [`StableVideoDiffusionPipeline`] plus a [`DragAnythingControlNetModel`] whose residuals are added to the
+    frozen UNet at every denoising step (to both halves of the classifier-free-guidance batch).
+
+    Args:
+        vae, image_encoder, unet, scheduler, feature_extractor: as for SVD img2vid.
+        controlnet ([`DragAnythingControlNetModel`]): the trained controller.
+    """
+
+    model_cpu_offload_seq = "image_encoder->controlnet->unet->vae"
+
+    def __init__(self, vae, image_encoder, unet, scheduler, feature_extractor, controlnet: DragAnythingControlNetModel):
+        super().__init__(vae, image_encoder, unet, scheduler, feature_extractor)
+        self.register_modules(controlnet=controlnet)
+        self.entity_extractor: EntityFeatureExtractor | None = None
+
+    def set_entity_extractor(self, extractor: EntityFeatureExtractor) -> None:
+        """Use this extractor (e.g. an SD1.5 backbone) for entity vectors instead of the base UNet."""
+        self.entity_extractor = extractor
+
+    # ------------------------------------------------------------------------------------
+    def prepare_entities(
+        self,
+        masks: np.ndarray | torch.Tensor,
+        trajectories: Sequence[np.ndarray | Sequence],
+        num_frames: int,
+        height: int,
+        width: int,
+        radii: Sequence[float] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Masks ``(N, Hm, Wm)`` + paths in mask pixels -> masks at ``(height, width)``, centres ``(T, N, 2)``,
+        radii ``(N,)`` at ``(height, width)`` and the paint order (large entities first)."""
+        m = torch.as_tensor(np.asarray(masks)).bool()
+        if m.dim() == 2:
+            m = m[None]
+        if len(trajectories) != m.shape[0]:
+            raise ValueError(f"got {m.shape[0]} entity masks but {len(trajectories)} trajectories; give one path per entity")
+        hm, wm = m.shape[-2:]
+        sx, sy = width / wm, height / hm
+        m = F.interpolate(m[:, None].float(), size=(height, width), mode="nearest")[:, 0].bool()
+        paths = [interpolate_path(p, num_frames) for p in trajectories]
+        centers = torch.from_numpy(np.stack(paths, 1))  # (T, N, 2) in mask pixels
+        centers = torch.stack([(centers[..., 0] + 0.5) * sx - 0.5, (centers[..., 1] + 0.5) * sy - 0.5], -1)
+        if radii is None:
+            r = torch.tensor([incircle(mk.numpy())[2] for mk in m], dtype=torch.float32)
+        else:
+            r = torch.as_tensor(radii, dtype=torch.float32) * float(np.sqrt(sx * sy))
+        order = paint_order(r)
+        return m[order], centers[:, order], r[order], order
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        image: PIL.Image.Image | np.ndarray | torch.Tensor,
+        masks: np.ndarray | torch.Tensor,
+        trajectories: Sequence[np.ndarray | Sequence],
+        radii: Sequence[float] | None = None,
+        entity_vectors: torch.Tensor | None = None,
+        boxes: torch.Tensor | None = None,
+        height: int = 320,
+        width: int = 576,
+        num_frames: int | None = None,
+        num_inference_steps: int = 25,
+        min_guidance_scale: float = 1.0,
+        max_guidance_scale: float = 3.0,
+        fps: int = 6,
+        motion_bucket_id: int = 127,
+        noise_aug_strength: float = 0.02,
+        conditioning_scale: float = 1.0,
+        entity_path: str = "fast",
+        gaussian_sigma_ratio: float = 0.4,
+        gaussian_support_ratio: float = 1.0,
+        frame_chunk: int | None = 4,
+        decode_chunk_size: int | None = None,
+        seed: int | None = None,
+        generator: torch.Generator | None = None,
+        latents: torch.Tensor | None = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ):
+        """Generate one video.
+
+        Args:
+            image: the first frame (PIL, ``(H, W, 3)`` uint8, or ``(3, H, W)`` float in [0, 1]).
+            masks: ``(N, Hm, Wm)`` bool, one per entity, at the resolution the paths are given in.
+            trajectories: N paths, each ``(K, 2)`` points ``(x, y)`` in mask pixels (K >= 1).
+            radii: per-entity radius in mask pixels; default: each mask's inscribed circle.
+            entity_vectors: ``(N, C)`` precomputed vectors; default: computed from the image and masks.
+            boxes: ``(N, 4)`` first-frame boxes at ``(height, width)`` for the 'box' baseline.
+            entity_path: 'fast' (per-entity kernels) or 'dense' (official painted maps); same result.
+            seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+        Returns:
+            ``StableVideoDiffusionPipelineOutput`` with ``frames``: ``(1, T, H, W, 3)`` float in [0, 1] for 'np'.
+        """
+        num_frames = num_frames or self.unet.config.num_frames
+        if generator is None and seed is not None:
+            generator = torch.Generator(device="cpu").manual_seed(seed)
+        device = self._execution_device
+        self._guidance_scale = max_guidance_scale  # > 1 switches classifier-free guidance on
+
+        # 1. the first frame, as a PIL image and as a [0, 1] tensor at the output size
+        pil = _to_pil(image).convert("RGB").resize((width, height), PIL.Image.BICUBIC)
+        pixels = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float()[None] / 255.0
+
+        # 2. entities: masks, per-frame centres, radii (large first, so small ones are painted on top)
+        ent_masks, centers, ent_radii, order = self.prepare_entities(masks, trajectories, num_frames, height, width, radii)
+
+        # 3. entity vectors, if this controller reads them
+        needs = condition_channels(self.controlnet.config.conditioning, self.controlnet.config.entity_channels)
+        vectors = None
+        if "entity" in needs:
+            if entity_vectors is not None:
+                vectors = torch.as_tensor(entity_vectors, dtype=torch.float32)[order]
+            else:
+                extractor = self.entity_extractor or EntityFeatureExtractor(
+                    self.unet, self.vae, pooled_channels=self.controlnet.config.entity_channels
+                )
+                vectors = extractor.extract(pixels[0] * 2 - 1, ent_masks).float()
+
+        # 4. SVD's own conditioning: CLIP image embedding, noise-augmented image latent, micro-conditioning
+        image_embeddings = self._encode_image(pil, device, 1, self.do_classifier_free_guidance)
+        noisy_image = pixels.to(device) * 2 - 1
+        noisy_image = noisy_image + noise_aug_strength * randn_tensor(
+            noisy_image.shape, generator=generator, device=device, dtype=noisy_image.dtype
+        )
+        image_latents = self._encode_vae_image(noisy_image, device, 1, self.do_classifier_free_guidance)
+        image_latents = image_latents.to(image_embeddings.dtype)[:, None].repeat(1, num_frames, 1, 1, 1)
+        added_time_ids = self._get_add_time_ids(
+            fps - 1, motion_bucket_id, noise_aug_strength, image_embeddings.dtype, 1, 1, self.do_classifier_free_guidance
+        ).to(device)
+
+        # 5. the control maps (pixel scale), for both halves of the guidance batch
+        maps = render_conditions(
+            self.controlnet.config.conditioning,
+            centers,
+            ent_radii,
+            height,
+            width,
+            vectors=vectors,
+            boxes=None if boxes is None else torch.as_tensor(boxes)[order],
+            sigma_ratio=gaussian_sigma_ratio,
+            support_ratio=gaussian_support_ratio,
+            dense_entity=entity_path == "dense",
+        )
+        copies = 2 if self.do_classifier_free_guidance else 1
+        conditions = {k: v[None].expand(copies, -1, -1, -1, -1).to(device, self.controlnet.dtype) for k, v in maps.items()}
+        entities = None
+        if vectors is not None and entity_path != "dense":
+            entities = [EntityInputs(vectors.to(device, self.controlnet.dtype), centers.to(device), ent_radii.to(device))] * copies
+
+        # 6. noise and schedule
+        self.scheduler.set_timesteps(num_inference_steps, device=device)
+        timesteps = self.scheduler.timesteps
+        latents = self.prepare_latents(
+            1, num_frames, self.unet.config.in_channels, height, width, image_embeddings.dtype, device, generator, latents
+        )
+        guidance = torch.linspace(min_guidance_scale, max_guidance_scale, num_frames, device=device)[None]
+        guidance = _append_dims(guidance.to(latents.dtype), latents.ndim)
+        self._guidance_scale = guidance
+        self._num_timesteps = len(timesteps)
+
+        # 7. denoise with control
+        with self.progress_bar(total=len(timesteps)) as progress:
+            for t in timesteps:
+                model_input = torch.cat([latents] * copies)
+                model_input = self.scheduler.scale_model_input(model_input, t)
+                noise_pred = controlled_prediction(
+                    self.unet,
+                    self.controlnet,
+                    model_input,
+                    image_latents,
+                    image_embeddings,
+                    added_time_ids,
+                    t,
+                    conditions=conditions,
+                    entities=entities,
+                    conditioning_scale=conditioning_scale,
+                    frame_chunk=frame_chunk,
+                )
+                if self.do_classifier_free_guidance:
+                    uncond, cond = noise_pred.chunk(2)
+                    noise_pred = uncond + self.guidance_scale * (cond - uncond)
+                latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+                progress.update()
+
+        # 8. decode
+        if output_type == "latent":
+            frames = latents
+        else:
+            frames = self.decode_latents(latents, num_frames, decode_chunk_size or num_frames)
+            frames = self.video_processor.postprocess_video(video=frames, output_type=output_type)
+        self.maybe_free_model_hooks()
+        if not return_dict:
+            return frames
+        return StableVideoDiffusionPipelineOutput(frames=frames)
+
+
+def _to_pil(image) -> PIL.Image.Image:
+    if isinstance(image, PIL.Image.Image):
+        return image
+    arr = image.detach().cpu().numpy() if torch.is_tensor(image) else np.asarray(image)
+    if arr.ndim == 3 and arr.shape[0] == 3 and arr.shape[-1] != 3:
+        arr = arr.transpose(1, 2, 0)
+    if arr.dtype != np.uint8:
+        arr = (np.clip(arr, 0, 1) * 255).round().astype(np.uint8)
+    return PIL.Image.fromarray(arr)
+
+
+def build_controlnet(settings, unet) -> DragAnythingControlNetModel:
+    """A fresh controller for ``ModelSettings`` (copy of the UNet encoder, zero-initialised outputs)."""
+    return DragAnythingControlNetModel.from_unet(
+        unet,
+        conditioning=settings.conditioning,
+        entity_channels=settings.entity_channels,
+        encoder_block_out_channels=tuple(settings.encoder_channels),
+        encoder_first_stride=2 if settings.encoder == "strided" else 1,
+    )
+
+
+def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None) -> DragAnythingPipeline:
+    """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh)."""
+    from .tiny import base_components, require_layout
+
+    parts = base_parts or base_components(settings.base_model_path, settings.tiny_sizes())
+    if controlnet_path:
+        p = require_layout(
+            controlnet_path,
+            ("config.json",),
+            "a directory written by DragAnythingControlNetModel.save_pretrained (config.json + diffusion_pytorch_model.safetensors)",
+        )
+        controlnet = DragAnythingControlNetModel.from_pretrained(p, local_files_only=True)
+    else:
+        controlnet = build_controlnet(settings, parts["unet"])
+    pipe = DragAnythingPipeline(controlnet=controlnet.eval(), **parts)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

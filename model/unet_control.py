@@ -1,0 +1,137 @@
+"""Running the frozen SVD UNet with the controller's residuals added, and the one call training uses.
+
+diffusers' ``UNetSpatioTemporalConditionModel.forward`` takes no ControlNet residuals, so
+``unet_forward_with_control`` walks the same modules in the same order and adds
+``down_block_additional_residuals`` to the skip connections and
+``mid_block_additional_residual`` to the middle block's output. With no residuals (or
+all-zero ones) its output equals ``unet(...)`` exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .controlnet import DragAnythingControlNetModel, EntityInputs
+
+
+def unet_forward_with_control(
+    unet,
+    sample: torch.Tensor,
+    timestep: torch.Tensor | float | int,
+    encoder_hidden_states: torch.Tensor,
+    added_time_ids: torch.Tensor,
+    down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
+    mid_block_additional_residual: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """``(B, T, 8, h, w)`` -> ``(B, T, 4, h, w)``: the UNet's prediction, with control added."""
+    up_factor = 2**unet.num_upsamplers
+    forward_upsample_size = any(s % up_factor != 0 for s in sample.shape[-2:])
+    upsample_size = None
+
+    timesteps = timestep
+    if not torch.is_tensor(timesteps):
+        dtype = torch.float64 if isinstance(timestep, float) else torch.int64
+        timesteps = torch.tensor([timesteps], dtype=dtype, device=sample.device)
+    elif timesteps.dim() == 0:
+        timesteps = timesteps[None].to(sample.device)
+    batch, frames = sample.shape[:2]
+    timesteps = timesteps.expand(batch)
+
+    emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype=sample.dtype))
+    time_embeds = unet.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype)
+    emb = emb + unet.add_embedding(time_embeds)
+
+    h = sample.flatten(0, 1)
+    emb = emb.repeat_interleave(frames, dim=0)
+    encoder_hidden_states = encoder_hidden_states.repeat_interleave(frames, dim=0)
+    h = unet.conv_in(h)
+    image_only_indicator = torch.zeros(batch, frames, dtype=h.dtype, device=h.device)
+
+    down_res = (h,)
+    for block in unet.down_blocks:
+        kwargs = dict(hidden_states=h, temb=emb, image_only_indicator=image_only_indicator)
+        if getattr(block, "has_cross_attention", False):
+            kwargs["encoder_hidden_states"] = encoder_hidden_states
+        h, res = block(**kwargs)
+        down_res += res
+
+    if down_block_additional_residuals is not None:
+        if len(down_block_additional_residuals) != len(down_res):
+            raise ValueError(
+                f"the controller gives {len(down_block_additional_residuals)} skip residuals but the UNet has "
+                f"{len(down_res)} skip connections; build the controller with DragAnythingControlNetModel.from_unet(unet)"
+            )
+        down_res = tuple(r + c for r, c in zip(down_res, down_block_additional_residuals))
+
+    h = unet.mid_block(
+        hidden_states=h, temb=emb, encoder_hidden_states=encoder_hidden_states, image_only_indicator=image_only_indicator
+    )
+    if mid_block_additional_residual is not None:
+        h = h + mid_block_additional_residual
+
+    for i, block in enumerate(unet.up_blocks):
+        res = down_res[-len(block.resnets) :]
+        down_res = down_res[: -len(block.resnets)]
+        if i < len(unet.up_blocks) - 1 and forward_upsample_size:
+            upsample_size = down_res[-1].shape[2:]
+        kwargs = dict(
+            hidden_states=h,
+            temb=emb,
+            res_hidden_states_tuple=res,
+            upsample_size=upsample_size,
+            image_only_indicator=image_only_indicator,
+        )
+        if getattr(block, "has_cross_attention", False):
+            kwargs["encoder_hidden_states"] = encoder_hidden_states
+        h = block(**kwargs)
+
+    h = unet.conv_out(unet.conv_act(unet.conv_norm_out(h)))
+    return h.reshape(batch, frames, *h.shape[1:])
+
+
+def controlled_prediction(
+    unet,
+    controlnet: DragAnythingControlNetModel,
+    noisy_latents: torch.Tensor,
+    image_latents: torch.Tensor,
+    image_embeddings: torch.Tensor,
+    added_time_ids: torch.Tensor,
+    timestep: torch.Tensor | float,
+    conditions: dict[str, torch.Tensor] | None = None,
+    entities: list[EntityInputs] | None = None,
+    conditioning_scale: float = 1.0,
+    frame_chunk: int | None = 4,
+) -> torch.Tensor:
+    """The training step's forward: UNet prediction ``(B, T, 4, h, w)`` with the controller's residuals added.
+
+    Args:
+        noisy_latents: ``(B, T, 4, h, w)``, already scaled for the UNet input (``scheduler.scale_model_input``).
+        image_latents: ``(B, T, 4, h, w)`` (the first frame's latent repeated over T) or ``(B, 4, h, w)``.
+        image_embeddings: ``(B, 1, D)`` CLIP image embeddings.
+        added_time_ids: ``(B, 3)``: fps - 1, motion bucket, noise augmentation.
+        conditions: ``{name: (B, T, C, 8h, 8w)}`` maps from ``maps.render_conditions`` (batched).
+        entities: one ``EntityInputs`` per video for the fast entity path (instead of ``conditions['entity']``).
+    """
+    if image_latents.dim() == 4:
+        image_latents = image_latents[:, None].expand(-1, noisy_latents.shape[1], -1, -1, -1)
+    sample = torch.cat([noisy_latents, image_latents.to(noisy_latents.dtype)], dim=2)
+    down, mid = controlnet(
+        sample,
+        timestep,
+        encoder_hidden_states=image_embeddings,
+        added_time_ids=added_time_ids,
+        conditions=conditions,
+        entities=entities,
+        conditioning_scale=conditioning_scale,
+        frame_chunk=frame_chunk,
+        return_dict=False,
+    )
+    return unet_forward_with_control(
+        unet,
+        sample,
+        timestep,
+        encoder_hidden_states=image_embeddings,
+        added_time_ids=added_time_ids,
+        down_block_additional_residuals=down,
+        mid_block_additional_residual=mid,
+    )

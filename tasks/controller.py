@@ -1,0 +1,80 @@
+"""Videos from a trained controller: a ``checkpoints`` row -> a generator for benchmark items.
+
+The row's config holds the model settings it was trained with (base model path
+included); the controller weights are ``<path>/controlnet`` in diffusers layout.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import torch
+
+from core.config import Config, ModelSettings
+from core.tables import Workdir
+from tasks.benchmarks import BenchmarkItem
+
+NO_CONTROL = "~nocontrol"
+
+
+def checkpoint_model_settings(checkpoint: dict) -> ModelSettings:
+    cfg = json.loads(checkpoint["config"])
+    return ModelSettings.model_validate(cfg["model"])
+
+
+class ControllerGenerator:
+    """``DragAnythingPipeline`` with a trained controller, loaded once and reused for every item."""
+
+    def __init__(self, pipe, model: ModelSettings, gen_settings, out_hw: tuple[int, int] | None = None):
+        self.pipe, self.model, self.gen = pipe, model, gen_settings
+        self.frames = model.num_frames
+        self.out_hw = out_hw
+
+    @classmethod
+    def from_checkpoint(cls, workdir: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
+        from model.pipeline import build_pipeline
+
+        model = checkpoint_model_settings(checkpoint)
+        pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"))
+        return cls(pipe, model, cfg.generate)
+
+    def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray:
+        m, g = self.model, self.gen
+        if item.trajectories.shape[1] != m.num_frames:
+            # The model makes num_frames frames; the paths are resampled to that many points.
+            t_old = np.linspace(0, 1, item.trajectories.shape[1])
+            t_new = np.linspace(0, 1, m.num_frames)
+            paths = [np.stack([np.interp(t_new, t_old, p[:, 0]), np.interp(t_new, t_old, p[:, 1])], 1) for p in item.trajectories]
+        else:
+            paths = list(item.trajectories)
+        with torch.no_grad():
+            out = self.pipe(
+                image=item.image,
+                masks=item.masks,
+                trajectories=paths,
+                radii=item.radii,
+                height=m.height,
+                width=m.width,
+                num_frames=m.num_frames,
+                num_inference_steps=g.num_inference_steps,
+                min_guidance_scale=g.min_guidance_scale,
+                max_guidance_scale=g.max_guidance_scale,
+                fps=g.fps,
+                motion_bucket_id=g.motion_bucket_id,
+                noise_aug_strength=g.noise_aug_strength,
+                conditioning_scale=m.conditioning_scale,
+                entity_path=g.entity_path,
+                gaussian_sigma_ratio=m.gaussian_sigma_ratio,
+                gaussian_support_ratio=m.gaussian_support_ratio,
+                frame_chunk=m.frame_chunk,
+                seed=int(seed),
+                output_type="np",
+            ).frames[0]
+        frames = (np.clip(np.asarray(out), 0, 1) * 255).round().astype(np.uint8)
+        h, w = item.hw
+        if frames.shape[1:3] != (h, w):
+            # Back to the benchmark's size, so samples line up with the real clips and the paths.
+            frames = np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC) for f in frames])
+        return frames
