@@ -188,6 +188,64 @@ class ModelSettings(_Section):
         )
 
 
+class BaseFitSettings(_Section):
+    """Fit the embedded tiny VAE and base video UNet on the data before training the
+    controller, so the CPU demo has a base model worth controlling. Never with a real SVD."""
+
+    enabled: bool = False
+    vae_steps: int = Field(300, ge=0)
+    unet_steps: int = Field(300, ge=0)
+    lr: float = Field(2e-3, gt=0)
+    batch_size: int = Field(4, ge=1)
+    cond_dropout: float = Field(0.1, ge=0, le=1, description="drop the image conditioning this often (for guidance)")
+
+
+class TrainSettings(_Section):
+    """Controller training. ``steps`` is how many optimizer steps one ``train`` call runs."""
+
+    dataset: str = "sample"
+    split: str = "train"
+    steps: int = Field(1000, ge=0)
+    batch_size: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    lr: float = Field(1e-5, gt=0)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(1e-2, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    checkpoint_every: int = Field(500, ge=1)
+    log_every: int = Field(10, ge=1)
+    loss_mask: bool = Field(True, description="MSE on entity pixels only (the paper's loss mask)")
+    ema_decay: float | None = Field(None, gt=0, lt=1)
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    gradient_checkpointing: bool = False
+    max_entities: int = Field(8, ge=1, description="entities drawn per clip (1..max, random)")
+    p_mean: float = 0.7
+    p_std: float = Field(1.6, gt=0)
+    seed: int = 0
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP); 1 = one process")
+    use_gpu: bool = False
+    loader_workers: int = Field(0, ge=0, description="DataLoader processes that prefetch batches")
+    fit_base: BaseFitSettings = BaseFitSettings()
+
+
+class DragSettings(_Section):
+    """The interactive drag: the dashboard's Drag page and ``draganything drag``."""
+
+    sam_checkpoint: str | None = Field(
+        None, description="local SAM checkpoint (.pth) for click segmentation; None = the OpenCV GrabCut fallback"
+    )
+    sam_model_type: Literal["vit_b", "vit_l", "vit_h"] = Field("vit_b", description="must match the checkpoint")
+    max_entities: int = Field(8, ge=1, description="most entities one video may control (the camera counts as one)")
+    max_image_side: int = Field(1024, ge=64, description="larger images are downscaled so their longer side is this")
+    crop_to_model_aspect: bool = Field(
+        True, description="centre-crop images to the model's aspect ratio (else they are stretched to the model's size)"
+    )
+    executor: Literal["ray", "inline"] = Field("ray", description="where the page generates: a Ray task, or in the page's process")
+    cases_dir: str | None = Field(
+        None, description="where saved cases go; None = evaluate.user_study_dir, else <workdir>/user-study"
+    )
+
+
 class Config(_Section):
     profile: str = "custom"
     labels: LabelsSettings = LabelsSettings()
@@ -195,6 +253,8 @@ class Config(_Section):
     evaluate: EvaluateSettings = EvaluateSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     model: ModelSettings = ModelSettings()
+    drag: DragSettings = DragSettings()
+    train: TrainSettings = TrainSettings()
 
     def digest(self) -> str:
         """Stable short hash of the values (not of the profile name)."""

@@ -57,3 +57,28 @@ def format_status(st: dict) -> str:
     else:
         lines.append("open rejects: none")
     return "\n".join(lines)
+
+
+def metrics_table(wd: Workdir, benchmark: str) -> str:
+    """A markdown table of every checkpoint's metrics on one benchmark (what the README shows)."""
+    metrics = wd.read("metrics")
+    metrics = metrics[metrics["benchmark"] == benchmark]
+    if metrics.empty:
+        return f"no metrics for benchmark '{benchmark}' yet (run `draganything evaluate`)"
+    ckpts = wd.read("checkpoints").set_index("checkpoint_id")
+    names = {"objmc": "ObjMC px", "fid": "FID", "fvd": "FVD"}
+    cols = [m for m in ("objmc", "fid", "fvd") if m in set(metrics["metric"])]
+    backbones = {m: ", ".join(sorted(set(metrics.loc[metrics["metric"] == m, "backbone"]))) for m in cols}
+    lines = [
+        "| checkpoint | step | " + " | ".join(f"{names[m]} ({backbones[m]})" for m in cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+    ]
+    order = metrics[metrics["metric"] == cols[0]].sort_values("value")["checkpoint_id"].tolist()
+    for cid in order + sorted(set(metrics["checkpoint_id"]) - set(order)):
+        cells = []
+        for m in cols:
+            r = metrics[(metrics["checkpoint_id"] == cid) & (metrics["metric"] == m)]
+            cells.append("" if r.empty else f"{r['value'].iloc[0]:.3g} [{r['ci_low'].iloc[0]:.3g}, {r['ci_high'].iloc[0]:.3g}]")
+        step = ckpts["step"].get(cid) if cid in ckpts.index else None
+        lines.append(f"| {cid} | {'' if step is None or pd.isna(step) else int(step)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

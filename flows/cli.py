@@ -56,6 +56,26 @@ def labels(
     typer.echo(json.dumps(summary))
 
 
+@app.command("train")
+def train(
+    workdir: str = typer.Option(..., "--workdir", "-w"),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = OverrideOpt,
+    resume: Optional[str] = typer.Option(None, help="checkpoint id to continue from, or 'latest'"),
+    steps: Optional[int] = typer.Option(None, min=0, help="optimizer steps to run (default: train.steps)"),
+) -> None:
+    """Train the controller from the label tables; checkpoints + train_log rows. Re-running continues the run."""
+    _check_config(config, overrides)
+    from flows.train import run_train
+    from tasks.train import CheckpointError
+
+    try:
+        summary = run_train(workdir, config=config, overrides=overrides, resume=resume, steps=steps)
+    except (CheckpointError, ValueError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps(summary, default=str))
+
+
 @app.command("generate")
 def generate(
     checkpoint: str = typer.Option(..., "--checkpoint", help="checkpoint id from the checkpoints table, or 'static' / 'warp'"),
@@ -181,6 +201,118 @@ def dashboard(
     from dashboard import launch
 
     launch(workdir, port=port, headless=True, address=address)
+
+
+@app.command("drag")
+def drag(
+    image: Path = typer.Option(..., "--image", help="the first frame: a PNG, JPEG, WebP, BMP or TIFF file"),
+    click: list[str] = typer.Option(
+        ..., "--click",
+        help="one entity to move: X,Y in the image's pixels ('X1,Y1 X2,Y2' = several clicks on it), "
+        "or 'all' for the whole image (camera motion); repeat for more entities",
+    ),
+    path: list[str] = typer.Option(
+        ..., "--path", help="where that entity goes: 'X1,Y1 X2,Y2 ...' from where it is grabbed; one --path per --click, in order (one point keeps it still)"
+    ),
+    negative: Optional[list[str]] = typer.Option(
+        None, "--negative", help="a point NOT on the entity: X,Y (for every entity) or K:X,Y (entity K, counted from 1); repeatable"
+    ),
+    workdir: str = typer.Option(..., "--workdir", "-w", help="the workdir whose checkpoints table holds the controller"),
+    out: Path = typer.Option(..., "--out", "-o", help="the video to write (H.264 mp4)"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint id (default: the newest trained one)"),
+    save_case_dir: Optional[Path] = typer.Option(None, "--save-case", help="also save the case here in the user-study folder format"),
+    preview: Optional[Path] = typer.Option(None, "--preview", help="also write a PNG of the selections and the paths"),
+    seed: int = typer.Option(0, help="sampling seed"),
+    steps: Optional[int] = typer.Option(None, min=1, help="denoising steps (default: the config's generate.num_inference_steps)"),
+    mask_choice: str = typer.Option("best", "--mask-choice", help="SAM only: best, or 0/1/2 for SAM's small/medium/large mask"),
+    as_drawn: bool = typer.Option(False, "--as-drawn", help="use the paths as given instead of starting them at each entity's centre"),
+    crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help="centre-crop to the model's aspect ratio (default: drag.crop_to_model_aspect)"),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = OverrideOpt,
+) -> None:
+    """Move entities of an image along paths: click each (SAM or GrabCut gives its mask), give its path, get a video."""
+    import re as _re
+
+    _check_config(config, overrides)
+    from model.segmentation import make_segmenter
+    from tasks import drag as dg
+
+    overrides = list(overrides or [])
+    if steps is not None:
+        overrides.append(f"generate.num_inference_steps={steps}")
+    cfg = load_config(config, overrides)
+    if len(click) != len(path):
+        _fail(f"give one --path per --click, in the same order (got {len(click)} --click and {len(path)} --path)")
+    if mask_choice not in ("best", "0", "1", "2"):
+        _fail(f"--mask-choice must be best, 0, 1 or 2, got {mask_choice!r}")
+    if "://" not in workdir and not Path(workdir).is_dir():
+        _fail(f"workdir {workdir} does not exist; train a checkpoint into it first (`draganything train --workdir {workdir}`)")
+    if out.suffix.lower() != ".mp4":
+        _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
+    try:
+        from core.tables import Workdir
+        from tasks.generate import write_mp4
+
+        wd = Workdir(workdir)
+        ckpt = dg.choose_checkpoint(wd, checkpoint)
+        height, width, num_frames = dg.checkpoint_hw_frames(ckpt)
+        use_crop = cfg.drag.crop_to_model_aspect if crop is None else crop
+        work = dg.load_image(image, cfg.drag.max_image_side, (height, width) if use_crop else None, name=str(image))
+        specs = []
+        for k, (c, p) in enumerate(zip(click, path), start=1):
+            camera = c.strip().lower() in ("all", "camera", "whole")
+            positive = [] if camera else [tuple(q) for q in work.to_work(dg.parse_points(c, f"--click #{k}"))]
+            trail = [tuple(q) for q in work.to_work(dg.parse_points(p, f"--path #{k}"))]
+            specs.append(dg.EntitySpec(positive, [], trail, camera, None if mask_choice == "best" else int(mask_choice)))
+        for text in negative or []:
+            m = _re.match(r"^\s*(\d+)\s*:(.*)$", text)
+            target = int(m.group(1)) if m else None
+            point = tuple(work.to_work([dg.parse_point(m.group(2) if m else text, "--negative")])[0])
+            if target is not None and not 1 <= target <= len(specs):
+                _fail(f"--negative {text!r} names entity {target}, but there are {len(specs)} (count from 1)")
+            for i, s in enumerate(specs, start=1):
+                if target in (None, i) and not s.camera:
+                    s.negative.append(point)
+        segmenter = make_segmenter(cfg.drag.sam_checkpoint, cfg.drag.sam_model_type)
+        case = dg.build_case(work.image, specs, segmenter, cfg.drag.max_entities, anchor=not as_drawn,
+                             notes=work.notes, name=image.stem)
+        case.notes += case.model_notes(height, width)
+        for note in case.notes:
+            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
+        if preview is not None:
+            import cv2
+
+            shown = dg.render_overlay(case.image, dg.case_overlays(case), width=max(512, case.image.shape[1]))
+            preview.parent.mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(preview), cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+        from tqdm import tqdm
+
+        with tqdm(total=cfg.generate.num_inference_steps, unit="step", desc="denoising", file=sys.stderr) as bar:
+            def report(stage: str, done: int, total: int) -> None:
+                bar.set_description(stage, refresh=False)
+                bar.n = done
+                bar.refresh()
+
+            frames = dg.generate_frames(wd, ckpt, case.to_item(num_frames), cfg, seed, report)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(Workdir(str(out.parent.resolve())), out.name, frames, cfg.generate.fps)
+        saved = str(dg.save_case(save_case_dir, case)) if save_case_dir is not None else None
+    except (dg.DragError, FileNotFoundError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps({
+        "video": str(out), "checkpoint": ckpt["checkpoint_id"], "frames": int(frames.shape[0]),
+        "height": int(frames.shape[1]), "width": int(frames.shape[2]), "segmentation": getattr(segmenter, "name", "?"),
+        "entities": len(case.entities), "case": saved, "notes": case.notes,
+    }))
+
+
+@app.command("report")
+def report(workdir: str = typer.Option(..., "--workdir", "-w"), benchmark: str = typer.Option("sample", "--benchmark", "-b")) -> None:
+    """Every checkpoint's ObjMC / FID / FVD on a benchmark, with 95% bootstrap intervals, as a markdown table."""
+    from core.status import metrics_table
+    from core.tables import Workdir
+
+    typer.echo(metrics_table(Workdir(workdir), benchmark))
 
 
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:

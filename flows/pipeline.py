@@ -17,23 +17,26 @@ from core.tables import Workdir
 from flows.labels import labels_flow
 from flows.runtime import ProjectRayTaskRunner, orchestration
 from flows.stages import evaluate_flow, generate_flow
+from tasks.controller import NO_CONTROL
 from tasks.generate import REFERENCE_GENERATORS
 
 STAGES = ("labels", "train", "generate", "evaluate")
 
 
 def checkpoints_to_evaluate(
-    wd: Workdir, benchmark: str, select: Literal["missing", "latest", "all"], references: bool
+    wd: Workdir, benchmark: str, select: Literal["missing", "latest", "all"], references: bool, baselines: bool = True
 ) -> list[str]:
     """Which checkpoints this run generates and scores on ``benchmark``."""
     table = wd.read("checkpoints").sort_values("created_at")
-    trained = [c for c in table["checkpoint_id"] if c not in REFERENCE_GENERATORS]
+    trained = [c for c in table["checkpoint_id"] if c not in REFERENCE_GENERATORS and NO_CONTROL not in c]
     if select == "latest":
         chosen = trained[-1:]
     else:
         chosen = trained
     if references:
         chosen = list(REFERENCE_GENERATORS) + [c for c in chosen if c not in REFERENCE_GENERATORS]
+    if baselines and trained:
+        chosen.append(trained[-1] + NO_CONTROL)  # the latest model with control switched off
     if select == "missing":
         scored = {(c, b) for c, b, m, _ in wd.keys("metrics") if m == "objmc"}
         chosen = [c for c in chosen if (c, benchmark) not in scored]
@@ -52,8 +55,9 @@ def pipeline_flow(
     checkpoints: list[str] | None = None,
     select: Literal["missing", "latest", "all"] = "missing",
     references: bool = True,
+    baselines: bool = True,
     train_steps: int | None = None,
-    resume: str | None = "latest",
+    resume: str | None = None,
     progress: bool = False,
 ) -> dict:
     """Run the chosen stages; returns what each did."""
@@ -79,7 +83,7 @@ def pipeline_flow(
         report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
 
     for benchmark in benchmarks:
-        ids = checkpoints or checkpoints_to_evaluate(wd, benchmark, select, references)
+        ids = checkpoints or checkpoints_to_evaluate(wd, benchmark, select, references, baselines)
         log.info(f"{benchmark}: checkpoints to generate/evaluate: {ids or 'none'}")
         for cid in ids:
             key = f"{cid}/{benchmark}"

@@ -186,7 +186,8 @@ def weights_fingerprint(module: torch.nn.Module, samples_per_tensor: int = 1024)
     h = hashlib.sha256()
     cfg = getattr(module, "config", None)
     if cfg is not None:
-        h.update(json.dumps(dict(cfg), sort_keys=True, default=str).encode())
+        as_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)  # transformers configs are objects
+        h.update(json.dumps(as_dict, sort_keys=True, default=str).encode())
     for name, t in sorted(module.state_dict().items()):
         flat = t.detach().reshape(-1)
         step = max(1, flat.numel() // samples_per_tensor)

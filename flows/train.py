@@ -1,0 +1,62 @@
+"""Flow ``train``: the controller's training as one Ray task, or Ray Train (DDP) across workers.
+
+The same function (``tasks.train.run_training``) runs in both: in one process on
+a CPU machine, and on each of ``train.num_workers`` workers under Ray Train's
+``TorchTrainer`` (rank 0 writes checkpoints and tables). A killed worker is
+retried, and the retry continues from the run's latest checkpoint.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect_ray.context import remote_options
+
+from core.config import Config, load_config
+from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
+from tasks.train import run_training
+
+
+@task(name="train-controller")
+def train_task(workdir: str, cfg: Config, resume: str | None, steps: int | None, progress: bool) -> dict:
+    return run_training(workdir, cfg, resume, steps, progress)
+
+
+def _train_loop_per_worker(config: dict) -> None:
+    import ray.train
+
+    out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False)
+    ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"]})
+
+
+def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
+    """DDP over ``train.num_workers`` Ray Train workers (GPUs when ``train.use_gpu``)."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    trainer = TorchTrainer(
+        _train_loop_per_worker,
+        train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
+        scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
+                                     resources_per_worker={"CPU": cfg.runtime.task_num_cpus}),
+        run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir}/cache/ray_train"),
+    )
+    return dict(trainer.fit().metrics)
+
+
+@flow(name="train", task_runner=ProjectRayTaskRunner())
+def train_flow(workdir: str, config: str = "tiny", overrides: list[str] | None = None, resume: str | None = None,
+               steps: int | None = None, progress: bool = True) -> dict:
+    cfg = load_config(config, overrides)
+    if cfg.train.num_workers > 1:
+        return train_with_ray_train(workdir, cfg, resume, steps)
+    opts = ray_task_options(cfg.runtime)
+    if cfg.train.use_gpu:
+        opts["num_gpus"] = 1
+    with remote_options(**opts):
+        return train_task.submit(workdir, cfg, resume, steps, progress).result()
+
+
+def run_train(workdir: str, config: str = "tiny", overrides: list[str] | None = None, **kwargs) -> dict:
+    cfg = load_config(config, overrides)
+    with orchestration(cfg.runtime):
+        return train_flow(workdir=workdir, config=config, overrides=overrides, **kwargs)

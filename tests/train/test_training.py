@@ -1,0 +1,156 @@
+"""Controller training on the tiny size: learning, frozen parts, loss mask, resume, bad checkpoints, idempotent rows."""
+
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from core.config import load_config
+from core.tables import Workdir
+from model import training as T
+from model.pipeline import build_pipeline
+from tasks.embeddings import embed_videos
+from tasks.labels import VideoRef, label_videos
+from tasks.train import (
+    CheckpointError,
+    batch_for_step,
+    controller_loss,
+    load_clips,
+    resolve_resume,
+    run_training,
+    save_checkpoint,
+    train_loop,
+)
+
+FAST = ["train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
+
+
+@pytest.fixture(scope="module")
+def labelled(sample_root, tmp_path_factory):
+    """A workdir with 3 labelled training videos and their entity vectors."""
+    root = tmp_path_factory.mktemp("train")
+    wd = Workdir(root)
+    cfg = load_config("tiny", FAST)
+    rows, _ = label_videos(str(sample_root), [VideoRef("sample", "train", v) for v in ("sample_0000", "sample_0001", "sample_0002")], cfg.labels, {}, str(root))
+    wd.append("labels", rows)
+    wd.append("entity_embeddings", embed_videos(str(root), rows, cfg.model))
+    return root
+
+
+def _copy(labelled, tmp_path) -> str:
+    dst = tmp_path / "w"
+    shutil.copytree(labelled, dst)
+    return str(dst)
+
+
+def _setup(workdir, overrides=()):
+    from model.entity_features import build_extractor
+
+    cfg = load_config("tiny", [*FAST, *overrides])
+    pipe = build_pipeline(cfg.model)
+    ext = build_extractor(cfg.model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)).extractor_id
+    return cfg, pipe, load_clips(Workdir(workdir), cfg, pipe, ext)
+
+
+def test_steps_lower_the_loss_on_a_fixed_batch_and_only_the_controller_moves(labelled):
+    cfg, pipe, clips = _setup(labelled)
+    batch = batch_for_step(clips, 0, cfg)
+    frozen = {n: {k: v.clone() for k, v in getattr(pipe, n).state_dict().items()} for n in ("unet", "vae", "image_encoder")}
+    ctrl0 = {k: v.clone() for k, v in pipe.controlnet.state_dict().items()}
+    pipe.controlnet.train().requires_grad_(True)
+    opt = torch.optim.AdamW(pipe.controlnet.parameters(), lr=2e-3)
+    losses = []
+    for _ in range(25):
+        loss = controller_loss(pipe, pipe.controlnet, batch, cfg, torch.Generator().manual_seed(0))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    assert np.mean(losses[-3:]) < 0.8 * np.mean(losses[:3]), losses
+    for name, before in frozen.items():
+        after = getattr(pipe, name).state_dict()
+        assert all(torch.equal(before[k], after[k]) for k in before), f"{name} changed"
+        assert not any(p.requires_grad for p in getattr(pipe, name).parameters())
+    assert any(not torch.equal(ctrl0[k], v) for k, v in pipe.controlnet.state_dict().items())
+
+
+def test_loss_mask_gives_no_gradient_outside_entities(labelled):
+    cfg, pipe, clips = _setup(labelled)
+    # A batch whose entity subset leaves part of the frame out (stuff can cover all of it).
+    batch = next(b for b in (batch_for_step(clips, s, cfg) for s in range(50)) if 0 < b.mask.mean() < 0.5)
+    target = batch.latents.clone().requires_grad_(True)
+    pred = torch.randn_like(batch.latents)
+    T.masked_mse(pred, target, batch.mask).backward()
+    g = target.grad.abs().sum(2, keepdim=True)  # (B, T, 1, h, w)
+    assert float(g[batch.mask == 0].max()) == 0.0
+    assert float(g[batch.mask > 0].min()) > 0.0
+    # And the training loss really uses it: switching the mask off changes the loss.
+    on = controller_loss(pipe, pipe.controlnet, batch, cfg, torch.Generator().manual_seed(1))
+    off_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"loss_mask": False})})
+    off = controller_loss(pipe, pipe.controlnet, batch, off_cfg, torch.Generator().manual_seed(1))
+    assert float(on) != pytest.approx(float(off))
+
+
+def _log(workdir):
+    log = Workdir(workdir).read("train_log").sort_values("step")
+    return dict(zip(log["step"], log["loss"]))
+
+
+def test_resume_reproduces_the_uninterrupted_run(labelled, tmp_path):
+    straight = _copy(labelled, tmp_path / "a")
+    cfg = load_config("tiny", FAST)
+    run_training(straight, cfg, steps=4, progress=False)
+    full = _log(straight)
+    assert sorted(full) == [1, 2, 3, 4]
+
+    interrupted = _copy(labelled, tmp_path / "b")
+    first = run_training(interrupted, cfg, steps=2, progress=False)
+    again = run_training(interrupted, cfg, steps=4, progress=False)  # the same run, continued
+    assert again["run"] == first["run"] and again["trained_steps"] == 2
+    part = _log(interrupted)
+    for s in (3, 4):
+        assert part[s] == pytest.approx(full[s], rel=1e-5, abs=1e-7), (s, part[s], full[s])
+
+    explicit = _copy(labelled, tmp_path / "c")
+    run_training(explicit, cfg, steps=2, progress=False)
+    ckpt = resolve_resume(Workdir(explicit), "latest")
+    assert ckpt["step"] == 2
+    run_training(explicit, cfg, resume=ckpt["checkpoint_id"], steps=2, progress=False)
+    resumed = _log(explicit)
+    for s in (3, 4):
+        assert resumed[s] == pytest.approx(full[s], rel=1e-5, abs=1e-7)
+    # A finished run is not trained again.
+    assert run_training(straight, cfg, steps=4, progress=False)["trained_steps"] == 0
+
+
+def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_good_ones_stay(labelled, tmp_path):
+    workdir = _copy(labelled, tmp_path)
+    cfg = load_config("tiny", FAST)
+    out = run_training(workdir, cfg, steps=2, progress=False)
+    wd = Workdir(workdir)
+    good = resolve_resume(wd, out["latest"])
+    folder = tmp_path / "w" / good["path"]
+    before = {p.name: p.read_bytes() for p in (folder / "controlnet").iterdir()}
+    save_checkpoint(wd, good["checkpoint_id"], build_pipeline(cfg.model).controlnet, {"x": 1}, cfg)  # a retried save
+    assert {p.name: p.read_bytes() for p in (folder / "controlnet").iterdir()} == before
+
+    (folder / "state.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="is damaged"):
+        run_training(workdir, cfg, resume=good["checkpoint_id"], steps=1, progress=False)
+    (folder / "state.pt").unlink()
+    with pytest.raises(CheckpointError, match=r"is incomplete: .*state\.pt is missing"):
+        run_training(workdir, cfg, resume=good["checkpoint_id"], steps=1, progress=False)
+    with pytest.raises(CheckpointError, match="not in"):
+        run_training(workdir, cfg, resume="nope", steps=1, progress=False)
+
+
+def test_retried_steps_write_each_row_once(labelled, tmp_path):
+    workdir = _copy(labelled, tmp_path)
+    cfg, pipe, clips = _setup(workdir)
+    wd = Workdir(workdir)
+    for _ in range(2):  # the same steps twice, as a retried task would
+        train_loop(wd, cfg, pipe, pipe.controlnet, clips, start_step=0, steps=2, progress=False, run="run-retry")
+    log, ckpts = wd.read("train_log"), wd.read("checkpoints")
+    assert sorted(log["step"]) == [1, 2] and not log.duplicated(["checkpoint_id", "step"]).any()
+    assert list(ckpts["checkpoint_id"]) == ["run-retry-s000002"]
