@@ -27,6 +27,7 @@ nav = st.navigation(
         st.Page(_PAGES / "training.py", title="Training", icon=":material/show_chart:", url_path="training"),
         st.Page(_PAGES / "vote.py", title="Vote", icon=":material/how_to_vote:", url_path="vote"),
         st.Page(_PAGES / "results.py", title="Study results", icon=":material/analytics:", url_path="results"),
+        st.Page(_PAGES / "drag.py", title="Drag", icon=":material/gesture:", url_path="drag"),
     ]
 )
 ui.sidebar_workdir()

@@ -1,0 +1,158 @@
+"""Fixtures for the drag tests: a workdir holding a tiny trained checkpoint, test images, the Drag page."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+CHECKPOINT_ID = "tiny-000"
+
+
+def add_checkpoint(workdir: Path, checkpoint_id: str = CHECKPOINT_ID, step: int = 0, created_at: dt.datetime | None = None,
+                   weights: bool = True) -> dict:
+    """A checkpoint the way training writes one: a fresh controller saved under the workdir plus its table row."""
+    from core.config import load_config
+    from core.tables import Workdir
+    from model.pipeline import build_pipeline
+
+    cfg = load_config("tiny")
+    wd = Workdir(str(workdir))
+    if weights:
+        build_pipeline(cfg.model).controlnet.save_pretrained(wd.path("checkpoints", checkpoint_id, "controlnet"))
+    row = dict(
+        checkpoint_id=checkpoint_id, parent=None, config=json.dumps(cfg.model_dump(mode="json")), config_hash=cfg.digest(),
+        step=step, path=f"checkpoints/{checkpoint_id}", created_at=created_at or dt.datetime.now(dt.timezone.utc),
+    )
+    wd.append("checkpoints", [row])
+    return row
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_template(tmp_path_factory) -> Path:
+    """A workdir with one trained tiny checkpoint (built once per session)."""
+    root = tmp_path_factory.mktemp("drag-template") / "wd"
+    root.mkdir()
+    add_checkpoint(root)
+    return root
+
+
+@pytest.fixture
+def drag_workdir(tiny_checkpoint_template, tmp_path) -> Path:
+    """A private copy of the tiny-checkpoint workdir (tests write videos and cases into it)."""
+    dst = tmp_path / "wd"
+    shutil.copytree(tiny_checkpoint_template, dst)
+    return dst
+
+
+@pytest.fixture
+def empty_workdir(tmp_path) -> Path:
+    d = tmp_path / "empty"
+    d.mkdir()
+    return d
+
+
+def scene() -> tuple[np.ndarray, np.ndarray]:
+    """A 320x240 photo scene: the cat photo inside an ellipse on the coffee photo, and the ellipse's mask."""
+    from skimage import data
+
+    bg = cv2.resize(data.coffee(), (320, 240))
+    obj = cv2.resize(data.chelsea(), (320, 240))
+    truth = np.zeros((240, 320), np.uint8)
+    cv2.ellipse(truth, (170, 120), (70, 50), 20, 0, 360, 1, -1)
+    truth = truth.astype(bool)
+    img = bg.copy()
+    img[truth] = obj[truth]
+    return img, truth
+
+
+def encode(image: np.ndarray, ext: str = ".png") -> bytes:
+    ok, buf = cv2.imencode(ext, cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.fixture
+def scene_png() -> bytes:
+    return encode(scene()[0])
+
+
+@pytest.fixture
+def ray_cleanup():
+    """Shut down a Ray that the test started (later tests start theirs with their own settings)."""
+    import ray
+
+    was = ray.is_initialized()
+    yield
+    if not was and ray.is_initialized():
+        ray.shutdown()
+
+
+@pytest.fixture
+def drag_page(monkeypatch):
+    """drag_page(workdir, config=None): an AppTest of the real app, switched to the Drag page."""
+    from streamlit.testing.v1 import AppTest
+
+    def make(workdir: Path, config: str | None = None):
+        monkeypatch.setenv("DRAGANYTHING_WORKDIR", str(workdir))
+        if config:
+            monkeypatch.setenv("DRAGANYTHING_CONFIG", config)
+        else:
+            monkeypatch.delenv("DRAGANYTHING_CONFIG", raising=False)
+        at = AppTest.from_file(str(APP), default_timeout=120)
+        at.run()
+        at.switch_page("views/drag.py").run()
+        assert not at.exception, [e.message for e in at.exception]
+        return at
+
+    return make
+
+
+def _page_text(at) -> str:
+    parts = []
+    for kind in ("info", "warning", "error", "success", "caption", "markdown"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+def _inline_config(tmp_path: Path, **drag) -> str:
+    """A YAML profile: tiny with ``drag.*`` overridden (e.g. executor='inline')."""
+    import yaml
+
+    from core.config import CONFIG_DIR
+
+    tree = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    tree.setdefault("drag", {}).update(drag)
+    tree["profile"] = "tiny"
+    path = tmp_path / "drag-profile.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return str(path)
+
+
+@pytest.fixture
+def page_text():
+    """page_text(at): every message-like text of the page, joined."""
+    return _page_text
+
+
+@pytest.fixture
+def profile(tmp_path):
+    """profile(**drag): a YAML profile path, tiny with drag settings overridden."""
+    return lambda **drag: _inline_config(tmp_path, **drag)
+
+
+@pytest.fixture
+def make_checkpoint():
+    """make_checkpoint(workdir, id, step=0, created_at=None, weights=True) -> the row written."""
+    return add_checkpoint
+
+
+@pytest.fixture
+def scene_image() -> tuple[np.ndarray, np.ndarray]:
+    return scene()
