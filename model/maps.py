@@ -358,25 +358,6 @@ def loss_mask(centers: torch.Tensor, radii: torch.Tensor, height: int, width: in
     return (paint_owner(centers, radii, height, width) >= 0).float()[:, None]
 
 
-def scale_points(centers: torch.Tensor, radii: torch.Tensor, src_hw: tuple[int, int], dst_hw: tuple[int, int]):
-    """Move centres and radii from one resolution to another (pixel-centre convention)."""
-    sy, sx = dst_hw[0] / src_hw[0], dst_hw[1] / src_hw[1]
-    c = centers.clone().float()
-    c[..., 0] = (c[..., 0] + 0.5) * sx - 0.5
-    c[..., 1] = (c[..., 1] + 0.5) * sy - 0.5
-    return c, torch.as_tensor(radii, dtype=torch.float32) * math.sqrt(sx * sy)
-
-
 def downsample_mask(mask: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Area-average a ``(N, H, W)`` mask to ``(N, height, width)`` (for pooling features at a coarser scale)."""
     return F.adaptive_avg_pool2d(mask.float()[:, None], (height, width))[:, 0]
-
-
-def incircle(mask: np.ndarray) -> tuple[float, float, float]:
-    """``(x, y, r)`` of the largest circle inside a boolean mask (distance transform maximum)."""
-    import cv2
-
-    m = np.pad(np.asarray(mask, dtype=np.uint8), 1)  # the image border counts as outside
-    dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    y, x = np.unravel_index(int(np.argmax(dist)), dist.shape)
-    return float(x), float(y), float(dist[y, x])

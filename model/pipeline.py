@@ -23,7 +23,9 @@ from diffusers.utils.torch_utils import randn_tensor
 
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
-from .maps import condition_channels, incircle, interpolate_path, paint_order, render_conditions
+from eval.geometry import incircle
+
+from .maps import condition_channels, interpolate_path, paint_order, render_conditions
 from .unet_control import controlled_prediction
 
 

@@ -37,7 +37,11 @@ class ControllerGenerator:
         from model.pipeline import build_pipeline
 
         model = checkpoint_model_settings(checkpoint)
+        from model.entity_features import build_extractor
+
         pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"))
+        # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
+        pipe.set_entity_extractor(build_extractor(model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
         return cls(pipe, model, cfg.generate)
 
     def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray:

@@ -382,7 +382,7 @@ def resolve_entity(
     segmenter, image: np.ndarray, spec: EntitySpec, label: str, anchor: bool = True, notes: list[str] | None = None
 ) -> Entity:
     """Segment one entity and turn its drawn path into the model's trajectory (clipped, noted)."""
-    from model.maps import incircle
+    from eval.geometry import incircle
 
     notes = notes if notes is not None else []
     hw = image.shape[:2]

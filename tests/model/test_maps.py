@@ -8,7 +8,6 @@ from model.maps import (
     entity_maps,
     flow_maps,
     gaussian_maps,
-    incircle,
     interpolate_path,
     paint_owner,
     point_maps,
@@ -112,7 +111,9 @@ def test_pchip_path_passes_through_points_without_overshoot():
     assert np.allclose(interpolate_path([[5, 6]], 4), [[5, 6]] * 4)
 
 
-def test_incircle_of_a_rectangle():
+def test_pipeline_uses_the_shared_incircle():
+    from eval.geometry import incircle
+
     m = np.zeros((40, 60), bool)
     m[10:30, 5:55] = True
     x, y, r = incircle(m)
