@@ -425,15 +425,19 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     for _ in tqdm(range(fb.vae_steps), desc="fit tiny VAE", disable=not progress):
         x = clips[rng.integers(0, len(clips), fb.batch_size)]  # (B, T, 3, H, W): the decoder is temporal
         post = vae.encode(x.flatten(0, 1)).latent_dist
-        z = post.mean + post.std * torch.randn(post.mean.shape, generator=gen)
-        rec = vae.decode(z, num_frames=x.shape[1]).sample
+        # The posterior mean, not a sample: everything downstream encodes with .mode(), and at
+        # initialisation the sampling noise (std ~1) drowns the signal, so the decoder learns to
+        # ignore the latent. The small KL term only keeps the latents' scale in check.
+        rec = vae.decode(post.mean, num_frames=x.shape[1]).sample
         loss = torch.nn.functional.mse_loss(rec, x.flatten(0, 1)) + 1e-6 * post.kl().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     vae.eval().requires_grad_(False)
-
     with torch.no_grad():
+        # Unit-variance latents, as SVD's preconditioning assumes (sigma_data = 1).
+        std = torch.cat([vae.encode(v).latent_dist.mode() for v in clips]).std()
+        vae.register_to_config(scaling_factor=float(1.0 / std))
         latents = torch.stack([vae.encode(v).latent_dist.mode() * vae.config.scaling_factor for v in clips])
         embeds = torch.stack([pipe._encode_image(_pil(v[0]), "cpu", 1, False)[0] for v in clips])
     unet = pipe.unet.train().requires_grad_(True)
