@@ -16,14 +16,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(VENV)/bin/draganything sample-data --out $(DEMO)/data
-	$(VENV)/bin/draganything labels --data-root $(DEMO)/data --split train --workdir $(DEMO)/work --dataset sample
-	$(VENV)/bin/draganything labels --data-root $(DEMO)/data --split val --workdir $(DEMO)/work --dataset sample
+	$(VENV)/bin/draganything sample-data --out $(DEMO)/data --videos 12
+	$(VENV)/bin/draganything pipeline --workdir $(DEMO)/work --data-root $(DEMO)/data --dataset sample \
+		--benchmarks sample,user-study --select all --set evaluate.user_study_dir=$(abspath $(DEMO))/data/user_study
+	@echo
+	$(VENV)/bin/draganything report --workdir $(DEMO)/work --benchmark sample
+	@echo
+	$(VENV)/bin/draganything status --workdir $(DEMO)/work
 	@echo
 	@echo "Demo finished. Results:"
-	@echo "  dataset:  $(DEMO)/data (VIPSeg layout, ground truth in ground_truth/)"
-	@echo "  tables:   $(DEMO)/work/tables/<table>/*.parquet"
-	@echo "  frames:   $(DEMO)/work/frames/"
+	@echo "  dataset:     $(DEMO)/data (VIPSeg layout; ground truth in ground_truth/, user-study cases in user_study/)"
+	@echo "  tables:      $(DEMO)/work/tables/<table>/part-*.parquet  (labels, checkpoints, train_log, samples, objmc, metrics, rejects)"
+	@echo "  checkpoints: $(DEMO)/work/checkpoints/<id>/controlnet"
+	@echo "  videos:      $(DEMO)/work/samples/<checkpoint>/<benchmark>/<item>/seed0.mp4"
+	@echo "  dashboard:   $(VENV)/bin/draganything dashboard --workdir $(DEMO)/work"
 
 test: install
 	$(PY) -m pytest

@@ -291,6 +291,19 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
     return ConfigError("; ".join(lines))
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML that refuses a key given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise ConfigError(f"config key '{key}' appears twice ({key_node.start_mark.name}, line {key_node.start_mark.line + 1})")
+            seen.add(key)
+        return super().construct_mapping(node, deep)
+
+
 def profile_path(name_or_path: str) -> Path:
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml"):
@@ -307,7 +320,8 @@ def profile_path(name_or_path: str) -> Path:
 def load_config(name_or_path: str = "tiny", overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Load a profile, apply ``key.sub=value`` overrides, validate everything."""
     path = profile_path(name_or_path)
-    tree = yaml.safe_load(path.read_text()) or {}
+    with open(path) as fh:
+        tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     tree.setdefault("profile", path.stem)

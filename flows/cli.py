@@ -17,6 +17,11 @@ ConfigOpt = typer.Option("tiny", "--config", "-c", help="profile in configs/ (ti
 OverrideOpt = typer.Option(None, "--set", help="override a config value: key.sub=value (repeatable)")
 
 
+def _absolute(workdir: str) -> str:
+    """Local workdirs as absolute paths: Ray workers need not share this process's directory."""
+    return workdir if "://" in workdir else str(Path(workdir).expanduser().resolve())
+
+
 def _fail(message: str) -> None:
     typer.secho(message, fg=typer.colors.RED, err=True)
     raise typer.Exit(2)
@@ -52,7 +57,7 @@ def labels(
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
     from flows.labels import run_labels
 
-    summary = run_labels(str(data_root), split, workdir, config=config, overrides=overrides, dataset=dataset, retry_rejects=retry_rejects)
+    summary = run_labels(str(data_root.resolve()), split, _absolute(workdir), config=config, overrides=overrides, dataset=dataset, retry_rejects=retry_rejects)
     typer.echo(json.dumps(summary))
 
 
@@ -70,7 +75,7 @@ def train(
     from tasks.train import CheckpointError
 
     try:
-        summary = run_train(workdir, config=config, overrides=overrides, resume=resume, steps=steps)
+        summary = run_train(_absolute(workdir), config=config, overrides=overrides, resume=resume, steps=steps)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, default=str))
@@ -89,7 +94,7 @@ def generate(
     from flows.stages import UnknownCheckpoint, run_generate
 
     try:
-        summary = run_generate(checkpoint, benchmark, workdir, config=config, overrides=overrides)
+        summary = run_generate(checkpoint, benchmark, _absolute(workdir), config=config, overrides=overrides)
     except (UnknownCheckpoint, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -117,7 +122,7 @@ def evaluate(
     from flows.stages import UnknownCheckpoint, run_evaluate
 
     try:
-        summary = run_evaluate(checkpoint, benchmark, workdir, config=config, overrides=overrides)
+        summary = run_evaluate(checkpoint, benchmark, _absolute(workdir), config=config, overrides=overrides)
     except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -174,7 +179,7 @@ def pipeline(
     from flows.pipeline import run_pipeline
 
     report = run_pipeline(
-        workdir, config=config, overrides=overrides, data_root=str(data_root) if data_root else None, dataset=dataset,
+        _absolute(workdir), config=config, overrides=overrides, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
         stages=[s.strip() for s in stages.split(",") if s.strip()], benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()],
         checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
     )

@@ -327,7 +327,7 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     made, losses, log_rows = [], [], []
     prev = parent
     end = start_step + steps
-    bar = tqdm(total=steps, desc=f"train {run}", unit="step", disable=not progress or rank != 0)
+    bar = tqdm(total=steps, desc=f"train {run}", unit="step", disable=not progress or rank != 0, mininterval=10)
     for step in range(start_step, end):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -422,7 +422,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
 
     vae = pipe.vae.train().requires_grad_(True)
     opt = torch.optim.AdamW(vae.parameters(), lr=fb.lr)
-    for _ in tqdm(range(fb.vae_steps), desc="fit tiny VAE", disable=not progress):
+    for _ in tqdm(range(fb.vae_steps), desc="fit tiny VAE", disable=not progress, mininterval=10):
         x = clips[rng.integers(0, len(clips), fb.batch_size)]  # (B, T, 3, H, W): the decoder is temporal
         post = vae.encode(x.flatten(0, 1)).latent_dist
         # The posterior mean, not a sample: everything downstream encodes with .mode(), and at
@@ -444,7 +444,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     opt = torch.optim.AdamW(unet.parameters(), lr=fb.lr)
     edm = T.EDM(cfg.train.p_mean, cfg.train.p_std)
     g = cfg.generate
-    for _ in tqdm(range(fb.unet_steps), desc="fit tiny base UNet", disable=not progress):
+    for _ in tqdm(range(fb.unet_steps), desc="fit tiny base UNet", disable=not progress, mininterval=10):
         idx = rng.integers(0, len(clips), fb.batch_size)
         x0 = latents[idx]
         sigma = edm.sample_sigmas(len(idx), gen)

@@ -32,3 +32,10 @@ def test_overrides_parse_yaml_values():
 def test_unknown_profile_lists_the_known_ones():
     with pytest.raises(ConfigError, match="allowed: .*tiny"):
         load_config("huge")
+
+
+def test_a_key_given_twice_is_an_error(tmp_path):
+    p = tmp_path / "dup.yaml"
+    p.write_text("runtime:\n  num_cpus: 2\nruntime:\n  num_cpus: 4\n")
+    with pytest.raises(ConfigError, match="'runtime' appears twice"):
+        load_config(str(p))

@@ -23,7 +23,7 @@ from tasks.train import (
     train_loop,
 )
 
-FAST = ["train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
+FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
 
 
 @pytest.fixture(scope="module")
