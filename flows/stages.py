@@ -112,6 +112,9 @@ def evaluate_flow(checkpoint: str, benchmark: str, workdir: str, config: str = "
     scored = {(c, b, i) for c, b, i, _ in wd.keys("objmc")}
     items = sorted(set(samples["item_id"]))
     todo = [i for i in items if (checkpoint, benchmark, i) not in scored]
+    done = {m for c, b, m, _ in wd.keys("metrics") if c == checkpoint and b == benchmark}
+    if not todo and "objmc" in done:
+        return {"items": len(items), "metrics_written": 0, "skipped": True}  # nothing new since the last evaluation
     bench_items, _ = gen.load_benchmark(wd, benchmark, cfg, items)
     refs = ev.feature_refs(samples, bench_items)
     size = cfg.evaluate.items_per_task

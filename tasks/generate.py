@@ -65,11 +65,11 @@ def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
     """The generator of a ``checkpoints`` row, built once per process."""
     key = f"{workdir.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
     if key not in _CACHE:
-        cid = checkpoint["checkpoint_id"]
+        kind = json.loads(checkpoint["config"] or "{}").get("generator")  # set on model-free rows
         L = cfg.labels.frames.count
-        if cid == "static":
+        if kind == "static":
             _CACHE[key] = StaticGenerator(L)
-        elif cid == "warp":
+        elif kind == "warp":
             _CACHE[key] = WarpGenerator(L)
         else:
             from tasks.controller import ControllerGenerator

@@ -159,6 +159,11 @@ class Batch:
     mask: torch.Tensor  # (B, T, 1, h, w) entity-pixel fraction at latent size
     video_ids: list[str]
 
+    def to(self, device) -> "Batch":
+        ents = None if self.entities is None else [EntityInputs(e.vectors.to(device), e.centers.to(device), e.radii.to(device)) for e in self.entities]
+        return Batch(self.latents.to(device), self.pixels.to(device), self.embeddings.to(device),
+                     {k: v.to(device) for k, v in self.conditions.items()}, ents, self.mask.to(device), self.video_ids)
+
 
 def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> Batch:
     """The batch of optimizer step ``step`` (and DDP rank): a pure function of (seed, step, rank)."""
@@ -198,7 +203,7 @@ def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> 
 
 
 def _conditioning(pipe, pixels: torch.Tensor, noise_aug: float, gen: torch.Generator) -> torch.Tensor:
-    noisy = pixels + noise_aug * torch.randn(pixels.shape, generator=gen)
+    noisy = pixels + noise_aug * torch.randn(pixels.shape, generator=gen).to(pixels.device)
     return pipe.vae.encode(noisy.to(pipe.vae.dtype)).latent_dist.mode()
 
 
@@ -206,13 +211,13 @@ def controller_loss(pipe, controlnet, batch: Batch, cfg: Config, gen: torch.Gene
     """The masked EDM loss of one batch through the frozen UNet with the controller's residuals."""
     tr, g = cfg.train, cfg.generate
     edm = T.EDM(tr.p_mean, tr.p_std)
-    B = batch.latents.shape[0]
-    sigma = edm.sample_sigmas(B, gen)
+    B, device = batch.latents.shape[0], batch.latents.device
+    sigma = edm.sample_sigmas(B, gen, device)
     noisy = T.add_noise(batch.latents, sigma, gen)
     _, _, c_in, c_noise = T.precondition(sigma)
     with torch.no_grad():
         image_latents = _conditioning(pipe, batch.pixels, g.noise_aug_strength, gen)
-    ids = T.time_ids(g.fps, g.motion_bucket_id, g.noise_aug_strength, B)
+    ids = T.time_ids(g.fps, g.motion_bucket_id, g.noise_aug_strength, B, device)
     with autocast():
         pred = controlled_prediction(
             pipe.unet, controlnet, noisy * c_in.reshape(-1, 1, 1, 1, 1), image_latents, batch.embeddings, ids, c_noise,
@@ -302,14 +307,17 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if dist else 0
     model = controlnet
-    if dist:
-        model = torch.nn.parallel.DistributedDataParallel(controlnet)
+
+    device = torch.device("cuda", torch.cuda.current_device()) if tr.use_gpu and torch.cuda.is_available() else torch.device("cpu")
     for part in (pipe.unet, pipe.vae, pipe.image_encoder):
-        part.eval().requires_grad_(False)
+        part.to(device).eval().requires_grad_(False)
+    controlnet.to(device)
     controlnet.train().requires_grad_(True)
     if tr.gradient_checkpointing:
         controlnet.enable_gradient_checkpointing()
         pipe.unet.enable_gradient_checkpointing()
+    if dist:
+        model = torch.nn.parallel.DistributedDataParallel(controlnet, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in controlnet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tr.warmup_steps) if tr.warmup_steps else 1.0)
@@ -333,7 +341,7 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(tr.grad_accum):
-            batch = batch_for_step(clips, step * tr.grad_accum + micro, cfg, rank)
+            batch = batch_for_step(clips, step * tr.grad_accum + micro, cfg, rank).to(device)
             gen = torch.Generator().manual_seed(hash((tr.seed, step, micro, rank)) & 0x7FFFFFFF)
             loss = controller_loss(pipe, model, batch, cfg, gen, autocast) / tr.grad_accum
             (scaler.scale(loss) if scaler else loss).backward()
