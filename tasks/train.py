@@ -429,18 +429,22 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     gen = torch.Generator().manual_seed(cfg.train.seed)
 
     vae = pipe.vae.train().requires_grad_(True)
-    opt = torch.optim.AdamW(vae.parameters(), lr=fb.lr)
+    restore = _framewise_decoder(vae)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=fb.lr)
+    T_, n_frames = clips.shape[1], 4 * fb.batch_size
     for _ in tqdm(range(fb.vae_steps), desc="fit tiny VAE", disable=not progress, mininterval=10):
-        x = clips[rng.integers(0, len(clips), fb.batch_size)]  # (B, T, 3, H, W): the decoder is temporal
-        post = vae.encode(x.flatten(0, 1)).latent_dist
+        # Distinct frames from many clips (frames of one clip are near copies of each other).
+        x = clips[rng.integers(0, len(clips), n_frames), rng.integers(0, T_, n_frames)]
+        post = vae.encode(x).latent_dist
         # The posterior mean, not a sample: everything downstream encodes with .mode(), and at
         # initialisation the sampling noise (std ~1) drowns the signal, so the decoder learns to
         # ignore the latent. The small KL term only keeps the latents' scale in check.
-        rec = vae.decode(post.mean, num_frames=x.shape[1]).sample
-        loss = torch.nn.functional.mse_loss(rec, x.flatten(0, 1)) + 1e-6 * post.kl().mean()
+        rec = vae.decode(post.mean, num_frames=1).sample
+        loss = torch.nn.functional.mse_loss(rec, x) + 1e-6 * post.kl().mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
+        restore()
     vae.eval().requires_grad_(False)
     with torch.no_grad():
         # Unit-variance latents, as SVD's preconditioning assumes (sigma_data = 1).
@@ -479,6 +483,34 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
         os.replace(tmp, target)
     shutil.rmtree(tmp, ignore_errors=True)
     return rel
+
+
+def _framewise_decoder(vae) -> "callable":
+    """Switch the temporal decoder's time mixing off, so frames decode independently.
+
+    Fitted in a few hundred CPU steps on single frames, the tiny VAE cannot also learn
+    its temporal layers; with every ``AlphaBlender`` fully on its spatial input and the
+    final time convolution reduced to its centre tap, decoding T frames is decoding
+    each frame alone. Returns a function that re-applies this after optimizer steps.
+    """
+    from diffusers.models.resnet import AlphaBlender
+
+    for m in vae.modules():
+        if isinstance(m, AlphaBlender) and hasattr(m, "mix_factor"):
+            m.mix_factor.data.fill_(30.0)  # sigmoid(30) = 1: spatial path only
+            m.mix_factor.requires_grad_(False)
+    conv = vae.decoder.time_conv_out
+    centre = conv.kernel_size[0] // 2
+
+    def restore() -> None:
+        with torch.no_grad():
+            w = conv.weight
+            keep = w[:, :, centre].clone()
+            w.zero_()
+            w[:, :, centre] = keep
+
+    restore()
+    return restore
 
 
 def _pil(x: torch.Tensor):
