@@ -40,7 +40,17 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
                                      resources_per_worker={"CPU": cfg.runtime.task_num_cpus}),
         run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir}/cache/ray_train"),
     )
-    return dict(trainer.fit().metrics)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    # Rank 0 wrote the checkpoints: the newest one of this config is the run's result.
+    from core.tables import Workdir
+
+    table = Workdir(workdir).read("checkpoints")
+    mine = table[table["config_hash"] == cfg.digest()].sort_values(["step", "created_at"])
+    latest = mine.iloc[-1] if not mine.empty else None
+    return {"workers": cfg.train.num_workers, "latest": None if latest is None else latest["checkpoint_id"],
+            "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {})}
 
 
 @flow(name="train", task_runner=ProjectRayTaskRunner())

@@ -26,18 +26,6 @@ from tasks.train import (
 FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
 
 
-@pytest.fixture(scope="module")
-def labelled(sample_root, tmp_path_factory):
-    """A workdir with 3 labelled training videos and their entity vectors."""
-    root = tmp_path_factory.mktemp("train")
-    wd = Workdir(root)
-    cfg = load_config("tiny", FAST)
-    rows, _ = label_videos(str(sample_root), [VideoRef("sample", "train", v) for v in ("sample_0000", "sample_0001", "sample_0002")], cfg.labels, {}, str(root))
-    wd.append("labels", rows)
-    wd.append("entity_embeddings", embed_videos(str(root), rows, cfg.model))
-    return root
-
-
 def _copy(labelled, tmp_path) -> str:
     dst = tmp_path / "w"
     shutil.copytree(labelled, dst)

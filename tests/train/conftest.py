@@ -1,0 +1,30 @@
+"""Shared by the training tests: a workdir with labelled training videos and their entity vectors."""
+
+import pytest
+
+from core.config import load_config
+from core.tables import Workdir
+from tasks.embeddings import embed_videos
+from tasks.labels import VideoRef, label_videos
+
+# Small and quick: no base fit, 4 frames, a checkpoint every 2 steps. test_training.py uses the same list.
+FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
+
+
+@pytest.fixture(scope="session")
+def fast_overrides() -> list[str]:
+    return list(FAST)
+
+
+@pytest.fixture(scope="session")
+def labelled(sample_root, tmp_path_factory):
+    """A workdir with 3 labelled training videos and their entity vectors."""
+    root = tmp_path_factory.mktemp("train")
+    wd = Workdir(root)
+    cfg = load_config("tiny", FAST)
+    rows, _ = label_videos(str(sample_root), [VideoRef("sample", "train", v) for v in ("sample_0000", "sample_0001", "sample_0002")], cfg.labels, {}, str(root))
+    wd.append("labels", rows)
+    wd.append("entity_embeddings", embed_videos(str(root), rows, cfg.model))
+    return root
+
+

@@ -1,0 +1,31 @@
+"""The same training function under Ray Train (DDP over 2 CPU workers, gloo)."""
+
+import shutil
+
+import pytest
+
+from core.tables import Workdir
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+
+def test_two_ddp_workers_train_and_rank0_writes_once(labelled, fast_overrides, tmp_path, orchestration_ready):
+    import ray
+
+    from core.config import load_config
+    from flows.runtime import ensure_ray, worker_env
+    from flows.train import train_with_ray_train
+
+    workdir = tmp_path / "w"
+    shutil.copytree(labelled, workdir)
+    cfg = load_config("tiny", [*fast_overrides, "train.num_workers=2", "runtime.task_num_cpus=1"])
+    ensure_ray(cfg.runtime, worker_env(orchestration_ready))
+    try:
+        out = train_with_ray_train(str(workdir), cfg, None, 2)
+    finally:
+        ray.shutdown()
+    assert out["step"] == 2
+    wd = Workdir(workdir)
+    ckpts = wd.read("checkpoints")
+    assert sorted(ckpts["step"]) == [0, 2] and not ckpts.duplicated("checkpoint_id").any()
+    assert sorted(wd.read("train_log")["step"]) == [1, 2]
