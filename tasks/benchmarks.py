@@ -22,7 +22,7 @@ import numpy as np
 
 from core.tables import Workdir
 from eval.geometry import incircles, scale_points
-from tasks.labels import load_cached_clip
+from tasks.labels import load_cached_clip, resize_clip
 
 
 @dataclass(frozen=True)
@@ -64,15 +64,6 @@ class BenchmarkItem:
 
 class ItemError(ValueError):
     """A benchmark item cannot be used; the message says why and what to do."""
-
-
-def resize_clip(frames: np.ndarray, ids: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    h, w = hw
-    if frames.shape[1:3] == (h, w):
-        return frames, ids
-    f = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in frames])
-    m = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) for x in ids])
-    return f, m
 
 
 def labels_items(

@@ -22,9 +22,9 @@ from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, bootstrap_frechet, bootstrap_ratio
 from eval.features import clip_extractor, frame_extractor, video_features
 from eval.objmc import EntityScore, ItemScore, ObjMCResult, score_video
-from tasks.benchmarks import BenchmarkItem, resize_clip
-from tasks.generate import load_benchmark, read_frames, tracker_for
-from tasks.labels import load_cached_clip
+from tasks.benchmarks import BenchmarkItem
+from tasks.generate import load_benchmark, read_frames
+from tasks.labels import load_cached_clip, resize_clip, tracker_for
 
 STAGE = "evaluate"
 

@@ -16,11 +16,11 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from core.config import Config, TrackerSettings
+from core.config import Config
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
-from eval.trackers import make_tracker
 from tasks.benchmarks import BENCHMARKS, BenchmarkItem, ItemError, folder_items, labels_items
+from tasks.labels import tracker_for
 
 STAGE = "generate"
 REFERENCE_GENERATORS = ("static", "warp")
@@ -76,10 +76,6 @@ def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
 
             _CACHE[key] = ControllerGenerator.from_checkpoint(workdir, checkpoint, cfg)
     return _CACHE[key]
-
-
-def tracker_for(t: TrackerSettings):
-    return make_tracker(t.kind, t.lk.model_dump(), t.cotracker.model_dump())
 
 
 def load_benchmark(

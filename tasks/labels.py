@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.config import LabelsSettings
+from core.config import LabelsSettings, TrackerSettings
 from core.tables import Workdir, now_utc
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
 from eval.geometry import incircles
@@ -155,6 +155,21 @@ def save_clip(workdir: Workdir, relpath: str, frames: np.ndarray, ids: np.ndarra
     workdir.write_atomic(workdir.path(relpath), write)
 
 
+def resize_clip(frames: np.ndarray, ids: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A cached clip at another size: area-averaged frames, nearest-neighbour ids."""
+    h, w = hw
+    if frames.shape[1:3] == (h, w):
+        return frames, ids
+    f = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in frames])
+    m = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) for x in ids])
+    return f, m
+
+
+def tracker_for(t: TrackerSettings):
+    """The point tracker a ``TrackerSettings`` section asks for."""
+    return make_tracker(t.kind, t.lk.model_dump(), t.cotracker.model_dump())
+
+
 def load_cached_clip(workdir: Workdir, relpath: str) -> tuple[np.ndarray, np.ndarray]:
     with workdir.fs.open(workdir.path(relpath), "rb") as f:
         z = np.load(io.BytesIO(f.read()))
@@ -172,8 +187,7 @@ def label_videos(
     workdir = Workdir(workdir_url)
     tracker = None
     if cfg.trajectory_source == "tracker":
-        t = cfg.tracker
-        tracker = make_tracker(t.kind, t.lk.model_dump(), t.cotracker.model_dump())
+        tracker = tracker_for(cfg.tracker)
     rows, rejects = [], []
     for ref in refs:
         try:

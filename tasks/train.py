@@ -26,7 +26,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pyarrow.compute as pc
 import torch
@@ -38,7 +37,7 @@ from model import training as T
 from model.controlnet import EntityInputs
 from model.maps import condition_channels, paint_order, render_conditions
 from model.unet_control import controlled_prediction, unet_forward_with_control
-from tasks.labels import load_cached_clip
+from tasks.labels import load_cached_clip, resize_clip
 
 STAGE = "train"
 
@@ -61,12 +60,6 @@ class Clip:
     radii: torch.Tensor  # (N,) first-frame incircle radius, model pixels
     vectors: torch.Tensor | None  # (N, C)
     ids: np.ndarray  # (T, H, W) panoptic ids at model size
-
-
-def _resize_clip(frames: np.ndarray, ids: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    f = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in frames])
-    m = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) for x in ids])
-    return f, m
 
 
 @torch.no_grad()
@@ -109,7 +102,7 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
         frames, ids = load_cached_clip(wd, first["frames_path"])
         if len(frames) < L:
             continue  # labelled with fewer frames than the model makes
-        frames, ids = _resize_clip(frames[:L], ids[:L], H, W)
+        frames, ids = resize_clip(frames[:L], ids[:L], (H, W))
         if wd.exists(cache):
             with wd.fs.open(wd.path(cache), "rb") as f:
                 enc = torch.load(io.BytesIO(f.read()))
@@ -420,7 +413,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     for path in sorted(set(labels["frames_path"])):
         frames, ids = load_cached_clip(wd, path)
         if len(frames) >= m.num_frames:
-            f, _ = _resize_clip(frames[: m.num_frames], ids[: m.num_frames], m.height, m.width)
+            f, _ = resize_clip(frames[: m.num_frames], ids[: m.num_frames], (m.height, m.width))
             videos.append(torch.from_numpy(f).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
     if not videos:
         raise ValueError("no labelled clip to fit the tiny base model on; run `draganything labels` first")
