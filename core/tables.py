@@ -13,8 +13,10 @@ import datetime as dt
 import fcntl
 import hashlib
 import os
+import shutil
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import fsspec
@@ -317,6 +319,26 @@ class Workdir:
             # Object stores publish an object only when its upload completes.
             with self.fs.open(path, "wb") as f:
                 write(f)
+
+    def write_dir_atomic(self, relpath: str, write: Any) -> None:
+        """Call ``write(folder)`` so that the folder ``relpath`` appears whole or not at all.
+
+        The folder is written as a hidden sibling and renamed into place; one that
+        already exists is kept (a retried write never replaces good output). Local only:
+        the frameworks that write folders (``save_pretrained``) need a real path.
+        """
+        final = Path(self.local_path(relpath))
+        if final.exists():
+            return
+        tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            write(tmp)
+            if not final.exists():
+                os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))

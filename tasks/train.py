@@ -19,9 +19,7 @@ import hashlib
 import io
 import json
 import math
-import os
 import random
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,16 +234,13 @@ def checkpoint_id(run: str, step: int) -> str:
 def save_checkpoint(wd: Workdir, cid: str, controlnet, state: dict, cfg: Config) -> str:
     """Write ``checkpoints/<id>/`` whole or not at all: a temp folder renamed into place."""
     rel = f"checkpoints/{cid}"
-    final = Path(wd.local_path(rel))
-    if final.exists():
-        return rel  # written before (a retried step): never overwrite a good checkpoint
-    tmp = final.parent / f".tmp-{cid}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    controlnet.save_pretrained(tmp / "controlnet", safe_serialization=True)
-    torch.save(state, tmp / "state.pt")
-    (tmp / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
-    os.replace(tmp, final)
+
+    def write(folder: Path) -> None:
+        controlnet.save_pretrained(folder / "controlnet", safe_serialization=True)
+        torch.save(state, folder / "state.pt")
+        (folder / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
+
+    wd.write_dir_atomic(rel, write)  # a retried step never overwrites a good checkpoint
     return rel
 
 
@@ -468,13 +463,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
         loss.backward()
         opt.step()
     unet.eval().requires_grad_(False)
-    target = Path(wd.local_path(rel))
-    tmp = target.parent / f".tmp-{target.name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    pipe.save_pretrained(tmp, safe_serialization=True)
-    if not target.exists():
-        os.replace(tmp, target)
-    shutil.rmtree(tmp, ignore_errors=True)
+    wd.write_dir_atomic(rel, lambda folder: pipe.save_pretrained(folder, safe_serialization=True))
     return rel
 
 
