@@ -195,8 +195,14 @@ class BaseFitSettings(_Section):
     enabled: bool = False
     vae_steps: int = Field(300, ge=0)
     unet_steps: int = Field(300, ge=0)
-    lr: float = Field(2e-3, gt=0)
+    lr: float = Field(2e-3, gt=0, description="the base UNet's learning rate")
+    vae_lr: float = Field(5e-3, gt=0, description="the VAE's learning rate")
+    vae_crop: int = Field(64, ge=16, description="the VAE fits on random windows this size (cost independent of the frame size)")
     batch_size: int = Field(4, ge=1)
+    split: str | None = Field(
+        None, description="the split the base is fitted on (None = train.split); a split the controller never sees keeps "
+        "the base from knowing the controller's training motions by heart, as SVD never saw VIPSeg"
+    )
     cond_dropout: float = Field(0.1, ge=0, le=1, description="drop the image conditioning this often (for guidance)")
 
 
@@ -214,6 +220,7 @@ class TrainSettings(_Section):
     max_grad_norm: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(10, ge=1)
+    hflip: bool = Field(False, description="also train on every clip mirrored left-right (twice the motions to learn from)")
     loss_mask: bool = Field(True, description="MSE on entity pixels only (the paper's loss mask)")
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
@@ -224,6 +231,9 @@ class TrainSettings(_Section):
     seed: int = 0
     num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP); 1 = one process")
     use_gpu: bool = False
+    cpus_per_worker: float | None = Field(
+        None, gt=0, description="CPUs the training task (each Ray Train worker) reserves, and so its torch threads; None = runtime.task_num_cpus"
+    )
     loader_workers: int = Field(0, ge=0, description="DataLoader processes that prefetch batches")
     fit_base: BaseFitSettings = BaseFitSettings()
 

@@ -44,7 +44,9 @@ _THING_SOURCES = {  # category -> (skimage image, crop box y0, y1, x0, x1 as fra
     63: ("rocket", (0.25, 0.80, 0.35, 0.60)),
     64: ("coins", (0.05, 0.35, 0.05, 0.30)),
 }
-_BACKGROUNDS = ["coffee", "rocket", "astronaut", "chelsea"]
+# Many photos, so a model fitted on the sample data has to copy its first frame rather than recall it.
+_BACKGROUNDS = ["coffee", "rocket", "astronaut", "chelsea", "immunohistochemistry", "hubble_deep_field", "retina",
+                "brick", "camera", "grass", "gravel", "moon"]
 _SIZES = [(240, 320), (256, 256), (216, 384), (240, 320)]  # (H, W): several aspect ratios
 
 
@@ -100,26 +102,39 @@ def _smooth_path(rng: np.random.Generator, start: np.ndarray, end: np.ndarray, n
     return base + normal[None] * (amp * np.sin(2 * np.pi * t))[:, None]
 
 
-def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = None, size: tuple[int, int] | None = None) -> Scene:
-    rng = np.random.default_rng([seed, index])
-    H, W = size or _SIZES[index % len(_SIZES)]
+def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = None, size: tuple[int, int] | None = None,
+               variants: int = 1) -> Scene:
+    """Video ``index``: scene ``index // variants``, motion ``index % variants``.
+
+    What the first frame shows (photos, sizes, entities and where they start) comes from
+    the scene; where things go from there (paths, camera pan, water) from the video. So
+    the ``variants`` videos of a scene share their first frame and differ only in motion:
+    the first frame alone does not say where things go; only the control does.
+    """
+    scene_no = index // variants
+    look = np.random.default_rng([seed, scene_no])
+    move = np.random.default_rng([seed, scene_no, index % variants, 1])
+    H, W = size or _SIZES[scene_no % len(_SIZES)]
     margin = 48
-    bg = cv2.resize(_photo(_BACKGROUNDS[index % len(_BACKGROUNDS)]), (W + 2 * margin, H + 2 * margin), interpolation=cv2.INTER_AREA)
-    pans = index % 2 == 0  # every other video has a camera pan
-    pan_end = rng.uniform(-margin + 4, margin - 4, size=2) if pans else np.zeros(2)
+    # Rotated against the val split (every 4th video), so val scenes are new arrangements of
+    # photos the training videos also show, and not one photo no training video has.
+    photo = _BACKGROUNDS[(scene_no + scene_no // 4) % len(_BACKGROUNDS)]
+    bg = cv2.resize(_photo(photo), (W + 2 * margin, H + 2 * margin), interpolation=cv2.INTER_AREA)
+    pans = (index if variants == 1 else index % variants + scene_no) % 2 == 0  # half the videos pan (from the same window)
+    pan_end = move.uniform(-margin + 4, margin - 4, size=2) if pans else np.zeros(2)
     pan = margin + np.linspace(0, 1, n_frames)[:, None] * pan_end[None]
     horizon = int(H * 0.35)
     water_rows = (horizon, int(H * 0.55))
-    water = cv2.resize(_photo("coffee" if index % 2 else "chelsea"), (W * 2, water_rows[1] - water_rows[0]), interpolation=cv2.INTER_AREA)
-    water_shift = np.linspace(0, rng.uniform(6, 14) * rng.choice([-1, 1]), n_frames)
+    water = cv2.resize(_photo("coffee" if scene_no % 2 else "chelsea"), (W * 2, water_rows[1] - water_rows[0]), interpolation=cv2.INTER_AREA)
+    water_shift = np.linspace(0, move.uniform(6, 14) * move.choice([-1, 1]), n_frames)
     scene = Scene(f"sample_{index:04d}", (H, W), n_frames, bg, pan, horizon, water_rows, water, water_shift)
 
     if roles is None:
         # Rotated against the val split (every 4th video) so val sees every kind of scene.
-        extra = [["occluded", "tiny"], ["leaver"], ["occluded", "leaver", "tiny"], ["tiny"]][(index + index // 4) % 4]
-        roles = ["mover", *extra]
+        k = scene_no if variants > 1 else index + index // 4
+        roles = ["mover", *[["occluded", "tiny"], ["leaver"], ["occluded", "leaver", "tiny"], ["tiny"]][k % 4]]
     cats = [60, 61, 62, 63, 64]
-    rng.shuffle(cats)
+    look.shuffle(cats)
     instance = {}
     mover_path = None
     S = min(H, W)
@@ -129,39 +144,45 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
         if role == "tiny":
             axes = (5.0, 4.0)
         else:
-            b = rng.uniform(0.10, 0.14) * S
-            axes = (b * rng.uniform(1.1, 1.5), b)
+            b = look.uniform(0.10, 0.14) * S
+            axes = (b * look.uniform(1.1, 1.5), b)
         a = axes[0]
         pad = a + 3
+        lo, hi = np.array([pad, H * 0.45]), np.array([W - pad, H - pad])
         if role == "mover":
-            start = np.array([rng.uniform(pad, W * 0.4), rng.uniform(H * 0.45, H - pad)])
-            end = np.array([rng.uniform(W * 0.6, W - pad), rng.uniform(H * 0.45, H - pad)])
+            # Any direction, a third of the frame or more: a base model cannot guess it.
+            start = look.uniform([W * 0.3, H * 0.5], [W * 0.7, H - pad])
+            angle = move.uniform(0, 2 * np.pi)
+            end = np.clip(start + move.uniform(0.35, 0.5) * S * np.array([np.cos(angle), np.sin(angle)]), lo, hi)
+            if np.linalg.norm(end - start) < 0.25 * S:  # clipped short against an edge: go the other way
+                end = np.clip(2 * start - end, lo, hi)
             z_order = 10  # in front of everything
         elif role == "occluded":
-            # Crosses the mover's path half-way, behind it.
+            # Passes behind the mover half-way (the eased path is at its midpoint at mid-time).
             assert mover_path is not None, "an occluded entity needs a mover first"
-            mid = mover_path[n_frames // 2]
-            start = np.clip(mid + np.array([-0.35 * W, -axes[1] * 0.6]), pad, [W - pad, H - pad])
-            end = np.clip(mid + np.array([0.35 * W, -axes[1] * 0.6]), pad, [W - pad, H - pad])
+            side = look.choice([-1.0, 1.0])
+            start = np.clip(mover_path[0] + np.array([side * 0.35 * W, -axes[1] * 0.6]), pad, [W - pad, H - pad])
+            target = mover_path[n_frames // 2] + np.array([0.0, -axes[1] * 0.6])
+            end = np.clip(2 * target - start, pad, [W - pad, H - pad])
             z_order = 5
         elif role == "leaver":
-            start = np.array([W * 0.6, rng.uniform(H * 0.4, H * 0.7)])
-            end = np.array([W + 3 * a, start[1] + rng.uniform(-10, 10)])
+            start = np.array([W * look.uniform(0.4, 0.6), look.uniform(H * 0.4, H * 0.7)])
+            end = np.array([W + 3 * a if move.random() < 0.5 else -3 * a, start[1] + move.uniform(-10, 10)])  # out either side
             z_order = 7
         elif role == "tiny":
-            start = np.array([rng.uniform(20, W - 20), rng.uniform(H * 0.6, H - 20)])
-            end = np.clip(start + rng.uniform(-30, 30, size=2), 20, [W - 20, H - 20])
+            start = np.array([look.uniform(20, W - 20), look.uniform(H * 0.6, H - 20)])
+            end = np.clip(start + move.uniform(-30, 30, size=2), 20, [W - 20, H - 20])
             z_order = 8
         else:
             raise ValueError(f"unknown role {role}")
-        path = _smooth_path(rng, start, end, n_frames)
+        path = _smooth_path(move, start, end, n_frames)
         if role == "mover":
             mover_path = path
         src_name, box = _THING_SOURCES[cat]
-        side = int(math.ceil(2 * a)) + 8
-        texture = cv2.resize(_crop(_photo(src_name), box), (side, side), interpolation=cv2.INTER_AREA)
+        side_px = int(math.ceil(2 * a)) + 8
+        texture = cv2.resize(_crop(_photo(src_name), box), (side_px, side_px), interpolation=cv2.INTER_AREA)
         eid = encode_id(cat, instance[cat], is_thing=True)
-        scene.things.append(Thing(eid, cat, role, axes, float(rng.uniform(0, np.pi)), path, texture, z_order))
+        scene.things.append(Thing(eid, cat, role, axes, float(look.uniform(0, np.pi)), path, texture, z_order))
     scene.things.sort(key=lambda t: t.z)
     return scene
 
@@ -254,9 +275,14 @@ def _inside(center: np.ndarray, a: float, W: int, H: int) -> bool:
 
 
 def write_sample_dataset(
-    out: Path, n_videos: int = 8, n_frames: int = 16, seed: int = 0, val_every: int = 4, size: tuple[int, int] | None = None
+    out: Path, n_videos: int = 8, n_frames: int = 16, seed: int = 0, val_every: int = 4, size: tuple[int, int] | None = None,
+    variants: int = 1,
 ) -> dict:
     """Write the dataset; every ``val_every``-th video goes to val. Returns a summary.
+
+    ``variants`` > 1 makes each run of that many videos one scene in different motions
+    (``make_scene``); with ``variants == val_every`` every val video's first frame also
+    starts training videos, with other motions: val holds out motions, not images.
 
     ``size`` (H, W) fixes the frame size (e.g. VIPSeg_720P's 720x1280); by default
     the videos cycle through several small sizes and aspect ratios.
@@ -267,7 +293,7 @@ def write_sample_dataset(
     (out / "panoVIPSeg_categories.json").write_text(json.dumps(CATEGORIES, indent=1))
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for i in range(n_videos):
-        scene = make_scene(i, n_frames, seed, size=size)
+        scene = make_scene(i, n_frames, seed, size=size, variants=variants)
         frames, masks, truth = render(scene)
         img_dir, mask_dir = out / "imgs" / scene.video_id, out / "panomasks" / scene.video_id
         img_dir.mkdir(exist_ok=True)

@@ -33,11 +33,12 @@ def sample_data(
     videos: int = typer.Option(8, min=1, help="number of videos"),
     frames: int = typer.Option(16, min=2, help="frames per video"),
     seed: int = typer.Option(0, help="random seed (same seed, same bytes)"),
+    variants: int = typer.Option(1, min=1, help="videos per scene: same first frame, different motions (val holds out motions)"),
 ) -> None:
     """Write the embedded sample dataset: real-photo entities on known paths, with ground truth."""
     from core.sample_data import write_sample_dataset
 
-    summary = write_sample_dataset(out, n_videos=videos, n_frames=frames, seed=seed)
+    summary = write_sample_dataset(out, n_videos=videos, n_frames=frames, seed=seed, variants=variants)
     typer.echo(json.dumps(summary))
 
 

@@ -73,8 +73,10 @@ def pipeline_flow(
     if "labels" in stages:
         if not data_root:
             raise ValueError("the labels stage needs data_root (a VIPSeg-layout folder)")
+        fit = load_config(config, overrides).train.fit_base
+        splits = ["train", "val"] + ([fit.split] if fit.enabled and fit.split not in (None, "train", "val") else [])
         report["labels"] = {
-            split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in ("train", "val")
+            split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in splits
         }
 
     if "train" in stages:

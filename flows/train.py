@@ -18,6 +18,9 @@ from tasks.train import run_training
 
 @task(name="train-controller")
 def train_task(workdir: str, cfg: Config, resume: str | None, steps: int | None, progress: bool) -> dict:
+    import torch
+
+    torch.set_num_threads(max(1, int(_cpus(cfg))))  # a reused Ray worker keeps the threads of its first task
     return run_training(workdir, cfg, resume, steps, progress)
 
 
@@ -26,6 +29,11 @@ def _train_loop_per_worker(config: dict) -> None:
 
     out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False)
     ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"]})
+
+
+def _cpus(cfg: Config) -> float:
+    # Ray sets a task's torch/OpenMP threads to the CPUs it reserved: one CPU would train single-threaded.
+    return cfg.train.cpus_per_worker or cfg.runtime.task_num_cpus
 
 
 def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
@@ -37,7 +45,7 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
         _train_loop_per_worker,
         train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker={"CPU": cfg.runtime.task_num_cpus}),
+                                     resources_per_worker={"CPU": _cpus(cfg)}),
         run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir}/cache/ray_train"),
     )
     result = trainer.fit()
@@ -59,7 +67,7 @@ def train_flow(workdir: str, config: str = "tiny", overrides: list[str] | None =
     cfg = load_config(config, overrides)
     if cfg.train.num_workers > 1:
         return train_with_ray_train(workdir, cfg, resume, steps)
-    opts = ray_task_options(cfg.runtime)
+    opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
     with remote_options(**opts):

@@ -101,15 +101,7 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
         if len(frames) < L:
             continue  # labelled with fewer frames than the model makes
         frames, ids = resize_clip(frames[:L], ids[:L], (H, W))
-        if wd.exists(cache):
-            with wd.fs.open(wd.path(cache), "rb") as f:
-                enc = torch.load(io.BytesIO(f.read()))
-            latents, embedding = enc["latents"], enc["embedding"]
-        else:
-            latents, embedding = encode_clip(pipe, frames)
-            buf = io.BytesIO()
-            torch.save({"latents": latents, "embedding": embedding}, buf)
-            wd.write_atomic(wd.path(cache), lambda f: f.write(buf.getvalue()))
+        latents, embedding = _encoded(wd, cache, pipe, frames)
         sy, sx = H / int(first["height"]), W / int(first["width"])
         rows = []
         for r in group.itertuples():
@@ -122,22 +114,42 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
             rows.append((int(r.entity_id), c, radius, vec))
         if not rows:
             continue
-        clips.append(
-            Clip(
-                video_id=str(video_id),
-                latents=latents,
-                pixels=torch.from_numpy(frames[0]).permute(2, 0, 1).float() / 127.5 - 1.0,
-                embedding=embedding,
-                entity_ids=np.array([x[0] for x in rows]),
-                centers=torch.from_numpy(np.stack([x[1] for x in rows], 1)),
-                radii=torch.tensor([x[2] for x in rows], dtype=torch.float32),
-                vectors=None if extractor_id is None else torch.from_numpy(np.stack([x[3] for x in rows])),
-                ids=ids,
-            )
+        clip = Clip(
+            video_id=str(video_id),
+            latents=latents,
+            pixels=torch.from_numpy(frames[0]).permute(2, 0, 1).float() / 127.5 - 1.0,
+            embedding=embedding,
+            entity_ids=np.array([x[0] for x in rows]),
+            centers=torch.from_numpy(np.stack([x[1] for x in rows], 1)),
+            radii=torch.tensor([x[2] for x in rows], dtype=torch.float32),
+            vectors=None if extractor_id is None else torch.from_numpy(np.stack([x[3] for x in rows])),
+            ids=ids,
         )
+        clips.append(clip)
+        if tr.hflip:
+            mirrored = np.ascontiguousarray(frames[:, :, ::-1])
+            m_latents, m_embedding = _encoded(wd, cache.replace(".pt", "~hflip.pt"), pipe, mirrored)
+            centers = clip.centers.clone()
+            centers[..., 0] = W - 1 - centers[..., 0]
+            # The entity vectors are pooled over the mask, so they stand for the mirrored entity as well.
+            clips.append(Clip(f"{video_id}~hflip", m_latents, clip.pixels.flip(-1), m_embedding, clip.entity_ids, centers,
+                              clip.radii, clip.vectors, np.ascontiguousarray(ids[:, :, ::-1])))
     if not clips:
         raise ValueError(f"none of the {labels['video_id'].nunique()} labelled videos has an entity usable for training at {H}x{W}")
     return clips
+
+
+def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """``encode_clip(frames)``, computed once and kept under ``cache``."""
+    if wd.exists(cache):
+        with wd.fs.open(wd.path(cache), "rb") as f:
+            enc = torch.load(io.BytesIO(f.read()))
+        return enc["latents"], enc["embedding"]
+    latents, embedding = encode_clip(pipe, frames)
+    buf = io.BytesIO()
+    torch.save({"latents": latents, "embedding": embedding}, buf)
+    wd.write_atomic(wd.path(cache), lambda f: f.write(buf.getvalue()))
+    return latents, embedding
 
 
 @dataclass
@@ -394,8 +406,9 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     m, fb = cfg.model, cfg.train.fit_base
     if m.base_model_path:
         raise ValueError("train.fit_base is for the embedded tiny model; set it off when model.base_model_path is a real SVD")
+    split = fb.split or cfg.train.split
     digest = hashlib.sha1(json.dumps([m.tiny.model_dump(mode="json"), m.num_frames, m.height, m.width, fb.model_dump(mode="json"),
-                                      cfg.train.dataset, cfg.train.split], sort_keys=True).encode()).hexdigest()[:10]
+                                      cfg.train.dataset, split], sort_keys=True).encode()).hexdigest()[:10]
     rel = f"base/tiny-{digest}"
     if wd.exists(rel, "model_index.json"):
         return rel
@@ -403,7 +416,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     parts = build_tiny_svd(m.tiny_sizes())
     pipe = StableVideoDiffusionPipeline(**parts)
     labels = wd.read("labels", columns=["dataset", "split", "video_id", "frames_path"],
-                     filter=(pc.field("dataset") == cfg.train.dataset) & (pc.field("split") == cfg.train.split))
+                     filter=(pc.field("dataset") == cfg.train.dataset) & (pc.field("split") == split))
     videos = []
     for path in sorted(set(labels["frames_path"])):
         frames, ids = load_cached_clip(wd, path)
@@ -411,18 +424,19 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
             f, _ = resize_clip(frames[: m.num_frames], ids[: m.num_frames], (m.height, m.width))
             videos.append(torch.from_numpy(f).permute(0, 3, 1, 2).float() / 127.5 - 1.0)
     if not videos:
-        raise ValueError("no labelled clip to fit the tiny base model on; run `draganything labels` first")
+        raise ValueError(f"no labelled clip of split '{split}' to fit the tiny base model on; run `draganything labels --split {split}` first")
     clips = torch.stack(videos)  # (V, T, 3, H, W)
     rng = np.random.default_rng(cfg.train.seed)
     gen = torch.Generator().manual_seed(cfg.train.seed)
 
     vae = pipe.vae.train().requires_grad_(True)
     restore = _framewise_decoder(vae)
-    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=fb.lr)
+    opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=fb.vae_lr)
     T_, n_frames = clips.shape[1], 4 * fb.batch_size
     for _ in tqdm(range(fb.vae_steps), desc="fit tiny VAE", disable=not progress, mininterval=10):
         # Distinct frames from many clips (frames of one clip are near copies of each other).
         x = clips[rng.integers(0, len(clips), n_frames), rng.integers(0, T_, n_frames)]
+        x = _random_crops(x, fb.vae_crop, rng)
         post = vae.encode(x).latent_dist
         # The posterior mean, not a sample: everything downstream encodes with .mode(), and at
         # initialisation the sampling noise (std ~1) drowns the signal, so the decoder learns to
@@ -465,6 +479,17 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     unet.eval().requires_grad_(False)
     wd.write_dir_atomic(rel, lambda folder: pipe.save_pretrained(folder, safe_serialization=True))
     return rel
+
+
+def _random_crops(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """One random ``size`` x ``size`` window of each image ``(N, 3, H, W)`` (the VAE is convolutional,
+    so it learns from windows what it then does on whole frames, at a fraction of the cost)."""
+    H, W = x.shape[-2:]
+    if size >= H and size >= W:
+        return x
+    h, w = min(size, H), min(size, W)
+    ys, xs = rng.integers(0, H - h + 1, len(x)), rng.integers(0, W - w + 1, len(x))
+    return torch.stack([img[:, y : y + h, x0 : x0 + w] for img, y, x0 in zip(x, ys, xs)])
 
 
 def _framewise_decoder(vae) -> "callable":

@@ -54,20 +54,25 @@ def test_every_first_frame_entity_is_labelled(sample_root):
 
 
 def test_mask_center_within_1px_of_truth_when_fully_visible(sample_root):
-    worst, checked = 0.0, 0
+    worst, worst_tiny, checked = 0.0, 0.0, 0
     for video in VIDEOS:
         cfg, rows, _, _ = _label(sample_root, video)
         for t, r, err in _errors(sample_root, video, rows, cfg):
             if not t["is_thing"]:
                 continue
             fully = np.array(t["fully_visible"])[r["frame_indices"]]
-            worst = max(worst, float(err[fully].max(initial=0)))
+            if t["role"] == "tiny":
+                # A 5x4 px blob, squeezed to 256x256: one pixel more or less moves its centre by ~0.5 px.
+                worst_tiny = max(worst_tiny, float(err[fully].max(initial=0)))
+            else:
+                worst = max(worst, float(err[fully].max(initial=0)))
             checked += int(fully.sum())
             # The radius is the truth's minor semi-axis, scaled.
             sy, sx = 256 / read_truth(sample_root, video)["size"][0], 256 / read_truth(sample_root, video)["size"][1]
             if fully[0] and t["role"] != "tiny":
                 assert abs(r["radii"][0] - t["radius"] * min(sx, sy)) < 0.35 * t["radius"] * max(sx, sy)
     assert worst <= 1.0, worst
+    assert worst_tiny <= 1.5, worst_tiny
     assert checked > 200
 
 

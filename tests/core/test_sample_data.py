@@ -1,0 +1,38 @@
+"""The sample dataset's scenes: motion variants share their first frame; movers go every way; splits."""
+
+import numpy as np
+
+from core.sample_data import make_scene, render, write_sample_dataset
+
+
+def test_variants_of_a_scene_share_the_first_frame_and_differ_in_motion():
+    frames = [render(make_scene(i, 6, seed=0, variants=4))[0] for i in range(4, 8)]  # scene 1, motions 0..3
+    for other in frames[1:]:
+        assert np.array_equal(frames[0][0], other[0])
+        assert np.abs(frames[0][-1].astype(int) - other[-1].astype(int)).mean() > 1.0
+    # a different scene starts differently
+    assert not np.array_equal(frames[0][0], render(make_scene(8, 6, seed=0, variants=4))[0][0])
+
+
+def test_movers_go_every_way():
+    moves = []
+    for i in range(24):
+        mover = next(t for t in make_scene(i, 8, seed=0).things if t.role == "mover")
+        moves.append(mover.path[-1] - mover.path[0])
+    moves = np.array(moves)
+    assert (moves[:, 0] > 10).any() and (moves[:, 0] < -10).any()
+    assert (moves[:, 1] > 10).any() and (moves[:, 1] < -10).any()
+    assert (np.linalg.norm(moves, axis=1) > 20).all()
+
+
+def test_val_holds_out_motions_of_scenes_train_also_shows(tmp_path):
+    summary = write_sample_dataset(tmp_path, n_videos=8, n_frames=4, variants=4)
+    assert (summary["train"], summary["val"]) == (6, 2)
+    train = (tmp_path / "train.txt").read_text().split()
+    val = (tmp_path / "val.txt").read_text().split()
+    assert val == ["sample_0003", "sample_0007"]
+    first = lambda v: (tmp_path / "imgs" / v / "00000000.jpg").read_bytes()  # noqa: E731
+    for v in val:
+        scene = int(v[-4:]) // 4
+        siblings = [t for t in train if int(t[-4:]) // 4 == scene]
+        assert len(siblings) == 3 and all(first(t) == first(v) for t in siblings)
