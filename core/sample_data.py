@@ -102,6 +102,15 @@ def _smooth_path(rng: np.random.Generator, start: np.ndarray, end: np.ndarray, n
     return base + normal[None] * (amp * np.sin(2 * np.pi * t))[:, None]
 
 
+def _clear_start(rng: np.random.Generator, placed: list[tuple[np.ndarray, float]], a: float, draw) -> np.ndarray:
+    """A first-frame centre from ``draw()`` whose ellipse overlaps none placed so far (50 tries)."""
+    for _ in range(50):
+        start = draw()
+        if all(np.linalg.norm(start - c) > a + other + 2 for c, other in placed):
+            return start
+    return start
+
+
 def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = None, size: tuple[int, int] | None = None,
                variants: int = 1) -> Scene:
     """Video ``index``: scene ``index // variants``, motion ``index % variants``.
@@ -137,6 +146,7 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
     look.shuffle(cats)
     instance = {}
     mover_path = None
+    placed: list[tuple[np.ndarray, float]] = []  # (first-frame centre, major semi-axis) of each thing so far
     S = min(H, W)
     for z, role in enumerate(roles):
         cat = cats[z % len(cats)]
@@ -158,23 +168,29 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
                 end = np.clip(2 * start - end, lo, hi)
             z_order = 10  # in front of everything
         elif role == "occluded":
-            # Passes behind the mover half-way (the eased path is at its midpoint at mid-time).
+            # Starts clear of the mover on its far side and passes behind it half-way (the eased
+            # path is at its midpoint at mid-time).
             assert mover_path is not None, "an occluded entity needs a mover first"
-            side = look.choice([-1.0, 1.0])
-            start = np.clip(mover_path[0] + np.array([side * 0.35 * W, -axes[1] * 0.6]), pad, [W - pad, H - pad])
+            far_right = mover_path[0, 0] < W / 2
+            y = np.clip(mover_path[0, 1] - axes[1] * 0.6, a + 1, H - a - 2)
+            start = _clear_start(look, placed, a, lambda: np.array([look.uniform(W / 2, W - a - 2) if far_right else look.uniform(a + 1, W / 2), y]))
             target = mover_path[n_frames // 2] + np.array([0.0, -axes[1] * 0.6])
             end = np.clip(2 * target - start, pad, [W - pad, H - pad])
             z_order = 5
         elif role == "leaver":
-            start = np.array([W * look.uniform(0.4, 0.6), look.uniform(H * 0.4, H * 0.7)])
-            end = np.array([W + 3 * a if move.random() < 0.5 else -3 * a, start[1] + move.uniform(-10, 10)])  # out either side
+            # Starts clear of the others on the mover's far side and leaves through that edge.
+            right = mover_path is None or mover_path[0, 0] < W / 2
+            start = _clear_start(look, placed, a, lambda: np.array([look.uniform(0.6 * W, W - a - 2) if right else look.uniform(a + 1, 0.4 * W),
+                                                                      look.uniform(a + 1, H * 0.7)]))
+            end = np.array([W + 3 * a if right else -3 * a, start[1] + move.uniform(-10, 10)])
             z_order = 7
         elif role == "tiny":
-            start = np.array([look.uniform(20, W - 20), look.uniform(H * 0.6, H - 20)])
+            start = _clear_start(look, placed, a, lambda: np.array([look.uniform(20, W - 20), look.uniform(H * 0.6, H - 20)]))
             end = np.clip(start + move.uniform(-30, 30, size=2), 20, [W - 20, H - 20])
             z_order = 8
         else:
             raise ValueError(f"unknown role {role}")
+        placed.append((start, a))
         path = _smooth_path(move, start, end, n_frames)
         if role == "mover":
             mover_path = path
