@@ -129,7 +129,7 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
     # photos the training videos also show, and not one photo no training video has.
     photo = _BACKGROUNDS[(scene_no + scene_no // 4) % len(_BACKGROUNDS)]
     bg = cv2.resize(_photo(photo), (W + 2 * margin, H + 2 * margin), interpolation=cv2.INTER_AREA)
-    pans = (index if variants == 1 else index % variants + scene_no) % 2 == 0  # half the videos pan (from the same window)
+    pans = (index % variants + scene_no) % 2 == 0  # half the videos pan (from the same window)
     pan_end = move.uniform(-margin + 4, margin - 4, size=2) if pans else np.zeros(2)
     pan = margin + np.linspace(0, 1, n_frames)[:, None] * pan_end[None]
     horizon = int(H * 0.35)
@@ -158,9 +158,9 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
             axes = (b * look.uniform(1.1, 1.5), b)
         a = axes[0]
         pad = a + 3
-        lo, hi = np.array([pad, H * 0.45]), np.array([W - pad, H - pad])
         if role == "mover":
             # Any direction, a third of the frame or more: a base model cannot guess it.
+            lo, hi = np.array([pad, H * 0.45]), np.array([W - pad, H - pad])
             start = look.uniform([W * 0.3, H * 0.5], [W * 0.7, H - pad])
             angle = move.uniform(0, 2 * np.pi)
             end = np.clip(start + move.uniform(0.35, 0.5) * S * np.array([np.cos(angle), np.sin(angle)]), lo, hi)

@@ -62,7 +62,7 @@ def pipeline_flow(
 ) -> dict:
     """Run the chosen stages; returns what each did."""
     log = get_run_logger()
-    load_config(config, overrides)  # a bad value fails here, before any work
+    cfg = load_config(config, overrides)  # a bad value fails here, before any work
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
@@ -73,7 +73,7 @@ def pipeline_flow(
     if "labels" in stages:
         if not data_root:
             raise ValueError("the labels stage needs data_root (a VIPSeg-layout folder)")
-        fit = load_config(config, overrides).train.fit_base
+        fit = cfg.train.fit_base
         splits = ["train", "val"] + ([fit.split] if fit.enabled and fit.split not in (None, "train", "val") else [])
         report["labels"] = {
             split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in splits
