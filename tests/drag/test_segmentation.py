@@ -1,45 +1,29 @@
-import numpy as np
 import pytest
-from skimage import data
 
 from model.segmentation import GrabCutSegmenter, SamSegmenter, make_segmenter
-
-
-def _scene():
-    """A textured object (the cat photo, an ellipse) on another photo's texture."""
-    import cv2
-
-    bg = cv2.resize(data.coffee(), (320, 240))
-    obj = cv2.resize(data.chelsea(), (320, 240))
-    truth = np.zeros((240, 320), np.uint8)
-    cv2.ellipse(truth, (170, 120), (70, 50), 20, 0, 360, 1, -1)
-    truth = truth.astype(bool)
-    img = bg.copy()
-    img[truth] = obj[truth]
-    return img, truth
 
 
 def _iou(a, b):
     return (a & b).sum() / (a | b).sum()
 
 
-def test_grabcut_segments_an_object_from_one_click():
-    img, truth = _scene()
+def test_grabcut_segments_an_object_from_one_click(scene_image):
+    img, truth = scene_image
     seg = GrabCutSegmenter().segment(img, [(170, 120)])
     assert seg.mask.shape == truth.shape and seg.method == "grabcut"
     assert _iou(seg.mask, truth) > 0.8, _iou(seg.mask, truth)
 
 
-def test_negative_clicks_and_no_click():
-    img, truth = _scene()
+def test_negative_clicks_and_no_click(scene_image):
+    img, truth = scene_image
     seg = GrabCutSegmenter().segment(img, [(170, 120)], negative=[(30, 30)])
     assert not seg.mask[30, 30]
     with pytest.raises(ValueError, match="click at least once"):
         GrabCutSegmenter().segment(img, [])
 
 
-def test_sam_wrapper_with_random_weights_returns_an_image_sized_mask():
-    img, _ = _scene()
+def test_sam_wrapper_with_random_weights_returns_an_image_sized_mask(scene_image):
+    img, _ = scene_image
     sam = SamSegmenter(None, "vit_b", random_weights=True)
     seg = sam.segment(img, [(170, 120)])
     assert seg.mask.shape == img.shape[:2] and seg.mask.dtype == bool and len(seg.candidates) == 3
