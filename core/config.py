@@ -198,6 +198,11 @@ class BaseFitSettings(_Section):
     lr: float = Field(2e-3, gt=0, description="the base UNet's learning rate")
     vae_lr: float = Field(5e-3, gt=0, description="the VAE's learning rate")
     vae_crop: int = Field(64, ge=16, description="the VAE fits on random windows this size (cost independent of the frame size)")
+    vae_preview: float = Field(
+        0.0, ge=0, description="weight of a loss tying the first 3 latent channels to the frame's colours averaged over "
+        "each latent pixel's patch: latents that move with the image, as SD's VAE latents do, so an entity looks the "
+        "same wherever it goes (0 = off)"
+    )
     batch_size: int = Field(4, ge=1)
     split: str | None = Field(
         None, description="the split the base is fitted on (None = train.split); a split the controller never sees keeps "
@@ -221,6 +226,10 @@ class TrainSettings(_Section):
     checkpoint_every: int = Field(500, ge=1)
     log_every: int = Field(10, ge=1)
     hflip: bool = Field(False, description="also train on every clip mirrored left-right (twice the motions to learn from)")
+    windows: bool = Field(
+        True, description="each clip is a random window of model.num_frames consecutive labelled frames (labels.frames.count may be longer)"
+    )
+    reverse: bool = Field(False, description="also play windows backwards (every motion also in the opposite direction)")
     loss_mask: bool = Field(True, description="MSE on entity pixels only (the paper's loss mask)")
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"

@@ -238,15 +238,21 @@ def _to_pil(image) -> PIL.Image.Image:
     return PIL.Image.fromarray(arr)
 
 
-def build_controlnet(settings, unet) -> DragAnythingControlNetModel:
-    """A fresh controller for ``ModelSettings`` (copy of the UNet encoder, zero-initialised outputs)."""
-    return DragAnythingControlNetModel.from_unet(
-        unet,
-        conditioning=settings.conditioning,
-        entity_channels=settings.entity_channels,
-        encoder_block_out_channels=tuple(settings.encoder_channels),
-        encoder_first_stride=2 if settings.encoder == "strided" else 1,
-    )
+def build_controlnet(settings, unet, seed: int = 0) -> DragAnythingControlNetModel:
+    """A fresh controller for ``ModelSettings`` (copy of the UNet encoder, zero-initialised outputs).
+
+    The conditioning encoders' random initialisation is drawn from ``seed``, not from whatever
+    the process's global RNG holds (a reused Ray worker), so the same run starts the same way.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return DragAnythingControlNetModel.from_unet(
+            unet,
+            conditioning=settings.conditioning,
+            entity_channels=settings.entity_channels,
+            encoder_block_out_channels=tuple(settings.encoder_channels),
+            encoder_first_stride=2 if settings.encoder == "strided" else 1,
+        )
 
 
 def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None) -> DragAnythingPipeline:

@@ -181,12 +181,14 @@ def base_components(base_model_path: str | None, sizes: TinySizes = TinySizes(),
 def weights_fingerprint(module: torch.nn.Module, samples_per_tensor: int = 1024) -> str:
     """A short, stable hash of a module's config and weights (a strided sample of every tensor).
 
-    Cheap enough for a 1.5 GB UNet, and any retraining or swap of weights changes it.
+    Cheap enough for a 1.5 GB UNet, and any retraining or swap of weights changes it; where
+    the weights were loaded from does not.
     """
     h = hashlib.sha256()
     cfg = getattr(module, "config", None)
     if cfg is not None:
         as_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)  # transformers configs are objects
+        as_dict = {k: v for k, v in as_dict.items() if k != "_name_or_path"}  # the same weights from another folder
         h.update(json.dumps(as_dict, sort_keys=True, default=str).encode())
     for name, t in sorted(module.state_dict().items()):
         flat = t.detach().reshape(-1)

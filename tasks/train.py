@@ -1,10 +1,12 @@
 """The training stage: label tables -> controller checkpoints (+ ``checkpoints``, ``train_log``).
 
-- ``load_clips``: every labelled clip at the model's size, with its VAE latents and
-  CLIP embedding computed once (cached under ``cache/train/``), its entities'
-  trajectories, radii and vectors (``entity_embeddings``) and panoptic ids.
+- ``load_clips``: every labelled clip at the model's size, with the VAE latents of
+  all its frames and the CLIP embeddings of the frames a window may start on,
+  computed once (cached under ``cache/train/``), its entities' trajectories, radii
+  and vectors (``entity_embeddings``) and panoptic ids.
 - ``batch_for_step``: the batch of step s is a pure function of (seed, s): random
-  clips, a random entity subset of each, maps and loss masks. So a resumed run
+  clips, a random window of each (``train.windows``, ``train.reverse``), a random
+  entity subset, maps and loss masks. So a resumed run
   sees exactly the batches an uninterrupted one would.
 - ``train_loop``: AdamW on the controller only; checkpoints every N steps with the
   optimizer, scheduler, EMA and RNG state; one function for one process and for
@@ -49,33 +51,48 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class Clip:
+    """One labelled video at the model's size; training draws windows ("views") of it."""
+
     video_id: str
-    latents: torch.Tensor  # (T, 4, h, w), scaled by the VAE's scaling factor
-    pixels: torch.Tensor  # (3, H, W) first frame in [-1, 1]
-    embedding: torch.Tensor  # (1, D) CLIP image embedding of the first frame
+    latents: torch.Tensor  # (T, 4, h, w) every labelled frame, scaled by the VAE's scaling factor
+    first_frames: dict[int, tuple[torch.Tensor, torch.Tensor]]  # frame -> ((3, H, W) in [-1, 1], (1, D) CLIP embedding)
     entity_ids: np.ndarray  # (N,)
     centers: torch.Tensor  # (T, N, 2) model pixels
-    radii: torch.Tensor  # (N,) first-frame incircle radius, model pixels
+    radii: torch.Tensor  # (T, N) incircle radius, model pixels
+    usable: np.ndarray  # (T, N) visible and large enough to condition on, when that frame comes first
     vectors: torch.Tensor | None  # (N, C)
     ids: np.ndarray  # (T, H, W) panoptic ids at model size
+    views: list[tuple[int, bool]]  # (start, backwards): windows of num_frames with a usable entity on their first frame
+
+    @staticmethod
+    def window(start: int, backwards: bool, length: int) -> np.ndarray:
+        """The frame indices of a view, in the order the model sees them."""
+        idx = np.arange(start, start + length)
+        return idx[::-1].copy() if backwards else idx
+
+
+def clip_views(n_frames: int, length: int, windows: bool, reverse: bool) -> list[tuple[int, bool]]:
+    """Every (start, backwards) window of ``length`` frames that ``train.windows`` / ``train.reverse`` allow."""
+    starts = range(n_frames - length + 1) if windows else range(1)
+    return [(s, b) for s in starts for b in ((False, True) if reverse else (False,))]
 
 
 @torch.no_grad()
-def encode_clip(pipe, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """(latents (T, 4, h, w) scaled, CLIP embedding (1, D)) as the SVD pipeline computes them."""
+def encode_clip(pipe, frames: np.ndarray, first: list[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """(latents (T, 4, h, w) scaled, {frame: CLIP embedding (1, D)} of the frames in ``first``), as the SVD pipeline computes them."""
     import PIL.Image
 
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     latents = pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
-    emb = pipe._encode_image(PIL.Image.fromarray(frames[0]), "cpu", 1, False)[0]
-    return latents, emb
+    embeddings = {int(t): pipe._encode_image(PIL.Image.fromarray(frames[t]), "cpu", 1, False)[0] for t in first}
+    return latents, embeddings
 
 
 def _cache_key(pipe, model: ModelSettings) -> str:
     from model.tiny import weights_fingerprint
 
     fp = weights_fingerprint(pipe.vae) + weights_fingerprint(pipe.image_encoder)
-    return hashlib.sha1(f"{fp}|{model.num_frames}|{model.height}x{model.width}".encode()).hexdigest()[:16]
+    return hashlib.sha1(f"{fp}|{model.height}x{model.width}".encode()).hexdigest()[:16]
 
 
 def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list[Clip]:
@@ -96,60 +113,73 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
     clips = []
     for video_id, group in labels.groupby("video_id", sort=True):
         first = group.iloc[0]
-        cache = f"cache/train/{key}/{tr.dataset}/{video_id}.pt"
         frames, ids = load_cached_clip(wd, first["frames_path"])
         if len(frames) < L:
             continue  # labelled with fewer frames than the model makes
-        frames, ids = resize_clip(frames[:L], ids[:L], (H, W))
-        latents, embedding = _encoded(wd, cache, pipe, frames)
+        frames, ids = resize_clip(frames, ids, (H, W))
+        # named after the frames themselves: labelling again with other frames cannot reuse a stale encoding
+        cache = f"cache/train/{key}/{tr.dataset}/{video_id}-{hashlib.sha1(frames.tobytes()).hexdigest()[:12]}.pt"
         sy, sx = H / int(first["height"]), W / int(first["width"])
         rows = []
         for r in group.itertuples():
-            c = np.stack(r.centers)[:L].astype(np.float32)
-            c = np.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], 1)
-            radius = float(r.radii[0]) * math.sqrt(sx * sy)
             vec = vectors.get((video_id, int(r.entity_id)))
-            if not r.visible[0] or radius < 1.0 or (extractor_id is not None and vec is None):
+            if extractor_id is not None and vec is None:
                 continue
-            rows.append((int(r.entity_id), c, radius, vec))
+            c = np.stack(r.centers).astype(np.float32)
+            c = np.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], 1)
+            radii = np.asarray(r.radii, np.float32) * math.sqrt(sx * sy)
+            rows.append((int(r.entity_id), c, radii, np.asarray(r.visible, bool) & (radii >= 1.0), vec))
         if not rows:
             continue
+        usable = np.stack([x[3] for x in rows], 1)
+        views = [v for v in clip_views(len(frames), L, tr.windows, tr.reverse) if usable[Clip.window(*v, L)[0]].any()]
+        if not views:
+            continue
+        starts = sorted({int(Clip.window(*v, L)[0]) for v in views})
+        latents, embeddings = _encoded(wd, cache, pipe, frames, starts)
+        pixels = torch.from_numpy(frames[starts]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         clip = Clip(
             video_id=str(video_id),
             latents=latents,
-            pixels=torch.from_numpy(frames[0]).permute(2, 0, 1).float() / 127.5 - 1.0,
-            embedding=embedding,
+            first_frames={t: (px, embeddings[t]) for t, px in zip(starts, pixels)},
             entity_ids=np.array([x[0] for x in rows]),
             centers=torch.from_numpy(np.stack([x[1] for x in rows], 1)),
-            radii=torch.tensor([x[2] for x in rows], dtype=torch.float32),
-            vectors=None if extractor_id is None else torch.from_numpy(np.stack([x[3] for x in rows])),
+            radii=torch.from_numpy(np.stack([x[2] for x in rows], 1)),
+            usable=usable,
+            vectors=None if extractor_id is None else torch.from_numpy(np.stack([x[4] for x in rows])),
             ids=ids,
+            views=views,
         )
         clips.append(clip)
         if tr.hflip:
             mirrored = np.ascontiguousarray(frames[:, :, ::-1])
-            m_latents, m_embedding = _encoded(wd, cache.replace(".pt", "~hflip.pt"), pipe, mirrored)
+            m_latents, m_embeddings = _encoded(wd, cache.replace(".pt", "~hflip.pt"), pipe, mirrored, starts)
             centers = clip.centers.clone()
             centers[..., 0] = W - 1 - centers[..., 0]
             # The entity vectors are pooled over the mask, so they stand for the mirrored entity as well.
-            clips.append(Clip(f"{video_id}~hflip", m_latents, clip.pixels.flip(-1), m_embedding, clip.entity_ids, centers,
-                              clip.radii, clip.vectors, np.ascontiguousarray(ids[:, :, ::-1])))
+            flipped = {t: (px.flip(-1), m_embeddings[t]) for t, (px, _) in clip.first_frames.items()}
+            clips.append(Clip(f"{video_id}~hflip", m_latents, flipped, clip.entity_ids, centers, clip.radii, usable,
+                              clip.vectors, np.ascontiguousarray(ids[:, :, ::-1]), views))
     if not clips:
         raise ValueError(f"none of the {labels['video_id'].nunique()} labelled videos has an entity usable for training at {H}x{W}")
     return clips
 
 
-def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-    """``encode_clip(frames)``, computed once and kept under ``cache``."""
+def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
+    """``encode_clip(frames, first)``, computed once and kept under ``cache`` (missing embeddings are added)."""
+    enc = None
     if wd.exists(cache):
         with wd.fs.open(wd.path(cache), "rb") as f:
             enc = torch.load(io.BytesIO(f.read()))
-        return enc["latents"], enc["embedding"]
-    latents, embedding = encode_clip(pipe, frames)
+    if enc is not None and all(t in enc["embeddings"] for t in first):
+        return enc["latents"], enc["embeddings"]
+    latents, embeddings = encode_clip(pipe, frames, sorted(set(first) - set(enc["embeddings"] if enc else ())))
+    if enc is not None:
+        latents, embeddings = enc["latents"], {**enc["embeddings"], **embeddings}
     buf = io.BytesIO()
-    torch.save({"latents": latents, "embedding": embedding}, buf)
+    torch.save({"latents": latents, "embeddings": embeddings}, buf)
     wd.write_atomic(wd.path(cache), lambda f: f.write(buf.getvalue()))
-    return latents, embedding
+    return latents, embeddings
 
 
 @dataclass
@@ -173,13 +203,16 @@ def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> 
     m, tr = cfg.model, cfg.train
     rng = np.random.default_rng([tr.seed, step, rank])
     picks = rng.integers(0, len(clips), size=tr.batch_size)
-    conds, ents, masks = [], [], []
+    conds, ents, masks, lats, pixels, embs = [], [], [], [], [], []
     for i in picks:
         c = clips[i]
-        k = int(rng.integers(1, min(len(c.entity_ids), tr.max_entities) + 1))
-        chosen = np.sort(rng.choice(len(c.entity_ids), size=k, replace=False))
-        chosen = chosen[paint_order(c.radii[chosen]).numpy()]
-        centers, radii = c.centers[:, chosen], c.radii[chosen]
+        # (one view draws nothing, so a run without windows or reverse sees the batches it always did)
+        frames = Clip.window(*(c.views[int(rng.integers(0, len(c.views)))] if len(c.views) > 1 else c.views[0]), m.num_frames)
+        usable = np.flatnonzero(c.usable[frames[0]])
+        k = int(rng.integers(1, min(len(usable), tr.max_entities) + 1))
+        chosen = np.sort(rng.choice(usable, size=k, replace=False))
+        chosen = chosen[paint_order(c.radii[frames[0], chosen]).numpy()]
+        centers, radii = c.centers[frames][:, chosen], c.radii[frames[0], chosen]
         vectors = None if c.vectors is None else c.vectors[chosen]
         conds.append(
             render_conditions(
@@ -189,12 +222,15 @@ def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> 
         )
         if vectors is not None and m.encoder != "dense":
             ents.append(EntityInputs(vectors, centers, radii))
-        masks.append(torch.from_numpy(np.isin(c.ids, c.entity_ids[chosen])))
-    lat = torch.stack([clips[i].latents for i in picks])
+        masks.append(torch.from_numpy(np.isin(c.ids[frames], c.entity_ids[chosen])))
+        lats.append(c.latents[frames])
+        pixels.append(c.first_frames[int(frames[0])][0])
+        embs.append(c.first_frames[int(frames[0])][1])
+    lat = torch.stack(lats)
     return Batch(
         latents=lat,
-        pixels=torch.stack([clips[i].pixels for i in picks]),
-        embeddings=torch.stack([clips[i].embedding for i in picks]),
+        pixels=torch.stack(pixels),
+        embeddings=torch.stack(embs),
         conditions={k: torch.stack([c[k] for c in conds]) for k in conds[0]},
         entities=ents or None,
         mask=T.mask_to_latent(torch.stack(masks), lat.shape[-2], lat.shape[-1]),
@@ -362,7 +398,7 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
         if done % tr.log_every == 0 or done == end:
             log_rows.append(dict(checkpoint_id=upcoming, step=done, loss=total, lr=sched.get_last_lr()[0], seconds=seconds,
                                  samples_per_s=tr.batch_size * tr.grad_accum / seconds))
-        bar.set_postfix(loss=f"{total:.4f}")
+        bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         bar.update(1)
         if rank == 0 and (done % tr.checkpoint_every == 0 or done == end):
             cid = checkpoint_id(run, done)
@@ -443,6 +479,9 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
         # ignore the latent. The small KL term only keeps the latents' scale in check.
         rec = vae.decode(post.mean, num_frames=1).sample
         loss = torch.nn.functional.mse_loss(rec, x) + 1e-6 * post.kl().mean()
+        if fb.vae_preview:
+            patch = x.shape[-1] // post.mean.shape[-1]
+            loss = loss + fb.vae_preview * torch.nn.functional.mse_loss(post.mean[:, :3], torch.nn.functional.avg_pool2d(x, patch))
         opt.zero_grad()
         loss.backward()
         opt.step()

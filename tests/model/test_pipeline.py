@@ -76,3 +76,30 @@ def test_saved_controller_loads_into_the_pipeline(pipe, tiny_parts, tiny_setting
     assert all(torch.equal(a[k], b[k]) for k in a)
     with pytest.raises(MissingWeightsError, match="config.json"):
         build_pipeline(tiny_settings, controlnet_path=str(tmp_path / "nothing"), base_parts=tiny_parts)
+
+
+def test_a_fresh_controller_starts_the_same_whatever_ran_before(tiny_parts, tiny_settings):
+    torch.manual_seed(1)
+    a = build_pipeline(tiny_settings, base_parts=tiny_parts).controlnet.state_dict()
+    torch.rand(1000)  # another state of the global RNG, as in a reused worker process
+    b = build_pipeline(tiny_settings, base_parts=tiny_parts).controlnet.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    state = torch.get_rng_state()
+    build_pipeline(tiny_settings, base_parts=tiny_parts)
+    assert torch.equal(state, torch.get_rng_state())
+
+
+def test_weights_fingerprint_is_about_weights_not_folders(tiny_parts, tmp_path):
+    from diffusers import AutoencoderKLTemporalDecoder
+
+    from model.tiny import weights_fingerprint
+
+    vae = tiny_parts["vae"]
+    for name in ("a", "b"):
+        vae.save_pretrained(tmp_path / name)
+    a, b = (AutoencoderKLTemporalDecoder.from_pretrained(tmp_path / n) for n in ("a", "b"))
+    assert a.config._name_or_path != b.config._name_or_path
+    assert weights_fingerprint(a) == weights_fingerprint(b)
+    with torch.no_grad():
+        next(b.parameters()).add_(1.0)
+    assert weights_fingerprint(a) != weights_fingerprint(b)

@@ -1,16 +1,18 @@
-"""The tiny base fit (CPU demo only): its own split, VAE windows, unit-variance latents, reuse; mirrored clips."""
+"""The tiny base fit (CPU demo only): its own split, VAE windows, image-like latents, unit variance, reuse;
+mirrored clips; windows of the labelled frames, forwards and backwards."""
 
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from core.config import load_config
 from core.tables import Workdir
 from model.pipeline import build_pipeline
-from tasks.labels import VideoRef, label_videos
-from tasks.train import _random_crops, fit_tiny_base, load_clips
+from tasks.labels import VideoRef, label_videos, load_cached_clip
+from tasks.train import Clip, _random_crops, batch_for_step, fit_tiny_base, load_clips
 
 FIT = ["train.fit_base.enabled=true", "train.fit_base.vae_steps=2", "train.fit_base.unet_steps=2", "train.fit_base.batch_size=1",
        "train.fit_base.split=pretrain", "train.hflip=false", "model.num_frames=4"]
@@ -76,7 +78,8 @@ def test_random_crops_are_windows_of_the_images():
 
 def test_hflip_adds_a_mirrored_copy_of_every_clip(two_splits):
     wd = Workdir(two_splits)
-    cfg = load_config("tiny", ["train.fit_base.enabled=false", "model.num_frames=4", "train.hflip=true"])
+    cfg = load_config("tiny", ["train.fit_base.enabled=false", "model.num_frames=4", "train.hflip=true", "train.windows=false",
+                               "train.reverse=false"])
     pipe = build_pipeline(cfg.model)
     plain, mirrored = load_clips(wd, cfg, pipe, None)
     assert mirrored.video_id == plain.video_id + "~hflip"
@@ -84,6 +87,63 @@ def test_hflip_adds_a_mirrored_copy_of_every_clip(two_splits):
     assert torch.allclose(mirrored.centers[..., 0], W - 1 - plain.centers[..., 0])
     assert torch.equal(mirrored.centers[..., 1], plain.centers[..., 1])
     assert np.array_equal(mirrored.ids, plain.ids[:, :, ::-1])
-    assert torch.equal(mirrored.pixels, plain.pixels.flip(-1))
+    assert torch.equal(mirrored.first_frames[0][0], plain.first_frames[0][0].flip(-1))
     # encoded from the mirrored frames, not a flip of the latents
     assert not torch.allclose(mirrored.latents, plain.latents.flip(-1))
+
+
+def test_views_are_windows_of_the_labelled_frames_forwards_and_backwards(two_splits):
+    wd = Workdir(two_splits)
+    L = 4
+    cfg = load_config("tiny", ["train.fit_base.enabled=false", f"model.num_frames={L}", "train.hflip=false", "train.windows=true",
+                               "train.reverse=true", "train.batch_size=1", "train.max_entities=1"])
+    pipe = build_pipeline(cfg.model)
+    (clip,) = load_clips(wd, cfg, pipe, None)
+    n = len(clip.latents)
+    assert n == cfg.labels.frames.count > L
+    assert set(clip.views) <= {(s, b) for s in range(n - L + 1) for b in (False, True)}
+    seen, checked = set(), 0
+    for step in range(60):
+        batch = batch_for_step([clip], step, cfg)
+        # which window is it? the latents say, and everything else must agree with them
+        (view,) = [v for v in clip.views if torch.equal(batch.latents[0], clip.latents[Clip.window(*v, L)])]
+        frames = Clip.window(*view, L)
+        seen.add(view)
+        pixels, embedding = clip.first_frames[int(frames[0])]
+        assert torch.equal(batch.pixels[0], pixels) and torch.equal(batch.embeddings[0], embedding)
+        # the Gaussian of the drawn entity sits on its centres in those frames, in that order
+        gauss = batch.conditions["gaussian"][0, :, 0]
+        if not gauss.any():
+            assert (clip.radii[frames[0]][clip.usable[frames[0]]] < 2.5).any()  # an entity too small for a Gaussian
+            continue
+        checked += 1
+        on_path = [all(gauss[t, int(c[1].round()), int(c[0].round())] > 0 for t, c in enumerate(clip.centers[frames][:, k])
+                       if 0 <= c.min() and c.max() <= 63) for k in range(len(clip.entity_ids))]
+        assert any(on_path)
+    assert any(b for _, b in seen) and any(not b for _, b in seen), "both directions"
+    assert len({s for s, _ in seen}) > 3, "several windows"
+    assert checked > 30
+
+    one = load_config("tiny", ["train.fit_base.enabled=false", f"model.num_frames={L}", "train.hflip=false", "train.windows=false",
+                               "train.reverse=false"])
+    (plain,) = load_clips(wd, one, pipe, None)
+    assert plain.views == [(0, False)]
+    assert torch.equal(batch_for_step([plain], 0, one).latents[0], plain.latents[:L])
+
+
+def test_vae_preview_makes_latents_follow_the_image(two_splits):
+    """With ``vae_preview`` the first latent channels are the frame's colours averaged per latent pixel:
+    an entity's latent then moves with it instead of changing with where it sits in the patch grid."""
+    wd = Workdir(two_splits)
+    path = wd.read("labels").query("split == 'pretrain'")["frames_path"].iloc[0]
+    frames = torch.from_numpy(load_cached_clip(wd, path)[0][0:8:2]).permute(0, 3, 1, 2).float() / 127.5 - 1
+    x = F.interpolate(frames, size=(64, 64), mode="area")
+    gaps = {}
+    for weight in (0.0, 1.0):
+        cfg = load_config("tiny", [*FIT, "train.fit_base.vae_steps=40", f"train.fit_base.vae_preview={weight}"])
+        rel = fit_tiny_base(wd, cfg, progress=False)
+        vae = build_pipeline(cfg.model.model_copy(update={"base_model_path": wd.local_path(rel)})).vae
+        with torch.no_grad():
+            latent = vae.encode(x).latent_dist.mode()
+        gaps[weight] = float(F.mse_loss(latent[:, :3], F.avg_pool2d(x, 8)))
+    assert gaps[1.0] < 0.2 * gaps[0.0], gaps
