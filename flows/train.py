@@ -12,7 +12,7 @@ from prefect import flow, task
 from prefect_ray.context import remote_options
 
 from core.config import Config, load_config
-from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration, ray_address, ray_task_options
 from tasks.train import run_training
 
 
@@ -38,9 +38,15 @@ def _cpus(cfg: Config) -> float:
 
 def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
     """DDP over ``train.num_workers`` Ray Train workers (GPUs when ``train.use_gpu``)."""
+    import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    need, have = cfg.train.num_workers * _cpus(cfg), ray.cluster_resources().get("CPU", 0)
+    if need > have and not ray_address(cfg.runtime):
+        # a local Ray never grows: Ray Train would wait for the workers' CPUs forever
+        raise ValueError(f"Ray Train needs {cfg.train.num_workers} workers x {_cpus(cfg):g} CPUs = {need:g} CPUs, but the local "
+                         f"Ray has {have:g}; lower train.num_workers or train.cpus_per_worker")
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},

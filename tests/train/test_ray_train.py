@@ -18,9 +18,13 @@ def test_two_ddp_workers_train_and_rank0_writes_once(labelled, fast_overrides, t
 
     workdir = tmp_path / "w"
     shutil.copytree(labelled, workdir)
-    cfg = load_config("tiny", [*fast_overrides, "train.num_workers=2", "runtime.task_num_cpus=1"])
+    cfg = load_config("tiny", [*fast_overrides, "train.num_workers=2", "runtime.task_num_cpus=1", "train.cpus_per_worker=1"])
     ensure_ray(cfg.runtime, worker_env(orchestration_ready))
     try:
+        # more CPUs than the local Ray has: a clear error, not a wait that never ends
+        greedy = load_config("tiny", [*fast_overrides, "train.num_workers=2", "train.cpus_per_worker=64"])
+        with pytest.raises(ValueError, match="needs 2 workers x 64 CPUs = 128 CPUs.*lower train.num_workers"):
+            train_with_ray_train(str(workdir), greedy, None, 2)
         out = train_with_ray_train(str(workdir), cfg, None, 2)
     finally:
         ray.shutdown()
