@@ -42,16 +42,17 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    need, have = cfg.train.num_workers * _cpus(cfg), ray.cluster_resources().get("CPU", 0)
+    cpus = _cpus(cfg)
+    need, have = cfg.train.num_workers * cpus, ray.cluster_resources().get("CPU", 0)
     if need > have and not ray_address(cfg.runtime):
         # a local Ray never grows: Ray Train would wait for the workers' CPUs forever
-        raise ValueError(f"Ray Train needs {cfg.train.num_workers} workers x {_cpus(cfg):g} CPUs = {need:g} CPUs, but the local "
+        raise ValueError(f"Ray Train needs {cfg.train.num_workers} workers x {cpus:g} CPUs = {need:g} CPUs, but the local "
                          f"Ray has {have:g}; lower train.num_workers or train.cpus_per_worker")
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
-                                     resources_per_worker={"CPU": _cpus(cfg)}),
+                                     resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir}/cache/ray_train"),
     )
     result = trainer.fit()

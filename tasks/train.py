@@ -78,14 +78,18 @@ def clip_views(n_frames: int, length: int, windows: bool, reverse: bool) -> list
 
 
 @torch.no_grad()
-def encode_clip(pipe, frames: np.ndarray, first: list[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """(latents (T, 4, h, w) scaled, {frame: CLIP embedding (1, D)} of the frames in ``first``), as the SVD pipeline computes them."""
+def encode_clip(pipe, frames: np.ndarray) -> torch.Tensor:
+    """Latents ``(T, 4, h, w)`` of ``frames`` (T, H, W, 3) uint8, scaled, as the SVD pipeline computes them."""
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
+
+
+@torch.no_grad()
+def embed_frames(pipe, frames: np.ndarray, which: list[int]) -> dict[int, torch.Tensor]:
+    """{frame: CLIP image embedding (1, D)} of the frames in ``which``, as the SVD pipeline computes it."""
     import PIL.Image
 
-    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
-    latents = pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
-    embeddings = {int(t): pipe._encode_image(PIL.Image.fromarray(frames[t]), "cpu", 1, False)[0] for t in first}
-    return latents, embeddings
+    return {int(t): pipe._encode_image(PIL.Image.fromarray(frames[t]), "cpu", 1, False)[0] for t in which}
 
 
 def _cache_key(pipe, model: ModelSettings) -> str:
@@ -132,10 +136,11 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
         if not rows:
             continue
         usable = np.stack([x[3] for x in rows], 1)
-        views = [v for v in clip_views(len(frames), L, tr.windows, tr.reverse) if usable[Clip.window(*v, L)[0]].any()]
+        first_of = {v: int(Clip.window(*v, L)[0]) for v in clip_views(len(frames), L, tr.windows, tr.reverse)}
+        views = [v for v, t in first_of.items() if usable[t].any()]
         if not views:
             continue
-        starts = sorted({int(Clip.window(*v, L)[0]) for v in views})
+        starts = sorted({first_of[v] for v in views})
         latents, embeddings = _encoded(wd, cache, pipe, frames, starts)
         pixels = torch.from_numpy(frames[starts]).permute(0, 3, 1, 2).float() / 127.5 - 1.0
         clip = Clip(
@@ -166,16 +171,18 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
 
 
 def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
-    """``encode_clip(frames, first)``, computed once and kept under ``cache`` (missing embeddings are added)."""
-    enc = None
+    """(latents of ``frames``, CLIP embeddings of the frames in ``first``), computed once and kept
+    under ``cache``; only what the cache lacks (e.g. embeddings of new window starts) is computed."""
+    enc = {}
     if wd.exists(cache):
         with wd.fs.open(wd.path(cache), "rb") as f:
             enc = torch.load(io.BytesIO(f.read()))
-    if enc is not None and all(t in enc["embeddings"] for t in first):
-        return enc["latents"], enc["embeddings"]
-    latents, embeddings = encode_clip(pipe, frames, sorted(set(first) - set(enc["embeddings"] if enc else ())))
-    if enc is not None:
-        latents, embeddings = enc["latents"], {**enc["embeddings"], **embeddings}
+    embeddings = dict(enc.get("embeddings", {}))
+    missing = [t for t in first if t not in embeddings]
+    if enc and not missing:
+        return enc["latents"], embeddings
+    latents = enc["latents"] if enc else encode_clip(pipe, frames)
+    embeddings.update(embed_frames(pipe, frames, missing))
     buf = io.BytesIO()
     torch.save({"latents": latents, "embeddings": embeddings}, buf)
     wd.write_atomic(wd.path(cache), lambda f: f.write(buf.getvalue()))
@@ -208,11 +215,12 @@ def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> 
         c = clips[i]
         # (one view draws nothing, so a run without windows or reverse sees the batches it always did)
         frames = Clip.window(*(c.views[int(rng.integers(0, len(c.views)))] if len(c.views) > 1 else c.views[0]), m.num_frames)
-        usable = np.flatnonzero(c.usable[frames[0]])
+        first = int(frames[0])
+        usable = np.flatnonzero(c.usable[first])
         k = int(rng.integers(1, min(len(usable), tr.max_entities) + 1))
         chosen = np.sort(rng.choice(usable, size=k, replace=False))
-        chosen = chosen[paint_order(c.radii[frames[0], chosen]).numpy()]
-        centers, radii = c.centers[frames][:, chosen], c.radii[frames[0], chosen]
+        chosen = chosen[paint_order(c.radii[first, chosen]).numpy()]
+        centers, radii = c.centers[frames][:, chosen], c.radii[first, chosen]
         vectors = None if c.vectors is None else c.vectors[chosen]
         conds.append(
             render_conditions(
@@ -224,8 +232,9 @@ def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> 
             ents.append(EntityInputs(vectors, centers, radii))
         masks.append(torch.from_numpy(np.isin(c.ids[frames], c.entity_ids[chosen])))
         lats.append(c.latents[frames])
-        pixels.append(c.first_frames[int(frames[0])][0])
-        embs.append(c.first_frames[int(frames[0])][1])
+        px, emb = c.first_frames[first]
+        pixels.append(px)
+        embs.append(emb)
     lat = torch.stack(lats)
     return Batch(
         latents=lat,
