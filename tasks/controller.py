@@ -29,7 +29,6 @@ class ControllerGenerator:
 
     def __init__(self, pipe, model: ModelSettings, gen_settings, out_hw: tuple[int, int] | None = None):
         self.pipe, self.model, self.gen = pipe, model, gen_settings
-        self.frames = model.num_frames
         self.out_hw = out_hw
 
     @classmethod
@@ -46,13 +45,11 @@ class ControllerGenerator:
 
     def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray:
         m, g = self.model, self.gen
-        if item.trajectories.shape[1] != m.num_frames:
-            # The model makes num_frames frames; the paths are resampled to that many points.
-            t_old = np.linspace(0, 1, item.trajectories.shape[1])
-            t_new = np.linspace(0, 1, m.num_frames)
-            paths = [np.stack([np.interp(t_new, t_old, p[:, 0]), np.interp(t_new, t_old, p[:, 1])], 1) for p in item.trajectories]
-        else:
-            paths = list(item.trajectories)
+        # A benchmark's paths are timed (point k is where the entity is in frame k) and every
+        # generator makes one frame per point, so ObjMC compares the same frames for every
+        # checkpoint and reference. SVD runs at any length; resampling the path to
+        # model.num_frames would change its speed and score frame k against another time.
+        paths = list(item.trajectories)
         with torch.no_grad():
             out = self.pipe(
                 image=item.image,
@@ -61,7 +58,7 @@ class ControllerGenerator:
                 radii=item.radii,
                 height=m.height,
                 width=m.width,
-                num_frames=m.num_frames,
+                num_frames=item.trajectories.shape[1],
                 num_inference_steps=g.num_inference_steps,
                 min_guidance_scale=g.min_guidance_scale,
                 max_guidance_scale=g.max_guidance_scale,

@@ -27,7 +27,7 @@ REFERENCE_GENERATORS = ("static", "warp")
 
 
 class Generator(Protocol):
-    frames: int
+    """(item, seed) -> one frame per point of the item's paths."""
 
     def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray: ...
 
@@ -35,18 +35,12 @@ class Generator(Protocol):
 class StaticGenerator:
     """The first frame repeated: no motion at all (the ObjMC ceiling)."""
 
-    def __init__(self, frames: int):
-        self.frames = frames
-
     def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray:
         return static_video(item.image, item.trajectories.shape[1])
 
 
 class WarpGenerator:
     """Each entity's cut-out moved along its trajectory (near-perfect control, poor video)."""
-
-    def __init__(self, frames: int):
-        self.frames = frames
 
     def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray:
         return warp_video(item.image, item.masks, item.trajectories)
@@ -66,11 +60,10 @@ def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
     key = f"{workdir.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
     if key not in _CACHE:
         kind = json.loads(checkpoint["config"] or "{}").get("generator")  # set on model-free rows
-        L = cfg.labels.frames.count
         if kind == "static":
-            _CACHE[key] = StaticGenerator(L)
+            _CACHE[key] = StaticGenerator()
         elif kind == "warp":
-            _CACHE[key] = WarpGenerator(L)
+            _CACHE[key] = WarpGenerator()
         else:
             from tasks.controller import ControllerGenerator
 

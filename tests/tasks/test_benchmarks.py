@@ -13,7 +13,7 @@ from tasks.labels import VideoRef, label_videos
 
 def test_sample_benchmark_items_from_labels(sample_root, tmp_path):
     wd = Workdir(tmp_path)
-    cfg = load_config("tiny").labels
+    cfg = load_config("tiny", {"labels.frames.count": 16}).labels  # longer than the protocol's 14 frames
     rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in ("sample_0003", "sample_0007")], cfg, {}, str(tmp_path))
     wd.append("labels", rows)
     items = labels_items(wd, BENCHMARKS["sample"])

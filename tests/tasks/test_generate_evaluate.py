@@ -55,7 +55,8 @@ def test_samples_are_browser_playable_h264(bench_workdir):
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         n = sum(1 for _ in c.decode(stream))
-    assert n == s["frames"] == 14 and (s["height"], s["width"]) == (256, 256)
+    L = load_config("tiny").labels.frames.count  # the sample benchmark has the labels' frames (at most 14)
+    assert n == s["frames"] == L and (s["height"], s["width"]) == (256, 256)
 
 
 def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
@@ -65,7 +66,7 @@ def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
     items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])
     from tasks.generate import WarpGenerator
 
-    frames = WarpGenerator(14)(items[0], seed=0)
+    frames = WarpGenerator()(items[0], seed=0)
     stored = read_frames(bench_workdir, "samples/warp/sample/sample_0003/seed0.npz")
     assert np.array_equal(frames, stored)
 
@@ -95,3 +96,27 @@ def test_a_bad_user_study_case_is_rejected_and_the_rest_generated(sample_root, t
     assert [r["item"] for r in rejects] == [f"warp/user-study/{bad.name}"]
     assert "missing" in rejects[0]["reason"]
     assert {r["item_id"] for r in rows} == set(ids) - {bad.name}
+
+
+def test_a_controller_makes_one_frame_per_path_point_at_the_paths_timing(bench_workdir):
+    """Point k of a benchmark path is frame k: the model runs at the path's length, never resampled."""
+    from model.pipeline import build_pipeline
+    from tasks.controller import ControllerGenerator
+
+    cfg = load_config("tiny", ["model.num_frames=4"])
+    item = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])[0][0]
+    L = item.trajectories.shape[1]
+    assert L != cfg.model.num_frames
+    pipe = build_pipeline(cfg.model)
+    calls = []
+
+    def spy(**kw):  # records what the real pipeline is asked for, then runs it
+        calls.append(kw)
+        return pipe(**kw)
+
+    gen = ControllerGenerator(pipe, cfg.model, cfg.generate.model_copy(update={"num_inference_steps": 1}))
+    gen.pipe = spy
+    frames = gen(item, seed=0)
+    assert frames.shape == (L, *item.hw, 3)
+    assert calls[0]["num_frames"] == L
+    assert np.array_equal(np.stack(calls[0]["trajectories"]), item.trajectories)

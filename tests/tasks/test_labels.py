@@ -15,10 +15,11 @@ from eval.trackers import make_tracker
 from tasks.labels import VideoRef, label_video, label_videos, load_cached_clip
 
 VIDEOS = [f"sample_{i:04d}" for i in range(8)]
+CLIP = {"labels.frames.count": 14}  # the paper's evaluation length (the tiny profile labels 8)
 
 
 def _label(root, video, source="mask-center", overrides=None):
-    cfg = load_config("tiny", {"labels.trajectory_source": source, **(overrides or {})}).labels
+    cfg = load_config("tiny", {**CLIP, "labels.trajectory_source": source, **(overrides or {})}).labels
     tracker = make_tracker("lk", cfg.tracker.lk.model_dump()) if source == "tracker" else None
     rows, frames, ids = label_video(root, VideoRef("sample", "train", video), cfg, load_categories(root), tracker)
     return cfg, rows, frames, ids
@@ -167,7 +168,7 @@ def test_bad_video_goes_to_rejects_and_the_rest_goes_on(sample_root, tmp_path, c
         shutil.copytree(sample_root / sub / good, root / sub / good)
     breakage, expected = BREAKAGES[case]
     breakage(root, bad)
-    cfg = load_config("tiny").labels
+    cfg = load_config("tiny", CLIP).labels
     refs = [VideoRef("d", "train", bad), VideoRef("d", "train", good)]
     rows, rejects = label_videos(str(root), refs, cfg, load_categories(root), str(tmp_path / "w"))
     assert [r["item"] for r in rejects] == ["d/train/sample_0000"]
@@ -176,7 +177,7 @@ def test_bad_video_goes_to_rejects_and_the_rest_goes_on(sample_root, tmp_path, c
 
 
 def test_frames_cache_holds_the_labelled_clip(sample_root, tmp_path):
-    cfg = load_config("tiny").labels
+    cfg = load_config("tiny", CLIP).labels
     rows, _ = label_videos(str(sample_root), [VideoRef("d", "val", "sample_0003")], cfg, {}, str(tmp_path))
     frames, ids = load_cached_clip(Workdir(tmp_path), rows[0]["frames_path"])
     assert frames.shape == (14, 256, 256, 3) and frames.dtype == np.uint8
