@@ -10,6 +10,7 @@ whole Prefect + Ray flow (2 workers), orchestration start-up included.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -18,6 +19,9 @@ from core.config import load_config
 from core.sample_data import write_sample_dataset
 from core.vipseg import list_video, load_categories, read_frame, read_mask, read_split
 from tasks.labels import VideoRef, label_videos
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import CLIP  # noqa: E402
 
 
 def decode_floor(root: Path, videos: list[str], indices: list[int]) -> float:
@@ -31,7 +35,7 @@ def decode_floor(root: Path, videos: list[str], indices: list[int]) -> float:
 
 
 def time_labels(root: Path, videos: list[str], source: str, workdir: str) -> float:
-    cfg = load_config("tiny", {"labels.trajectory_source": source}).labels
+    cfg = load_config("tiny", {**CLIP, "labels.trajectory_source": source}).labels
     refs = [VideoRef("bench", "train", v) for v in videos]
     cats = load_categories(root)
     t0 = time.perf_counter()
@@ -45,7 +49,7 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=24, help="size of the larger generated set (720p frames, as VIPSeg_720P)")
     ap.add_argument("--flow", action="store_true", help="also time the Prefect + Ray flow")
     args = ap.parse_args()
-    cfg = load_config("tiny")
+    cfg = load_config("tiny", CLIP)
     idx = cfg.labels.frames.indices()
     print("| set | videos | frames | decode floor ms/frame | labels ms/frame | videos/s | ratio to floor |")
     print("|---|---|---|---|---|---|---|")
@@ -67,7 +71,7 @@ def main() -> None:
                 from flows.labels import run_labels
 
                 t0 = time.perf_counter()
-                run_labels(str(root), "train", f"{root}-flow", dataset=name, progress=False)
+                run_labels(str(root), "train", f"{root}-flow", overrides=[f"{k}={v}" for k, v in CLIP.items()], dataset=name, progress=False)
                 print(f"| {name} (flow, Prefect+Ray, train split) | | | | | wall {time.perf_counter() - t0:.1f} s | |")
 
 

@@ -1,0 +1,72 @@
+"""What a base model's VAE lets ObjMC see: the real val clips round-tripped through it.
+
+    .venv/bin/python benchmarks/vae_ceiling.py --workdir demo/work [--base PATH] [--set k=v ...]
+
+A generator that made exactly the real clip's latents would still be decoded by this
+VAE at the model's size, then tracked. So the ObjMC of the real clip (1) downscaled to
+the model's size and back, and (2) encoded and decoded by the VAE there, is the best
+any controller on this base can score. Printed beside static (no motion): when (2) is
+near static, no controller on this base can beat control-off on ObjMC.
+Default base: the newest one the tiny profile fitted in the workdir (``base/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from core.config import load_config  # noqa: E402
+from core.tables import Workdir  # noqa: E402
+from eval.objmc import score_video  # noqa: E402
+from model.pipeline import build_pipeline  # noqa: E402
+from tasks.generate import load_benchmark  # noqa: E402
+from tasks.labels import load_cached_clip, tracker_for  # noqa: E402
+
+
+def _resize(frames: np.ndarray, hw: tuple[int, int], interp: int) -> np.ndarray:
+    return np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=interp) for f in frames])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workdir", required=True)
+    ap.add_argument("--base", help="SVD-layout folder; default: the newest under WORKDIR/base")
+    ap.add_argument("--benchmark", default="sample")
+    ap.add_argument("--set", dest="overrides", action="append", default=[])
+    args = ap.parse_args()
+    wd = Workdir(args.workdir)
+    base = args.base or str(max(Path(wd.local_path("base")).iterdir(), key=lambda p: p.stat().st_mtime))
+    cfg = load_config("tiny", [*args.overrides, f"model.base_model_path={base}"])
+    vae = build_pipeline(cfg.model).vae
+    items, _ = load_benchmark(wd, args.benchmark, cfg)
+    tracker = tracker_for(cfg.evaluate.tracker)
+    hw = (cfg.model.height, cfg.model.width)
+    errors: dict[str, list] = {"real clip": [], f"real clip at {hw[0]}x{hw[1]}": [], "VAE round trip": [], "static": []}
+    for it in items:
+        real, _ = load_cached_clip(wd, it.reference)
+        real = real[: it.trajectories.shape[1]]
+        small = _resize(real, hw, cv2.INTER_AREA)
+        with torch.no_grad():
+            x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 127.5 - 1
+            rec = vae.decode(vae.encode(x).latent_dist.mode(), num_frames=len(x)).sample
+        rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        videos = (real, _resize(small, it.hw, cv2.INTER_CUBIC), _resize(rec, it.hw, cv2.INTER_CUBIC), np.repeat(real[:1], len(real), 0))
+        for name, video in zip(errors, videos):
+            score, _ = score_video(it.item_id, video, it.trajectories, it.entity_ids, it.visible, gt_hw=it.hw, eval_hw=it.orig_hw,
+                                   tracker=tracker, grid_size=cfg.evaluate.grid_size, add_centers=cfg.evaluate.add_centers)
+            for e in score.entities:
+                errors[name].extend(e.per_frame)
+    print(f"base: {base}; {len(items)} items of '{args.benchmark}'")
+    print("| video | ObjMC px |\n|---|---|")
+    for name, e in errors.items():
+        print(f"| {name} | {np.nanmean(e):.2f} |")
+
+
+if __name__ == "__main__":
+    main()
