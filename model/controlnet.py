@@ -23,6 +23,7 @@ from diffusers.utils import BaseOutput
 
 from .control_encoder import ControlEncoder
 from .maps import condition_channels
+from .svd_blocks import down_blocks, time_embedding
 
 
 @dataclass
@@ -257,11 +258,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
             timesteps = timesteps[None].to(sample.device)
         timesteps = timesteps.expand(batch)
 
-        emb = self.time_embedding(self.time_proj(timesteps).to(sample.dtype))
-        time_embeds = self.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype)
-        emb = emb + self.add_embedding(time_embeds)
-
-        emb = emb.repeat_interleave(frames, dim=0)
+        emb = time_embedding(self, timesteps, added_time_ids, frames, sample.dtype)
         encoder_hidden_states = encoder_hidden_states.repeat_interleave(frames, dim=0)
         h = self.conv_in(sample.flatten(0, 1))
 
@@ -273,13 +270,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
             h = h + cond.to(h.dtype)
 
         image_only_indicator = torch.zeros(batch, frames, dtype=h.dtype, device=h.device)
-        down_res = (h,)
-        for block in self.down_blocks:
-            kwargs = dict(hidden_states=h, temb=emb, image_only_indicator=image_only_indicator)
-            if getattr(block, "has_cross_attention", False):
-                kwargs["encoder_hidden_states"] = encoder_hidden_states
-            h, res = block(**kwargs)
-            down_res += res
+        h, down_res = down_blocks(self.down_blocks, h, emb, encoder_hidden_states, image_only_indicator)
         h = self.mid_block(
             hidden_states=h, temb=emb, encoder_hidden_states=encoder_hidden_states, image_only_indicator=image_only_indicator
         )

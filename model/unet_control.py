@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 
 from .controlnet import DragAnythingControlNetModel, EntityInputs
+from .svd_blocks import down_blocks, time_embedding
 
 
 def unet_forward_with_control(
@@ -37,23 +38,11 @@ def unet_forward_with_control(
     batch, frames = sample.shape[:2]
     timesteps = timesteps.expand(batch)
 
-    emb = unet.time_embedding(unet.time_proj(timesteps).to(dtype=sample.dtype))
-    time_embeds = unet.add_time_proj(added_time_ids.flatten()).reshape(batch, -1).to(emb.dtype)
-    emb = emb + unet.add_embedding(time_embeds)
-
-    h = sample.flatten(0, 1)
-    emb = emb.repeat_interleave(frames, dim=0)
+    emb = time_embedding(unet, timesteps, added_time_ids, frames, sample.dtype)
     encoder_hidden_states = encoder_hidden_states.repeat_interleave(frames, dim=0)
-    h = unet.conv_in(h)
+    h = unet.conv_in(sample.flatten(0, 1))
     image_only_indicator = torch.zeros(batch, frames, dtype=h.dtype, device=h.device)
-
-    down_res = (h,)
-    for block in unet.down_blocks:
-        kwargs = dict(hidden_states=h, temb=emb, image_only_indicator=image_only_indicator)
-        if getattr(block, "has_cross_attention", False):
-            kwargs["encoder_hidden_states"] = encoder_hidden_states
-        h, res = block(**kwargs)
-        down_res += res
+    h, down_res = down_blocks(unet.down_blocks, h, emb, encoder_hidden_states, image_only_indicator)
 
     if down_block_additional_residuals is not None:
         if len(down_block_additional_residuals) != len(down_res):

@@ -37,3 +37,26 @@ def orchestration_ready(tmp_path_factory):
     if ray.is_initialized():
         ray.shutdown()
     server.stop()
+
+
+# --- shared by the Streamlit app tests (dashboard pages and the Drag page)
+
+
+@pytest.fixture
+def empty_workdir(tmp_path) -> Path:
+    d = tmp_path / "empty"
+    d.mkdir()
+    return d
+
+
+def _page_text(at) -> str:
+    parts = []
+    for kind in ("info", "warning", "error", "success", "caption", "markdown", "title"):
+        parts += [str(e.value) for e in getattr(at, kind)]
+    return "\n".join(parts)
+
+
+@pytest.fixture
+def page_text():
+    """page_text(at): every message-like text of an AppTest's current page, joined (is the helpful message there)."""
+    return _page_text

@@ -37,13 +37,6 @@ def filled_workdir(filled_template, tmp_path) -> Path:
 
 
 @pytest.fixture
-def empty_workdir(tmp_path) -> Path:
-    d = tmp_path / "empty"
-    d.mkdir()
-    return d
-
-
-@pytest.fixture
 def make_app(monkeypatch):
     """AppTest of the real entry script on a workdir, with optional voter tokens."""
     from streamlit.testing.v1 import AppTest
@@ -76,16 +69,3 @@ def _open_page(at, page: str):
 def open_page():
     """open_page(at, name): run the app, switch to a page, assert it raised nothing."""
     return _open_page
-
-
-def texts(at) -> str:
-    """Every message-like text of the current page, joined (for 'is the helpful message there')."""
-    parts = []
-    for kind in ("info", "warning", "error", "success", "caption", "markdown", "title"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
-
-
-@pytest.fixture
-def page_text():
-    return texts

@@ -51,13 +51,6 @@ def drag_workdir(tiny_checkpoint_template, tmp_path) -> Path:
     return dst
 
 
-@pytest.fixture
-def empty_workdir(tmp_path) -> Path:
-    d = tmp_path / "empty"
-    d.mkdir()
-    return d
-
-
 def scene() -> tuple[np.ndarray, np.ndarray]:
     """A 320x240 photo scene: the cat photo inside an ellipse on the coffee photo, and the ellipse's mask."""
     from skimage import data
@@ -114,13 +107,6 @@ def drag_page(monkeypatch):
     return make
 
 
-def _page_text(at) -> str:
-    parts = []
-    for kind in ("info", "warning", "error", "success", "caption", "markdown"):
-        parts += [str(e.value) for e in getattr(at, kind)]
-    return "\n".join(parts)
-
-
 def _inline_config(tmp_path: Path, **drag) -> str:
     """A YAML profile: tiny with ``drag.*`` overridden (e.g. executor='inline')."""
     import yaml
@@ -133,12 +119,6 @@ def _inline_config(tmp_path: Path, **drag) -> str:
     path = tmp_path / "drag-profile.yaml"
     path.write_text(yaml.safe_dump(tree))
     return str(path)
-
-
-@pytest.fixture
-def page_text():
-    """page_text(at): every message-like text of the page, joined."""
-    return _page_text
 
 
 @pytest.fixture
