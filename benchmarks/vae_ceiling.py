@@ -26,11 +26,13 @@ from core.tables import Workdir  # noqa: E402
 from eval.objmc import score_video  # noqa: E402
 from model.pipeline import build_pipeline  # noqa: E402
 from tasks.generate import load_benchmark  # noqa: E402
-from tasks.labels import load_cached_clip, tracker_for  # noqa: E402
+from tasks.labels import load_cached_clip, resize_clip, tracker_for  # noqa: E402
+from tasks.train import encode_clip  # noqa: E402
 
 
-def _resize(frames: np.ndarray, hw: tuple[int, int], interp: int) -> np.ndarray:
-    return np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=interp) for f in frames])
+def _upscale(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Back to the benchmark's size, as ``ControllerGenerator`` does with generated frames."""
+    return np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
 def main() -> None:
@@ -43,20 +45,21 @@ def main() -> None:
     wd = Workdir(args.workdir)
     base = args.base or str(max(Path(wd.local_path("base")).iterdir(), key=lambda p: p.stat().st_mtime))
     cfg = load_config("tiny", [*args.overrides, f"model.base_model_path={base}"])
-    vae = build_pipeline(cfg.model).vae
+    pipe = build_pipeline(cfg.model)
     items, _ = load_benchmark(wd, args.benchmark, cfg)
     tracker = tracker_for(cfg.evaluate.tracker)
     hw = (cfg.model.height, cfg.model.width)
     errors: dict[str, list] = {"real clip": [], f"real clip at {hw[0]}x{hw[1]}": [], "VAE round trip": [], "static": []}
     for it in items:
-        real, _ = load_cached_clip(wd, it.reference)
-        real = real[: it.trajectories.shape[1]]
-        small = _resize(real, hw, cv2.INTER_AREA)
+        real, ids = load_cached_clip(wd, it.reference)
+        real, ids = real[: it.trajectories.shape[1]], ids[: it.trajectories.shape[1]]
+        small, _ = resize_clip(real, ids, hw)  # what training encodes
+        # encoded as training does, decoded as generation does
+        latents = encode_clip(pipe, small)[None]
         with torch.no_grad():
-            x = torch.from_numpy(small).permute(0, 3, 1, 2).float() / 127.5 - 1
-            rec = vae.decode(vae.encode(x).latent_dist.mode(), num_frames=len(x)).sample
-        rec = ((rec.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        videos = (real, _resize(small, it.hw, cv2.INTER_CUBIC), _resize(rec, it.hw, cv2.INTER_CUBIC), np.repeat(real[:1], len(real), 0))
+            decoded = pipe.decode_latents(latents, len(small), len(small))
+        rec = (np.clip(pipe.video_processor.postprocess_video(video=decoded, output_type="np")[0], 0, 1) * 255).round().astype(np.uint8)
+        videos = (real, _upscale(small, it.hw), _upscale(rec, it.hw), np.repeat(real[:1], len(real), 0))
         for name, video in zip(errors, videos):
             score, _ = score_video(it.item_id, video, it.trajectories, it.entity_ids, it.visible, gt_hw=it.hw, eval_hw=it.orig_hw,
                                    tracker=tracker, grid_size=cfg.evaluate.grid_size, add_centers=cfg.evaluate.add_centers)
