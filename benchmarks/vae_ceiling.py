@@ -16,7 +16,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -28,11 +27,6 @@ from model.pipeline import build_pipeline  # noqa: E402
 from tasks.generate import load_benchmark  # noqa: E402
 from tasks.labels import load_cached_clip, resize_clip, tracker_for  # noqa: E402
 from tasks.train import encode_clip  # noqa: E402
-
-
-def _upscale(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
-    """Back to the benchmark's size, as ``ControllerGenerator`` does with generated frames."""
-    return np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
 def main() -> None:
@@ -59,7 +53,8 @@ def main() -> None:
         with torch.no_grad():
             decoded = pipe.decode_latents(latents, len(small), len(small))
         rec = (np.clip(pipe.video_processor.postprocess_video(video=decoded, output_type="np")[0], 0, 1) * 255).round().astype(np.uint8)
-        videos = (real, _upscale(small, it.hw), _upscale(rec, it.hw), np.repeat(real[:1], len(real), 0))
+        # tracked at the model's size, as generated videos are
+        videos = (real, small, rec, np.repeat(real[:1], len(real), 0))
         for name, video in zip(errors, videos):
             score, _ = score_video(it.item_id, video, it.trajectories, it.entity_ids, it.visible, gt_hw=it.hw, eval_hw=it.orig_hw,
                                    tracker=tracker, grid_size=cfg.evaluate.grid_size, add_centers=cfg.evaluate.add_centers)

@@ -679,9 +679,12 @@ def generate_frames(wd: Workdir, checkpoint: dict, item: BenchmarkItem, cfg: Con
     with _PIPE_LOCK:
         cached = get_generator(checkpoint, cfg, wd)
         # The cached generator keeps the generate settings it was built with; these are this call's.
-        gen = ControllerGenerator(cached.pipe, cached.model, cfg.generate, cached.out_hw)
+        gen = ControllerGenerator(cached.pipe, cached.model, cfg.generate)
         with _counting_steps(gen.pipe, lambda i, n: progress("denoising", i, n)):
-            return gen(item, int(seed))
+            frames = gen(item, int(seed))
+    # The model's size -> the user's image size (the page shows the video over the image).
+    h, w = item.hw
+    return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC) for f in frames])
 
 
 def generate_video(

@@ -158,3 +158,16 @@ def test_score_video_moving_vs_static():
     item_s, _ = score_video("x", static, gt, entity_ids=[7])
     expected = np.mean([math.hypot(*s) for s in shift])
     assert item_s.error_px == pytest.approx(expected, abs=0.05)
+
+
+def test_a_video_smaller_than_the_ground_truth_is_tracked_at_its_size_and_scored_at_the_ground_truths():
+    frames, shift = _moving_texture()  # 96x96
+    c0 = np.array([[48.0, 48.0]])
+    gt = c0[:, None, :] + shift[None]
+    half = np.stack([cv2.resize(f, (48, 48), interpolation=cv2.INTER_AREA) for f in frames])
+    item, pred = score_video("x", half, gt, entity_ids=[7], gt_hw=(96, 96))
+    # the track lives at the video's size (half the ground truth's coordinates, pixel centres aligned)
+    np.testing.assert_allclose(pred["7"][0], (c0[0] + 0.5) / 2 - 0.5, atol=1e-4)
+    assert item.error_px < 0.6
+    static = np.repeat(half[:1], len(half), axis=0)
+    assert score_video("x", static, gt, entity_ids=[7], gt_hw=(96, 96))[0].error_px > 5 * item.error_px

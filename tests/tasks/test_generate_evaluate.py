@@ -98,8 +98,9 @@ def test_a_bad_user_study_case_is_rejected_and_the_rest_generated(sample_root, t
     assert {r["item_id"] for r in rows} == set(ids) - {bad.name}
 
 
-def test_a_controller_makes_one_frame_per_path_point_at_the_paths_timing(bench_workdir):
-    """Point k of a benchmark path is frame k: the model runs at the path's length, never resampled."""
+def test_a_controller_makes_one_frame_per_path_point_at_the_paths_timing_and_the_models_size(bench_workdir):
+    """Point k of a benchmark path is frame k: the model runs at the path's length, never resampled.
+    Frames stay at the model's size (ObjMC tracks them there), not upscaled to the benchmark's."""
     from model.pipeline import build_pipeline
     from tasks.controller import ControllerGenerator
 
@@ -117,6 +118,6 @@ def test_a_controller_makes_one_frame_per_path_point_at_the_paths_timing(bench_w
     gen = ControllerGenerator(pipe, cfg.model, cfg.generate.model_copy(update={"num_inference_steps": 1}))
     gen.pipe = spy
     frames = gen(item, seed=0)
-    assert frames.shape == (L, *item.hw, 3)
+    assert frames.shape == (L, cfg.model.height, cfg.model.width, 3) and item.hw != (cfg.model.height, cfg.model.width)
     assert calls[0]["num_frames"] == L
     assert np.array_equal(np.stack(calls[0]["trajectories"]), item.trajectories)
