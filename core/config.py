@@ -134,6 +134,8 @@ class TinyModelSettings(_Section):
     unet_layers_per_block: int = Field(1, ge=1)
     attention_heads: tuple[int, ...] = (2, 4)
     vae_channels: int = Field(32, ge=32, multiple_of=32)
+    vae_downsample: Literal[4, 8] = Field(8, description="the VAE's spatial factor (real SVD: 8); 4 keeps small entities 4 latent pixels wide where 8 leaves 2")
+    latent_channels: int = Field(4, ge=1, description="latent channels (real SVD: 4)")
     seed: int = 0
 
     @field_validator("unet_channels")
@@ -183,6 +185,8 @@ class ModelSettings(_Section):
             unet_layers_per_block=t.unet_layers_per_block,
             attention_heads=tuple(t.attention_heads),
             vae_channels=t.vae_channels,
+            vae_downsample=t.vae_downsample,
+            latent_channels=t.latent_channels,
             num_frames=self.num_frames,
             seed=t.seed,
         )

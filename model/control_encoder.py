@@ -1,7 +1,8 @@
 """The conditioning encoder: per-frame maps at pixel scale -> features at the latent's scale.
 
 Four blocks of two 3x3 convolutions with SiLU; three of them halve the resolution (the
-official code halves three times, reaching the VAE's 1/8), and a zero-initialised
+official code halves three times, reaching the VAE's 1/8; ``downsample=4`` halves twice,
+for a VAE of factor 4), and a zero-initialised
 convolution ends it, so a fresh encoder adds nothing. The entity encoder and the Gaussian
 (or baseline) encoders share this shape; only the input channels differ.
 
@@ -34,6 +35,7 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         first_stride (`int`): 1 = official layout (full-resolution first convolution); 2 = the lighter
             variant whose first convolution already halves the resolution (the halvings of the
             later blocks are unchanged except the first block's second convolution, which then keeps size).
+        downsample (`int`): 8 or 4, the VAE's factor: outputs are at ``1/downsample`` of the maps.
     """
 
     @register_to_config
@@ -43,19 +45,27 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         block_out_channels: tuple[int, ...] = (160, 32, 96, 256),
         out_channels: int = 320,
         first_stride: int = 1,
+        downsample: int = 8,
     ):
         super().__init__()
         if len(block_out_channels) != 4:
             raise ValueError(f"block_out_channels needs 4 widths (one per block), got {block_out_channels}")
         if first_stride not in (1, 2):
             raise ValueError(f"first_stride must be 1 or 2, got {first_stride}")
+        if downsample not in (4, 8):
+            raise ValueError(f"downsample must be 4 or 8, got {downsample}")
         c = list(block_out_channels)
         self.conv_in = nn.Conv2d(in_channels, c[0], 3, stride=first_stride, padding=1)
+        # the halvings after conv_in, earliest first (cheapest): 3 or 2 in all, conv_in's included
+        halvings = (3 if downsample == 8 else 2) - (first_stride == 2)
+        strides = [2 if k < halvings else 1 for k in range(3)]
+        if first_stride == 2:
+            strides = [1] + strides[:2]  # the first block's second convolution keeps size
         layers: list[nn.Module] = [nn.SiLU()]
-        layers += [nn.Conv2d(c[0], c[1], 3, stride=2 if first_stride == 1 else 1, padding=1), nn.SiLU()]
+        layers += [nn.Conv2d(c[0], c[1], 3, stride=strides[0], padding=1), nn.SiLU()]
         for i in (1, 2):
             layers += [nn.Conv2d(c[i], c[i], 3, padding=1), nn.SiLU()]
-            layers += [nn.Conv2d(c[i], c[i + 1], 3, stride=2, padding=1), nn.SiLU()]
+            layers += [nn.Conv2d(c[i], c[i + 1], 3, stride=strides[i], padding=1), nn.SiLU()]
         layers += [nn.Conv2d(c[3], c[3], 3, padding=1), nn.SiLU()]
         layers += [nn.Conv2d(c[3], c[3], 3, padding=1), nn.SiLU()]
         self.body = nn.Sequential(*layers)
@@ -64,7 +74,7 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` maps (frames folded into the batch) -> ``(B, out, H/8, W/8)``."""
+        """``(B, C, H, W)`` maps (frames folded into the batch) -> ``(B, out, H/downsample, W/downsample)``."""
         return self.conv_out(self.body(self.conv_in(maps)))
 
     # ----------------------------------------------------------------------------------
@@ -133,7 +143,7 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         width: int,
         frame_chunk: int | None = 4,
     ) -> torch.Tensor:
-        """Same as ``forward(entity_maps(...))`` for one video: ``(T, out, H/8, W/8)``.
+        """Same as ``forward(entity_maps(...))`` for one video: ``(T, out, H/downsample, W/downsample)``.
 
         ``frame_chunk`` frames go through at a time (the encoder is per frame), so the only
         full-resolution activation alive is that of one chunk; ``None`` = all frames at once.

@@ -64,6 +64,8 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         entity_channels (`int`): size of the entity vectors (official: 160).
         encoder_block_out_channels (`tuple[int]`): widths of the conditioning encoders' four blocks.
         encoder_first_stride (`int`): 1 = official full-resolution first convolution, 2 = lighter variant.
+        pixel_scale (`int`): the base VAE's spatial factor (SVD: 8): control maps are this many times
+            the latent's size, and the encoders reduce them by it.
     """
 
     _supports_gradient_checkpointing = True
@@ -90,6 +92,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         entity_channels: int = 160,
         encoder_block_out_channels: tuple[int, ...] = (160, 32, 96, 256),
         encoder_first_stride: int = 1,
+        pixel_scale: int = 8,
     ):
         super().__init__()
         n = len(down_block_types)
@@ -118,6 +121,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
                     block_out_channels=tuple(encoder_block_out_channels),
                     out_channels=block_out_channels[0],
                     first_stride=encoder_first_stride,
+                    downsample=pixel_scale,
                 )
                 for name, ch in condition_channels(conditioning, entity_channels).items()
             }
@@ -168,6 +172,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         entity_channels: int = 160,
         encoder_block_out_channels: tuple[int, ...] = (160, 32, 96, 256),
         encoder_first_stride: int = 1,
+        pixel_scale: int = 8,
         load_weights_from_unet: bool = True,
     ) -> "DragAnythingControlNetModel":
         """A controller shaped like ``unet``'s encoder, initialised from its weights (the ControlNet recipe)."""
@@ -187,6 +192,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
             entity_channels=entity_channels,
             encoder_block_out_channels=tuple(encoder_block_out_channels),
             encoder_first_stride=encoder_first_stride,
+            pixel_scale=pixel_scale,
         )
         if load_weights_from_unet:
             for name in ("conv_in", "time_proj", "time_embedding", "add_time_proj", "add_embedding", "down_blocks", "mid_block"):
@@ -247,7 +253,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         Args:
             sample: ``(B, T, in_channels, h, w)``, the noisy latents concatenated with the image latents.
             timestep, encoder_hidden_states, added_time_ids: as for the SVD UNet.
-            conditions / entities: see ``encode_conditions`` (pixel scale = 8x the latent).
+            conditions / entities: see ``encode_conditions`` (maps at ``pixel_scale`` x the latent's size).
             conditioning_scale: multiplies every residual.
         """
         batch, frames = sample.shape[:2]
@@ -262,10 +268,9 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         encoder_hidden_states = encoder_hidden_states.repeat_interleave(frames, dim=0)
         h = self.conv_in(sample.flatten(0, 1))
 
-        # the encoders halve three times: their maps are at 8x the latent's size, like the VAE's pixels
-        cond = self.encode_conditions(
-            conditions, entities, sample.shape[-2] * 8, sample.shape[-1] * 8, frames, frame_chunk
-        )
+        # the maps are at the VAE's pixel size, which the encoders reduce to the latent's
+        s = self.config.pixel_scale
+        cond = self.encode_conditions(conditions, entities, sample.shape[-2] * s, sample.shape[-1] * s, frames, frame_chunk)
         if cond is not None:
             h = h + cond.to(h.dtype)
 

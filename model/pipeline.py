@@ -238,7 +238,7 @@ def _to_pil(image) -> PIL.Image.Image:
     return PIL.Image.fromarray(arr)
 
 
-def build_controlnet(settings, unet, seed: int = 0) -> DragAnythingControlNetModel:
+def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlNetModel:
     """A fresh controller for ``ModelSettings`` (copy of the UNet encoder, zero-initialised outputs).
 
     The conditioning encoders' random initialisation is drawn from ``seed``, not from whatever
@@ -252,6 +252,7 @@ def build_controlnet(settings, unet, seed: int = 0) -> DragAnythingControlNetMod
             entity_channels=settings.entity_channels,
             encoder_block_out_channels=tuple(settings.encoder_channels),
             encoder_first_stride=2 if settings.encoder == "strided" else 1,
+            pixel_scale=2 ** (len(vae.config.block_out_channels) - 1),
         )
 
 
@@ -268,7 +269,7 @@ def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dic
         )
         controlnet = DragAnythingControlNetModel.from_pretrained(p, local_files_only=True)
     else:
-        controlnet = build_controlnet(settings, parts["unet"])
+        controlnet = build_controlnet(settings, parts["unet"], parts["vae"])
     pipe = DragAnythingPipeline(controlnet=controlnet.eval(), **parts)
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -60,6 +60,8 @@ class TinySizes:
     unet_layers_per_block: int = 1
     attention_heads: tuple[int, ...] = (2, 4)
     vae_channels: int = 32
+    vae_downsample: int = 8
+    latent_channels: int = 4
     clip_hidden: int = 32
     clip_layers: int = 1
     clip_image_size: int = 224
@@ -73,8 +75,8 @@ def tiny_unet_config(s: TinySizes) -> dict:
     n = len(s.unet_channels)
     return dict(
         sample_size=8,
-        in_channels=8,
-        out_channels=4,
+        in_channels=2 * s.latent_channels,  # the noisy latent and the first frame's
+        out_channels=s.latent_channels,
         down_block_types=("CrossAttnDownBlockSpatioTemporal",) * (n - 1) + ("DownBlockSpatioTemporal",),
         up_block_types=("UpBlockSpatioTemporal",) + ("CrossAttnUpBlockSpatioTemporal",) * (n - 1),
         block_out_channels=tuple(s.unet_channels),
@@ -88,14 +90,15 @@ def tiny_unet_config(s: TinySizes) -> dict:
 
 
 def tiny_vae_config(s: TinySizes) -> dict:
-    # four blocks: the same 8x spatial factor as the real SVD VAE
+    # every block but the last halves: four blocks = the real SVD VAE's factor 8
+    blocks = {4: 3, 8: 4}[s.vae_downsample]
     return dict(
         in_channels=3,
         out_channels=3,
-        down_block_types=("DownEncoderBlock2D",) * 4,
-        block_out_channels=(s.vae_channels,) * 4,
+        down_block_types=("DownEncoderBlock2D",) * blocks,
+        block_out_channels=(s.vae_channels,) * blocks,
         layers_per_block=1,
-        latent_channels=4,
+        latent_channels=s.latent_channels,
         sample_size=64,
         scaling_factor=0.18215,
         force_upcast=False,

@@ -31,16 +31,16 @@ def _randomise_outputs(cn, std=0.05):
     return cn
 
 
-@pytest.mark.parametrize("stride", [1, 2])
-def test_fast_entity_encoder_equals_dense(stride):
+@pytest.mark.parametrize("stride,downsample", [(1, 8), (2, 8), (1, 4), (2, 4)])
+def test_fast_entity_encoder_equals_dense(stride, downsample):
     torch.manual_seed(0)
-    enc = ControlEncoder(in_channels=16, block_out_channels=(16, 8, 8, 16), out_channels=32, first_stride=stride)
+    enc = ControlEncoder(in_channels=16, block_out_channels=(16, 8, 8, 16), out_channels=32, first_stride=stride, downsample=downsample)
     torch.nn.init.normal_(enc.conv_out.weight, std=0.1)
     v, c, r = _entities(t=5, h=56, w=72)
     with torch.no_grad():
         dense = enc(entity_maps(v, c, r, 56, 72))
         fast = enc.forward_entities(v, c, r, 56, 72, frame_chunk=2)
-    assert dense.shape == fast.shape == (5, 32, 7, 9)
+    assert dense.shape == fast.shape == (5, 32, 56 // downsample, 72 // downsample)
     assert (dense - fast).abs().max() < 1e-4
     # gradients reach the first convolution through the fast path too (training uses it)
     enc.forward_entities(v, c, r, 56, 72).sum().backward()
@@ -74,6 +74,25 @@ def test_controlnet_residual_shapes_match_the_unet(tiny_parts):
         h.remove()
     assert [tuple(d.shape) for d in down] == [tuple(s.shape) for s in skips]  # conv_in first, then each block's
     assert mid.shape[1] == unet.config.block_out_channels[-1]
+
+
+def test_a_controller_fits_a_base_whose_vae_halves_twice_with_more_latent_channels():
+    from core.config import load_config
+    from model.pipeline import build_pipeline
+
+    cfg = load_config("tiny", ["model.tiny.vae_downsample=4", "model.tiny.latent_channels=16", "model.encoder_channels=[8,8,8,8]"])
+    pipe = build_pipeline(cfg.model)
+    unet, cn = pipe.unet, _randomise_outputs(pipe.controlnet)
+    assert pipe.vae_scale_factor == cn.config.pixel_scale == 4 and unet.config.in_channels == 32
+    g = torch.Generator().manual_seed(0)
+    x, img = torch.randn(1, 8, 16, 16, 16, generator=g), torch.randn(1, 8, 16, 16, 16, generator=g)
+    emb, ids = torch.randn(1, 1, unet.config.cross_attention_dim, generator=g), torch.tensor([[5.0, 127.0, 0.02]])
+    v, c, r = _entities(t=8, c=cfg.model.entity_channels)
+    conds = {k: m[None] for k, m in render_conditions("entity+gaussian", c, r, 64, 64, vectors=v).items()}
+    with torch.no_grad():
+        out = controlled_prediction(unet, cn, x, img, emb, ids, torch.tensor(0.4), conditions=conds)
+        base = unet(torch.cat([x, img], 2), torch.tensor(0.4), emb, ids).sample
+    assert out.shape == (1, 8, 16, 16, 16) and (out - base).abs().max() > 1e-3
 
 
 def test_zero_initialised_control_leaves_the_unet_unchanged_and_nonzero_changes_it(tiny_parts):
