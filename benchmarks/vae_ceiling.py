@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/vae_ceiling.py --workdir demo/work [--base PATH] [--set k=v ...]
 
 A generator that made exactly the real clip's latents would still be decoded by this
-VAE at the model's size, then tracked. So the ObjMC of the real clip (1) downscaled to
-the model's size and back, and (2) encoded and decoded by the VAE there, is the best
+VAE at the model's size, then tracked there. So the ObjMC of the real clip (1) downscaled
+to the model's size, and (2) encoded and decoded by the VAE there, is the best
 any controller on this base can score. Printed beside static (no motion): when (2) is
 near static, no controller on this base can beat control-off on ObjMC.
 Default base: the newest one the tiny profile fitted in the workdir (``base/``).

@@ -24,7 +24,7 @@ def unet_forward_with_control(
     down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
     mid_block_additional_residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(B, T, 8, h, w)`` -> ``(B, T, 4, h, w)``: the UNet's prediction, with control added."""
+    """``(B, T, 2C, h, w)`` -> ``(B, T, C, h, w)`` (SVD: C = 4 latent channels): the UNet's prediction, with control added."""
     up_factor = 2**unet.num_upsamplers
     forward_upsample_size = any(s % up_factor != 0 for s in sample.shape[-2:])
     upsample_size = None
@@ -91,11 +91,11 @@ def controlled_prediction(
     conditioning_scale: float = 1.0,
     frame_chunk: int | None = 4,
 ) -> torch.Tensor:
-    """The training step's forward: UNet prediction ``(B, T, 4, h, w)`` with the controller's residuals added.
+    """The training step's forward: UNet prediction ``(B, T, C, h, w)`` with the controller's residuals added.
 
     Args:
-        noisy_latents: ``(B, T, 4, h, w)``, already scaled for the UNet input (``scheduler.scale_model_input``).
-        image_latents: ``(B, T, 4, h, w)`` (the first frame's latent repeated over T) or ``(B, 4, h, w)``.
+        noisy_latents: ``(B, T, C, h, w)``, already scaled for the UNet input (``scheduler.scale_model_input``).
+        image_latents: ``(B, T, C, h, w)`` (the first frame's latent repeated over T) or ``(B, C, h, w)``.
         image_embeddings: ``(B, 1, D)`` CLIP image embeddings.
         added_time_ids: ``(B, 3)``: fps - 1, motion bucket, noise augmentation.
         conditions: ``{name: (B, T, C, 8h, 8w)}`` maps from ``maps.render_conditions`` (batched).

@@ -54,7 +54,7 @@ class Clip:
     """One labelled video at the model's size; training draws windows ("views") of it."""
 
     video_id: str
-    latents: torch.Tensor  # (T, 4, h, w) every labelled frame, scaled by the VAE's scaling factor
+    latents: torch.Tensor  # (T, C, h, w) every labelled frame, scaled by the VAE's scaling factor
     first_frames: dict[int, tuple[torch.Tensor, torch.Tensor]]  # frame -> ((3, H, W) in [-1, 1], (1, D) CLIP embedding)
     entity_ids: np.ndarray  # (N,)
     centers: torch.Tensor  # (T, N, 2) model pixels
@@ -79,7 +79,7 @@ def clip_views(n_frames: int, length: int, windows: bool, reverse: bool) -> list
 
 @torch.no_grad()
 def encode_clip(pipe, frames: np.ndarray) -> torch.Tensor:
-    """Latents ``(T, 4, h, w)`` of ``frames`` (T, H, W, 3) uint8, scaled, as the SVD pipeline computes them."""
+    """Latents ``(T, C, h, w)`` of ``frames`` (T, H, W, 3) uint8, scaled, as the SVD pipeline computes them."""
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return pipe.vae.encode(x).latent_dist.mode() * pipe.vae.config.scaling_factor
 
@@ -191,7 +191,7 @@ def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]
 
 @dataclass
 class Batch:
-    latents: torch.Tensor  # (B, T, 4, h, w)
+    latents: torch.Tensor  # (B, T, C, h, w)
     pixels: torch.Tensor  # (B, 3, H, W)
     embeddings: torch.Tensor  # (B, 1, D)
     conditions: dict[str, torch.Tensor]  # name -> (B, T, C, H, W)
