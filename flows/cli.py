@@ -34,11 +34,12 @@ def sample_data(
     frames: int = typer.Option(16, min=2, help="frames per video"),
     seed: int = typer.Option(0, help="random seed (same seed, same bytes)"),
     variants: int = typer.Option(1, min=1, help="videos per scene: same first frame, different motions (val holds out motions)"),
+    val_every: int = typer.Option(4, "--val-every", min=2, help="every this-many-th video goes to val (= --variants: one held-out motion per scene)"),
 ) -> None:
     """Write the embedded sample dataset: real-photo entities on known paths, with ground truth."""
     from core.sample_data import write_sample_dataset
 
-    summary = write_sample_dataset(out, n_videos=videos, n_frames=frames, seed=seed, variants=variants)
+    summary = write_sample_dataset(out, n_videos=videos, n_frames=frames, seed=seed, val_every=val_every, variants=variants)
     typer.echo(json.dumps(summary))
 
 

@@ -36,3 +36,9 @@ def test_val_holds_out_motions_of_scenes_train_also_shows(tmp_path):
         scene = int(v[-4:]) // 4
         siblings = [t for t in train if int(t[-4:]) // 4 == scene]
         assert len(siblings) == 3 and all(first(t) == first(v) for t in siblings)
+
+
+def test_one_held_out_motion_per_scene_when_val_every_equals_variants(tmp_path):
+    summary = write_sample_dataset(tmp_path, n_videos=16, n_frames=3, val_every=8, variants=8)
+    assert (summary["train"], summary["val"]) == (14, 2)
+    assert (tmp_path / "val.txt").read_text().split() == ["sample_0007", "sample_0015"]

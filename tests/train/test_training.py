@@ -74,8 +74,8 @@ def test_loss_mask_gives_no_gradient_outside_entities(labelled):
     assert float(g[batch.mask == 0].max()) == 0.0
     assert float(g[batch.mask > 0].min()) > 0.0
     # And the training loss really uses it: switching the mask off changes the loss.
-    on = controller_loss(pipe, pipe.controlnet, batch, cfg, torch.Generator().manual_seed(1))
-    off_cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"loss_mask": False})})
+    on_cfg, off_cfg = (cfg.model_copy(update={"train": cfg.train.model_copy(update={"loss_mask": m})}) for m in (True, False))
+    on = controller_loss(pipe, pipe.controlnet, batch, on_cfg, torch.Generator().manual_seed(1))
     off = controller_loss(pipe, pipe.controlnet, batch, off_cfg, torch.Generator().manual_seed(1))
     assert float(on.detach()) != pytest.approx(float(off.detach()))
 
