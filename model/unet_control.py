@@ -98,7 +98,7 @@ def controlled_prediction(
         image_latents: ``(B, T, C, h, w)`` (the first frame's latent repeated over T) or ``(B, C, h, w)``.
         image_embeddings: ``(B, 1, D)`` CLIP image embeddings.
         added_time_ids: ``(B, 3)``: fps - 1, motion bucket, noise augmentation.
-        conditions: ``{name: (B, T, C, 8h, 8w)}`` maps from ``maps.render_conditions`` (batched).
+        conditions: ``{name: (B, T, C, s*h, s*w)}`` maps from ``maps.render_conditions`` (batched), s = the controller's ``pixel_scale``.
         entities: one ``EntityInputs`` per video for the fast entity path (instead of ``conditions['entity']``).
     """
     if image_latents.dim() == 4:
