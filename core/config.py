@@ -137,6 +137,10 @@ class TinyModelSettings(_Section):
     vae_downsample: Literal[4, 8] = Field(8, description="the VAE's spatial factor (real SVD: 8); 4 keeps small entities 4 latent pixels wide where 8 leaves 2")
     latent_channels: int = Field(4, ge=1, description="latent channels (real SVD: 4)")
     seed: int = 0
+    pretrained: bool = Field(
+        False, description="load the shipped pre-fitted tiny base (model/tiny_base/, made by `draganything fit-base`); "
+        "false = random weights from seed"
+    )
 
     @field_validator("unet_channels")
     @classmethod
@@ -189,6 +193,7 @@ class ModelSettings(_Section):
             latent_channels=t.latent_channels,
             num_frames=self.num_frames,
             seed=t.seed,
+            pretrained=t.pretrained,
         )
 
 
@@ -213,6 +218,7 @@ class BaseFitSettings(_Section):
         "the base from knowing the controller's training motions by heart, as SVD never saw VIPSeg"
     )
     cond_dropout: float = Field(0.1, ge=0, le=1, description="drop the image conditioning this often (for guidance)")
+    cosine: bool = Field(False, description="decay both learning rates along a cosine to 5% over the fit (for long fits)")
 
 
 class TrainSettings(_Section):

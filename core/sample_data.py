@@ -111,8 +111,29 @@ def _clear_start(rng: np.random.Generator, placed: list[tuple[np.ndarray, float]
     return start
 
 
+@dataclass(frozen=True)
+class World:
+    """How big things are and how far they go (the defaults are the world the label tests check).
+
+    Sizes and distances are fractions of the frame's short side S.
+    """
+
+    mover_size: tuple[float, float] = (0.10, 0.14)  # the mover's incircle radius (minor semi-axis), drawn uniformly
+    mover_travel: tuple[float, float] = (0.35, 0.5)  # the mover's straight-line travel over the video
+    pan: float = 1.0  # scale of the camera pan (1: up to 44 px; 0: a still camera)
+    extras: tuple[tuple[str, ...], ...] = (("occluded", "tiny"), ("leaver",), ("occluded", "leaver", "tiny"), ("tiny",))
+
+
+DEFAULT_WORLD = World()
+# Named worlds for the command line (``sample-data --world``) and the tiny base's fit.
+WORLDS = {
+    "default": DEFAULT_WORLD,
+    "large": World(mover_size=(0.13, 0.17)),  # a larger mover: more latent pixels to follow
+}
+
+
 def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = None, size: tuple[int, int] | None = None,
-               variants: int = 1) -> Scene:
+               variants: int = 1, world: World = DEFAULT_WORLD) -> Scene:
     """Video ``index``: scene ``index // variants``, motion ``index % variants``.
 
     What the first frame shows (photos, sizes, entities and where they start) comes from
@@ -130,7 +151,7 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
     photo = _BACKGROUNDS[(scene_no + scene_no // 4) % len(_BACKGROUNDS)]
     bg = cv2.resize(_photo(photo), (W + 2 * margin, H + 2 * margin), interpolation=cv2.INTER_AREA)
     pans = (index % variants + scene_no) % 2 == 0  # half the videos pan (from the same window)
-    pan_end = move.uniform(-margin + 4, margin - 4, size=2) if pans else np.zeros(2)
+    pan_end = world.pan * move.uniform(-margin + 4, margin - 4, size=2) if pans else np.zeros(2)
     pan = margin + np.linspace(0, 1, n_frames)[:, None] * pan_end[None]
     horizon = int(H * 0.35)
     water_rows = (horizon, int(H * 0.55))
@@ -141,7 +162,7 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
     if roles is None:
         # Rotated against the val split (every 4th video) so val sees every kind of scene.
         k = scene_no if variants > 1 else index + index // 4
-        roles = ["mover", *[["occluded", "tiny"], ["leaver"], ["occluded", "leaver", "tiny"], ["tiny"]][k % 4]]
+        roles = ["mover", *world.extras[k % len(world.extras)]]
     cats = [60, 61, 62, 63, 64]
     look.shuffle(cats)
     instance = {}
@@ -154,7 +175,7 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
         if role == "tiny":
             axes = (5.0, 4.0)
         else:
-            b = look.uniform(0.10, 0.14) * S
+            b = look.uniform(*(world.mover_size if role == "mover" else DEFAULT_WORLD.mover_size)) * S
             axes = (b * look.uniform(1.1, 1.5), b)
         a = axes[0]
         pad = a + 3
@@ -163,8 +184,9 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
             lo, hi = np.array([pad, H * 0.45]), np.array([W - pad, H - pad])
             start = look.uniform([W * 0.3, H * 0.5], [W * 0.7, H - pad])
             angle = move.uniform(0, 2 * np.pi)
-            end = np.clip(start + move.uniform(0.35, 0.5) * S * np.array([np.cos(angle), np.sin(angle)]), lo, hi)
-            if np.linalg.norm(end - start) < 0.25 * S:  # clipped short against an edge: go the other way
+            end = np.clip(start + move.uniform(*world.mover_travel) * S * np.array([np.cos(angle), np.sin(angle)]), lo, hi)
+            if np.linalg.norm(end - start) < 0.25 * S * world.mover_travel[0] / DEFAULT_WORLD.mover_travel[0]:
+                # clipped short against an edge: go the other way
                 end = np.clip(2 * start - end, lo, hi)
             z_order = 10  # in front of everything
         elif role == "occluded":
@@ -292,7 +314,7 @@ def _inside(center: np.ndarray, a: float, W: int, H: int) -> bool:
 
 def write_sample_dataset(
     out: Path, n_videos: int = 8, n_frames: int = 16, seed: int = 0, val_every: int = 4, size: tuple[int, int] | None = None,
-    variants: int = 1,
+    variants: int = 1, world: World = DEFAULT_WORLD,
 ) -> dict:
     """Write the dataset; every ``val_every``-th video goes to val. Returns a summary.
 
@@ -309,7 +331,7 @@ def write_sample_dataset(
     (out / "panoVIPSeg_categories.json").write_text(json.dumps(CATEGORIES, indent=1))
     splits: dict[str, list[str]] = {"train": [], "val": []}
     for i in range(n_videos):
-        scene = make_scene(i, n_frames, seed, size=size, variants=variants)
+        scene = make_scene(i, n_frames, seed, size=size, variants=variants, world=world)
         frames, masks, truth = render(scene)
         img_dir, mask_dir = out / "imgs" / scene.video_id, out / "panomasks" / scene.video_id
         img_dir.mkdir(exist_ok=True)

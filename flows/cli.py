@@ -35,12 +35,47 @@ def sample_data(
     seed: int = typer.Option(0, help="random seed (same seed, same bytes)"),
     variants: int = typer.Option(1, min=1, help="videos per scene: same first frame, different motions (val holds out motions)"),
     val_every: int = typer.Option(4, "--val-every", min=2, help="every this-many-th video goes to val (= --variants: one held-out motion per scene)"),
+    world: str = typer.Option("default", help="how big the mover is: default (what the label tests check) or large"),
 ) -> None:
     """Write the embedded sample dataset: real-photo entities on known paths, with ground truth."""
-    from core.sample_data import write_sample_dataset
+    from core.sample_data import WORLDS, write_sample_dataset
 
-    summary = write_sample_dataset(out, n_videos=videos, n_frames=frames, seed=seed, val_every=val_every, variants=variants)
+    if world not in WORLDS:
+        _fail(f"--world must be one of {', '.join(WORLDS)}, got {world!r}")
+    summary = write_sample_dataset(out, n_videos=videos, n_frames=frames, seed=seed, val_every=val_every, variants=variants,
+                                   world=WORLDS[world])
     typer.echo(json.dumps(summary))
+
+
+@app.command("fit-base")
+def fit_base(
+    out: Path = typer.Option(..., "--out", help="folder to write the tiny base to (an SVD folder in diffusers layout + fit.json)"),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = OverrideOpt,
+    seed: int = typer.Option(0, help="seed of the fit's draws (frames, noise levels, noise)"),
+    videos: int = typer.Option(384, min=2, help="sample videos to fit on"),
+    variants: int = typer.Option(16, min=1, help="motions per scene in those videos"),
+    data_seed: int = typer.Option(1, "--data-seed", help="seed of the sample videos (the demo uses 0: the base never sees its clips)"),
+    world: str = typer.Option("large", help="sample-data world of the videos (core.sample_data.WORLDS)"),
+) -> None:
+    """Fit the embedded tiny VAE and base UNet on rendered sample videos; what the tiny profile ships in model/tiny_base/."""
+    _check_config(config, overrides)
+    from core.sample_data import WORLDS
+    from tasks.fit_base import fit_shipped_base
+
+    if world not in WORLDS:
+        _fail(f"--world must be one of {', '.join(WORLDS)}, got {world!r}")
+    cfg = load_config(config, overrides)
+    if cfg.model.base_model_path:
+        _fail("fit-base fits the embedded tiny model; unset model.base_model_path (a real SVD is never refitted)")
+    import torch
+
+    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker or cfg.runtime.task_num_cpus)))
+    command = " ".join(["draganything fit-base", f"--out {out}", f"--config {config}", *[f"--set {o}" for o in overrides or []],
+                        f"--seed {seed}", f"--videos {videos}", f"--variants {variants}", f"--data-seed {data_seed}", f"--world {world}"])
+    record = fit_shipped_base(out, cfg, seed=seed, n_videos=videos, variants=variants, data_seed=data_seed, world=world,
+                              progress=True, command=command)
+    typer.echo(json.dumps(record))
 
 
 @app.command("labels")
@@ -311,6 +346,37 @@ def drag(
         "height": int(frames.shape[1]), "width": int(frames.shape[2]), "segmentation": getattr(segmenter, "name", "?"),
         "entities": len(case.entities), "case": saved, "notes": case.notes,
     }))
+
+
+@app.command("strip")
+def strip(
+    workdir: str = typer.Option(..., "--workdir", "-w"),
+    out: Path = typer.Option(..., "--out", "-o", help="the PNG to write (e.g. docs/control_strip.png)"),
+    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="a trained checkpoint (default: the newest trained one)"),
+    item: Optional[list[str]] = typer.Option(None, "--item", help="benchmark items to show (repeatable; default: the first 3)"),
+    benchmark: str = typer.Option("sample", "--benchmark", "-b"),
+    seed: int = typer.Option(0, help="the sampling seed of the videos to show"),
+    config: str = ConfigOpt,
+    overrides: Optional[list[str]] = OverrideOpt,
+) -> None:
+    """A PNG per item: first frame with the entities and their paths, then control on and control off frame by frame."""
+    _check_config(config, overrides)
+    from core.tables import Workdir
+    from tasks import drag as dg
+    from tasks.generate import load_benchmark
+    from tasks.strip import control_strip, save_png
+
+    cfg = load_config(config, overrides)
+    wd = Workdir(_absolute(workdir))
+    try:
+        ckpt = dg.choose_checkpoint(wd, checkpoint)["checkpoint_id"]
+        items = list(item or [])
+        if not items:
+            items = [i.item_id for i in load_benchmark(wd, benchmark, cfg)[0]][:3]
+        save_png(out, control_strip(wd, cfg, ckpt, items, benchmark, seed))
+    except (dg.DragError, ValueError, FileNotFoundError) as err:
+        _fail(str(err))
+    typer.echo(json.dumps({"png": str(out), "checkpoint": ckpt, "items": items}))
 
 
 @app.command("report")

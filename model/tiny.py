@@ -69,6 +69,7 @@ class TinySizes:
     time_embed_dim: int = 8
     num_frames: int = 8
     seed: int = 0
+    pretrained: bool = False  # load the shipped, pre-fitted weights (SHIPPED_BASE) instead of random ones
 
 
 def tiny_unet_config(s: TinySizes) -> dict:
@@ -174,11 +175,48 @@ def load_svd_components(path: str | Path, torch_dtype: torch.dtype | None = None
     return parts
 
 
+SHIPPED_BASE = Path(__file__).resolve().parent / "tiny_base"
+FIT_COMMAND = "draganything fit-base --out {path}"
+
+
+def load_tiny_base(sizes: TinySizes = TinySizes(), path: str | Path = SHIPPED_BASE) -> dict:
+    """The pre-fitted tiny base (an SVD folder; the package ships one at ``SHIPPED_BASE``).
+
+    Refused with one sentence when a file is missing or the folder was fitted for other
+    sizes than ``sizes`` asks for (frame counts aside: the weights do not depend on them).
+    """
+    p = Path(path)
+    record = json.loads((p / "fit.json").read_text()) if (p / "fit.json").is_file() else {}
+    how = record.get("command") or FIT_COMMAND.format(path=p)
+    for part in ("model_index.json", "unet/config.json", "unet/diffusion_pytorch_model.safetensors", "vae/config.json",
+                 "vae/diffusion_pytorch_model.safetensors", "image_encoder/config.json", "image_encoder/model.safetensors",
+                 "scheduler/scheduler_config.json", "feature_extractor/preprocessor_config.json"):
+        if not (p / part).is_file():
+            raise MissingWeightsError(f"the tiny base file {p / part} is missing (looked in {p}); regenerate the folder with "
+                                      f"`{how}`, or set model.tiny.pretrained=false for random weights")
+    expected = {"unet": tiny_unet_config(sizes), "vae": tiny_vae_config(sizes)}
+    for part, want in expected.items():
+        have = json.loads((p / part / "config.json").read_text())
+        diff = [f"{k}={_plain(have.get(k))} (asked {_plain(v)})" for k, v in want.items()
+                if k not in ("num_frames", "scaling_factor", "sample_size") and _plain(have.get(k)) != _plain(v)]
+        if diff:
+            raise MissingWeightsError(f"the tiny base in {p} was fitted with other sizes: {part} {', '.join(diff)}; set model.tiny "
+                                      f"to its sizes, fit one for these with `{FIT_COMMAND.format(path='DIR')}` and point "
+                                      "model.base_model_path at it, or set model.tiny.pretrained=false")
+    parts = load_svd_components(p)
+    parts["unet"].register_to_config(num_frames=sizes.num_frames)  # the pipeline's default length; no weight depends on it
+    return parts
+
+
+def _plain(v):
+    return json.loads(json.dumps(v))  # tuples as lists, so JSON and Python values compare
+
+
 def base_components(base_model_path: str | None, sizes: TinySizes = TinySizes(), torch_dtype=None) -> dict:
-    """A real SVD directory when a path is configured, else the embedded tiny model."""
+    """A real SVD directory when a path is configured, else the embedded tiny model (shipped or random weights)."""
     if base_model_path:
         return load_svd_components(base_model_path, torch_dtype=torch_dtype)
-    return build_tiny_svd(sizes)
+    return load_tiny_base(sizes) if sizes.pretrained else build_tiny_svd(sizes)
 
 
 def weights_fingerprint(module: torch.nn.Module, samples_per_tensor: int = 1024) -> str:

@@ -21,7 +21,7 @@ def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> li
     so vectors from a different backbone or checkpoint never share a key.
     """
     from model.entity_features import build_extractor
-    from tasks.labels import load_cached_clip
+    from tasks.labels import load_cached_clip, resize_clip
 
     if not label_rows:
         return []
@@ -34,6 +34,9 @@ def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> li
     out: list[dict] = []
     for (dataset, video_id, frames_path), rows in by_video.items():
         frames, ids = load_cached_clip(workdir, frames_path)
+        # At the model's size, as the pipeline computes them for the image it is given: features of
+        # the label-resolution frame are another distribution (the UNet sees 16x the latent area).
+        frames, ids = resize_clip(frames[:1], ids[:1], (model_settings.height, model_settings.width))
         masks = np.stack([ids[0] == int(r["entity_id"]) for r in rows])
         keep = masks.reshape(len(rows), -1).any(1)
         if not keep.any():

@@ -1,0 +1,101 @@
+"""The shipped tiny base (model/tiny_base/): it loads as the tiny profile's base, matches the record of its
+fit, stays small, names the missing file and the command that remakes it; `draganything fit-base` writes
+such a folder, reproducibly from its seed."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from core.config import load_config
+from flows.cli import app
+from model.pipeline import build_pipeline
+from model.tiny import SHIPPED_BASE, MissingWeightsError, load_tiny_base, tiny_unet_config, tiny_vae_config, weights_fingerprint
+
+
+def test_the_tiny_profile_loads_the_shipped_base_and_it_matches_its_record():
+    cfg = load_config("tiny")
+    assert cfg.model.tiny.pretrained and not cfg.train.fit_base.enabled, "the demo loads the shipped base, it does not fit one"
+    pipe = build_pipeline(cfg.model)
+    record = json.loads((SHIPPED_BASE / "fit.json").read_text())
+    for name in ("unet", "vae", "image_encoder"):
+        assert weights_fingerprint(getattr(pipe, name)) == record["fingerprints"][name], f"{name} is not the recorded fit"
+    sizes = cfg.model.tiny_sizes()
+    for part, want in (("unet", tiny_unet_config(sizes)), ("vae", tiny_vae_config(sizes))):
+        have = getattr(pipe, part).config
+        for k, v in want.items():
+            if k not in ("scaling_factor", "sample_size"):
+                assert json.loads(json.dumps(have[k])) == json.loads(json.dumps(v)), f"{part}.{k}"
+    assert record["model_tiny"] == cfg.model.tiny.model_dump(mode="json") | {"pretrained": record["model_tiny"]["pretrained"]}
+    assert pipe.vae.config.scaling_factor != pytest.approx(0.18215), "fitted: unit-variance latents"
+    size = sum(f.stat().st_size for f in SHIPPED_BASE.rglob("*") if f.is_file())
+    assert size < 20e6, f"the shipped base is {size / 1e6:.1f} MB"
+    assert record["command"].startswith("draganything fit-base"), "the record says how to make it again"
+
+
+def test_the_shipped_base_reconstructs_frames_and_random_weights_do_not():
+    """A fitted VAE is what makes motion visible: its round trip must be far better than random weights'."""
+    from core.sample_data import make_scene, render
+
+    cfg = load_config("tiny")
+    frames = render(make_scene(3, 2, seed=5))[0]
+    import cv2
+
+    x = torch.from_numpy(cv2.resize(frames[0], (cfg.model.width, cfg.model.height), interpolation=cv2.INTER_AREA))
+    x = x.permute(2, 0, 1)[None].float() / 127.5 - 1
+    errors = {}
+    for pretrained in (True, False):
+        m = cfg.model.model_copy(update={"tiny": cfg.model.tiny.model_copy(update={"pretrained": pretrained})})
+        vae = build_pipeline(m).vae
+        with torch.no_grad():
+            rec = vae.decode(vae.encode(x).latent_dist.mode(), num_frames=1).sample
+        errors[pretrained] = float(((rec - x) ** 2).mean())
+    assert errors[True] < 0.02 < errors[False], errors
+
+
+def test_a_missing_file_of_the_base_names_it_where_it_looked_and_how_to_remake_it(tmp_path):
+    copy = tmp_path / "tiny_base"
+    shutil.copytree(SHIPPED_BASE, copy)
+    (copy / "vae" / "diffusion_pytorch_model.safetensors").unlink()
+    sizes = load_config("tiny").model.tiny_sizes()
+    with pytest.raises(MissingWeightsError) as err:
+        load_tiny_base(sizes, copy)
+    msg = str(err.value)
+    assert str(copy / "vae" / "diffusion_pytorch_model.safetensors") in msg and "draganything fit-base" in msg
+    assert "\n" not in msg and msg.count(". ") == 0, "one sentence"
+
+
+def test_a_base_fitted_for_other_sizes_is_refused_by_name():
+    cfg = load_config("tiny", ["model.tiny.unet_channels=[64,64]"])
+    with pytest.raises(MissingWeightsError, match=r"unet block_out_channels=\[32, 64\] \(asked \[64, 64\]\)"):
+        build_pipeline(cfg.model)
+
+
+FIT_QUICK = ["--videos", "2", "--variants", "1", "--set", "train.fit_base.vae_steps=3", "--set", "train.fit_base.unet_steps=3",
+             "--set", "train.fit_base.batch_size=1"]
+
+
+def test_fit_base_writes_a_loadable_folder_reproducibly_from_its_seed(tmp_path):
+    runs = {}
+    for name, seed in (("a", 0), ("b", 0), ("c", 1)):
+        out = tmp_path / name
+        r = CliRunner().invoke(app, ["fit-base", "--out", str(out), "--seed", str(seed), *FIT_QUICK])
+        assert r.exit_code == 0, r.output
+        runs[name] = json.loads((out / "fit.json").read_text())
+    sizes = load_config("tiny").model.tiny_sizes()
+    parts = load_tiny_base(sizes, tmp_path / "a")
+    assert {n: weights_fingerprint(parts[n]) for n in ("unet", "vae", "image_encoder")} == runs["a"]["fingerprints"]
+    assert runs["a"]["fingerprints"] == runs["b"]["fingerprints"], "same seed, same weights"
+    assert runs["a"]["fingerprints"]["unet"] != runs["c"]["fingerprints"]["unet"], "another seed, other weights"
+    assert runs["a"]["fit_base"]["unet_steps"] == 3 and runs["a"]["data"]["videos"] == 2
+    assert "--seed 0" in runs["a"]["command"] and "train.fit_base.unet_steps=3" in runs["a"]["command"]
+    assert not any(p.name.startswith(".a-") for p in tmp_path.iterdir()), "no temp folder left behind"
+
+
+def test_fit_base_refuses_a_real_svd(tmp_path):
+    r = CliRunner().invoke(app, ["fit-base", "--out", str(tmp_path / "x"), "--set", f"model.base_model_path={tmp_path}"])
+    assert r.exit_code == 2 and "real SVD" in r.output
+    assert not Path(tmp_path / "x").exists()
