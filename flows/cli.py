@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,6 +11,21 @@ from typing import Optional
 import typer
 
 from core.config import ConfigError, load_config
+
+# A run prints progress, results and real warnings. Set before Prefect is first imported (it reads
+# its settings then), so they reach the temporary server too; a user's own environment wins.
+# No telemetry: there is no network to send it to, and its heartbeat fails with a traceback. No
+# INFO lines from Prefect's temporary server (its run links die with it); PREFECT_LOGGING_LEVEL=INFO
+# brings them back. The temporary server gets 2 minutes to start (Prefect's 20 s run out on a
+# slow or busy machine while it creates its database).
+CLI_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "RAY_DEDUP_LOGS": "1",
+}
+for _key, _value in CLI_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DragAnything training and evaluation pipeline.")
 
