@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from core.geometry import scale_points
 from core.tables import Workdir
 
 CACHE_RELDIR = "cache/dashboard"
@@ -168,15 +169,6 @@ def overlay_video(wd: Workdir, relpath: str, tracks: list[Track], tag: str = "")
     frames, fps = read_video(wd, relpath)
     write_h264(out, draw_tracks(frames, tracks), fps)
     return out
-
-
-def scale_points(points: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """Pixel coordinates (pixel centres at integers) from one resolution to another."""
-    (fh, fw), (th, tw) = from_hw, to_hw
-    p = np.asarray(points, float).copy()
-    p[:, 0] = (p[:, 0] + 0.5) * (tw / fw) - 0.5
-    p[:, 1] = (p[:, 1] + 0.5) * (th / fh) - 0.5
-    return p
 
 
 def label_tracks(label_rows, video_hw: tuple[int, int], entity_ids=None, color=GT_COLOR) -> list[Track]:

@@ -46,6 +46,7 @@ import cv2
 import numpy as np
 
 from core.config import Config
+from core.geometry import incircle, rescale
 from core.tables import Workdir
 from tasks.benchmarks import BenchmarkItem, write_user_study_case
 
@@ -95,7 +96,7 @@ class WorkImage:
         """Points ``(K, 2)`` in the file's pixels -> the working image's (pixel centres at integers)."""
         p = np.asarray(points, np.float64).reshape(-1, 2)
         s = self.scale
-        return (p - np.array(self.crop[:2], np.float64) + 0.5) * s - 0.5
+        return rescale(p - np.array(self.crop[:2], np.float64), s)
 
 
 def _what_it_is(data: bytes) -> str:
@@ -382,8 +383,6 @@ def resolve_entity(
     segmenter, image: np.ndarray, spec: EntitySpec, label: str, anchor: bool = True, notes: list[str] | None = None
 ) -> Entity:
     """Segment one entity and turn its drawn path into the model's trajectory (clipped, noted)."""
-    from eval.geometry import incircle
-
     notes = notes if notes is not None else []
     hw = image.shape[:2]
     if spec.positive and not spec.camera:
@@ -452,7 +451,7 @@ def model_view(case: DragCase, height: int, width: int, num_frames: int, frame: 
     H, W = case.hw
     sx, sy = width / W, height / H
     paths = np.stack([interpolate_path(t, num_frames) for t in case.trajectories], 1)  # (T, N, 2)
-    centers = np.stack([(paths[..., 0] + 0.5) * sx - 0.5, (paths[..., 1] + 0.5) * sy - 0.5], -1)
+    centers = rescale(paths, sx, sy)
     radii = np.array([e.radius for e in case.entities], np.float32) * float(np.sqrt(sx * sy))
     gauss = ent = None
     if frame is not None:
@@ -483,7 +482,8 @@ class Overlay:
 
 
 def _to_display(p, f: float) -> tuple[int, int]:
-    return int(round((p[0] + 0.5) * f - 0.5)), int(round((p[1] + 0.5) * f - 0.5))
+    x, y = rescale(np.asarray(p, np.float64), f)
+    return int(round(x)), int(round(y))
 
 
 def render_overlay(image: np.ndarray, overlays: Sequence[Overlay], width: int | None = None, curve_points: int = 64) -> np.ndarray:

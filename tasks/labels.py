@@ -17,7 +17,7 @@ import numpy as np
 from core.config import LabelsSettings, TrackerSettings
 from core.tables import Workdir, now_utc
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
-from eval.geometry import incircles
+from core.geometry import incircles
 from eval.trackers import make_tracker, seed_points, track_center
 
 STAGE = "labels"

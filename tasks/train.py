@@ -32,6 +32,7 @@ import torch
 from tqdm import tqdm
 
 from core.config import Config, ModelSettings
+from core.geometry import rescale
 from core.tables import Workdir, now_utc
 from model import training as T
 from model.controlnet import EntityInputs
@@ -130,7 +131,7 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
             if extractor_id is not None and vec is None:
                 continue
             c = np.stack(r.centers).astype(np.float32)
-            c = np.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], 1)
+            c = rescale(c, sx, sy)
             radii = np.asarray(r.radii, np.float32) * math.sqrt(sx * sy)
             rows.append((int(r.entity_id), c, radii, np.asarray(r.visible, bool) & (radii >= 1.0), vec))
         if not rows:

@@ -22,6 +22,7 @@ import cv2
 import streamlit as st
 
 from core.config import ConfigError, load_config
+from core.geometry import rescale, scale_points
 from dashboard import media, queries, ui
 from tasks import drag as dg
 from tasks.controller import checkpoint_model_settings
@@ -178,8 +179,8 @@ def cb_click(key: str, hw: tuple[int, int]) -> None:
         return
     s["last_click"] = stamp
     H, W = hw
-    x = (float(value["x"]) + 0.5) * W / max(float(value.get("width") or W), 1.0) - 0.5
-    y = (float(value["y"]) + 0.5) * H / max(float(value.get("height") or H), 1.0) - 0.5
+    shown_hw = (max(float(value.get("height") or H), 1.0), max(float(value.get("width") or W), 1.0))
+    x, y = scale_points([float(value["x"]), float(value["y"])], shown_hw, hw)
     add_points([(x, y)])
 
 
@@ -404,8 +405,8 @@ else:
     at_t = dg.render_overlay(first, [dg.Overlay(trajectory=view.centers[:, k], camera=e.camera) for k, e in enumerate(case.entities)], width=size[0])
     for k in range(len(case.entities)):
         c = view.centers[frame, k]
-        cv2.circle(at_t, (int(round((c[0] + 0.5) * scale - 0.5)), int(round((c[1] + 0.5) * scale - 0.5))),
-                   max(2, int(round(view.radii[k] * scale))), dg.color(k), 2, cv2.LINE_AA)
+        cx, cy = rescale(c, scale)
+        cv2.circle(at_t, (int(round(cx)), int(round(cy))), max(2, int(round(view.radii[k] * scale))), dg.color(k), 2, cv2.LINE_AA)
     m1, m2, m3 = st.columns(3)
     m1.image(at_t, caption=f"Frame {frame}: each entity's centre and inscribed circle on its path ({width}x{height}, {num_frames} frames)")
     m2.image(cv2.resize(dg.heat_rgb(view.gaussian), size, interpolation=cv2.INTER_NEAREST), caption=f"2D Gaussian map (sigma = {model.gaussian_sigma_ratio:g} r)")

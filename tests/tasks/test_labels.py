@@ -10,7 +10,7 @@ from core.config import load_config
 from core.sample_data import read_truth
 from core.tables import Workdir
 from core.vipseg import load_categories, read_split
-from eval.geometry import scale_points
+from core.geometry import scale_points
 from eval.trackers import make_tracker
 from tasks.labels import VideoRef, label_video, label_videos, load_cached_clip
 
