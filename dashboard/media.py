@@ -1,4 +1,4 @@
-"""Videos for the pages: safe path resolution, trajectory overlays, browser-playable H.264.
+"""Videos for the pages: safe path resolution, trajectory overlays (H.264 by ``core.media.write_mp4``).
 
 Every path handled here comes from a table row (``samples.video_path``), never from
 a request: :func:`resolve_media` still refuses anything that is absolute or
@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from core.geometry import scale_points
+from core.media import write_mp4
 from core.tables import Workdir
 
 CACHE_RELDIR = "cache/dashboard"
@@ -66,27 +67,6 @@ def read_video(wd: Workdir, relpath: str) -> tuple[np.ndarray, float]:
         raise MediaError(f"could not decode video {relpath!r}: {err}") from None
     fps = float(meta.get("fps") or 8.0)
     return np.asarray(frames)[..., :3], fps
-
-
-def write_h264(path: str, frames: np.ndarray, fps: float) -> None:
-    """H.264 / yuv420p / faststart MP4: what every browser's <video> plays."""
-    import imageio.v2 as iio2
-
-    T, H, W = frames.shape[:3]
-    ph, pw = H % 2, W % 2
-    if ph or pw:
-        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    tmp = f"{path}.tmp-{os.getpid()}.mp4"
-    writer = iio2.get_writer(
-        tmp, format="FFMPEG", fps=max(fps, 1.0), codec="libx264", pixelformat="yuv420p", macro_block_size=1,
-        ffmpeg_params=["-movflags", "+faststart", "-preset", "veryfast", "-crf", "20"], ffmpeg_log_level="error",
-    )
-    try:
-        for f in frames:
-            writer.append_data(np.ascontiguousarray(f))
-    finally:
-        writer.close()
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -167,7 +147,7 @@ def overlay_video(wd: Workdir, relpath: str, tracks: list[Track], tag: str = "")
     if os.path.isfile(out):
         return out
     frames, fps = read_video(wd, relpath)
-    write_h264(out, draw_tracks(frames, tracks), fps)
+    write_mp4(Workdir(os.path.dirname(out)), os.path.basename(out), draw_tracks(frames, tracks), fps)
     return out
 
 

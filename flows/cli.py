@@ -258,7 +258,7 @@ def drag(
         _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
     try:
         from core.tables import Workdir
-        from tasks.generate import write_mp4
+        from core.media import write_mp4
 
         wd = Workdir(workdir)
         ckpt = dg.choose_checkpoint(wd, checkpoint)

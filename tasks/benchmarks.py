@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.media import load_cached_clip, resize_clip
 from core.tables import Workdir
 from core.geometry import incircles, rescale, scale_points
-from tasks.labels import load_cached_clip, resize_clip
 
 
 @dataclass(frozen=True)

@@ -47,6 +47,7 @@ import numpy as np
 
 from core.config import Config
 from core.geometry import incircle, rescale
+from core.media import write_mp4
 from core.tables import Workdir
 from tasks.benchmarks import BenchmarkItem, write_user_study_case
 
@@ -697,8 +698,6 @@ def generate_video(
     progress: Progress | None = None,
 ) -> dict:
     """:func:`generate_frames`, written as an H.264 mp4 to ``relpath`` in the workdir; returns what was written."""
-    from tasks.generate import write_mp4
-
     progress = progress or (lambda stage, done, total: None)
     wd = Workdir(workdir_url)
     t0 = time.perf_counter()

@@ -33,12 +33,12 @@ from tqdm import tqdm
 
 from core.config import Config, ModelSettings
 from core.geometry import rescale
+from core.media import load_cached_clip, read_blob, resize_clip, write_blob
 from core.tables import Workdir, now_utc
 from model import training as T
 from model.controlnet import EntityInputs
 from model.maps import condition_channels, paint_order, render_conditions
 from model.unet_control import controlled_prediction, unet_forward_with_control
-from tasks.labels import load_cached_clip, resize_clip
 
 STAGE = "train"
 
@@ -176,8 +176,7 @@ def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]
     under ``cache``; only what the cache lacks (e.g. embeddings of new window starts) is computed."""
     enc = {}
     if wd.exists(cache):
-        with wd.fs.open(wd.path(cache), "rb") as f:
-            enc = torch.load(io.BytesIO(f.read()))
+        enc = torch.load(io.BytesIO(read_blob(wd, cache)))
     embeddings = dict(enc.get("embeddings", {}))
     missing = [t for t in first if t not in embeddings]
     if enc and not missing:
@@ -186,7 +185,7 @@ def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]
     embeddings.update(embed_frames(pipe, frames, missing))
     buf = io.BytesIO()
     torch.save({"latents": latents, "embeddings": embeddings}, buf)
-    wd.write_atomic(wd.path(cache), lambda f: f.write(buf.getvalue()))
+    write_blob(wd, cache, buf.getvalue())
     return latents, embeddings
 
 

@@ -23,6 +23,7 @@ import streamlit as st
 
 from core.config import ConfigError, load_config
 from core.geometry import rescale, scale_points
+from core.media import load_cached_clip
 from dashboard import media, queries, ui
 from tasks import drag as dg
 from tasks.controller import checkpoint_model_settings
@@ -255,8 +256,6 @@ try:
         labels_idx["label"] = labels_idx["dataset"] + " / " + labels_idx["split"] + " / " + labels_idx["video_id"]
         choice = ui.pick("Benchmark item", sorted(labels_idx["label"]), key="drag_item")
         row = labels_idx[labels_idx["label"] == choice].iloc[0]
-        from tasks.labels import load_cached_clip
-
         frames, _ = load_cached_clip(wd, row["frames_path"])
         work = dg.prepare_image(frames[0], cfg.drag.max_image_side, aspect, name=f"item {row['video_id']}")
 except dg.DragError as err:
