@@ -21,9 +21,9 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 from diffusers.utils.torch_utils import randn_tensor
 
-from .controlnet import DragAnythingControlNetModel, EntityInputs
 from core.geometry import incircle, rescale
 
+from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
 from .maps import condition_channels, interpolate_path, paint_order, render_conditions
 from .unet_control import controlled_prediction
@@ -258,9 +258,9 @@ def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlN
 
 def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None) -> DragAnythingPipeline:
     """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh)."""
-    from .tiny import base_components, require_layout
+    from .tiny import base_components, require_layout, tiny_sizes
 
-    parts = base_parts or base_components(settings.base_model_path, settings.tiny_sizes())
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
     if controlnet_path:
         p = require_layout(
             controlnet_path,

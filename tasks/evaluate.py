@@ -22,9 +22,9 @@ from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, bootstrap_frechet, bootstrap_ratio
 from eval.features import clip_extractor, frame_extractor, video_features
 from eval.objmc import EntityScore, ItemScore, ObjMCResult, score_video
+from eval.trackers import tracker_for
 from tasks.benchmarks import BenchmarkItem
 from tasks.generate import load_benchmark
-from tasks.labels import tracker_for
 
 STAGE = "evaluate"
 

@@ -17,8 +17,8 @@ from core.config import Config
 from core.media import write_frames, write_mp4
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
+from eval.trackers import tracker_for
 from tasks.benchmarks import BENCHMARKS, BenchmarkItem, ItemError, folder_items, labels_items
-from tasks.labels import tracker_for
 
 STAGE = "generate"
 REFERENCE_GENERATORS = ("static", "warp")

@@ -13,12 +13,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.config import LabelsSettings, TrackerSettings
+from core.config import LabelsSettings
 from core.geometry import incircles
 from core.media import frames_cache_path, save_cached_clip
 from core.tables import Workdir, now_utc
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
-from eval.trackers import make_tracker, seed_points, track_center
+from eval.trackers import seed_points, track_center, tracker_for
 
 STAGE = "labels"
 
@@ -138,11 +138,6 @@ def label_video(
             )
         )
     return rows, frames, ids
-
-
-def tracker_for(t: TrackerSettings):
-    """The point tracker a ``TrackerSettings`` section asks for."""
-    return make_tracker(t.kind, t.lk.model_dump(), t.cotracker.model_dump())
 
 
 def label_videos(

@@ -446,7 +446,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     """
     from diffusers import StableVideoDiffusionPipeline
 
-    from model.tiny import build_tiny_svd
+    from model.tiny import build_tiny_svd, tiny_sizes
 
     m, fb = cfg.model, cfg.train.fit_base
     if m.base_model_path:
@@ -458,7 +458,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     if wd.exists(rel, "model_index.json"):
         return rel
     torch.manual_seed(m.tiny.seed)
-    parts = build_tiny_svd(m.tiny_sizes())
+    parts = build_tiny_svd(tiny_sizes(m))
     pipe = StableVideoDiffusionPipeline(**parts)
     labels = wd.read("labels", columns=["dataset", "split", "video_id", "frames_path"],
                      filter=(pc.field("dataset") == cfg.train.dataset) & (pc.field("split") == split))
