@@ -735,45 +735,6 @@ def _generate_task(workdir_url, checkpoint, item, cfg, seed, relpath, board) -> 
     return generate_video(workdir_url, checkpoint, item, cfg, seed, relpath, report)
 
 
-_RAY_HOLDER: threading.Thread | None = None
-_RAY_LOCK = threading.Lock()
-
-
-def ensure_ray_running(cfg: Config) -> None:
-    """Join ``RAY_ADDRESS``/``runtime.ray_address`` or start a local Ray, from any thread.
-
-    A local Ray's processes die with the *thread* that started them (parent-death
-    signal), and each Streamlit rerun is a short-lived thread; so Ray is started from a
-    thread that lives as long as the process.
-    """
-    import ray
-
-    from flows.runtime import ensure_ray
-
-    with _RAY_LOCK:
-        if ray.is_initialized():
-            return
-        started = threading.Event()
-        errors: list[BaseException] = []
-
-        def hold() -> None:
-            try:
-                ensure_ray(cfg.runtime, {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_DEDUP_LOGS": "1"})
-            except BaseException as err:  # noqa: BLE001 - handed to the caller
-                errors.append(err)
-            finally:
-                started.set()
-            if not errors:
-                threading.Event().wait()  # keep the thread (and so the local Ray) alive
-
-        global _RAY_HOLDER
-        _RAY_HOLDER = threading.Thread(target=hold, name="draganything-ray-holder", daemon=True)
-        _RAY_HOLDER.start()
-        started.wait()
-        if errors:
-            raise errors[0]
-
-
 @dataclass
 class RemoteGeneration:
     """A generation running as a Ray task: poll its progress, wait for its result."""
@@ -824,9 +785,9 @@ def submit(workdir_url: str, checkpoint: dict, item: BenchmarkItem, cfg: Config,
     """Start :func:`generate_video` as a Ray task (resources from ``cfg.runtime``) with a progress actor."""
     import ray
 
-    from flows.runtime import ray_task_options
+    from core.runtime import QUIET_ENV, ensure_ray_held, ray_task_options
 
-    ensure_ray_running(cfg)
+    ensure_ray_held(cfg.runtime, {k: QUIET_ENV[k] for k in ("PREFECT_SERVER_ANALYTICS_ENABLED", "RAY_DEDUP_LOGS")})
     board = ray.remote(num_cpus=0)(_ProgressBoard).remote()
     opts = ray_task_options(cfg.runtime)
     opts["max_retries"] = 0  # a failed generation is reported, not silently repeated
