@@ -159,7 +159,7 @@ def table(workdir: Path, runs: dict, seeds: list[int], n_boot: int, n_boot_frech
 
     base = "none"
     lines = [
-        f"| conditioning | ObjMC px (LK) | vs none | FID (fallback-frame-v1) | vs none | FVD (fallback-clip-v1) | vs none | ObjMC per seed |",
+        "| conditioning | ObjMC px (LK) | vs none | FID (fallback-frame-v1) | vs none | FVD (fallback-clip-v1) | vs none | ObjMC per seed |",
         "|---|---|---|---|---|---|---|---|",
     ]
     result = {}

@@ -151,7 +151,7 @@ class TinyModelSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """The base video model and the DragAnything controller (see model/ and docs/METHOD.md)."""
+    """The base video model and the DragAnything controller (see model/ and docs/method.md)."""
 
     base_model_path: str | None = Field(
         None, description="local SVD img2vid directory in diffusers layout; None = the embedded tiny model"
@@ -179,22 +179,6 @@ class ModelSettings(_Section):
     encoder_channels: tuple[int, int, int, int] = (160, 32, 96, 256)
     frame_chunk: int = Field(4, ge=1, description="frames per chunk in the fast entity encoder")
     conditioning_scale: float = Field(1.0, ge=0)
-
-    def tiny_sizes(self):
-        from model.tiny import TinySizes
-
-        t = self.tiny
-        return TinySizes(
-            unet_channels=tuple(t.unet_channels),
-            unet_layers_per_block=t.unet_layers_per_block,
-            attention_heads=tuple(t.attention_heads),
-            vae_channels=t.vae_channels,
-            vae_downsample=t.vae_downsample,
-            latent_channels=t.latent_channels,
-            num_frames=self.num_frames,
-            seed=t.seed,
-            pretrained=t.pretrained,
-        )
 
 
 class BaseFitSettings(_Section):

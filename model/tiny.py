@@ -24,8 +24,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
-from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
+from diffusers import (
+    AutoencoderKLTemporalDecoder,
+    EulerDiscreteScheduler,
+    UNetSpatioTemporalConditionModel,
+)
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    CLIPVisionModelWithProjection,
+)
+
+from core.config import ModelSettings
 
 SVD_LAYOUT = (
     "a diffusers StableVideoDiffusionPipeline directory: model_index.json, unet/, vae/, image_encoder/, "
@@ -70,6 +80,22 @@ class TinySizes:
     num_frames: int = 8
     seed: int = 0
     pretrained: bool = False  # load the shipped, pre-fitted weights (SHIPPED_BASE) instead of random ones
+
+
+def tiny_sizes(model: ModelSettings) -> TinySizes:
+    """The tiny model's sizes for ``model`` settings (``model.tiny`` and the frames it makes)."""
+    t = model.tiny
+    return TinySizes(
+        unet_channels=tuple(t.unet_channels),
+        unet_layers_per_block=t.unet_layers_per_block,
+        attention_heads=tuple(t.attention_heads),
+        vae_channels=t.vae_channels,
+        vae_downsample=t.vae_downsample,
+        latent_channels=t.latent_channels,
+        num_frames=model.num_frames,
+        seed=t.seed,
+        pretrained=t.pretrained,
+    )
 
 
 def tiny_unet_config(s: TinySizes) -> dict:

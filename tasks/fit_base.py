@@ -29,10 +29,10 @@ import torch
 from tqdm import tqdm
 
 from core.config import Config
+from core.media import load_cached_clip, resize_clip
 from core.tables import Workdir
 from model import training as T
 from model.unet_control import unet_forward_with_control
-from tasks.labels import load_cached_clip, resize_clip
 
 FIT_RECORD = "fit.json"
 
@@ -53,12 +53,12 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
     """
     from diffusers import StableVideoDiffusionPipeline
 
-    from model.tiny import build_tiny_svd
+    from model.tiny import build_tiny_svd, tiny_sizes
 
     m, fb, g = cfg.model, cfg.train.fit_base, cfg.generate
     if m.base_model_path:
         raise ValueError("the tiny base fit is for the embedded tiny model; unset model.base_model_path (a real SVD is never refitted)")
-    pipe = StableVideoDiffusionPipeline(**build_tiny_svd(m.tiny_sizes()))
+    pipe = StableVideoDiffusionPipeline(**build_tiny_svd(tiny_sizes(m)))
     rng = np.random.default_rng(seed)
     gen = torch.Generator().manual_seed(seed)
     record: dict = {}

@@ -93,3 +93,35 @@ def test_bootstrap_frechet():
     assert unpaired.value == pytest.approx(ci.value)
     with pytest.raises(ValueError, match="paired"):
         bootstrap_frechet(gen, ItemFeatures([np.zeros((1, 5))] * 3), n_boot=5)
+
+
+def test_paired_difference_is_narrower_than_unpaired_and_finds_a_small_gain():
+    # 30 items whose difficulty varies a lot (5..50 px); checkpoint a is 1 px better on every item.
+    from eval.bootstrap import paired_ratio_difference
+
+    rng = np.random.default_rng(4)
+    den = rng.integers(10, 40, 30).astype(float)
+    hard = rng.uniform(5, 50, 30)
+    num_b = hard * den
+    num_a = (hard - 1.0 + rng.normal(0, 0.2, 30)) * den
+    d = paired_ratio_difference(num_a, den, num_b, den, n_boot=500, seed=0)
+    assert d.value == pytest.approx(num_a.sum() / den.sum() - num_b.sum() / den.sum())
+    assert d.high < 0  # a better than b: the paired interval excludes 0
+    a, b = bootstrap_ratio(num_a, den, n_boot=500, seed=0), bootstrap_ratio(num_b, den, n_boot=500, seed=0)
+    assert a.high > b.low  # the two separate intervals overlap: they cannot tell
+    assert d.high - d.low < 0.25 * (a.high - a.low)
+
+
+def test_paired_difference_covers_zero_when_there_is_none():
+    from eval.bootstrap import paired_ratio_difference
+
+    rng = np.random.default_rng(5)
+    hits, trials = 0, 200
+    for k in range(trials):
+        den = rng.integers(5, 20, 25).astype(float)
+        base = rng.uniform(5, 30, 25)
+        a = (base + rng.normal(0, 2, 25)) * den
+        b = (base + rng.normal(0, 2, 25)) * den
+        ci = paired_ratio_difference(a, den, b, den, n_boot=300, confidence=0.9, seed=k)
+        hits += ci.low <= 0.0 <= ci.high
+    assert 0.82 <= hits / trials <= 0.97

@@ -13,7 +13,15 @@ from typer.testing import CliRunner
 from core.config import load_config
 from flows.cli import app
 from model.pipeline import build_pipeline
-from model.tiny import SHIPPED_BASE, MissingWeightsError, load_tiny_base, tiny_unet_config, tiny_vae_config, weights_fingerprint
+from model.tiny import (
+    SHIPPED_BASE,
+    MissingWeightsError,
+    load_tiny_base,
+    tiny_sizes,
+    tiny_unet_config,
+    tiny_vae_config,
+    weights_fingerprint,
+)
 
 
 def test_the_tiny_profile_loads_the_shipped_base_and_it_matches_its_record():
@@ -23,7 +31,7 @@ def test_the_tiny_profile_loads_the_shipped_base_and_it_matches_its_record():
     record = json.loads((SHIPPED_BASE / "fit.json").read_text())
     for name in ("unet", "vae", "image_encoder"):
         assert weights_fingerprint(getattr(pipe, name)) == record["fingerprints"][name], f"{name} is not the recorded fit"
-    sizes = cfg.model.tiny_sizes()
+    sizes = tiny_sizes(cfg.model)
     for part, want in (("unet", tiny_unet_config(sizes)), ("vae", tiny_vae_config(sizes))):
         have = getattr(pipe, part).config
         for k, v in want.items():
@@ -60,7 +68,7 @@ def test_a_missing_file_of_the_base_names_it_where_it_looked_and_how_to_remake_i
     copy = tmp_path / "tiny_base"
     shutil.copytree(SHIPPED_BASE, copy)
     (copy / "vae" / "diffusion_pytorch_model.safetensors").unlink()
-    sizes = load_config("tiny").model.tiny_sizes()
+    sizes = tiny_sizes(load_config("tiny").model)
     with pytest.raises(MissingWeightsError) as err:
         load_tiny_base(sizes, copy)
     msg = str(err.value)
@@ -85,7 +93,7 @@ def test_fit_base_writes_a_loadable_folder_reproducibly_from_its_seed(tmp_path):
         r = CliRunner().invoke(app, ["fit-base", "--out", str(out), "--seed", str(seed), *FIT_QUICK])
         assert r.exit_code == 0, r.output
         runs[name] = json.loads((out / "fit.json").read_text())
-    sizes = load_config("tiny").model.tiny_sizes()
+    sizes = tiny_sizes(load_config("tiny").model)
     parts = load_tiny_base(sizes, tmp_path / "a")
     assert {n: weights_fingerprint(parts[n]) for n in ("unet", "vae", "image_encoder")} == runs["a"]["fingerprints"]
     assert runs["a"]["fingerprints"] == runs["b"]["fingerprints"], "same seed, same weights"
