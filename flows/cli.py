@@ -413,7 +413,13 @@ def report(workdir: str = typer.Option(..., "--workdir", "-w"), benchmark: str =
     from core.status import metrics_table
     from core.tables import Workdir
 
-    typer.echo(metrics_table(Workdir(workdir), benchmark))
+    wd = Workdir(workdir)
+    typer.echo(metrics_table(wd, benchmark))
+    from tasks.evaluate import control_effects
+
+    for e in control_effects(wd, benchmark):
+        typer.echo(f"\n{e['checkpoint_id']} against control off, ObjMC on {e['items']} items: {e['on']:.3g} vs {e['off']:.3g} px "
+                   f"(ratio {e['ratio']:.2f}); difference {e['diff']:+.3g} px, 95% paired bootstrap [{e['low']:+.3g}, {e['high']:+.3g}]")
 
 
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:

@@ -249,13 +249,15 @@ def weights_fingerprint(module: torch.nn.Module, samples_per_tensor: int = 1024)
     """A short, stable hash of a module's config and weights (a strided sample of every tensor).
 
     Cheap enough for a 1.5 GB UNet, and any retraining or swap of weights changes it; where
-    the weights were loaded from does not.
+    the weights were loaded from, and whether they were, does not.
     """
     h = hashlib.sha256()
     cfg = getattr(module, "config", None)
     if cfg is not None:
         as_dict = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)  # transformers configs are objects
-        as_dict = {k: v for k, v in as_dict.items() if k != "_name_or_path"}  # the same weights from another folder
+        # Not the bookkeeping keys (folder, class, library version, which values were defaults): the same
+        # weights built in memory, saved and loaded again have the same fingerprint.
+        as_dict = {k: v for k, v in as_dict.items() if not k.startswith("_") and k not in ("architectures", "dtype", "transformers_version")}
         h.update(json.dumps(as_dict, sort_keys=True, default=str).encode())
     for name, t in sorted(module.state_dict().items()):
         flat = t.detach().reshape(-1)

@@ -161,11 +161,9 @@ def summarize(workdir_url: str, checkpoint_id: str, benchmark: str, cfg: Config)
     objmc = wd.read("objmc")
     objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["benchmark"] == benchmark)]
     if not objmc.empty:
-        per_frame = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
-        totals = per_frame.apply(np.nansum).to_numpy()
-        counts = per_frame.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)
-        ci = bootstrap_ratio(totals, counts, n_boot=ev.bootstrap, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, benchmark, "objmc", f"tracker:{objmc['tracker'].iloc[0]}", ci.value, ci.low, ci.high, len(totals)))
+        sums = objmc_sums(objmc)
+        ci = bootstrap_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
+        rows.append(_metric(checkpoint_id, benchmark, "objmc", f"tracker:{objmc['tracker'].iloc[0]}", ci.value, ci.low, ci.high, len(sums)))
 
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)].sort_values(["item_id", "seed"])
@@ -197,6 +195,34 @@ def summarize(workdir_url: str, checkpoint_id: str, benchmark: str, cfg: Config)
         ci = bootstrap_frechet(ItemFeatures(gen_clips), ItemFeatures(real_clips), paired=True, n_boot=n_boot, confidence=ev.confidence)
         rows.append(_metric(checkpoint_id, benchmark, "fvd", ex.backbones[1], ci.value, ci.low, ci.high, len(gen_clips)))
     return rows
+
+
+def objmc_sums(objmc: pd.DataFrame) -> pd.DataFrame:
+    """Per item of ``objmc`` rows (one checkpoint, one benchmark): summed error and counted (entity, frame) pairs."""
+    per_frame = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
+    return pd.DataFrame({"total": per_frame.apply(np.nansum).astype(float), "count": per_frame.apply(lambda a: np.isfinite(a).sum()).astype(float)})
+
+
+def control_effects(wd: Workdir, benchmark: str, n_boot: int = 2000, confidence: float = 0.95) -> list[dict]:
+    """Each trained checkpoint against the same model with control off (``<id>~nocontrol``) on ObjMC:
+    both flat means, their ratio and a paired bootstrap interval of (on - off) over the items both scored."""
+    from eval.bootstrap import paired_ratio_difference
+    from tasks.controller import NO_CONTROL
+
+    objmc = wd.read("objmc")
+    objmc = objmc[objmc["benchmark"] == benchmark]
+    out = []
+    for off_id in sorted({c for c in objmc["checkpoint_id"] if c.endswith(NO_CONTROL)}):
+        on_id = off_id[: -len(NO_CONTROL)]
+        on, off = (objmc_sums(objmc[objmc["checkpoint_id"] == c]) for c in (on_id, off_id))
+        items = sorted(set(on.index) & set(off.index))
+        if not items:
+            continue
+        on, off = on.loc[items], off.loc[items]
+        d = paired_ratio_difference(on["total"], on["count"], off["total"], off["count"], n_boot=n_boot, confidence=confidence)
+        a, b = on["total"].sum() / on["count"].sum(), off["total"].sum() / off["count"].sum()
+        out.append(dict(checkpoint_id=on_id, on=float(a), off=float(b), ratio=float(a / b), diff=d.value, low=d.low, high=d.high, items=len(items)))
+    return out
 
 
 def _metric(cid: str, benchmark: str, metric: str, backbone: str, value: float, lo: float, hi: float, n: int) -> dict:

@@ -193,7 +193,7 @@ def fit_shipped_base(out: Path, cfg: Config, seed: int, n_videos: int, variants:
     ``scheduler/``, ``feature_extractor/``, safetensors) and ``fit.json``: the command, seeds,
     data, fit settings, model sizes, losses, times and the weights' fingerprints.
     """
-    from model.tiny import weights_fingerprint
+    from model.tiny import load_svd_components, weights_fingerprint
 
     out = Path(out)
     t0 = time.perf_counter()
@@ -209,7 +209,6 @@ def fit_shipped_base(out: Path, cfg: Config, seed: int, n_videos: int, variants:
         "edm": {"p_mean": cfg.train.p_mean, "p_std": cfg.train.p_std},
         "model_tiny": cfg.model.tiny.model_dump(mode="json"),
         **record,
-        "fingerprints": {name: weights_fingerprint(getattr(pipe, name)) for name in ("unet", "vae", "image_encoder")},
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
@@ -217,6 +216,8 @@ def fit_shipped_base(out: Path, cfg: Config, seed: int, n_videos: int, variants:
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
         pipe.save_pretrained(tmp, safe_serialization=True)
+        saved = load_svd_components(tmp)  # the fingerprints of what a loader gets back from these files
+        record["fingerprints"] = {name: weights_fingerprint(saved[name]) for name in ("unet", "vae", "image_encoder")}
         (tmp / FIT_RECORD).write_text(json.dumps(record, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -15,7 +15,8 @@ from core.config import Config
 from core.tables import Workdir
 from tasks.controller import NO_CONTROL
 from tasks.drag import Overlay, color, render_overlay
-from tasks.generate import load_benchmark, read_frames
+from core.media import read_frames
+from tasks.generate import load_benchmark
 
 LABEL_W = 92
 

@@ -42,3 +42,26 @@ def test_one_held_out_motion_per_scene_when_val_every_equals_variants(tmp_path):
     summary = write_sample_dataset(tmp_path, n_videos=16, n_frames=3, val_every=8, variants=8)
     assert (summary["train"], summary["val"]) == (14, 2)
     assert (tmp_path / "val.txt").read_text().split() == ["sample_0007", "sample_0015"]
+
+
+def test_the_large_world_grows_the_mover_only():
+    from core.sample_data import WORLDS
+
+    for i in range(12):
+        default, large = (make_scene(i, 8, seed=0, world=WORLDS[w]) for w in ("default", "large"))
+        S = min(default.size)
+        for scene, (lo, hi) in ((default, (0.10, 0.14)), (large, (0.13, 0.17))):
+            mover = next(t for t in scene.things if t.role == "mover")
+            assert lo * S <= mover.axes[1] <= hi * S
+        assert [t.role for t in default.things] == [t.role for t in large.things]
+        for t in large.things:
+            if t.role not in ("mover", "tiny"):
+                assert 0.10 * S <= t.axes[1] <= 0.14 * S, "only the mover grows"
+        assert np.array_equal(default.pan, large.pan)
+
+
+def test_a_still_camera_world_does_not_pan():
+    from core.sample_data import World
+
+    for i in range(4):
+        assert np.ptp(make_scene(i, 8, seed=0, world=World(pan=0.0)).pan) == 0

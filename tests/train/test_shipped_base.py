@@ -107,3 +107,19 @@ def test_fit_base_refuses_a_real_svd(tmp_path):
     r = CliRunner().invoke(app, ["fit-base", "--out", str(tmp_path / "x"), "--set", f"model.base_model_path={tmp_path}"])
     assert r.exit_code == 2 and "real SVD" in r.output
     assert not Path(tmp_path / "x").exists()
+
+
+@pytest.mark.slow
+def test_a_built_wheel_carries_the_shipped_base(tmp_path):
+    """A non-editable install gets model/tiny_base/ (package data), so the demo needs no fit and no download."""
+    import subprocess
+    import sys
+    import zipfile
+
+    root = Path(__file__).resolve().parents[2]
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(root)],
+                   check=True, cwd=tmp_path)
+    (wheel,) = tmp_path.glob("*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    shipped = {str(p.relative_to(root)) for p in SHIPPED_BASE.rglob("*") if p.is_file()}
+    assert shipped and shipped <= names, sorted(shipped - names)
