@@ -8,16 +8,30 @@ for the flow and its workers, the task runner) lives in ``flows/runtime.py``.
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 
 from core.config import RuntimeSettings
 
+# A run prints progress, results and real warnings. Set before Prefect is first imported (it reads
+# its settings then), so they reach a temporary server too; a user's own environment wins. No
+# telemetry: there is no network to send it to, and its heartbeat fails with a traceback. No INFO
+# lines from Prefect (a temporary server's run links die with it; PREFECT_LOGGING_LEVEL=INFO brings
+# them back). A temporary server gets 2 minutes to start: Prefect's 20 s run out on a slow or busy
+# machine while it creates its database.
 QUIET_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no network here
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"),
     "RAY_DEDUP_LOGS": "1",
 }
+
+
+def quiet_defaults() -> None:
+    """Put :data:`QUIET_ENV` into this process's environment where the user set nothing."""
+    for k, v in QUIET_ENV.items():
+        os.environ.setdefault(k, v)
 
 
 def ray_address(runtime: RuntimeSettings) -> str | None:
@@ -30,6 +44,9 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
 
     if ray.is_initialized():
         return
+    # A local Ray turns token authentication on by default and warns that it did on every
+    # start; the default is the safe one, so the notice is only noise (the choice stays Ray's).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     address = ray_address(runtime)
     kwargs: dict = dict(
         include_dashboard=False,
@@ -46,8 +63,7 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
 
 def worker_env(prefect_api_url: str) -> dict[str, str]:
     """The Ray workers' environment: the flow's Prefect API and quiet logging (also set here, as defaults)."""
-    for k, v in QUIET_ENV.items():
-        os.environ.setdefault(k, v)
+    quiet_defaults()
     return {"PREFECT_API_URL": prefect_api_url, **QUIET_ENV}
 
 
