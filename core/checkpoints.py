@@ -65,9 +65,9 @@ def latest_of_config(wd: Workdir, config_hash: str) -> dict | None:
 
 
 def to_evaluate(
-    wd: Workdir, benchmark: str, select: Literal["missing", "latest", "all"], references: bool, baselines: bool = True
+    wd: Workdir, suite: str, select: Literal["missing", "latest", "all"], references: bool, baselines: bool = True
 ) -> list[str]:
-    """Which checkpoints a pipeline run generates and scores on ``benchmark``."""
+    """Which checkpoints a pipeline run generates and scores on ``suite``."""
     table = wd.read("checkpoints").sort_values("created_at")
     trained = [c for c in table["checkpoint_id"] if c not in REFERENCE_GENERATORS and NO_CONTROL not in c]
     if select == "latest":
@@ -80,5 +80,5 @@ def to_evaluate(
         chosen.append(trained[-1] + NO_CONTROL)  # the latest model with control switched off
     if select == "missing":
         scored = {(c, b) for c, b, m, _ in wd.keys("metrics") if m == "objmc"}
-        chosen = [c for c in chosen if (c, benchmark) not in scored]
+        chosen = [c for c in chosen if (c, suite) not in scored]
     return chosen
