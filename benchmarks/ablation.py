@@ -6,7 +6,7 @@ for every row, ``--seeds`` training seeds each:
     none | gaussian | entity | entity+gaussian (loss mask off, the tiny profile) | entity+gaussian, loss mask on
 
 Each run trains a controller from scratch with the project's own training code, generates
-the ``sample`` benchmark with the generate stage's code and scores it with the evaluate
+the ``sample`` suite with the generate stage's code and scores it with the evaluate
 stage's (ObjMC with LK, FID and FVD on the fallback backbones). Every row is compared with
 ``none`` by a paired bootstrap over (item, seed) units: one draw of units resamples both
 rows, so the interval is for the difference on the same videos' first frames and paths.
@@ -39,7 +39,7 @@ ROWS = [  # (label, conditioning, loss mask)
     ("entity+gaussian", "entity+gaussian", False),
     ("entity+gaussian, loss mask on", "entity+gaussian", True),
 ]
-BENCHMARK = "sample"
+SUITE = "sample"
 MARK_BEGIN, MARK_END = "<!-- ablation:begin -->", "<!-- ablation:end -->"
 PAPER = {"none": (410.7, 34.2, 496.3), "gaussian": (339.3, 34.0, 495.3), "entity": (318.4, 34.1, 494.5),
          "entity+gaussian": (305.7, 33.5, 494.8), "entity+gaussian, loss mask on": (305.7, 33.5, 494.8)}
@@ -72,10 +72,10 @@ def prepare(workdir: Path, log) -> None:
 
 
 def run_row(workdir: Path, conditioning: str, mask: bool, seed: int, steps: int, log) -> str:
-    """Train one controller (or find it trained), generate and score the benchmark; returns its checkpoint id."""
+    """Train one controller (or find it trained), generate and score the suite; returns its checkpoint id."""
+    from core.checkpoints import resolve
     from core.config import load_config
     from core.tables import Workdir
-    from flows.stages import resolve_checkpoint
     from tasks import evaluate as ev
     from tasks import generate as gen
     from tasks.train import run_training
@@ -87,19 +87,19 @@ def run_row(workdir: Path, conditioning: str, mask: bool, seed: int, steps: int,
     out = run_training(str(workdir), cfg, progress=False)
     cid = out["latest"]
     trained = time.perf_counter() - t0
-    row = resolve_checkpoint(wd, cid)
-    items, _ = gen.load_benchmark(wd, BENCHMARK, cfg)
+    row = resolve(wd, cid)
+    items, _ = gen.load_suite(wd, SUITE, cfg)
     ids = [i.item_id for i in items]
     t1 = time.perf_counter()
-    samples, rejects = gen.generate_items(str(workdir), row, BENCHMARK, ids, cfg)
+    samples, rejects = gen.generate_items(str(workdir), row, SUITE, ids, cfg)
     wd.append("samples", samples)
     wd.append("rejects", rejects)
     scored = {(c, b, i) for c, b, i, _ in wd.keys("objmc")}
-    todo = [i for i in ids if (cid, BENCHMARK, i) not in scored]
+    todo = [i for i in ids if (cid, SUITE, i) not in scored]
     if todo:
-        wd.append("objmc", ev.objmc_items(str(workdir), cid, BENCHMARK, todo, cfg))
+        wd.append("objmc", ev.objmc_items(str(workdir), cid, SUITE, todo, cfg))
     s = wd.read("samples")
-    s = s[(s["checkpoint_id"] == cid) & (s["benchmark"] == BENCHMARK)]
+    s = s[(s["checkpoint_id"] == cid) & (s["suite"] == SUITE)]
     ev.cache_features(str(workdir), ev.feature_refs(s, items), cfg)
     log(f"{conditioning:16s} mask={mask!s:5s} seed {seed}: {cid} trained {out['trained_steps']} steps in {trained:.0f}s, "
         f"generated + scored in {time.perf_counter() - t1:.0f}s")
@@ -114,11 +114,11 @@ def unit_stats(workdir: Path, cid: str, cfg) -> dict:
 
     wd = Workdir(str(workdir))
     objmc = wd.read("objmc")
-    objmc = objmc[(objmc["checkpoint_id"] == cid) & (objmc["benchmark"] == BENCHMARK)]
+    objmc = objmc[(objmc["checkpoint_id"] == cid) & (objmc["suite"] == SUITE)]
     per = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
     samples = wd.read("samples")
-    samples = samples[(samples["checkpoint_id"] == cid) & (samples["benchmark"] == BENCHMARK) & (samples["seed"] == 0)]
-    items = {i.item_id: i for i in gen.load_benchmark(wd, BENCHMARK, cfg)[0]}
+    samples = samples[(samples["checkpoint_id"] == cid) & (samples["suite"] == SUITE) & (samples["seed"] == 0)]
+    items = {i.item_id: i for i in gen.load_suite(wd, SUITE, cfg)[0]}
     out = {}
     for s in samples.itertuples():
         it = items[s.item_id]

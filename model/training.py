@@ -8,7 +8,7 @@ timestep, and the denoised estimate is ``c_skip x + c_out F(x)`` with
 draws ``log sigma ~ N(P_mean, P_std^2)`` and weights the squared error by
 ``(sigma^2 + 1) / sigma^2`` (Karras et al. 2022).
 
-Plain functions on tensors (and the VAE they are given); no I/O.
+Plain functions on tensors; no I/O.
 """
 
 from __future__ import annotations
@@ -87,10 +87,3 @@ def mask_to_latent(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def time_ids(fps: int, motion_bucket_id: int, noise_aug_strength: float, batch: int, device="cpu") -> torch.Tensor:
     """SVD's added time ids (the pipeline passes fps - 1)."""
     return torch.tensor([[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=torch.float32, device=device).repeat(batch, 1)
-
-
-def conditioning_latent(vae, pixels: torch.Tensor, noise_aug: float, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SVD's image conditioning: the VAE latent (mode, unscaled) of the first frame ``(B, 3, H, W)`` in [-1, 1]
-    with ``noise_aug`` Gaussian noise added to its pixels (noise drawn on the CPU from ``generator``)."""
-    noisy = pixels + noise_aug * torch.randn(pixels.shape, generator=generator).to(pixels.device)
-    return vae.encode(noisy.to(vae.dtype)).latent_dist.mode()

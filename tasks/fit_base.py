@@ -33,6 +33,7 @@ from core.media import load_cached_clip, resize_clip
 from core.tables import Workdir
 from model import training as T
 from model.unet_control import unet_forward_with_control
+from tasks.train_data import conditioning_latents
 
 FIT_RECORD = "fit.json"
 
@@ -112,7 +113,7 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
         noisy = T.add_noise(x0, sigma, gen)
         _, _, c_in, c_noise = T.precondition(sigma)
         with torch.no_grad():
-            cond = T.conditioning_latent(vae, clips[idx, 0], g.noise_aug_strength, gen)
+            cond = conditioning_latents(pipe, clips[idx, 0], g.noise_aug_strength, gen)
         emb = embeds[idx]
         drop = torch.from_numpy(rng.random(len(idx)) < fb.cond_dropout)
         cond = torch.where(drop[:, None, None, None], torch.zeros_like(cond), cond)

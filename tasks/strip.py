@@ -1,4 +1,4 @@
-"""A picture of control: one benchmark item's first frame with its entities and paths, then the
+"""A picture of control: one evaluation-suite item's first frame with its entities and paths, then the
 frames of a controller's video with control on and the same model's with control off, side by side.
 
 ``control_strip`` reads what the generate stage wrote (``samples`` rows and their raw frames);
@@ -11,22 +11,22 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from core.checkpoints import NO_CONTROL
 from core.config import Config
-from core.tables import Workdir
-from tasks.controller import NO_CONTROL
-from tasks.drag import Overlay, color, render_overlay
 from core.media import read_frames
-from tasks.generate import load_benchmark
+from core.tables import Workdir
+from tasks.drag import Overlay, color, render_overlay
+from tasks.generate import load_suite
 
 LABEL_W = 92
 
 
-def _sample_frames(wd: Workdir, checkpoint_id: str, benchmark: str, item_id: str, seed: int) -> np.ndarray:
+def _sample_frames(wd: Workdir, checkpoint_id: str, suite: str, item_id: str, seed: int) -> np.ndarray:
     s = wd.read("samples")
-    s = s[(s["checkpoint_id"] == checkpoint_id) & (s["benchmark"] == benchmark) & (s["item_id"] == item_id) & (s["seed"] == seed)]
+    s = s[(s["checkpoint_id"] == checkpoint_id) & (s["suite"] == suite) & (s["item_id"] == item_id) & (s["seed"] == seed)]
     if s.empty:
-        raise ValueError(f"no video of '{checkpoint_id}' for item '{item_id}' (seed {seed}) on '{benchmark}' in {wd.url}; "
-                         f"run `draganything generate --checkpoint {checkpoint_id} --benchmark {benchmark}` first")
+        raise ValueError(f"no video of '{checkpoint_id}' for item '{item_id}' (seed {seed}) on '{suite}' in {wd.url}; "
+                         f"run `draganything generate --checkpoint {checkpoint_id} --suite {suite}` first")
     return read_frames(wd, s.iloc[0]["video_path"].replace(".mp4", ".npz"))
 
 
@@ -57,21 +57,21 @@ def _marked(frames: np.ndarray, paths: np.ndarray, item_hw: tuple[int, int], siz
     return np.concatenate([x for img in out for x in (img, gap)][:-1], 1)
 
 
-def control_strip(wd: Workdir, cfg: Config, checkpoint_id: str, item_ids: list[str], benchmark: str = "sample", seed: int = 0,
+def control_strip(wd: Workdir, cfg: Config, checkpoint_id: str, item_ids: list[str], suite: str = "sample", seed: int = 0,
                   size: int = 128, moving_only: float = 0.15) -> np.ndarray:
     """The strip of ``item_ids`` (one block each: first frame, control on, control off) as an RGB image.
 
     Entities are drawn when they travel more than ``moving_only`` of the frame's short side
     (the movers the eye should follow); all entities are conditioned in the videos.
     """
-    items = {i.item_id: i for i in load_benchmark(wd, benchmark, cfg, item_ids)[0]}
+    items = {i.item_id: i for i in load_suite(wd, suite, cfg, item_ids)[0]}
     blocks = []
     for item_id in item_ids:
         if item_id not in items:
-            raise ValueError(f"item '{item_id}' is not in benchmark '{benchmark}' of {wd.url}")
+            raise ValueError(f"item '{item_id}' is not in suite '{suite}' of {wd.url}")
         it = items[item_id]
-        on = _sample_frames(wd, checkpoint_id, benchmark, item_id, seed)
-        off = _sample_frames(wd, checkpoint_id + NO_CONTROL, benchmark, item_id, seed)
+        on = _sample_frames(wd, checkpoint_id, suite, item_id, seed)
+        off = _sample_frames(wd, checkpoint_id + NO_CONTROL, suite, item_id, seed)
         travel = np.linalg.norm(it.trajectories[:, -1] - it.trajectories[:, 0], axis=-1)
         show = np.flatnonzero(travel > moving_only * min(it.hw)) if (travel > moving_only * min(it.hw)).any() else np.arange(len(travel))
         first = render_overlay(it.image, [Overlay(it.masks[k], (), (), [], it.trajectories[k]) for k in show],

@@ -25,7 +25,7 @@ VAL = ["sample_0003", "sample_0007"]
 @pytest.fixture(scope="module")
 def scored(sample_root, tmp_path_factory):
     """A trained checkpoint and the same model with control off, both generated and scored on two val videos."""
-    from flows.stages import resolve_checkpoint
+    from core.checkpoints import resolve
 
     root = tmp_path_factory.mktemp("strip-wd")
     wd = Workdir(root)
@@ -36,7 +36,7 @@ def scored(sample_root, tmp_path_factory):
         wd.append("entity_embeddings", embed_videos(str(root), rows, cfg.model))
     trained = run_training(str(root), cfg, progress=False)["latest"]
     for cid in (trained, trained + "~nocontrol"):
-        row = resolve_checkpoint(wd, cid)
+        row = resolve(wd, cid)
         samples, _ = generate_items(str(root), row, "sample", VAL, cfg)
         wd.append("samples", samples)
         wd.append("objmc", objmc_items(str(root), cid, "sample", VAL, cfg))
@@ -86,7 +86,7 @@ def test_strip_without_a_video_says_what_to_generate(scored, tmp_path):
 
     root, trained, cfg = scored
     untrained = trained.replace("s000002", "s000000")  # registered, never generated
-    with pytest.raises(ValueError, match=f"no video of '{untrained}'.*draganything generate --checkpoint {untrained} --benchmark sample"):
+    with pytest.raises(ValueError, match=f"no video of '{untrained}'.*draganything generate --checkpoint {untrained} --suite sample"):
         control_strip(Workdir(root), cfg, untrained, VAL[:1])
 
 
