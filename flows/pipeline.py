@@ -8,6 +8,7 @@ yet; the weekly run trains on from the latest checkpoint first.
 
 from __future__ import annotations
 
+import time
 from typing import Literal
 
 from prefect import flow, get_run_logger
@@ -52,6 +53,8 @@ def pipeline_flow(
     report: dict = {}
     common = dict(config=config, overrides=overrides, progress=progress)
 
+    seconds = report.setdefault("seconds", {})  # wall time of each stage (generate and evaluate summed over suites)
+    t0 = time.perf_counter()
     if "labels" in stages:
         if not data_root:
             raise ValueError("the labels stage needs data_root (a VIPSeg-layout folder)")
@@ -61,18 +64,26 @@ def pipeline_flow(
             split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in splits
         }
 
+        seconds["labels"] = round(time.perf_counter() - t0, 1)
     if "train" in stages:
         from flows.train import train_flow  # torch is imported only by runs that train
 
+        t0 = time.perf_counter()
+
         report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
+        seconds["train"] = round(time.perf_counter() - t0, 1)
 
     for suite in suites:
         ids = checkpoints or to_evaluate(wd, suite, select, references, baselines)
         log.info(f"{suite}: checkpoints to generate/evaluate: {ids or 'none'}")
         for cid in ids:
             key = f"{cid}/{suite}"
+            t0 = time.perf_counter()
             if "generate" in stages:
                 report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
+                seconds["generate"] = round(seconds.get("generate", 0.0) + time.perf_counter() - t0, 1)
+            t0 = time.perf_counter()
             if "evaluate" in stages:
                 report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
+                seconds["evaluate"] = round(seconds.get("evaluate", 0.0) + time.perf_counter() - t0, 1)
     return report
