@@ -180,6 +180,9 @@ class ModelSettings(_Section):
     frame_chunk: int = Field(
         4, ge=1, description="frames per chunk in the conditioning encoders (with gradients it bounds memory under train.gradient_checkpointing)"
     )
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="dtype the frozen base models are loaded in for preprocessing and training (generation: generate.dtype)"
+    )
     fps: int = Field(
         7, ge=1, description="the frame rate SVD is micro-conditioned on, in training and generation; its time id is fps - 1 = 6, "
         "as in diffusers and the official training (generate.fps is only the mp4's frame rate)"
@@ -247,6 +250,16 @@ class TrainSettings(_Section):
     loss_mask: bool = Field(True, description="MSE on entity pixels only (the paper's loss mask)")
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    controller_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of the controller's trained weights, and so of its gradients and AdamW moments (bf16 halves them)"
+    )
+    keep_last: int = Field(
+        2, ge=1, description="checkpoints of a run that keep the full training state (optimizer, raw weights); older ones keep "
+        "only the weights generation uses"
+    )
+    cond_noise_draws: int = Field(
+        8, ge=1, description="noise-augmented first-frame latents cached per window start (preprocess stage); each step draws one"
+    )
     gradient_checkpointing: bool = False
     max_entities: int = Field(8, ge=1, description="entities drawn per clip (1..max, random)")
     p_mean: float = 0.7

@@ -14,11 +14,12 @@ import numpy as np
 from core.tables import Workdir
 
 
-def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> list[dict]:
+def embed_videos(workdir_url: str, label_rows: list[dict], model_settings, extractor=None) -> list[dict]:
     """One ``entity_embeddings`` row per label row (entities of the same video share one UNet pass).
 
     ``extractor`` names backbone, weights fingerprint, timestep, layer, vector size and ensemble,
-    so vectors from a different backbone or checkpoint never share a key.
+    so vectors from a different backbone or checkpoint never share a key. ``extractor``: one already
+    loaded (the preprocess stage's, on its device); by default one is built from ``model_settings``.
     """
     from model.entity_features import build_extractor
     from tasks.labels import load_cached_clip
@@ -26,7 +27,7 @@ def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> li
     if not label_rows:
         return []
     workdir = Workdir(workdir_url)
-    extractor = build_extractor(model_settings)
+    extractor = extractor or build_extractor(model_settings)
     by_video: dict[tuple, list[dict]] = defaultdict(list)
     for row in label_rows:
         by_video[(row["dataset"], row["video_id"], row["frames_path"])].append(row)
