@@ -25,11 +25,44 @@ def train_task(workdir: str, cfg: Config, resume: str | None, steps: int | None,
     return run_training(workdir, cfg, resume, steps, progress)
 
 
+def preprocess_stage(workdir: str, cfg: Config) -> dict:
+    """Encode every training clip that lacks a cache, once: one Ray task per shard of ``labels.chunk_size``
+    videos, each with a GPU when ``train.use_gpu`` (or ``runtime.task_num_gpus``). Training ranks then only read.
+
+    With ``train.fit_base`` the base is fitted inside the training task, so that task encodes its clips itself.
+    """
+    import ray
+
+    from core.tables import Workdir
+    from tasks.preprocess import missing, shards
+
+    if cfg.train.fit_base.enabled:
+        return {"encoded": [], "tasks": 0}
+    todo = missing(Workdir(workdir), cfg)
+    opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
+    if cfg.train.use_gpu:
+        opts["num_gpus"] = 1
+    remote = ray.remote(_encode_shard).options(**opts)
+    results = ray.get([remote.remote(workdir, cfg.model_dump(mode="json"), shard) for shard in shards(todo, cfg.labels.chunk_size)])
+    return {"encoded": [f for r in results for f in r["encoded"]], "tasks": len(results), "devices": sorted({r["device"] for r in results})}
+
+
+def _encode_shard(workdir: str, cfg: dict, video_ids: list[str]) -> dict:
+    import torch
+
+    from tasks.preprocess import encode_clips
+
+    config = Config.model_validate(cfg)
+    torch.set_num_threads(max(1, int(_cpus(config))))
+    return encode_clips(workdir, config, video_ids)
+
+
 def _train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False)
-    ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"]})
+    ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"],
+                      "encoded": out.get("encoded", 0)})
 
 
 def _cpus(cfg: Config) -> float:
@@ -43,12 +76,16 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    if cfg.train.fit_base.enabled:
+        raise ValueError("train.fit_base fits the tiny base in one process: train with train.num_workers=1 (the CPU demo), "
+                         "or set train.fit_base.enabled=false with a real base (model.base_model_path)")
     cpus = _cpus(cfg)
     need, have = cfg.train.num_workers * cpus, ray.cluster_resources().get("CPU", 0)
     if need > have and not ray_address(cfg.runtime):
         # a local Ray never grows: Ray Train would wait for the workers' CPUs forever
         raise ValueError(f"Ray Train needs {cfg.train.num_workers} workers x {cpus:g} CPUs = {need:g} CPUs, but the local "
                          f"Ray has {have:g}; lower train.num_workers or train.cpus_per_worker")
+    prepared = preprocess_stage(workdir, cfg)  # once per clip, before any rank starts
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
@@ -66,7 +103,8 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
     mine = table[table["config_hash"] == cfg.digest()].sort_values(["step", "created_at"])
     latest = mine.iloc[-1] if not mine.empty else None
     return {"workers": cfg.train.num_workers, "latest": None if latest is None else latest["checkpoint_id"],
-            "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {})}
+            "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {}),
+            "encoded": len(prepared["encoded"])}
 
 
 @flow(name="train", task_runner=ProjectRayTaskRunner())
@@ -75,6 +113,7 @@ def train_flow(workdir: str, config: str = "tiny", overrides: list[str] | None =
     cfg = load_config(config, overrides)
     if cfg.train.num_workers > 1:
         return train_with_ray_train(workdir, cfg, resume, steps)
+    preprocess_stage(workdir, cfg)
     opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1

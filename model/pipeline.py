@@ -260,6 +260,11 @@ def _to_pil(image) -> PIL.Image.Image:
 
 
 def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlNetModel:
+    """``vae``: the base's VAE, or its spatial factor (an int) when the VAE itself is not loaded."""
+    return _fresh_controlnet(settings, unet, vae if isinstance(vae, int) else 2 ** (len(vae.config.block_out_channels) - 1), seed)
+
+
+def _fresh_controlnet(settings, unet, pixel_scale: int, seed: int) -> DragAnythingControlNetModel:
     """A fresh controller for ``ModelSettings`` (copy of the UNet encoder, zero-initialised outputs).
 
     The conditioning encoders' random initialisation is drawn from ``seed``, not from whatever
@@ -273,7 +278,7 @@ def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlN
             entity_channels=settings.entity_channels,
             encoder_block_out_channels=tuple(settings.encoder_channels),
             encoder_first_stride=2 if settings.encoder == "strided" else 1,
-            pixel_scale=2 ** (len(vae.config.block_out_channels) - 1),
+            pixel_scale=pixel_scale,
         )
 
 

@@ -34,8 +34,9 @@ import pyarrow.compute as pc
 import torch
 
 from core.config import Config
+from core.geometry import rescale
 from core.tables import Workdir
-from tasks.labels import load_cached_clip, resize_clip
+from core.media import load_cached_clip, read_blob, resize_clip, write_blob
 
 STAGE = "preprocess"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -87,8 +88,7 @@ def clip_specs(wd: Workdir, cfg: Config) -> tuple[list[ClipSpec], int]:
         sy, sx = H / int(first["height"]), W / int(first["width"])
         ids, centers, radii = [], [], []
         for r in group.itertuples():
-            c = np.stack(r.centers).astype(np.float32)
-            centers.append(np.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], 1))
+            centers.append(rescale(np.stack(r.centers).astype(np.float32), sx, sy))
             radii.append(np.asarray(r.radii, np.float32) * math.sqrt(sx * sy))
             ids.append(int(r.entity_id))
         visible = np.stack([np.asarray(v, bool) for v in group["visible"]], 1)
@@ -156,8 +156,7 @@ def missing(wd: Workdir, cfg: Config, specs: list[ClipSpec] | None = None) -> li
 
 
 def read_cache(wd: Workdir, relpath: str) -> dict:
-    with wd.fs.open(wd.path(relpath), "rb") as f:
-        return torch.load(io.BytesIO(f.read()), map_location="cpu", weights_only=True)
+    return torch.load(io.BytesIO(read_blob(wd, relpath)), map_location="cpu", weights_only=True)
 
 
 # --- the work -------------------------------------------------------------------------
@@ -175,10 +174,10 @@ class Encoders:
 
         from model.entity_features import build_extractor
         from model.maps import condition_channels
-        from model.tiny import base_components
+        from model.tiny import base_components, tiny_sizes
 
         m = cfg.model
-        parts = base_components(m.base_model_path, m.tiny_sizes(), torch_dtype=DTYPES[m.dtype] if m.base_model_path else None)
+        parts = base_components(m.base_model_path, tiny_sizes(m), torch_dtype=DTYPES[m.dtype] if m.base_model_path else None)
         if not m.base_model_path and m.dtype != "fp32":
             for name in ("unet", "vae", "image_encoder"):
                 parts[name].to(DTYPES[m.dtype])
@@ -261,7 +260,7 @@ def encode_clips(workdir_url: str, cfg: Config, video_ids: list[str]) -> dict:
         buf = io.BytesIO()
         torch.save(payload, buf)
         rel = cache_file(wd, cfg, key, spec, mirrored)
-        wd.write_atomic(wd.path(rel), lambda f: f.write(buf.getvalue()))
+        write_blob(wd, rel, buf.getvalue())
         written.append(rel)
     return {"encoded": written, "embedded": embedded, "device": str(device), "seconds": time.perf_counter() - t0}
 

@@ -17,6 +17,7 @@ from tasks.train import (
     batch_for_step,
     controller_loss,
     load_clips,
+    preprocess_in_process,
     resolve_resume,
     run_training,
     save_checkpoint,
@@ -33,12 +34,9 @@ def _copy(labelled, tmp_path) -> str:
 
 
 def _setup(workdir, overrides=()):
-    from model.entity_features import build_extractor
-
     cfg = load_config("tiny", [*FAST, *overrides])
-    pipe = build_pipeline(cfg.model)
-    ext = build_extractor(cfg.model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)).extractor_id
-    return cfg, pipe, load_clips(Workdir(workdir), cfg, pipe, ext)
+    preprocess_in_process(str(workdir), cfg)
+    return cfg, build_pipeline(cfg.model), load_clips(Workdir(workdir), cfg)
 
 
 def test_steps_lower_the_loss_on_a_fixed_batch_and_only_the_controller_moves(labelled):
