@@ -183,5 +183,6 @@ def build_extractor(settings, base_parts: dict | None = None, device="cpu") -> E
             raise ValueError("model.entity_backbone is 'sd15-unet' but model.entity_backbone_path is not set")
         unet, vae, empty = load_sd15_backbone(settings.entity_backbone_path, device)
         return EntityFeatureExtractor(unet, vae, backbone="sd15-unet", text_embeddings=empty, **common)
-    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(settings, "dtype", "fp32")) if settings.base_model_path else None
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings), torch_dtype=dtype)
     return EntityFeatureExtractor(parts["unet"].to(device), parts["vae"].to(device), backbone="base-unet", **common)

@@ -282,18 +282,19 @@ def _fresh_controlnet(settings, unet, pixel_scale: int, seed: int) -> DragAnythi
         )
 
 
-def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None) -> DragAnythingPipeline:
+def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None, torch_dtype=None) -> DragAnythingPipeline:
     """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh)."""
     from .tiny import base_components, require_layout, tiny_sizes
 
-    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings), torch_dtype=torch_dtype)
     if controlnet_path:
         p = require_layout(
             controlnet_path,
             ("config.json",),
             "a directory written by DragAnythingControlNetModel.save_pretrained (config.json + diffusion_pytorch_model.safetensors)",
         )
-        controlnet = DragAnythingControlNetModel.from_pretrained(p, local_files_only=True)
+        kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        controlnet = DragAnythingControlNetModel.from_pretrained(p, local_files_only=True, **kw)
     else:
         controlnet = build_controlnet(settings, parts["unet"], parts["vae"])
     pipe = DragAnythingPipeline(controlnet=controlnet.eval(), **parts)

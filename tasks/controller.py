@@ -68,9 +68,12 @@ class ControllerGenerator:
         from model.pipeline import build_pipeline
 
         model = checkpoint_model_settings(checkpoint)
-        pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"))
+        # loaded in generate.dtype (a real base never sits in memory in fp32 first)
+        pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"),
+                              torch_dtype=DTYPES[cfg.generate.dtype] if model.base_model_path else None)
         # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
-        pipe.set_entity_extractor(build_extractor(model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
+        pipe.set_entity_extractor(build_extractor(model.model_copy(update={"dtype": cfg.generate.dtype}),
+                                                  base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
         return cls(place_pipeline(pipe, cfg.generate), model, cfg.generate)
 
     def __call__(self, item: BenchmarkItem, seed: int, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
