@@ -18,11 +18,11 @@ from tasks.train import run_training
 
 
 @task(name="train-controller")
-def train_task(workdir: str, cfg: Config, resume: str | None, steps: int | None, progress: bool) -> dict:
+def train_task(workdir: str, cfg: Config, resume: str | None, steps: int | None, progress: bool, cache_key: str | None = None) -> dict:
     import torch
 
     torch.set_num_threads(max(1, int(_cpus(cfg))))  # a reused Ray worker keeps the threads of its first task
-    return run_training(workdir, cfg, resume, steps, progress)
+    return run_training(workdir, cfg, resume, steps, progress, cache_key=cache_key)
 
 
 def preprocess_stage(workdir: str, cfg: Config) -> dict:
@@ -34,17 +34,19 @@ def preprocess_stage(workdir: str, cfg: Config) -> dict:
     import ray
 
     from core.tables import Workdir
-    from tasks.preprocess import missing, shards
+    from tasks.preprocess import cache_key, missing, shards
 
     if cfg.train.fit_base.enabled:
-        return {"encoded": [], "tasks": 0}
-    todo = missing(Workdir(workdir), cfg)
+        return {"encoded": [], "tasks": 0, "key": None}
+    key = cache_key(cfg)
+    todo = missing(Workdir(workdir), cfg, key=key)
     opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
     remote = ray.remote(_encode_shard).options(**opts)
     results = ray.get([remote.remote(workdir, cfg.model_dump(mode="json"), shard) for shard in shards(todo, cfg.labels.chunk_size)])
-    return {"encoded": [f for r in results for f in r["encoded"]], "tasks": len(results), "devices": sorted({r["device"] for r in results})}
+    return {"encoded": [f for r in results for f in r["encoded"]], "tasks": len(results), "key": key,
+            "devices": sorted({r["device"] for r in results})}
 
 
 def _encode_shard(workdir: str, cfg: dict, video_ids: list[str]) -> dict:
@@ -60,7 +62,8 @@ def _encode_shard(workdir: str, cfg: dict, video_ids: list[str]) -> dict:
 def _train_loop_per_worker(config: dict) -> None:
     import ray.train
 
-    out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False)
+    out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False,
+                       cache_key=config.get("cache_key"))
     ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"],
                       "encoded": out.get("encoded", 0)})
 
@@ -88,7 +91,8 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
     prepared = preprocess_stage(workdir, cfg)  # once per clip, before any rank starts
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
+        train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps,
+                           "cache_key": prepared["key"]},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
         run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir}/cache/ray_train"),
@@ -113,12 +117,12 @@ def train_flow(workdir: str, config: str = "tiny", overrides: list[str] | None =
     cfg = load_config(config, overrides)
     if cfg.train.num_workers > 1:
         return train_with_ray_train(workdir, cfg, resume, steps)
-    preprocess_stage(workdir, cfg)
+    prepared = preprocess_stage(workdir, cfg)
     opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
     with remote_options(**opts):
-        return train_task.submit(workdir, cfg, resume, steps, progress).result()
+        return train_task.submit(workdir, cfg, resume, steps, progress, prepared["key"]).result()
 
 
 def run_train(workdir: str, config: str = "tiny", overrides: list[str] | None = None, **kwargs) -> dict:

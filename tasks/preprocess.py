@@ -144,10 +144,10 @@ def cache_file(wd: Workdir, cfg: Config, key: str, spec: ClipSpec, mirrored: boo
     return f"cache/train/{key}/{cfg.train.dataset}/{spec.video_id}-{what}{'~hflip' if mirrored else ''}.pt"
 
 
-def missing(wd: Workdir, cfg: Config, specs: list[ClipSpec] | None = None) -> list[str]:
+def missing(wd: Workdir, cfg: Config, specs: list[ClipSpec] | None = None, key: str | None = None) -> list[str]:
     """Video ids whose cache files (plain, and mirrored with ``train.hflip``) are not all there."""
     specs = specs if specs is not None else clip_specs(wd, cfg)[0]
-    key = cache_key(cfg)
+    key = key or cache_key(cfg)
     todo = []
     for s in specs:
         if not all(wd.exists(cache_file(wd, cfg, key, s, mir)) for mir in (False, True)[: 1 + cfg.train.hflip]):
@@ -223,7 +223,7 @@ def mask_counts(ids: np.ndarray, entity_ids: np.ndarray, cell: int) -> torch.Ten
 def encode_clips(workdir_url: str, cfg: Config, video_ids: list[str]) -> dict:
     """Compute the missing cache files of ``video_ids`` (one shard) on this task's device; append missing entity vectors.
 
-    Returns ``{"encoded": [cache files written], "embedded": rows appended, "device": str, "seconds": float}``.
+    Returns ``{"encoded": [cache files written], "embedded": rows appended, "key": the cache key, "device": str, "seconds": float}``.
     """
     wd = Workdir(workdir_url)
     t0 = time.perf_counter()
@@ -233,7 +233,7 @@ def encode_clips(workdir_url: str, cfg: Config, video_ids: list[str]) -> dict:
     key = cache_key(cfg)
     jobs = [(s, mir) for s in specs for mir in (False, True)[: 1 + tr.hflip] if not wd.exists(cache_file(wd, cfg, key, s, mir))]
     if not jobs:
-        return {"encoded": [], "embedded": 0, "device": "-", "seconds": 0.0}
+        return {"encoded": [], "embedded": 0, "key": key, "device": "-", "seconds": 0.0}
     device = encode_device()
     enc = Encoders(cfg, device)
     vectors, embedded = _vectors(wd, cfg, enc, {s.video_id for s, _ in jobs}, specs)
@@ -262,7 +262,7 @@ def encode_clips(workdir_url: str, cfg: Config, video_ids: list[str]) -> dict:
         rel = cache_file(wd, cfg, key, spec, mirrored)
         write_blob(wd, rel, buf.getvalue())
         written.append(rel)
-    return {"encoded": written, "embedded": embedded, "device": str(device), "seconds": time.perf_counter() - t0}
+    return {"encoded": written, "embedded": embedded, "key": key, "device": str(device), "seconds": time.perf_counter() - t0}
 
 
 def _vectors(wd: Workdir, cfg: Config, enc: Encoders, videos: set[str], specs: list[ClipSpec]) -> tuple[dict, int]:

@@ -365,8 +365,10 @@ def preprocess_in_process(workdir: str, cfg: Config) -> dict:
     """The preprocess stage in this process (one shard of every clip lacking a cache); its encoders are freed after."""
     from tasks.preprocess import encode_clips, missing
 
+    from tasks.preprocess import cache_key
+
     todo = missing(Workdir(workdir), cfg)
-    out = encode_clips(workdir, cfg, todo) if todo else {"encoded": [], "embedded": 0}
+    out = encode_clips(workdir, cfg, todo) if todo else {"encoded": [], "embedded": 0, "key": cache_key(cfg)}
     gc.collect()
     return out
 
@@ -388,11 +390,14 @@ class _Base:
     unet: torch.nn.Module
 
 
-def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: int | None = None, progress: bool = True) -> dict:
+def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: int | None = None, progress: bool = True,
+                 cache_key: str | None = None) -> dict:
     """Train (or continue) one run; returns what was done. Re-running a finished run does nothing.
 
-    In one process the missing caches are encoded here first; under DDP the preprocess stage ran
-    before (``flows/train.py``) and a rank that finds a cache missing stops with a clear error.
+    ``cache_key``: the preprocess stage ran before (``flows/train.py``) and reported it; the run
+    reads the caches and no file of the base but the UNet's. Without it, in one process, the
+    missing caches are encoded here first; under DDP a rank that finds a cache missing stops
+    with a clear error.
     """
     from model.controlnet import DragAnythingControlNetModel
     from model.pipeline import build_controlnet
@@ -414,8 +419,8 @@ def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: in
     if start >= target and not mine.empty:
         return {"run": run, "trained_steps": 0, "checkpoints": [], "latest": start_row["checkpoint_id"], "step": start}
 
-    prepared = {"encoded": [], "embedded": 0} if dist else preprocess_in_process(workdir, cfg)
-    clips = load_clips(wd, cfg)
+    prepared = {"encoded": [], "key": cache_key} if dist or cache_key else preprocess_in_process(workdir, cfg)
+    clips = load_clips(wd, cfg, prepared["key"])
     m = cfg.model
     unet, factor = load_base_unet(m.base_model_path, tiny_sizes(m), torch_dtype=DTYPES[m.dtype])
     base = _Base(unet)

@@ -48,18 +48,22 @@ class CacheMissing(RuntimeError):
     """Training found clips the preprocess stage has not encoded."""
 
 
-def load_clips(wd: Workdir, cfg: Config) -> list[Clip]:
-    """Every clip of (train.dataset, train.split) with a usable entity, from the preprocess stage's caches."""
+def load_clips(wd: Workdir, cfg: Config, key: str | None = None) -> list[Clip]:
+    """Every clip of (train.dataset, train.split) with a usable entity, from the preprocess stage's caches.
+
+    ``key``: the cache key the preprocess stage reported (a rank then reads no file of the base but
+    the caches); by default it is computed from the base's files (``tasks.preprocess.cache_key``).
+    """
     m, tr = cfg.model, cfg.train
     specs, n_videos = clip_specs(wd, cfg)
-    lacking = missing(wd, cfg, specs)
+    key = key or cache_key(cfg)
+    lacking = missing(wd, cfg, specs, key)
     if lacking:
         raise CacheMissing(
             f"{len(lacking)} of {len(specs)} training clips have no preprocess cache in {wd.url}/cache/train (first: "
             f"{lacking[0]}); run the preprocess stage first (`draganything train` runs it before training)"
         )
     needs_vectors = "entity" in condition_channels(m.conditioning, m.entity_channels)
-    key = cache_key(cfg)
     clips = []
     for spec in specs:
         for mirrored in (False, True)[: 1 + tr.hflip]:

@@ -11,7 +11,7 @@ from core.media import load_cached_clip, resize_clip
 from core.tables import Workdir
 from model import training as T
 from model.tiny import build_tiny_svd, tiny_sizes
-from tasks.preprocess import cache_file, cache_key, clip_specs, encode_clips, missing, read_cache
+from tasks.preprocess import cache_file, clip_specs, encode_clips, missing, read_cache
 from tasks.train import load_clips, preprocess_in_process, run_training
 
 FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
@@ -50,7 +50,7 @@ def test_the_loss_mask_is_stored_at_latent_resolution_and_equals_the_full_resolu
     for clip in clips:
         assert clip.mask_counts.dtype == torch.uint8 and clip.mask_counts.shape[-2:] == clip.latents.shape[-2:]
         assert not any(torch.is_tensor(v) and v.shape[-2:] == (m.height, m.width) for v in vars(clip).values())
-        frames, ids = load_cached_clip(wd, labels.query("video_id == @clip.video_id")["frames_path"].iloc[0])
+        frames, ids = load_cached_clip(wd, labels[labels["video_id"] == clip.video_id]["frames_path"].iloc[0])
         _, ids = resize_clip(frames, ids, (m.height, m.width))
         chosen = clip.entity_ids[[0, -1]]
         full = T.mask_to_latent(torch.from_numpy(np.isin(ids, chosen))[None], *clip.latents.shape[-2:])[0]
@@ -64,14 +64,14 @@ def test_training_loads_no_vae_and_no_image_encoder(labelled, tmp_path):
     cfg = load_config("tiny", FAST)
     StableVideoDiffusionPipeline(**build_tiny_svd(tiny_sizes(cfg.model))).save_pretrained(base, safe_serialization=True)
     cfg = load_config("tiny", [*FAST, f"model.base_model_path={base}"])
-    preprocess_in_process(workdir, cfg)
+    key = preprocess_in_process(workdir, cfg)["key"]  # (the flow's preprocess stage reports the key the same way)
     wd = Workdir(workdir)
-    cache = read_cache(wd, cache_file(wd, cfg, cache_key(cfg), clip_specs(wd, cfg)[0][0], False))
+    cache = read_cache(wd, cache_file(wd, cfg, key, clip_specs(wd, cfg)[0][0], False))
     assert set(cache) >= {"latents", "embeddings", "cond", "mask_counts", "vectors"}
     # with the caches there, training needs the base UNet alone: the VAE's weights and the image encoder can go
     (base / "vae" / "diffusion_pytorch_model.safetensors").unlink()
     shutil.rmtree(base / "image_encoder")
-    out = run_training(workdir, cfg, steps=1, progress=False)
+    out = run_training(workdir, cfg, steps=1, progress=False, cache_key=key)
     assert out["trained_steps"] == 1 and out["encoded"] == 0
 
 
