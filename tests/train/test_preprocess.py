@@ -42,9 +42,10 @@ def test_each_clip_is_encoded_once_and_only_missing_files_are_computed(labelled,
 def test_the_loss_mask_is_stored_at_latent_resolution_and_equals_the_full_resolution_one(labelled, tmp_path):
     workdir = _copy(labelled, tmp_path)
     wd = Workdir(workdir)
-    cfg = load_config("tiny", FAST)
+    cfg = load_config("tiny", [*FAST, "train.hflip=false"])
     preprocess_in_process(workdir, cfg)
     clips = load_clips(wd, cfg)
+    assert len(clips) == 3
     labels = wd.read("labels")
     m = cfg.model
     for clip in clips:
