@@ -93,7 +93,6 @@ def bench_training(torch, unet, steps: int) -> list[dict]:
                          peak_gb=round(_peak_gb(torch), 2)))
         print(rows[-1], flush=True)
     sizes = checkpoint_sizes(torch, cn, opt)
-    del opt
     unet.disable_gradient_checkpointing()
     return rows, cn.eval().requires_grad_(False), sizes
 

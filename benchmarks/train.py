@@ -23,7 +23,8 @@ from core.config import load_config  # noqa: E402
 from core.tables import Workdir  # noqa: E402
 from model.pipeline import build_pipeline  # noqa: E402
 from tasks.checkpoint_files import checkpoint_sizes  # noqa: E402
-from tasks.train import load_clips, preprocess_in_process, train_loop  # noqa: E402
+from tasks.train import preprocess_in_process, train_loop  # noqa: E402
+from tasks.train_data import load_clips  # noqa: E402
 
 
 def main() -> None:

@@ -13,7 +13,9 @@ from core.tables import Workdir
 from model.pipeline import build_pipeline
 from core.media import load_cached_clip
 from tasks.labels import VideoRef, label_videos
-from tasks.train import Clip, _random_crops, batch_for_step, fit_tiny_base, load_clips, preprocess_in_process
+from tasks.fit_base import _random_crops, fit_tiny_base
+from tasks.train import preprocess_in_process
+from tasks.train_data import Clip, batch_for_step, load_clips
 
 
 def _clips(wd, cfg):
