@@ -31,7 +31,7 @@ def pipeline_flow(
     config: str = "tiny",
     overrides: list[str] | None = None,
     stages: list[str] | None = None,
-    benchmarks: list[str] | None = None,
+    suites: list[str] | None = None,
     checkpoints: list[str] | None = None,
     select: Literal["missing", "latest", "all"] = "missing",
     references: bool = True,
@@ -40,11 +40,11 @@ def pipeline_flow(
     resume: str | None = None,
     progress: bool = False,
 ) -> dict:
-    """Run the chosen stages (default: all) on the chosen benchmarks (default: sample); returns what each did."""
+    """Run the chosen stages (default: all) on the chosen suites (default: sample); returns what each did."""
     log = get_run_logger()
     cfg = load_config(config, overrides)  # a bad value fails here, before any work
     stages = list(STAGES) if stages is None else stages
-    benchmarks = ["sample"] if benchmarks is None else benchmarks
+    suites = ["sample"] if suites is None else suites
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
@@ -66,13 +66,13 @@ def pipeline_flow(
 
         report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
 
-    for benchmark in benchmarks:
-        ids = checkpoints or to_evaluate(wd, benchmark, select, references, baselines)
-        log.info(f"{benchmark}: checkpoints to generate/evaluate: {ids or 'none'}")
+    for suite in suites:
+        ids = checkpoints or to_evaluate(wd, suite, select, references, baselines)
+        log.info(f"{suite}: checkpoints to generate/evaluate: {ids or 'none'}")
         for cid in ids:
-            key = f"{cid}/{benchmark}"
+            key = f"{cid}/{suite}"
             if "generate" in stages:
-                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
             if "evaluate" in stages:
-                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
     return report
