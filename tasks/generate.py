@@ -15,11 +15,12 @@ import numpy as np
 
 from core import checkpoints as ckpts
 from core.config import Config
+from core.suites import SUITES
 from core.media import write_frames, write_mp4
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
 from eval.trackers import tracker_for
-from tasks.suites import SUITES, SuiteItem, ItemError, folder_items, labels_items
+from tasks.suites import ItemError, SuiteItem, folder_items, labels_items
 
 STAGE = "generate"
 

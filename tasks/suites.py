@@ -1,7 +1,7 @@
 """Suites: the inputs of generation and the ground truth of evaluation.
 
-A suite is a list of ``SuiteItem``: a first frame, first-frame entity masks
-and one trajectory per entity, at the suite's resolution.
+A suite (registered by name in ``core/suites.py``) is a list of ``SuiteItem``: a first
+frame, first-frame entity masks and one trajectory per entity, at the suite's resolution.
 
 - ``sample`` / ``vipseg-val``: built from the ``labels`` table and the frames cache
   (the paper's protocol: 256x256, 14 frames; the real clip is the FID/FVD reference).
@@ -20,27 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.media import load_cached_clip, resize_clip
-from core.tables import Workdir
 from core.geometry import incircles, rescale, scale_points
-
-
-@dataclass(frozen=True)
-class SuiteSpec:
-    name: str
-    kind: str  # "labels" | "folder"
-    dataset: str | None = None
-    split: str | None = None
-    folder: str | None = None
-    resolution: tuple[int, int] = (256, 256)
-    frames: int = 14
-
-
-SUITES = {
-    "sample": SuiteSpec("sample", "labels", dataset="sample", split="val"),
-    "vipseg-val": SuiteSpec("vipseg-val", "labels", dataset="vipseg", split="val"),
-    "user-study": SuiteSpec("user-study", "folder"),
-}
+from core.media import load_cached_clip, resize_clip
+from core.suites import SuiteSpec
+from core.tables import Workdir
 
 
 @dataclass
