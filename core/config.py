@@ -95,7 +95,6 @@ class GenerateSettings(_Section):
     max_guidance_scale: float = Field(3.0, ge=0, description="... and at the last frame (official: 1 -> 3)")
     motion_bucket_id: int = Field(127, ge=0, le=255)
     noise_aug_strength: float = Field(0.02, ge=0)
-    entity_path: Literal["fast", "dense"] = Field("fast", description="entity encoder path (same output; fast is cheaper)")
 
 
 class EvaluateSettings(_Section):
@@ -232,7 +231,6 @@ class TrainSettings(_Section):
     cpus_per_worker: float | None = Field(
         None, gt=0, description="CPUs the training task (each Ray Train worker) reserves, and so its torch threads; None = runtime.task_num_cpus"
     )
-    loader_workers: int = Field(0, ge=0, description="DataLoader processes that prefetch batches")
     fit_base: BaseFitSettings = BaseFitSettings()
 
 

@@ -134,16 +134,6 @@ def leaderboard(
     return table
 
 
-def with_published(table: pd.DataFrame, suite: str) -> pd.DataFrame:
-    """Append the paper's rows (no rank, marked published) when they apply to the suite."""
-    table = table.copy()
-    table["source"] = "measured"
-    if not published_applies(suite):
-        return table
-    pub = PUBLISHED.drop(columns="note").assign(source=f"published ({PAPER})", rank=np.nan)
-    return pd.concat([table, pub], ignore_index=True)
-
-
 def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
     if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or (isinstance(hi, float) and math.isnan(hi)):
         return ""

@@ -80,7 +80,7 @@ def labels(
     from flows.labels import labels_flow
     from flows.runtime import run_flow
 
-    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir=_absolute(workdir),
+    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir_url=_absolute(workdir),
                        dataset=dataset, retry_rejects=retry_rejects)
     typer.echo(json.dumps(summary))
 
@@ -100,7 +100,7 @@ def train(
     from tasks.train import CheckpointError
 
     try:
-        summary = run_flow(train_flow, config, overrides, workdir=_absolute(workdir), resume=resume, steps=steps)
+        summary = run_flow(train_flow, config, overrides, workdir_url=_absolute(workdir), resume=resume, steps=steps)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, default=str))
@@ -123,7 +123,7 @@ def generate(
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
+        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -155,7 +155,7 @@ def evaluate(
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
+        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -217,7 +217,7 @@ def pipeline(
     from flows.runtime import run_flow
 
     report = run_flow(
-        pipeline_flow, config, overrides, workdir=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
+        pipeline_flow, config, overrides, workdir_url=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
         stages=[s.strip() for s in stages.split(",") if s.strip()], suites=[b.strip() for b in suites.split(",") if b.strip()],
         checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
     )

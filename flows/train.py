@@ -20,11 +20,11 @@ from tasks.train import run_training
 
 
 @task(name="train-controller")
-def train_task(workdir: str, cfg: Config, resume: str | None, steps: int | None, progress: bool) -> dict:
+def train_task(workdir_url: str, cfg: Config, resume: str | None, steps: int | None, progress: bool) -> dict:
     import torch
 
     torch.set_num_threads(max(1, int(_cpus(cfg))))  # a reused Ray worker keeps the threads of its first task
-    return run_training(workdir, cfg, resume, steps, progress)
+    return run_training(workdir_url, cfg, resume, steps, progress)
 
 
 def _train_loop_per_worker(config: dict) -> None:
@@ -39,7 +39,7 @@ def _cpus(cfg: Config) -> float:
     return cfg.train.cpus_per_worker or cfg.runtime.task_num_cpus
 
 
-def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
+def train_with_ray_train(workdir_url: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
     """DDP over ``train.num_workers`` Ray Train workers (GPUs when ``train.use_gpu``)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
@@ -53,28 +53,28 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
                          f"Ray has {have:g}; lower train.num_workers or train.cpus_per_worker")
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
+        train_loop_config={"workdir": workdir_url, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
-        run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir}/cache/ray_train"),
+        run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir_url}/cache/ray_train"),
     )
     result = trainer.fit()
     if result.error:
         raise result.error
     # Rank 0 wrote the checkpoints: the newest one of this config is the run's result.
-    latest = latest_of_config(Workdir(workdir), cfg.digest())
+    latest = latest_of_config(Workdir(workdir_url), cfg.digest())
     return {"workers": cfg.train.num_workers, "latest": None if latest is None else latest["checkpoint_id"],
             "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {})}
 
 
 @flow(name="train", task_runner=ProjectRayTaskRunner())
-def train_flow(workdir: str, config: str = "tiny", overrides: list[str] | None = None, resume: str | None = None,
+def train_flow(workdir_url: str, config: str = "tiny", overrides: list[str] | None = None, resume: str | None = None,
                steps: int | None = None, progress: bool = True) -> dict:
     cfg = load_config(config, overrides)
     if cfg.train.num_workers > 1:
-        return train_with_ray_train(workdir, cfg, resume, steps)
+        return train_with_ray_train(workdir_url, cfg, resume, steps)
     opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
     with remote_options(**opts):
-        return train_task.submit(workdir, cfg, resume, steps, progress).result()
+        return train_task.submit(workdir_url, cfg, resume, steps, progress).result()

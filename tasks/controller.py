@@ -27,13 +27,13 @@ class ControllerGenerator:
         self.pipe, self.model, self.gen = pipe, model, gen_settings
 
     @classmethod
-    def from_checkpoint(cls, workdir: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
+    def from_checkpoint(cls, wd: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
         from model.pipeline import build_pipeline
 
         model = checkpoint_model_settings(checkpoint)
         from model.entity_features import build_extractor
 
-        pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"))
+        pipe = build_pipeline(model, controlnet_path=wd.local_path(checkpoint["path"], "controlnet"))
         # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
         pipe.set_entity_extractor(build_extractor(model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
         return cls(pipe, model, cfg.generate)
@@ -61,7 +61,7 @@ class ControllerGenerator:
                 motion_bucket_id=g.motion_bucket_id,
                 noise_aug_strength=g.noise_aug_strength,
                 conditioning_scale=m.conditioning_scale,
-                entity_path=g.entity_path,
+                entity_path="dense" if m.encoder == "dense" else "fast",  # model.encoder, as in training
                 gaussian_sigma_ratio=m.gaussian_sigma_ratio,
                 gaussian_support_ratio=m.gaussian_support_ratio,
                 frame_chunk=m.frame_chunk,

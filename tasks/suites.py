@@ -50,7 +50,7 @@ class ItemError(ValueError):
 
 
 def labels_items(
-    workdir: Workdir, spec: SuiteSpec, only: set[str] | None = None, gt_tracker=None, grid_size: int = 10, add_centers: bool = True
+    wd: Workdir, spec: SuiteSpec, only: set[str] | None = None, gt_tracker=None, grid_size: int = 10, add_centers: bool = True
 ) -> list[SuiteItem]:
     """Items from the ``labels`` table: one per video of (dataset, split), or of ``only`` those.
 
@@ -64,14 +64,14 @@ def labels_items(
     filt = (pc.field("dataset") == spec.dataset) & (pc.field("split") == spec.split)
     if only is not None:
         filt &= pc.field("video_id").isin(sorted(only))
-    rows = workdir.read("labels", filter=filt)
+    rows = wd.read("labels", filter=filt)
     items = []
     for video_id, group in rows.groupby("video_id", sort=True):
         group = group.sort_values("entity_id")
         first = group.iloc[0]
         label_hw = (int(first["height"]), int(first["width"]))
         L = min(spec.frames, len(first["centers"]))
-        frames, ids = load_cached_clip(workdir, first["frames_path"])
+        frames, ids = load_cached_clip(wd, first["frames_path"])
         frames, ids = resize_clip(frames[:L], ids[:L], spec.resolution)
         entity_ids = [int(e) for e in group["entity_id"]]
         masks = np.stack([ids[0] == e for e in entity_ids])

@@ -231,13 +231,13 @@ def _ensure_embeddings(wd: Workdir, cfg: Config, extractor_id: str) -> int:
     return wd.append("entity_embeddings", embed_videos(wd.url, todo, cfg.model)) if todo else 0
 
 
-def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: int | None = None, progress: bool = True) -> dict:
+def run_training(workdir_url: str, cfg: Config, resume: str | None = None, steps: int | None = None, progress: bool = True) -> dict:
     """Train (or continue) one run; returns what was done. Re-running a finished run does nothing."""
     from model.controlnet import DragAnythingControlNetModel
     from model.entity_features import build_extractor
     from model.pipeline import build_pipeline
 
-    wd = Workdir(workdir)
+    wd = Workdir(workdir_url)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if dist else 0
     steps = cfg.train.steps if steps is None else steps
