@@ -255,7 +255,6 @@ class TrainSettings(_Section):
     cpus_per_worker: float | None = Field(
         None, gt=0, description="CPUs the training task (each Ray Train worker) reserves, and so its torch threads; None = runtime.task_num_cpus"
     )
-    loader_workers: int = Field(0, ge=0, description="DataLoader processes that prefetch batches")
     fit_base: BaseFitSettings = BaseFitSettings()
 
 

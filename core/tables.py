@@ -284,11 +284,6 @@ class Workdir:
         cols = [t.column(k).to_pylist() for k in spec.key]
         return set(zip(*cols))
 
-    def mtime(self, table: str) -> float:
-        """Latest modification time of any part (0 when empty): a cache key for readers."""
-        times = [self.fs.modified(p).timestamp() for p in self._parts(table)]
-        return max(times, default=0.0)
-
     # writing -----------------------------------------------------------
     @contextlib.contextmanager
     def _lock(self, table: str) -> Iterator[None]:

@@ -9,6 +9,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from core.suites import SUITES
+from eval.bootstrap import paired_ratio_difference
+
 METRICS = ("objmc", "fid", "fvd")
 METRIC_LABELS = {"objmc": "ObjMC", "fid": "FID", "fvd": "FVD"}
 LOWER_IS_BETTER = {"objmc": True, "fid": True, "fvd": True}
@@ -131,16 +134,6 @@ def leaderboard(
     return table
 
 
-def with_published(table: pd.DataFrame, suite: str) -> pd.DataFrame:
-    """Append the paper's rows (no rank, marked published) when they apply to the suite."""
-    table = table.copy()
-    table["source"] = "measured"
-    if not published_applies(suite):
-        return table
-    pub = PUBLISHED.drop(columns="note").assign(source=f"published ({PAPER})", rank=np.nan)
-    return pd.concat([table, pub], ignore_index=True)
-
-
 def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
     if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or (isinstance(hi, float) and math.isnan(hi)):
         return ""
@@ -154,31 +147,28 @@ def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
 
 
 def per_item_objmc(objmc: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """Per item, the mean ObjMC error (over its entities) of a and of b, on items both have."""
+    """Per item, the mean ObjMC error (over its entities) of a and of b, on items both have.
+
+    With the ``per_frame`` column, also each side's summed error and counted frames
+    (``a_total``, ``a_count``, ...): the flat mean ObjMC is ``sum(total) / sum(count)``.
+    """
     cols = ["item_id", "a", "b", "diff"]
+    empty = pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
     if objmc.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
-    g = objmc[objmc["checkpoint_id"].isin([a, b])].groupby(["checkpoint_id", "item_id"])["error_px"].mean().unstack(0)
+        return empty
+    mine = objmc[objmc["checkpoint_id"].isin([a, b])]
+    g = mine.groupby(["checkpoint_id", "item_id"])["error_px"].mean().unstack(0)
     if a not in g.columns or b not in g.columns:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
+        return empty
     g = g[[a, b]].dropna().rename(columns={a: "a", b: "b"})
     g["diff"] = g["b"] - g["a"]
+    if "per_frame" in mine.columns:
+        frames = mine.groupby(["checkpoint_id", "item_id"])["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
+        for side, cid in (("a", a), ("b", b)):
+            g[f"{side}_total"] = [float(np.nansum(frames[(cid, i)])) for i in g.index]
+            g[f"{side}_count"] = [float(np.isfinite(frames[(cid, i)]).sum()) for i in g.index]
     g.columns.name = None
     return g.reset_index().sort_values("diff", key=np.abs, ascending=False, ignore_index=True)
-
-
-def paired_bootstrap(diff: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of paired differences and its percentile bootstrap interval (items resampled)."""
-    diff = np.asarray(diff, float)
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n_boot, diff.size))
-    means = diff[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(diff.mean()), float(lo), float(hi)
 
 
 def metric_deltas(
@@ -190,10 +180,11 @@ def metric_deltas(
 ) -> pd.DataFrame:
     """Per (metric, backbone) both checkpoints have: values, CIs, and delta = b - a with a CI.
 
-    ObjMC's delta interval is a paired bootstrap over items when per-item errors are
-    given (``items`` from :func:`per_item_objmc`); otherwise, and for FID/FVD (set
-    level metrics), it combines the two intervals' half-widths in quadrature, an
-    approximation that treats the two estimates as independent.
+    ObjMC's delta interval is the paired bootstrap of the difference of the two flat means
+    (``eval.bootstrap.paired_ratio_difference``, the same items drawn for both) when per-item
+    sums are given (``items`` from :func:`per_item_objmc` with ``per_frame``); otherwise, and
+    for FID/FVD (set level metrics), it combines the two intervals' half-widths in
+    quadrature, an approximation that treats the two estimates as independent.
     """
     m = metrics[(metrics["suite"] == suite) & metrics["checkpoint_id"].isin([a, b])]
     m = m.sort_values("created_at").drop_duplicates(["checkpoint_id", "metric", "backbone"], keep="last")
@@ -206,10 +197,10 @@ def metric_deltas(
         ra, rb = ra.iloc[0], rb.iloc[0]
         delta = rb["value"] - ra["value"]
         method = "intervals combined (independent)"
-        if metric == "objmc" and items is not None and len(items) >= 2:
-            mean, lo, hi = paired_bootstrap(items["diff"].to_numpy())
-            # Centre on the table's delta; the bootstrap gives the spread of a paired difference.
-            lo, hi = delta + (lo - mean), delta + (hi - mean)
+        if metric == "objmc" and items is not None and len(items) >= 2 and "a_total" in items.columns:
+            ci = paired_ratio_difference(items["b_total"], items["b_count"], items["a_total"], items["a_count"])
+            # Centre on the table's delta; the bootstrap gives the spread of the paired difference.
+            lo, hi = delta + (ci.low - ci.value), delta + (ci.high - ci.value)
             method = f"paired bootstrap over {len(items)} items"
         else:
             ha = (ra["ci_high"] - ra["ci_low"]) / 2 if pd.notna(ra["ci_high"]) and pd.notna(ra["ci_low"]) else np.nan
@@ -247,10 +238,6 @@ def metric_deltas(
 def suite_source(suite: str | None) -> tuple[str, str] | None:
     """(dataset, split) a labels-based suite is built from, per the generate stage's registry."""
     if not suite:
-        return None
-    try:
-        from tasks.suites import SUITES
-    except Exception:  # noqa: BLE001 - the registry is optional for the dashboard
         return None
     spec = SUITES.get(suite)
     if spec is None or spec.dataset is None or spec.split is None:

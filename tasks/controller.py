@@ -60,13 +60,13 @@ class ControllerGenerator:
         self.pipe, self.model, self.gen = pipe, model, gen_settings
 
     @classmethod
-    def from_checkpoint(cls, workdir: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
+    def from_checkpoint(cls, wd: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
         from model.entity_features import build_extractor
         from model.pipeline import build_pipeline
 
         model = checkpoint_model_settings(checkpoint)
         # loaded in generate.dtype (a real base never sits in memory in fp32 first)
-        pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"),
+        pipe = build_pipeline(model, controlnet_path=wd.local_path(checkpoint["path"], "controlnet"),
                               torch_dtype=DTYPES[cfg.generate.dtype] if model.base_model_path else None)
         # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
         pipe.set_entity_extractor(build_extractor(model.model_copy(update={"dtype": cfg.generate.dtype}),
@@ -104,7 +104,7 @@ class ControllerGenerator:
                 motion_bucket_id=g.motion_bucket_id,
                 noise_aug_strength=g.noise_aug_strength,
                 conditioning_scale=m.conditioning_scale,
-                entity_path=g.entity_path,
+                entity_path="dense" if m.encoder == "dense" else "fast",  # model.encoder, as in training
                 gaussian_sigma_ratio=m.gaussian_sigma_ratio,
                 gaussian_support_ratio=m.gaussian_support_ratio,
                 frame_chunk=m.frame_chunk,

@@ -37,7 +37,7 @@ def embed_videos(workdir_url: str, label_rows: list[dict], model_settings, extra
 
     if not label_rows:
         return []
-    workdir = Workdir(workdir_url)
+    wd = Workdir(workdir_url)
     extractor = extractor or build_extractor(model_settings)
     by_video: dict[tuple, list[dict]] = defaultdict(list)
     for row in label_rows:
@@ -45,7 +45,7 @@ def embed_videos(workdir_url: str, label_rows: list[dict], model_settings, extra
 
     out: list[dict] = []
     for (dataset, video_id, frames_path), rows in by_video.items():
-        frames, ids = load_cached_clip(workdir, frames_path)
+        frames, ids = load_cached_clip(wd, frames_path)
         masks = np.stack([ids[0] == int(r["entity_id"]) for r in rows])
         keep = masks.reshape(len(rows), -1).any(1)
         if not keep.any():

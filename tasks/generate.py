@@ -15,11 +15,12 @@ import numpy as np
 
 from core import checkpoints as ckpts
 from core.config import Config
+from core.suites import SUITES
 from core.media import write_frames, write_mp4
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
 from eval.trackers import tracker_for
-from tasks.suites import SUITES, SuiteItem, ItemError, folder_items, labels_items
+from tasks.suites import ItemError, SuiteItem, folder_items, labels_items
 
 STAGE = "generate"
 
@@ -48,21 +49,21 @@ REFERENCES: dict[str, type] = {"static": StaticGenerator, "warp": WarpGenerator}
 _CACHE: dict[str, Generator] = {}
 
 
-def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
+def get_generator(checkpoint: dict, cfg: Config, wd: Workdir) -> Generator:
     """The generator of a ``checkpoints`` row, built once per process."""
-    key = f"{workdir.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
+    key = f"{wd.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
     if key not in _CACHE:
         if ckpts.kind(checkpoint) == ckpts.REFERENCE:  # its config names the generator
             _CACHE[key] = REFERENCES[json.loads(checkpoint["config"])["generator"]]()
         else:
             from tasks.controller import ControllerGenerator
 
-            _CACHE[key] = ControllerGenerator.from_checkpoint(workdir, checkpoint, cfg)
+            _CACHE[key] = ControllerGenerator.from_checkpoint(wd, checkpoint, cfg)
     return _CACHE[key]
 
 
 def load_suite(
-    workdir: Workdir, name: str, cfg: Config, item_ids: list[str] | None = None
+    wd: Workdir, name: str, cfg: Config, item_ids: list[str] | None = None
 ) -> tuple[list[SuiteItem], list[tuple[str, str]]]:
     """The items of a suite (all, or ``item_ids``), and (item, reason) for those that cannot be read."""
     if name not in SUITES:
@@ -72,7 +73,7 @@ def load_suite(
     if spec.kind == "labels":
         ev = cfg.evaluate
         tracker = tracker_for(ev.tracker) if ev.ground_truth == "tracked" else None
-        return labels_items(workdir, spec, only, tracker, ev.grid_size, ev.add_centers), []
+        return labels_items(wd, spec, only, tracker, ev.grid_size, ev.add_centers), []
     folder = cfg.evaluate.user_study_dir
     if not folder:
         raise FileNotFoundError("the user-study suite needs evaluate.user_study_dir: a folder of cases (demo.jpg, demo.json, masks)")

@@ -1,7 +1,7 @@
 """Suites: the inputs of generation and the ground truth of evaluation.
 
-A suite is a list of ``SuiteItem``: a first frame, first-frame entity masks
-and one trajectory per entity, at the suite's resolution.
+A suite (registered by name in ``core/suites.py``) is a list of ``SuiteItem``: a first
+frame, first-frame entity masks and one trajectory per entity, at the suite's resolution.
 
 - ``sample`` / ``vipseg-val``: built from the ``labels`` table and the frames cache
   (the paper's protocol: 256x256, 14 frames; the real clip is the FID/FVD reference).
@@ -20,27 +20,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.media import load_cached_clip, resize_clip
-from core.tables import Workdir
 from core.geometry import incircles, rescale, scale_points
-
-
-@dataclass(frozen=True)
-class SuiteSpec:
-    name: str
-    kind: str  # "labels" | "folder"
-    dataset: str | None = None
-    split: str | None = None
-    folder: str | None = None
-    resolution: tuple[int, int] = (256, 256)
-    frames: int = 14
-
-
-SUITES = {
-    "sample": SuiteSpec("sample", "labels", dataset="sample", split="val"),
-    "vipseg-val": SuiteSpec("vipseg-val", "labels", dataset="vipseg", split="val"),
-    "user-study": SuiteSpec("user-study", "folder"),
-}
+from core.media import load_cached_clip, resize_clip
+from core.suites import SuiteSpec
+from core.tables import Workdir
 
 
 @dataclass
@@ -67,7 +50,7 @@ class ItemError(ValueError):
 
 
 def labels_items(
-    workdir: Workdir, spec: SuiteSpec, only: set[str] | None = None, gt_tracker=None, grid_size: int = 10, add_centers: bool = True
+    wd: Workdir, spec: SuiteSpec, only: set[str] | None = None, gt_tracker=None, grid_size: int = 10, add_centers: bool = True
 ) -> list[SuiteItem]:
     """Items from the ``labels`` table: one per video of (dataset, split), or of ``only`` those.
 
@@ -81,14 +64,14 @@ def labels_items(
     filt = (pc.field("dataset") == spec.dataset) & (pc.field("split") == spec.split)
     if only is not None:
         filt &= pc.field("video_id").isin(sorted(only))
-    rows = workdir.read("labels", filter=filt)
+    rows = wd.read("labels", filter=filt)
     items = []
     for video_id, group in rows.groupby("video_id", sort=True):
         group = group.sort_values("entity_id")
         first = group.iloc[0]
         label_hw = (int(first["height"]), int(first["width"]))
         L = min(spec.frames, len(first["centers"]))
-        frames, ids = load_cached_clip(workdir, first["frames_path"])
+        frames, ids = load_cached_clip(wd, first["frames_path"])
         frames, ids = resize_clip(frames[:L], ids[:L], spec.resolution)
         entity_ids = [int(e) for e in group["entity_id"]]
         masks = np.stack([ids[0] == e for e in entity_ids])

@@ -36,7 +36,7 @@ with c2:
     b = ui.pick("Checkpoint B", [i for i in ids if i != a], key="cmp_b", default=ids[0])
 
 objmc = queries.read(
-    url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "error_px"],
+    url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "error_px", "per_frame"],
     filters=[("suite", "==", suite), ("checkpoint_id", "in", (a, b))],
 )
 items = data.per_item_objmc(objmc, a, b)

@@ -7,7 +7,8 @@ import pytest
 
 from core.config import load_config
 from core.tables import Workdir
-from tasks.suites import SUITES, folder_items, labels_items, read_user_study_case, write_user_study_case
+from core.suites import SUITES
+from tasks.suites import folder_items, labels_items, read_user_study_case, write_user_study_case
 from tasks.labels import VideoRef, label_videos
 
 
