@@ -11,7 +11,6 @@ import json
 import re
 import threading
 import time
-from typing import Callable
 
 import cv2
 import numpy as np
@@ -40,39 +39,6 @@ def video_relpath(case_id: str, checkpoint_id: str, seed: int, steps: int, setti
     return f"drag/{safe(case_id)}/{safe(checkpoint_id)}-seed{int(seed)}-steps{int(steps)}{tag}.mp4"
 
 
-class _StepCounter:
-    """Stands in for the pipeline's tqdm bar: counts denoising steps for a callback."""
-
-    def __init__(self, total: int, callback: Callable[[int, int], None]):
-        self.total, self.n, self.callback = int(total or 0), 0, callback
-
-    def __enter__(self):
-        self.callback(0, self.total)
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        self.callback(self.n, self.total)
-
-
-class _counting_steps:
-    """Route a pipeline's ``progress_bar`` to a callback for the duration of one call."""
-
-    def __init__(self, pipe, callback: Callable[[int, int], None]):
-        self.pipe, self.callback = pipe, callback
-
-    def __enter__(self):
-        self.pipe.progress_bar = lambda iterable=None, total=None: _StepCounter(total, self.callback)
-        return self
-
-    def __exit__(self, *exc):
-        self.pipe.__dict__.pop("progress_bar", None)  # back to the class's method
-        return False
-
-
 def generate_frames(wd: Workdir, checkpoint: dict, item: SuiteItem, cfg: Config, seed: int,
                     progress: Progress | None = None) -> np.ndarray:
     """The video ``(T, H, W, 3)`` uint8 at the item's size, from the checkpoint's controller.
@@ -90,8 +56,7 @@ def generate_frames(wd: Workdir, checkpoint: dict, item: SuiteItem, cfg: Config,
         cached = get_generator(checkpoint, cfg, wd)
         # The cached generator keeps the generate settings it was built with; these are this call's.
         gen = ControllerGenerator(cached.pipe, cached.model, cfg.generate)
-        with _counting_steps(gen.pipe, lambda i, n: progress("denoising", i, n)):
-            frames = gen(item, int(seed))
+        frames = gen(item, int(seed), on_step=lambda i, n: progress("denoising", i, n))
     # The model's size -> the user's image size (the page shows the video over the image).
     h, w = item.hw
     return np.stack([cv2.resize(f, (w, h), interpolation=cv2.INTER_CUBIC) for f in frames])
