@@ -7,7 +7,7 @@ import torch
 from core.config import load_config
 from model.pipeline import build_pipeline
 from model.tiny import TinySizes, build_tiny_svd
-from tasks.benchmarks import BenchmarkItem
+from tasks.suites import SuiteItem
 from tasks.controller import ControllerGenerator, place_pipeline
 
 
@@ -17,7 +17,7 @@ def _item(frames=4):
     masks[0, 10:30, 10:30] = True
     masks[1, 40:60, 35:60] = True
     paths = np.stack([np.linspace([20, 20], [40, 28], frames), np.linspace([47, 50], [30, 44], frames)]).astype(np.float32)
-    return BenchmarkItem("sample", "x", (rng.rand(64, 64, 3) * 255).astype(np.uint8), masks, [1, 2], paths,
+    return SuiteItem("sample", "x", (rng.rand(64, 64, 3) * 255).astype(np.uint8), masks, [1, 2], paths,
                          np.ones((2, frames), bool), np.array([10.0, 10.0]), (64, 64))
 
 
