@@ -139,7 +139,8 @@ def evaluate_objmc(
     eval_size: Optional[str] = typer.Option(None, "--eval-size", help="HxW to measure errors at (official: the original video size)"),
 ) -> None:
     """ObjMC between two trajectory folders in the official format (any method's outputs)."""
-    from eval.objmc import format_report, score_dirs
+    from eval.objmc import format_report
+    from tasks.evaluate import score_dirs
 
     for d in (gt, pred):
         if not d.is_dir():

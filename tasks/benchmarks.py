@@ -98,7 +98,7 @@ def labels_items(
         if gt_tracker is not None:
             from eval.objmc import ground_truth_tracks
 
-            trajectories = ground_truth_tracks(frames, trajectories[:, 0], gt_tracker, grid_size, add_centers).astype(np.float32)
+            trajectories = ground_truth_tracks(frames, trajectories[:, 0], gt_tracker, grid_size=grid_size, add_centers=add_centers).astype(np.float32)
         _, radii, _ = incircles(ids[0], entity_ids)
         items.append(
             BenchmarkItem(

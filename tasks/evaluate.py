@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -21,7 +24,7 @@ from core.config import Config
 from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, bootstrap_frechet, bootstrap_ratio
 from eval.features import clip_extractor, frame_extractor, video_features
-from eval.objmc import EntityScore, ItemScore, ObjMCResult, score_video
+from eval.objmc import EntityScore, ItemScore, ObjMCResult, as_points, score, score_video
 from tasks.benchmarks import BenchmarkItem
 from tasks.generate import load_benchmark, read_frames
 from tasks.labels import load_cached_clip, resize_clip, tracker_for
@@ -77,7 +80,24 @@ def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: 
             )
             per_seed.append(score)
         scores.append(_mean_over_seeds(item_id, per_seed))
-    return ObjMCResult(scores).rows(checkpoint_id, benchmark, tracker_name(cfg))
+    return objmc_rows(ObjMCResult(scores), checkpoint_id, benchmark, tracker_name(cfg))
+
+
+def objmc_rows(result: ObjMCResult, checkpoint_id: str, benchmark: str, tracker: str) -> list[dict]:
+    """Rows of the ``objmc`` table (entity ids must be integers there)."""
+    return [
+        dict(
+            checkpoint_id=checkpoint_id,
+            benchmark=benchmark,
+            item_id=item.item_id,
+            entity_id=int(e.entity_id),
+            error_px=e.error_px,
+            per_frame=[float(v) for v in e.per_frame],
+            tracker=tracker,
+        )
+        for item in result.items
+        for e in item.entities
+    ]
 
 
 def tracker_name(cfg: Config) -> str:
@@ -218,3 +238,86 @@ def _metric(cid: str, benchmark: str, metric: str, backbone: str, value: float, 
         n=int(n),
         created_at=now_utc(),
     )
+
+
+# --- official trajectory JSON folders -------------------------------------------
+# One file ``<video_id>.json`` per video holding ``{entity_id: [[x, y], ...]}`` (pixel
+# coordinates, one point per frame; the official files hold ints, and tracker points
+# off the frame: negative or beyond it). Extension: a point may be ``null`` for a frame
+# where the entity is invisible (written only for ground truth with visibility).
+
+
+def _finite_or_none(p: np.ndarray) -> list | None:
+    return [float(p[0]), float(p[1])] if np.all(np.isfinite(p)) else None
+
+
+def write_trajectories(path: str | Path, trajectories: Mapping[str, object], visible: Mapping[str, object] | None = None) -> None:
+    """One video's file: ``{entity_id: [[x, y], ...]}``; invisible (or non-finite) points as null."""
+    vis = {str(k): v for k, v in (visible or {}).items()}
+    out = {}
+    for eid, traj in trajectories.items():
+        p = as_points(traj)
+        v = np.asarray(vis[str(eid)], bool) if str(eid) in vis else np.ones(len(p), bool)
+        if len(v) != len(p):
+            raise ValueError(f"{path}: entity {eid} has {len(p)} points but {len(v)} visibility flags")
+        out[str(eid)] = [_finite_or_none(q) if ok else None for q, ok in zip(p, v)]
+    Path(path).write_text(json.dumps(out))
+
+
+def read_trajectories(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One video's file -> (entity id -> (T, 2) with NaN for null points, entity id -> visible (T,))."""
+    raw = json.loads(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected an object {{entity_id: [[x, y], ...]}}, got {type(raw).__name__}")
+    traj, vis = {}, {}
+    for eid, pts in raw.items():
+        p = as_points(pts)
+        traj[str(eid)] = p
+        vis[str(eid)] = np.isfinite(p).all(axis=1)
+    return traj, vis
+
+
+def write_trajectory_dir(
+    directory: str | Path,
+    videos: Mapping[str, Mapping[str, object]],
+    visible: Mapping[str, Mapping[str, object]] | None = None,
+) -> list[Path]:
+    """Write ``<directory>/<video_id>.json`` per video; returns the paths."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for vid, ents in videos.items():
+        p = d / f"{vid}.json"
+        write_trajectories(p, ents, (visible or {}).get(vid))
+        paths.append(p)
+    return paths
+
+
+def read_trajectory_dir(directory: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """All ``*.json`` of a directory -> (video_id -> trajectories, video_id -> visibility)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"trajectory directory {d} does not exist")
+    trajs, vis = {}, {}
+    for p in sorted(d.glob("*.json")):
+        trajs[p.stem], vis[p.stem] = read_trajectories(p)
+    return trajs, vis
+
+
+def score_dirs(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    pred_hw: tuple[int, int] | None = None,
+    gt_hw: tuple[int, int] | None = None,
+    eval_hw: tuple[int, int] | None = None,
+) -> ObjMCResult:
+    """``--gt DIR --pred DIR``: score every ground-truth video; null GT points are invisible frames.
+
+    Without sizes both directories are taken to be at the evaluation resolution
+    (the official script's assumption).
+    """
+    gt, vis = read_trajectory_dir(gt_dir)
+    pred, _ = read_trajectory_dir(pred_dir)
+    if not gt:
+        raise FileNotFoundError(f"no *.json trajectory files in the ground-truth directory {gt_dir}")
+    return score(pred, gt, vis, pred_hw, gt_hw, eval_hw)

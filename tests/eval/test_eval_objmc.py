@@ -9,17 +9,8 @@ import pytest
 
 from core.tables import to_arrow
 from eval.bootstrap import bootstrap_ratio
-from eval.objmc import (
-    entity_errors,
-    format_report,
-    grid_points,
-    read_trajectory_dir,
-    score,
-    score_dirs,
-    score_video,
-    track_entities,
-    write_trajectory_dir,
-)
+from eval.objmc import entity_errors, format_report, grid_points, score, score_video, track_entities
+from tasks.evaluate import objmc_rows, read_trajectory_dir, score_dirs, write_trajectory_dir
 
 # Two videos. v1/a: pred one frame longer (common prefix: 3 frames), errors 0, 5, 0.
 # v1/b: pred one frame shorter (prefix: 2 frames), gt invisible on frame 1 -> only frame 0 counts (error 0).
@@ -116,7 +107,7 @@ def test_reads_official_files(tmp_path):
 def test_rows_fit_the_objmc_table():
     pred = {"v1": {"1": PRED["v1"]["a"], "2": PRED["v1"]["b"]}}  # the table's entity ids are integers
     r = score(pred, {"v1": {"1": GT["v1"]["a"], "2": GT["v1"]["b"]}}, {"v1": {"2": VIS["v1"]["b"]}})
-    table = to_arrow("objmc", r.rows("ckpt", "sample", "lk"))
+    table = to_arrow("objmc", objmc_rows(r, "ckpt", "sample", "lk"))
     assert table.num_rows == 2
     assert table.column("error_px").to_pylist() == pytest.approx([5 / 3, 0.0])
 
