@@ -147,7 +147,7 @@ class TinyModelSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """The base video model and the DragAnything controller (see model/ and docs/METHOD.md)."""
+    """The base video model and the DragAnything controller (see model/ and docs/method.md)."""
 
     base_model_path: str | None = Field(
         None, description="local SVD img2vid directory in diffusers layout; None = the embedded tiny model"

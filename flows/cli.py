@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -10,6 +11,21 @@ from typing import Optional
 import typer
 
 from core.config import ConfigError, load_config
+
+# A run prints progress, results and real warnings. Set before Prefect is first imported (it reads
+# its settings then), so they reach the temporary server too; a user's own environment wins.
+# No telemetry: there is no network to send it to, and its heartbeat fails with a traceback. No
+# INFO lines from Prefect's temporary server (its run links die with it); PREFECT_LOGGING_LEVEL=INFO
+# brings them back. The temporary server gets 2 minutes to start (Prefect's 20 s run out on a
+# slow or busy machine while it creates its database).
+CLI_ENV = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_LOGGING_LEVEL": "WARNING",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    "RAY_DEDUP_LOGS": "1",
+}
+for _key, _value in CLI_ENV.items():
+    os.environ.setdefault(_key, _value)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DragAnything training and evaluation pipeline.")
 
@@ -204,11 +220,36 @@ def dashboard(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     port: int = typer.Option(8501, help="port on this machine"),
     address: Optional[str] = typer.Option(None, help="address to serve on (default: Streamlit's)"),
+    secrets: Optional[Path] = typer.Option(
+        None, "--secrets", help="the secrets file with voter tokens or OIDC settings (default: .streamlit/secrets.toml here or in ~)"
+    ),
 ) -> None:
     """The Streamlit dashboard: leaderboard, compare, training curves, blind pairwise votes."""
     from dashboard import launch
 
-    launch(workdir, port=port, headless=True, address=address)
+    try:
+        launch(workdir, port=port, headless=True, address=address, secrets=str(secrets) if secrets else None)
+    except FileNotFoundError as err:
+        _fail(str(err))
+
+
+voters_app = typer.Typer(no_args_is_help=True, help="Voter tokens for the blind pairwise study.")
+app.add_typer(voters_app, name="voters")
+
+
+@voters_app.command("add")
+def voters_add(
+    secrets: Path = typer.Option(..., "--secrets", help="the secrets file to write (created if missing; keep it out of git)"),
+    name: str = typer.Option(..., "--name", help="the voter's name, as votes are stored (letters, digits, '_', '-')"),
+) -> None:
+    """Give a voter a new random token: the file keeps only its digest; the token is printed once."""
+    from dashboard.auth import add_voter
+
+    try:
+        token = add_voter(secrets, name)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(token)
 
 
 @app.command("drag")

@@ -9,6 +9,7 @@ and hands its URL to the workers through Ray's runtime environment.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 from typing import Iterator
 
@@ -47,6 +48,9 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
 
     if ray.is_initialized():
         return
+    # A local Ray turns token authentication on by default and warns that it did on every
+    # start; the default is the safe one, so the notice is only noise (the choice stays Ray's).
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     address = ray_address(runtime)
     kwargs: dict = dict(
         include_dashboard=False,
