@@ -47,7 +47,7 @@ JACKKNIFE_GROUPS = 20
 # The jackknife removes a bias c / N exactly; when D is comparable to N the Fréchet bias decays
 # more slowly than 1 / N, the jackknife removes only part of it, and the truth lies below its
 # estimate by up to this fraction of the bias it did remove (simulations: docs/evaluation.md).
-JACKKNIFE_ALLOWANCE = 0.15
+JACKKNIFE_ALLOWANCE = 0.10
 PERCENTILE = "percentile bootstrap over items"
 JACKKNIFE = "grouped jackknife over items (bias-corrected, t interval)"
 
