@@ -38,7 +38,7 @@ def checkpoints_to_evaluate(
     if baselines and trained:
         chosen.append(trained[-1] + NO_CONTROL)  # the latest model with control switched off
     if select == "missing":
-        scored = {(c, b) for c, b, m, _ in wd.keys("metrics") if m == "objmc"}
+        scored = {(c, b) for c, b, m, _, _ in wd.keys("metrics") if m == "objmc"}
         chosen = [c for c in chosen if (c, benchmark) not in scored]
     return chosen
 

@@ -18,6 +18,7 @@ from core.config import Config, load_config
 from core.tables import Workdir, now_utc
 from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
 from tasks import evaluate as ev
+from tasks import features as feats
 from tasks import generate as gen
 from tasks.controller import NO_CONTROL
 
@@ -55,8 +56,9 @@ def _chunks(xs: list, size: int) -> list[list]:
 
 @task(name="generate-items")
 def generate_chunk(workdir: str, checkpoint: dict, benchmark: str, item_ids: list[str], cfg: Config) -> dict:
-    rows, rejects = gen.generate_items(workdir, checkpoint, benchmark, item_ids, cfg)
+    rows, conditions, rejects = gen.generate_items(workdir, checkpoint, benchmark, item_ids, cfg)
     wd = Workdir(workdir)
+    wd.append("conditions", conditions)  # what each video was asked to do, before the video counts as done
     return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects)}
 
 
@@ -87,17 +89,25 @@ def generate_flow(checkpoint: str, benchmark: str, workdir: str, config: str = "
 
 @task(name="objmc-items")
 def objmc_chunk(workdir: str, checkpoint_id: str, benchmark: str, item_ids: list[str], cfg: Config) -> int:
-    return Workdir(workdir).append("objmc", ev.objmc_items(workdir, checkpoint_id, benchmark, item_ids, cfg))
+    rows, rejects = ev.objmc_items(workdir, checkpoint_id, benchmark, item_ids, cfg)
+    wd = Workdir(workdir)
+    wd.append("rejects", rejects)
+    return wd.append("objmc", rows)
 
 
 @task(name="video-features")
-def features_chunk(workdir: str, refs: list, cfg: Config) -> int:
-    return ev.cache_features(workdir, refs, cfg)
+def features_chunk(workdir: str, jobs: list, benchmark: str, cfg: Config) -> int:
+    return feats.cache_features(workdir, jobs, benchmark, cfg)
 
 
 @task(name="metrics")
 def metrics_task(workdir: str, checkpoint_id: str, benchmark: str, cfg: Config) -> int:
-    return Workdir(workdir).append("metrics", ev.summarize(workdir, checkpoint_id, benchmark, cfg))
+    """Recompute the metrics from every scored item; replace the rows, keep the old values as history."""
+    rows, rejects = ev.summarize(workdir, checkpoint_id, benchmark, cfg)
+    wd = Workdir(workdir)
+    wd.append("rejects", rejects)
+    wd.append("metrics_history", ev.history_rows(rows))
+    return wd.replace("metrics", rows)
 
 
 @flow(name="evaluate", task_runner=ProjectRayTaskRunner())
@@ -109,24 +119,28 @@ def evaluate_flow(checkpoint: str, benchmark: str, workdir: str, config: str = "
     samples = samples[(samples["checkpoint_id"] == checkpoint) & (samples["benchmark"] == benchmark)]
     if samples.empty:
         raise ValueError(f"no samples of '{checkpoint}' on '{benchmark}' in {wd.url}; run `draganything generate` first")
-    scored = {(c, b, i) for c, b, i, _ in wd.keys("objmc")}
+    identity = ev.objmc_identity_of(cfg, benchmark)
+    scored = {(c, b, i) for c, b, i, _, idn in wd.keys("objmc") if idn == identity}
     items = sorted(set(samples["item_id"]))
     todo = [i for i in items if (checkpoint, benchmark, i) not in scored]
-    done = {m for c, b, m, _ in wd.keys("metrics") if c == checkpoint and b == benchmark}
-    if not todo and "objmc" in done:
+    metrics = wd.read("metrics")
+    current = metrics[(metrics["checkpoint_id"] == checkpoint) & (metrics["benchmark"] == benchmark) & (metrics["identity"] == identity)]
+    n_scored = len({i for c, b, i in scored if c == checkpoint and b == benchmark})
+    if not todo and len(current) and int(current["n"].iloc[0]) == n_scored:
         return {"items": len(items), "metrics_written": 0, "skipped": True}  # nothing new since the last evaluation
-    bench_items, _ = gen.load_benchmark(wd, benchmark, cfg, items)
-    refs = ev.feature_refs(samples, bench_items)
+    conditions = wd.read("conditions")
+    conditions = conditions[(conditions["checkpoint_id"] == checkpoint) & (conditions["benchmark"] == benchmark)]
+    jobs = feats.feature_jobs(samples, conditions)
     size = cfg.evaluate.items_per_task
     with remote_options(**ray_task_options(cfg.runtime)):
         futures = [objmc_chunk.submit(workdir, checkpoint, benchmark, c, cfg) for c in _chunks(todo, size)]
-        futures += [features_chunk.submit(workdir, c, cfg) for c in _chunks(refs, size)]
+        futures += [features_chunk.submit(workdir, c, benchmark, cfg) for c in _chunks(jobs, size)]
         with tqdm(total=len(futures), unit="task", desc=f"evaluate {checkpoint}/{benchmark}", disable=not progress) as bar:
             for _ in as_completed(futures):
                 bar.update(1)
         written = metrics_task.submit(workdir, checkpoint, benchmark, cfg).result()
     metrics = wd.read("metrics")
-    metrics = metrics[(metrics["checkpoint_id"] == checkpoint) & (metrics["benchmark"] == benchmark)]
+    metrics = metrics[(metrics["checkpoint_id"] == checkpoint) & (metrics["benchmark"] == benchmark) & (metrics["protocol"] == cfg.evaluate.protocol)]
     return {
         "items": len(items),
         "metrics_written": written,

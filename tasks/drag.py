@@ -24,7 +24,7 @@ Plain functions and dataclasses shared by the dashboard's Drag page and ``dragan
 6. **Generation** (:func:`generate_video`): in-process (CLI) or as a Ray task with a
    progress actor (:func:`submit`, the page); the video is an H.264 mp4 in the workdir.
 7. **Case** (:func:`save_case`): the official user-study folder format (``demo.jpg``,
-   ``demo.json``, mask JPEGs), readable by ``tasks.benchmarks.read_user_study_case``.
+   ``demo.json``, mask JPEGs), readable by ``tasks.user_study.read_user_study_case``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ import numpy as np
 
 from core.config import Config
 from core.tables import Workdir
-from tasks.benchmarks import BenchmarkItem, write_user_study_case
+from tasks.benchmarks import BenchmarkItem
+from tasks.user_study import write_user_study_case
 
 Point = tuple[float, float]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

@@ -1,20 +1,20 @@
-"""The evaluate stage's units of work: samples in, ``objmc`` and ``metrics`` rows out.
+"""The evaluate stage's units of work: samples and their conditions in, ``objmc`` and ``metrics`` rows out.
 
-- ``objmc_items``: track each entity in each generated video, score against the
-  benchmark's trajectories at the original video size (official flat mean).
-- ``cache_features``: FID frame features and FVD clip features of a video,
-  computed once per (backbone, video) and kept under ``features/`` — the real
-  clips' features are shared by every checkpoint.
-- ``summarize``: the metrics with bootstrap confidence intervals over items.
+- ``objmc_items``: track each entity in each generated video with the configured
+  protocol's rules (``eval.protocol``), score against the trajectories the video was
+  asked to follow (the ``conditions`` table, frozen at generate time) at the evaluation
+  size, official flat mean. The predicted tracks are stored with the errors.
+- ``summarize``: the metrics of a checkpoint on a benchmark from *all* its scored items
+  (ObjMC with a bootstrap interval over items; FID/FVD in ``tasks.features``), each with
+  its identity; the flow replaces the metric rows and keeps the old values as history.
+- the official trajectory JSON folders (``score_dirs``: ``draganything evaluate objmc``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,12 +22,13 @@ import pandas as pd
 
 from core.config import Config
 from core.tables import Workdir, now_utc
-from eval.bootstrap import ItemFeatures, bootstrap_frechet, bootstrap_ratio
-from eval.features import clip_extractor, frame_extractor, video_features
+from eval.bootstrap import bootstrap_ratio
 from eval.objmc import EntityScore, ItemScore, ObjMCResult, as_points, score, score_video
-from tasks.benchmarks import BenchmarkItem
-from tasks.generate import load_benchmark, read_frames
-from tasks.labels import load_cached_clip, resize_clip, tracker_for
+from eval.protocol import objmc_identity
+from tasks.benchmarks import BENCHMARKS, ground_truth_identity
+from tasks.conditions import read_conditions, starts_of, trajectories_of, visible_of
+from tasks.generate import current_protocol, read_frames, tracker_description
+from tasks.labels import resize_clip, tracker_for
 
 STAGE = "evaluate"
 
@@ -50,194 +51,144 @@ def _mean_over_seeds(item_id: str, scores: list[ItemScore]) -> ItemScore:
     return ItemScore(item_id, ents, scores[0].missing_entities, scores[0].extra_entities)
 
 
-def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: list[str], cfg: Config) -> list[dict]:
-    """``objmc`` rows for these items' samples (all seeds)."""
+def objmc_identity_of(cfg: Config, benchmark: str) -> str:
+    """The identity of this config's ObjMC numbers on a benchmark (protocol, tracker, rules, eval size)."""
+    spec = BENCHMARKS[benchmark]
+    size = "original video size" if spec.kind == "labels" else f"{spec.resolution[0]}x{spec.resolution[1]}"
+    return objmc_identity(current_protocol(cfg), tracker_description(cfg), size)
+
+
+def expected_ground_truth(cfg: Config, benchmark: str) -> str | None:
+    """How this config makes a benchmark's ground truth (None: nothing to check, e.g. user-study paths)."""
+    spec = BENCHMARKS[benchmark]
+    if spec.kind != "labels":
+        return None
+    protocol = current_protocol(cfg)
+    return "labels" if protocol.ground_truth != "tracked" else ground_truth_identity(protocol, tracker_description(cfg), spec)
+
+
+def _same_ground_truth(stored: str, expected: str | None) -> bool:
+    return expected is None or (str(stored).startswith("labels") if expected == "labels" else stored == expected)
+
+
+def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: list[str], cfg: Config) -> tuple[list[dict], list[dict]]:
+    """``objmc`` rows for these items' samples (all seeds), and rejects for items that cannot be scored."""
     wd = Workdir(workdir_url)
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)]
-    items = {i.item_id: i for i in load_benchmark(wd, benchmark, cfg, item_ids)[0]}
+    conds = read_conditions(wd, checkpoint_id, benchmark, item_ids)
+    protocol, identity = current_protocol(cfg), objmc_identity_of(cfg, benchmark)
+    expected = expected_ground_truth(cfg, benchmark)
     tracker = tracker_for(cfg.evaluate.tracker)
-    scores = []
+    rules = dict(grid_size=protocol.grid_size, add_centers=protocol.add_centers, layout=protocol.grid_layout,
+                 integer=protocol.integer_points, interp_shape=protocol.interp_shape)
+    rows, rejects = [], []
+
+    def reject(item_id: str, reason: str) -> None:
+        rejects.append(dict(stage=STAGE, item=f"{checkpoint_id}/{benchmark}/{item_id}/objmc", reason=reason, at=now_utc()))
+
     for item_id in item_ids:
-        item = items.get(item_id)
-        rows = samples[samples["item_id"] == item_id].sort_values("seed")
-        if item is None or rows.empty:
+        seeds = samples[samples["item_id"] == item_id].sort_values("seed")
+        cond = conds[conds["item_id"] == item_id].set_index("seed")
+        if seeds.empty:
             continue
-        per_seed = []
-        for _, s in rows.iterrows():
-            frames = read_frames(wd, s["video_path"].replace(".mp4", ".npz"))
-            score, _ = score_video(
-                item_id,
-                frames,
-                item.trajectories,
-                item.entity_ids,
-                item.visible,
-                gt_hw=item.hw,
-                eval_hw=item.orig_hw,
-                tracker=tracker,
-                grid_size=cfg.evaluate.grid_size,
-                add_centers=cfg.evaluate.add_centers,
-            )
-            per_seed.append(score)
-        scores.append(_mean_over_seeds(item_id, per_seed))
-    return objmc_rows(ObjMCResult(scores), checkpoint_id, benchmark, tracker_name(cfg))
+        if cond.empty:
+            reject(item_id, "no conditions recorded for its video (generated before the conditions table existed); "
+                            "generate it again into a fresh workdir to score it")
+            continue
+        try:
+            c = cond.iloc[0]
+            if not _same_ground_truth(c["ground_truth"], expected):
+                reject(item_id, f"its video was asked to follow ground truth made as '{c['ground_truth']}', but evaluate.* now "
+                                f"makes it as '{expected}'; evaluate with the settings it was generated with (evaluate.protocol, "
+                                "evaluate.tracker), or generate into a fresh workdir")
+                continue
+            gt, vis, starts = trajectories_of(c), visible_of(c), starts_of(c)
+            item_hw, eval_hw = (int(c["height"]), int(c["width"])), (int(c["eval_height"]), int(c["eval_width"]))
+            per_seed, tracks, tracked_hw = [], [], None
+            for _, s in seeds.iterrows():
+                frames = read_frames(wd, s["video_path"].replace(".mp4", ".npz"))
+                if protocol.track_at == "eval":  # the official scripts track videos resized to the original size
+                    frames = resize_clip(frames, np.zeros(frames.shape[:3], np.int32), eval_hw)[0]
+                score_s, pred = score_video(item_id, frames, gt, list(c["entity_ids"]), vis, gt_hw=item_hw, eval_hw=eval_hw,
+                                            tracker=tracker, starts=starts, **rules)
+                per_seed.append(score_s)
+                tracks.append(pred)
+                tracked_hw = frames.shape[1:3]
+        except (OSError, MemoryError):
+            raise
+        except Exception as err:  # noqa: BLE001 - one item's failure is that item's reject
+            reject(item_id, f"{type(err).__name__} while scoring: {err}")
+            continue
+        item = _mean_over_seeds(item_id, per_seed)
+        seed_list = [int(x) for x in seeds["seed"]]
+        for e in item.entities:
+            rows.append(dict(
+                checkpoint_id=checkpoint_id, benchmark=benchmark, item_id=item_id, entity_id=int(e.entity_id),
+                error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=cfg.evaluate.tracker.kind,
+                identity=identity, seeds=seed_list, tracks=[np.asarray(t[e.entity_id], np.float32).tolist() for t in tracks],
+                video_height=int(tracked_hw[0]), video_width=int(tracked_hw[1]),
+            ))
+    return rows, rejects
 
 
-def objmc_rows(result: ObjMCResult, checkpoint_id: str, benchmark: str, tracker: str) -> list[dict]:
-    """Rows of the ``objmc`` table (entity ids must be integers there)."""
+def objmc_rows(result: ObjMCResult, checkpoint_id: str, benchmark: str, tracker: str, identity: str | None = None) -> list[dict]:
+    """Rows of the ``objmc`` table from a scored result (entity ids must be integers there)."""
     return [
-        dict(
-            checkpoint_id=checkpoint_id,
-            benchmark=benchmark,
-            item_id=item.item_id,
-            entity_id=int(e.entity_id),
-            error_px=e.error_px,
-            per_frame=[float(v) for v in e.per_frame],
-            tracker=tracker,
-        )
+        dict(checkpoint_id=checkpoint_id, benchmark=benchmark, item_id=item.item_id, entity_id=int(e.entity_id),
+             error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=tracker, identity=identity)
         for item in result.items
         for e in item.entities
     ]
 
 
-def tracker_name(cfg: Config) -> str:
-    return cfg.evaluate.tracker.kind
+def item_sums(objmc: pd.DataFrame) -> pd.DataFrame:
+    """Per item: summed error and counted (entity, frame) pairs, what the flat mean and its intervals resample."""
+    if objmc.empty:
+        return pd.DataFrame({"item_id": pd.Series(dtype=object), "total": pd.Series(dtype=float), "count": pd.Series(dtype=float)})
+    per = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
+    return pd.DataFrame({"item_id": per.index, "total": per.apply(np.nansum).to_numpy(), "count": per.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)})
 
 
-# --- features --------------------------------------------------------------------
+def items_digest(item_ids) -> str:
+    return hashlib.sha1("\n".join(sorted(map(str, item_ids))).encode()).hexdigest()[:16]
 
 
-@dataclass(frozen=True)
-class Extractors:
-    frames: object
-    clips: object
+def summarize(workdir_url: str, checkpoint_id: str, benchmark: str, cfg: Config) -> tuple[list[dict], list[dict]]:
+    """``metrics`` rows recomputed from every scored item (the current identity's), and rejects for metrics not reported."""
+    from tasks.conditions import read_conditions as conditions_of
+    from tasks.features import frechet_metrics
 
-    @property
-    def backbones(self) -> tuple[str, str]:
-        return self.frames.name, self.clips.name  # type: ignore[attr-defined]
-
-
-_EXTRACTORS: dict[tuple, Extractors] = {}
-
-
-def extractors(cfg: Config) -> Extractors:
-    """FID/FVD backbones from the configured local files (fallbacks without), built once per process."""
-    key = (cfg.evaluate.inception_path, cfg.evaluate.i3d_path)
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = Extractors(frame_extractor(cfg.evaluate.inception_path), clip_extractor(cfg.evaluate.i3d_path))
-    return _EXTRACTORS[key]
-
-
-def feature_path(backbones: tuple[str, str], video_ref: str, frames: int, hw: tuple[int, int]) -> str:
-    digest = hashlib.sha1(f"{video_ref}|{frames}|{hw}".encode()).hexdigest()[:24]
-    return f"features/{backbones[0]}+{backbones[1]}/{digest}.npz"
-
-
-def _load_video(wd: Workdir, ref: str, frames: int, hw: tuple[int, int]) -> np.ndarray:
-    """A sample's frames (``samples/...npz``) or a real clip from the frames cache, at ``hw``."""
-    if ref.startswith("frames/"):
-        clip, ids = load_cached_clip(wd, ref)
-        clip, _ = resize_clip(clip[:frames], ids[:frames], hw)
-        return clip
-    return read_frames(wd, ref)[:frames]
-
-
-def cached_features(wd: Workdir, cfg: Config, ref: str, frames: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(frame features (T, D1), clip feature (1, D2)) of one video, computed at most once."""
-    ex = extractors(cfg)
-    path = feature_path(ex.backbones, ref, frames, hw)
-    if wd.exists(path):
-        with wd.fs.open(wd.path(path), "rb") as f:
-            z = np.load(io.BytesIO(f.read()))
-            return z["frames"], z["clip"]
-    video = _load_video(wd, ref, frames, hw)
-    ff, cf = video_features(video, ex.frames, ex.clips)
-
-    def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, frames=ff.astype(np.float32), clip=cf.astype(np.float32))
-        f.write(buf.getbuffer())
-
-    wd.write_atomic(wd.path(path), write)
-    return ff, cf
-
-
-def feature_refs(samples: pd.DataFrame, items: list[BenchmarkItem]) -> list[tuple[str, int, tuple[int, int]]]:
-    """Every video whose features the metrics need: the samples and the benchmark's real clips."""
-    shape = {i.item_id: (i.trajectories.shape[1], i.hw) for i in items}
-    refs = [(s.video_path.replace(".mp4", ".npz"), *shape[s.item_id]) for s in samples.itertuples() if s.item_id in shape]
-    refs += [(i.reference, i.trajectories.shape[1], i.hw) for i in items if i.reference]
-    return refs
-
-
-def cache_features(workdir_url: str, refs: list[tuple[str, int, tuple[int, int]]], cfg: Config) -> int:
-    wd = Workdir(workdir_url)
-    for ref, frames, hw in refs:
-        cached_features(wd, cfg, ref, frames, tuple(hw))
-    return len(refs)
-
-
-# --- metrics ---------------------------------------------------------------------
-
-
-def summarize(workdir_url: str, checkpoint_id: str, benchmark: str, cfg: Config) -> list[dict]:
-    """``metrics`` rows: ObjMC, FID, FVD with bootstrap intervals over items."""
     wd = Workdir(workdir_url)
     ev = cfg.evaluate
-    rows = []
+    identity = objmc_identity_of(cfg, benchmark)
+    rows: list[dict] = []
     objmc = wd.read("objmc")
-    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["benchmark"] == benchmark)]
+    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["benchmark"] == benchmark) & (objmc["identity"] == identity)]
     if not objmc.empty:
-        per_frame = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
-        totals = per_frame.apply(np.nansum).to_numpy()
-        counts = per_frame.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)
-        ci = bootstrap_ratio(totals, counts, n_boot=ev.bootstrap, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, benchmark, "objmc", f"tracker:{objmc['tracker'].iloc[0]}", ci.value, ci.low, ci.high, len(totals)))
-
+        sums = item_sums(objmc)
+        ci = bootstrap_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
+        rows.append(dict(
+            checkpoint_id=checkpoint_id, benchmark=benchmark, metric="objmc", backbone=f"tracker:{ev.tracker.kind}", identity=identity,
+            protocol=ev.protocol, value=float(ci.value), ci_low=float(ci.low), ci_high=float(ci.high), ci_method=ci.method,
+            n=len(sums), items_digest=items_digest(sums["item_id"]), replicates=None, created_at=now_utc(),
+        ))
     samples = wd.read("samples")
-    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)].sort_values(["item_id", "seed"])
-    if samples.empty:
-        return rows
-    items = {i.item_id: i for i in load_benchmark(wd, benchmark, cfg, sorted(set(samples["item_id"])))[0]}
-    ex = extractors(cfg)
-    gen_frames, gen_clips, real_frames, real_clips = [], [], [], []
-    for item_id, group in samples.groupby("item_id", sort=True):
-        item = items.get(item_id)
-        if item is None:
-            continue
-        L, hw = item.trajectories.shape[1], item.hw
-        feats = [cached_features(wd, cfg, s.replace(".mp4", ".npz"), L, hw) for s in group["video_path"]]
-        gen_frames.append(np.concatenate([f for f, _ in feats]))
-        gen_clips.append(np.concatenate([c for _, c in feats]))
-        if item.reference:
-            rf, rc = cached_features(wd, cfg, item.reference, L, hw)
-        else:  # stills (user study): the input image is the only real frame there is
-            rf, rc = ex.frames(item.image[None]), None
-        real_frames.append(rf)
-        if rc is not None:
-            real_clips.append(rc)
-    n_boot = ev.bootstrap_frechet
-    if len(gen_frames) >= 1 and sum(len(f) for f in gen_frames) >= 2:
-        ci = bootstrap_frechet(ItemFeatures(gen_frames), ItemFeatures(real_frames), paired=True, n_boot=n_boot, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, benchmark, "fid", ex.backbones[0], ci.value, ci.low, ci.high, len(gen_frames)))
-    if len(real_clips) == len(gen_clips) and len(gen_clips) >= 2:
-        ci = bootstrap_frechet(ItemFeatures(gen_clips), ItemFeatures(real_clips), paired=True, n_boot=n_boot, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, benchmark, "fvd", ex.backbones[1], ci.value, ci.low, ci.high, len(gen_clips)))
-    return rows
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)]
+    conds = conditions_of(wd, checkpoint_id, benchmark)
+    samples = samples[samples["item_id"].isin(set(conds["item_id"]))]
+    rejects = []
+    if not samples.empty:
+        frechet, why = frechet_metrics(wd, cfg, checkpoint_id, benchmark, samples, conds)
+        rows += frechet
+        rejects = [dict(stage=STAGE, item=f"{checkpoint_id}/{benchmark}/{w.split(':', 1)[0]}", reason=w.split(': ', 1)[1], at=now_utc()) for w in why]
+    return rows, rejects
 
 
-def _metric(cid: str, benchmark: str, metric: str, backbone: str, value: float, lo: float, hi: float, n: int) -> dict:
-    return dict(
-        checkpoint_id=cid,
-        benchmark=benchmark,
-        metric=metric,
-        backbone=backbone,
-        value=float(value),
-        ci_low=float(lo),
-        ci_high=float(hi),
-        n=int(n),
-        created_at=now_utc(),
-    )
+def history_rows(metric_rows: list[dict]) -> list[dict]:
+    """The ``metrics_history`` rows of freshly computed metrics (every value a metric ever had)."""
+    cols = ("checkpoint_id", "benchmark", "metric", "backbone", "identity", "value", "ci_low", "ci_high", "n", "created_at")
+    return [{k: r[k] for k in cols} for r in metric_rows]
 
 
 # --- official trajectory JSON folders -------------------------------------------

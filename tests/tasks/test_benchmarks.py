@@ -7,7 +7,8 @@ import pytest
 
 from core.config import load_config
 from core.tables import Workdir
-from tasks.benchmarks import BENCHMARKS, folder_items, labels_items, read_user_study_case, write_user_study_case
+from tasks.benchmarks import BENCHMARKS, labels_items
+from tasks.user_study import folder_items, read_user_study_case, write_user_study_case
 from tasks.labels import VideoRef, label_videos
 
 
@@ -48,7 +49,7 @@ def test_user_study_odd_size_jpeg_mask_and_outside_points(tmp_path):
     case = _odd_case(tmp_path / "case1")
     item = read_user_study_case(case, (256, 256), 14)
     assert item.image.shape == (256, 256, 3)
-    assert any("outside the image and were clipped" in n for n in item.notes)
+    assert any("fell outside the frame and were clipped" in n for n in item.notes)
     assert item.trajectories[..., 0].max() <= 255 and item.trajectories.min() >= 0
     # JPEG noise around the mask edge does not leak into the mask: it stays one solid block.
     frac = item.masks[0].sum() / ((180 - 100) * (300 - 200) * (256 / 301) ** 2)
