@@ -128,7 +128,7 @@ TABLES: dict[str, TableSpec] = {
         ),
         _spec(
             "objmc",
-            ("checkpoint_id", "benchmark", "item_id", "entity_id"),
+            ("checkpoint_id", "benchmark", "item_id", "entity_id", "identity"),
             ("checkpoint_id", pa.string()),
             ("benchmark", pa.string()),
             ("item_id", pa.string()),

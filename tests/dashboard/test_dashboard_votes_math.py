@@ -151,21 +151,23 @@ def test_media_paths_are_confined_to_the_workdir(tmp_path):
             resolve_media(wd, bad)
 
 
-def test_leaderboard_ranks_within_one_backbone_only():
+def test_leaderboard_ranks_within_one_identity_only():
     from dashboard import data
 
     t = pd.Timestamp("2026-01-01", tz="UTC")
     m = pd.DataFrame(
         [
-            dict(checkpoint_id="a", benchmark="b", metric="fid", backbone="inception", value=10.0, ci_low=9, ci_high=11, n=5, created_at=t),
-            dict(checkpoint_id="b", benchmark="b", metric="fid", backbone="tiny", value=1.0, ci_low=0, ci_high=2, n=5, created_at=t),
-            dict(checkpoint_id="c", benchmark="b", metric="fid", backbone="inception", value=5.0, ci_low=4, ci_high=6, n=5, created_at=t),
+            dict(checkpoint_id="a", benchmark="b", metric="fid", identity="project | inception", value=10.0, ci_low=9, ci_high=11, n=5, created_at=t),
+            dict(checkpoint_id="b", benchmark="b", metric="fid", identity="project | tiny", value=1.0, ci_low=0, ci_high=2, n=5, created_at=t),
+            dict(checkpoint_id="c", benchmark="b", metric="fid", identity="project | inception", value=5.0, ci_low=4, ci_high=6, n=5, created_at=t),
+            dict(checkpoint_id="d", benchmark="b", metric="fid", identity="official | inception", value=2.0, ci_low=1, ci_high=3, n=5, created_at=t),
         ]
     )
-    opts = data.backbone_options(m, "b")
-    assert opts == {"fid": ["inception", "tiny"]}
-    lb = data.leaderboard(m, pd.DataFrame(), "b", {"fid": "inception"}, sort_by="fid")
-    assert lb["checkpoint_id"].tolist() == ["c", "a"] and lb["rank"].tolist() == [1, 2]
+    opts = data.identity_options(m, "b")
+    assert opts == {"fid": ["project | inception", "official | inception", "project | tiny"]}
+    lb = data.leaderboard(m, pd.DataFrame(), "b", {"fid": "project | inception"}, sort_by="fid")
+    assert lb["checkpoint_id"].tolist() == ["c", "a"] and lb["rank"].tolist() == [1, 2]  # d: same backbone, other protocol
+    assert lb["vs_next"].iloc[0].startswith("no paired interval")  # no replicates stored: no verdict
 
 
 def test_resolve_labels_by_item_id_forms():
