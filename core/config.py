@@ -188,21 +188,6 @@ class ModelSettings(_Section):
     frame_chunk: int = Field(4, ge=1, description="frames per chunk in the fast entity encoder")
     conditioning_scale: float = Field(1.0, ge=0)
 
-    def tiny_sizes(self):
-        from model.tiny import TinySizes
-
-        t = self.tiny
-        return TinySizes(
-            unet_channels=tuple(t.unet_channels),
-            unet_layers_per_block=t.unet_layers_per_block,
-            attention_heads=tuple(t.attention_heads),
-            vae_channels=t.vae_channels,
-            vae_downsample=t.vae_downsample,
-            latent_channels=t.latent_channels,
-            num_frames=self.num_frames,
-            seed=t.seed,
-        )
-
 
 class BaseFitSettings(_Section):
     """Fit the embedded tiny VAE and base video UNet on the data before training the

@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 _point_list = pa.list_(pa.list_(pa.float32(), 2))
 _ts = pa.timestamp("us", tz="UTC")

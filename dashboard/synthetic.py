@@ -14,7 +14,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 
 import numpy as np
 
@@ -119,11 +118,9 @@ def fill_workdir(
                 off = np.linspace(0, 1, FRAMES)[:, None] * np.array([drift, -drift / 2])
                 if videos:
                     frames = _render(paths[it] + off, H, W, radius, seed=k)
-                    full = wd.local_path(rel)
-                    os.makedirs(os.path.dirname(full), exist_ok=True)
-                    from dashboard.media import write_h264
+                    from core.media import write_mp4
 
-                    write_h264(full, frames, fps=7.0)
+                    write_mp4(wd, rel, frames, fps=7)
                 for e, eid in enumerate((6001, 6101)[:entities]):
                     per = np.abs(np.linspace(0, drift, FRAMES) + rng.normal(0, 0.3, FRAMES))
                     objmc_rows.append(dict(

@@ -17,7 +17,7 @@ hold them. ``official_center`` is the official start point of an entity.
 Scoring (``entity_errors``, ``score``). Rules:
   * Error of a frame = Euclidean distance in pixels between predicted and
     ground-truth points, both first mapped to the evaluation resolution (the
-    benchmark's original video size) with ``eval.geometry.scale_points``.
+    benchmark's original video size) with ``core.geometry.scale_points``.
   * Unequal lengths: only the common prefix of the two trajectories is compared
     (frame t of one with frame t of the other, t < min(len_pred, len_gt)), as the
     official script's ``zip`` does. The frames dropped are counted
@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from eval.geometry import scale_points
+from core.geometry import scale_points
 from eval.protocol import COTRACKER2_INTERP_SHAPE
 from eval.trackers import LKTracker
 

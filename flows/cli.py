@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -11,21 +10,9 @@ from typing import Optional
 import typer
 
 from core.config import ConfigError, load_config
+from core.runtime import quiet_defaults
 
-# A run prints progress, results and real warnings. Set before Prefect is first imported (it reads
-# its settings then), so they reach the temporary server too; a user's own environment wins.
-# No telemetry: there is no network to send it to, and its heartbeat fails with a traceback. No
-# INFO lines from Prefect's temporary server (its run links die with it); PREFECT_LOGGING_LEVEL=INFO
-# brings them back. The temporary server gets 2 minutes to start (Prefect's 20 s run out on a
-# slow or busy machine while it creates its database).
-CLI_ENV = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_LOGGING_LEVEL": "WARNING",
-    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-    "RAY_DEDUP_LOGS": "1",
-}
-for _key, _value in CLI_ENV.items():
-    os.environ.setdefault(_key, _value)
+quiet_defaults()  # before Prefect is first imported (see core/runtime.py)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DragAnything training and evaluation pipeline.")
 
@@ -301,8 +288,8 @@ def drag(
     if out.suffix.lower() != ".mp4":
         _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
     try:
+        from core.media import write_mp4
         from core.tables import Workdir
-        from tasks.generate import write_mp4
 
         wd = Workdir(workdir)
         ckpt = dg.choose_checkpoint(wd, checkpoint)

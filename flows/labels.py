@@ -16,7 +16,8 @@ from tqdm import tqdm
 from core.config import LabelsSettings, ModelSettings, load_config
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split
-from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
+from core.runtime import ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration
 from tasks.labels import STAGE, VideoRef, label_videos
 
 

@@ -1,5 +1,7 @@
 """Where flows run: one Prefect API for the flow and every Ray worker, and one Ray.
 
+Ray itself (start-up, task options) is ``core/runtime.py``; this module adds Prefect.
+
 Without ``PREFECT_API_URL`` a Ray worker that runs a Prefect task would start a
 temporary Prefect server of its own (seconds per worker). So the driver makes sure
 there is one API — the configured one, or a local SQLite-backed server it starts —
@@ -9,19 +11,13 @@ and hands its URL to the workers through Ray's runtime environment.
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 from typing import Iterator
 
 from prefect_ray import RayTaskRunner
 
 from core.config import RuntimeSettings
-
-_QUIET = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no network here
-    "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
-    "RAY_DEDUP_LOGS": "1",
-}
+from core.runtime import ensure_ray, worker_env
 
 
 def prefect_api_url() -> str:
@@ -36,39 +32,6 @@ def prefect_api_url() -> str:
     server = SubprocessASGIServer()
     server.start()
     return server.api_url
-
-
-def ray_address(runtime: RuntimeSettings) -> str | None:
-    return runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
-
-
-def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
-    """Join the configured cluster, or start a local Ray sized by the config."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    # A local Ray turns token authentication on by default and warns that it did on every
-    # start; the default is the safe one, so the notice is only noise (the choice stays Ray's).
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    address = ray_address(runtime)
-    kwargs: dict = dict(
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="warning",
-        runtime_env={"env_vars": env},
-    )
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        ray.init(num_cpus=runtime.num_cpus, **kwargs)
-
-
-def worker_env(url: str) -> dict[str, str]:
-    for k, v in _QUIET.items():
-        os.environ.setdefault(k, v)
-    return {"PREFECT_API_URL": url, **_QUIET}
 
 
 @contextlib.contextmanager
@@ -96,13 +59,3 @@ class ProjectRayTaskRunner(RayTaskRunner):
         if not ray.is_initialized():
             ensure_ray(RuntimeSettings(), worker_env(prefect_api_url()))
         return super().__enter__()
-
-
-def ray_task_options(runtime: RuntimeSettings) -> dict:
-    """Resource requests for the heavy tasks, from the config."""
-    opts: dict = {"num_cpus": runtime.task_num_cpus, "max_retries": runtime.max_retries}
-    if runtime.task_num_gpus:
-        opts["num_gpus"] = runtime.task_num_gpus
-    if runtime.task_memory_mb:
-        opts["memory"] = runtime.task_memory_mb * 1024 * 1024
-    return opts

@@ -15,8 +15,9 @@ from prefect_ray.context import remote_options
 from tqdm import tqdm
 
 from core.config import Config, load_config
+from core.runtime import ray_task_options
 from core.tables import Workdir, now_utc
-from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration
 from tasks import evaluate as ev
 from tasks import features as feats
 from tasks import generate as gen

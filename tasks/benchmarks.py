@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from core.geometry import incircles, scale_points
+from core.media import load_cached_clip, resize_clip
 from core.tables import Workdir
-from eval.geometry import incircles, scale_points
-from tasks.labels import load_cached_clip, resize_clip
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,10 @@ settings of the day.
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 import pandas as pd
 
+from core.media import read_npz, write_npz
 from core.tables import Workdir, now_utc
 from tasks.benchmarks import BenchmarkItem
 
@@ -27,21 +26,13 @@ def inputs_path(checkpoint_id: str, benchmark: str, item_id: str) -> str:
 
 def write_inputs(wd: Workdir, relpath: str, item: BenchmarkItem) -> None:
     """The first frame and the entity masks given to the generator (what the Compare page and audits need)."""
-    if wd.exists(relpath):
-        return
-
-    def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, image=item.image, masks=np.asarray(item.masks, bool))
-        f.write(buf.getbuffer())
-
-    wd.write_atomic(wd.path(relpath), write)
+    if not wd.exists(relpath):
+        write_npz(wd, relpath, image=item.image, masks=np.asarray(item.masks, bool))
 
 
 def read_inputs(wd: Workdir, relpath: str) -> tuple[np.ndarray, np.ndarray]:
-    with wd.fs.open(wd.path(relpath), "rb") as f:
-        z = np.load(io.BytesIO(f.read()))
-        return z["image"], z["masks"]
+    z = read_npz(wd, relpath)
+    return z["image"], z["masks"]
 
 
 def condition_row(checkpoint_id: str, benchmark: str, item: BenchmarkItem, seed: int) -> dict:

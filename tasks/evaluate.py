@@ -21,14 +21,22 @@ import numpy as np
 import pandas as pd
 
 from core.config import Config
+from core.media import read_frames, resize_clip
 from core.tables import Workdir, now_utc
 from eval.bootstrap import bootstrap_ratio
-from eval.objmc import EntityScore, ItemScore, ObjMCResult, as_points, score, score_video
+from eval.objmc import (
+    EntityScore,
+    ItemScore,
+    ObjMCResult,
+    as_points,
+    score,
+    score_video,
+)
 from eval.protocol import objmc_identity
+from eval.trackers import tracker_for
 from tasks.benchmarks import BENCHMARKS, ground_truth_identity
 from tasks.conditions import read_conditions, starts_of, trajectories_of, visible_of
-from tasks.generate import current_protocol, read_frames, tracker_description
-from tasks.labels import resize_clip, tracker_for
+from tasks.generate import current_protocol, tracker_description
 
 STAGE = "evaluate"
 

@@ -20,20 +20,19 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from core.config import Config
+from core.media import load_cached_clip, read_frames, read_npz, resize_clip, write_npz
 from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, frechet_interval
 from eval.features import clip_extractor, frame_extractor
 from eval.protocol import fid_identity, fvd_identity
 from tasks.benchmarks import BENCHMARKS
-from tasks.generate import current_protocol, read_frames
-from tasks.labels import load_cached_clip, resize_clip
+from tasks.generate import current_protocol
 
 
 @dataclass(frozen=True)
@@ -86,19 +85,12 @@ def video_features(wd: Workdir, cfg: Config, video: np.ndarray, clip_frames: int
     ex = extractors(cfg)
     path = feature_path(ex.backbones, video, clip_frames)
     if wd.exists(path):
-        with wd.fs.open(wd.path(path), "rb") as f:
-            z = np.load(io.BytesIO(f.read()))
-            return z["frames"], (z["clip"] if z["clip"].size else None)
+        z = read_npz(wd, path)
+        return z["frames"], (z["clip"] if z["clip"].size else None)
     ff = ex.frames(video)
     F = clip_frames or len(video)
     cf = ex.clips(video[None, :F]) if len(video) >= F else np.zeros((0, 0))
-
-    def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, frames=ff.astype(np.float32), clip=cf.astype(np.float32))
-        f.write(buf.getbuffer())
-
-    wd.write_atomic(wd.path(path), write)
+    write_npz(wd, path, frames=ff.astype(np.float32), clip=cf.astype(np.float32))
     return ff, (cf if cf.size else None)
 
 

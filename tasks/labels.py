@@ -7,18 +7,18 @@ exception that stops the chunk.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from core.config import LabelsSettings, TrackerSettings
+from core.config import LabelsSettings
+from core.geometry import incircles
+from core.media import frames_cache_path, save_cached_clip
 from core.tables import Workdir, now_utc
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
-from eval.geometry import incircles
-from eval.trackers import make_tracker, seed_points, track_center
+from eval.trackers import seed_points, track_center, tracker_for
 
 STAGE = "labels"
 
@@ -140,42 +140,6 @@ def label_video(
     return rows, frames, ids
 
 
-def frames_cache_path(ref: VideoRef) -> str:
-    return f"frames/{ref.dataset}/{ref.split}/{ref.video_id}.npz"
-
-
-def save_clip(workdir: Workdir, relpath: str, frames: np.ndarray, ids: np.ndarray) -> None:
-    """The clip at label resolution, so training never decodes JPEGs again."""
-
-    def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, frames=frames, ids=ids.astype(np.int32))
-        f.write(buf.getbuffer())
-
-    workdir.write_atomic(workdir.path(relpath), write)
-
-
-def resize_clip(frames: np.ndarray, ids: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A cached clip at another size: area-averaged frames, nearest-neighbour ids."""
-    h, w = hw
-    if frames.shape[1:3] == (h, w):
-        return frames, ids
-    f = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in frames])
-    m = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) for x in ids])
-    return f, m
-
-
-def tracker_for(t: TrackerSettings):
-    """The point tracker a ``TrackerSettings`` section asks for."""
-    return make_tracker(t.kind, t.lk.model_dump(), t.cotracker.model_dump())
-
-
-def load_cached_clip(workdir: Workdir, relpath: str) -> tuple[np.ndarray, np.ndarray]:
-    with workdir.fs.open(workdir.path(relpath), "rb") as f:
-        z = np.load(io.BytesIO(f.read()))
-        return z["frames"], z["ids"]
-
-
 def label_videos(
     root: str,
     refs: list[VideoRef],
@@ -196,8 +160,8 @@ def label_videos(
             rejects.append(dict(stage=STAGE, item=ref.item, reason=str(err), at=now_utc()))
             continue
         if cfg.frames_cache:
-            rel = frames_cache_path(ref)
-            save_clip(workdir, rel, frames, ids)
+            rel = frames_cache_path(ref.dataset, ref.split, ref.video_id)
+            save_cached_clip(workdir, rel, frames, ids)
             for r in video_rows:
                 r["frames_path"] = rel
         rows.extend(video_rows)

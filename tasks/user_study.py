@@ -27,7 +27,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from eval.geometry import incircles
+from core.geometry import incircles, rescale
 from tasks.benchmarks import BenchmarkItem, ItemError
 
 FITS = ("masks", "pad", "center")
@@ -186,7 +186,7 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
             notes.append(f"entity {key}: the path has {len(pts)} points; its first {frames} are the {frames} frames (as the official demo)")
         elif 1 < len(pts) < frames:
             notes.append(f"entity {key}: {len(pts)} path points interpolated to {frames} frames")
-        used = (used + 0.5) * s - 0.5 - np.array([ox, oy])
+        used = rescale(used, s) - np.array([ox, oy])
         outside = (used[:, 0] < 0) | (used[:, 0] > w - 1) | (used[:, 1] < 0) | (used[:, 1] > h - 1)
         if outside.any():
             notes.append(f"entity {key}: {int(outside.sum())} of {frames} trajectory points fell outside the frame and were clipped to its edge")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-
 ALL = ["leaderboard", "compare", "training", "vote", "results"]
 EMPTY_HINT = {
     "leaderboard": "draganything evaluate",

@@ -9,7 +9,13 @@ with real FVD settings). The true distance is |mu_a - mu_b|^2 (same covariance).
 import numpy as np
 import pytest
 
-from eval.bootstrap import ItemFeatures, bootstrap_frechet, frechet_interval, jackknife_interval, paired_jackknife_difference
+from eval.bootstrap import (
+    ItemFeatures,
+    bootstrap_frechet,
+    frechet_interval,
+    jackknife_interval,
+    paired_jackknife_difference,
+)
 
 
 def simulate(n: int, D: int, true: float, rng: np.random.Generator, power: float = 1.0, scale: float = 20.0):

@@ -9,8 +9,20 @@ import pytest
 
 from core.tables import to_arrow
 from eval.bootstrap import bootstrap_ratio
-from eval.objmc import entity_errors, format_report, grid_points, score, score_video, track_entities
-from tasks.evaluate import objmc_rows, read_trajectory_dir, score_dirs, write_trajectory_dir
+from eval.objmc import (
+    entity_errors,
+    format_report,
+    grid_points,
+    score,
+    score_video,
+    track_entities,
+)
+from tasks.evaluate import (
+    objmc_rows,
+    read_trajectory_dir,
+    score_dirs,
+    write_trajectory_dir,
+)
 
 # Two videos. v1/a: pred one frame longer (common prefix: 3 frames), errors 0, 5, 0.
 # v1/b: pred one frame shorter (prefix: 2 frames), gt invisible on frame 1 -> only frame 0 counts (error 0).

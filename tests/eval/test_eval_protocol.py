@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from eval.geometry import incircle
+from core.geometry import incircle
 from eval.objmc import cotracker_grid, official_center, query_grid, track_entities
 from eval.protocol import OFFICIAL, PROJECT, objmc_identity, protocol_for
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from core.tables import Workdir
-from tasks.evaluate import write_trajectory_dir
 from flows.labels import run_labels
 from flows.stages import UnknownCheckpoint, run_evaluate, run_generate
+from tasks.evaluate import write_trajectory_dir
 
 pytestmark = pytest.mark.integration
 

@@ -1,15 +1,11 @@
-import json
-import shutil
 
-import cv2
 import numpy as np
-import pytest
 
 from core.config import load_config
 from core.tables import Workdir
 from tasks.benchmarks import BENCHMARKS, labels_items
-from tasks.user_study import folder_items, read_user_study_case, write_user_study_case
 from tasks.labels import VideoRef, label_videos
+from tasks.user_study import folder_items, read_user_study_case, write_user_study_case
 
 
 def test_sample_benchmark_items_from_labels(sample_root, tmp_path):

@@ -5,10 +5,11 @@ import numpy as np
 import pytest
 
 from core.config import load_config
+from core.media import read_frames
 from core.tables import Workdir
 from tasks.evaluate import objmc_items, summarize
 from tasks.features import cache_features, feature_jobs
-from tasks.generate import generate_items, load_benchmark, read_frames, reference_checkpoint_row
+from tasks.generate import generate_items, load_benchmark, reference_checkpoint_row
 from tasks.labels import VideoRef, label_videos
 
 VAL = ["sample_0003", "sample_0007"]
