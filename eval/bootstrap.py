@@ -47,7 +47,7 @@ JACKKNIFE_GROUPS = 20
 # The jackknife removes a bias c / N exactly; when D is comparable to N the Fréchet bias decays
 # more slowly than 1 / N, the jackknife removes only part of it, and the truth lies below its
 # estimate by up to this fraction of the bias it did remove (simulations: docs/evaluation.md).
-JACKKNIFE_ALLOWANCE = 0.10
+JACKKNIFE_ALLOWANCE = 0.075
 PERCENTILE = "percentile bootstrap over items"
 JACKKNIFE = "grouped jackknife over items (bias-corrected, t interval)"
 
@@ -193,48 +193,6 @@ class ItemFeatures:
         keep = w > 0
         r, w = self.rows[keep], w[keep]
         return GaussianStats(float(w.sum()), w @ r, (r * w[:, None]).T @ r)
-
-
-def bootstrap_frechet(
-    a: ItemFeatures,
-    b: ItemFeatures | GaussianStats,
-    paired: bool = True,
-    n_boot: int = 200,
-    confidence: float = 0.95,
-    seed: int = DEFAULT_SEED,
-) -> Interval:
-    """Interval of the Fréchet distance between the items of ``a`` and of ``b``.
-
-    ``paired``: item i of ``a`` (a generated video) belongs with item i of ``b``
-    (its real video), so one draw of indices resamples both. Otherwise each set is
-    resampled independently. ``b`` given as fixed ``GaussianStats`` (precomputed
-    reference statistics) is not resampled.
-    """
-    stats_a = a.stats()
-    fixed_b = isinstance(b, GaussianStats)
-    stats_b = b if fixed_b else b.stats()
-    value = stats_a.frechet(stats_b)
-    counts_a = resample_counts(a.n_items, n_boot, seed)
-    if fixed_b:
-        counts_b = None
-    elif paired:
-        if b.n_items != a.n_items:
-            raise ValueError(f"paired bootstrap needs one reference item per item: {a.n_items} vs {b.n_items}")
-        counts_b = counts_a
-    else:
-        counts_b = resample_counts(b.n_items, n_boot, seed + 1)
-    ref = FrechetReference(stats_b.mean, stats_b.cov) if counts_b is None else None
-    samples = np.empty(n_boot)
-    for k in range(n_boot):
-        sa = a.stats(counts_a[k])
-        if sa.n < 2:
-            samples[k] = np.nan
-        elif ref is not None:
-            samples[k] = ref.distance(sa.mean, sa.cov)
-        else:
-            sb = b.stats(counts_b[k])  # type: ignore[union-attr,index]
-            samples[k] = frechet_distance(sa.mean, sa.cov, sb.mean, sb.cov) if sb.n >= 2 else np.nan
-    return _interval(value, samples, a.n_items, confidence)
 
 
 # --------------------------------------------------------------------------- jackknife (FID / FVD)

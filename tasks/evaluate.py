@@ -140,7 +140,7 @@ def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: 
     return rows, rejects
 
 
-def objmc_rows(result: ObjMCResult, checkpoint_id: str, benchmark: str, tracker: str, identity: str | None = None) -> list[dict]:
+def objmc_rows(result: ObjMCResult, checkpoint_id: str, benchmark: str, tracker: str, identity: str) -> list[dict]:
     """Rows of the ``objmc`` table from a scored result (entity ids must be integers there)."""
     return [
         dict(checkpoint_id=checkpoint_id, benchmark=benchmark, item_id=item.item_id, entity_id=int(e.entity_id),

@@ -11,7 +11,7 @@ import pytest
 
 from eval.bootstrap import (
     ItemFeatures,
-    bootstrap_frechet,
+    bootstrap_ci,
     frechet_interval,
     jackknife_interval,
     paired_jackknife_difference,
@@ -26,12 +26,17 @@ def simulate(n: int, D: int, true: float, rng: np.random.Generator, power: float
     return ItemFeatures(list(x)), ItemFeatures(list(y))
 
 
+def percentile_interval(a: ItemFeatures, b: ItemFeatures, n_boot: int = 100):
+    """The interval the project reported before: percentile bootstrap over items (one row per item here)."""
+    return bootstrap_ci(lambda idx: ItemFeatures(list(a.rows[idx])).stats().frechet(ItemFeatures(list(b.rows[idx])).stats()), a.n_items, n_boot=n_boot)
+
+
 def coverage(n: int, D: int, true: float, replicates: int, method: str, seed: int = 0, **kw) -> float:
     rng = np.random.default_rng(seed)
     hits = 0
     for _ in range(replicates):
         a, b = simulate(n, D, true, rng, **kw)
-        ci = frechet_interval(a, b) if method == "jackknife" else bootstrap_frechet(a, b, paired=True, n_boot=100)
+        ci = frechet_interval(a, b) if method == "jackknife" else percentile_interval(a, b)
         hits += ci.low <= true <= ci.high
     return hits / replicates
 
@@ -46,11 +51,17 @@ def test_fast_coverage_jackknife_covers_where_the_percentile_interval_never_does
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("true", [16.0, 0.0])
-def test_coverage_at_fvd_size_n343_d400(true):
-    # The issue's setting: 343 clips, 400-d features. Measured here: docs/evaluation.md.
-    cov = coverage(343, 400, true, 100, "jackknife", seed=2)
+def test_coverage_at_fvd_size_n343_d400():
+    # The issue's setting: 343 clips, 400-d features, true distance 16 (plug-in about 49).
+    # Measured: 0.975 over these 200 data sets (the percentile interval: 0). docs/evaluation.md.
+    cov = coverage(343, 400, 16.0, 200, "jackknife", seed=2)
     assert 0.90 <= cov <= 0.99, cov
+
+
+@pytest.mark.slow
+def test_coverage_at_fvd_size_when_both_sides_are_the_same_distribution():
+    cov = coverage(343, 400, 0.0, 50, "jackknife", seed=2)
+    assert cov >= 0.90, cov
 
 
 def test_interval_is_for_the_distance_and_never_negative():
