@@ -44,10 +44,10 @@ PUBLISHED_USER_STUDY = pd.DataFrame(
 # ------------------------------------------------------------------ leaderboard
 
 
-def identity_options(metrics: pd.DataFrame, benchmark: str) -> dict[str, list[str]]:
-    """Per metric, the identities (protocol, tracker or backbone, sizes) present on the benchmark, most checkpoints first."""
+def identity_options(metrics: pd.DataFrame, suite: str) -> dict[str, list[str]]:
+    """Per metric, the identities (protocol, tracker or backbone, sizes) present on the suite, most checkpoints first."""
     out: dict[str, list[str]] = {}
-    m = metrics[metrics["benchmark"] == benchmark]
+    m = metrics[metrics["suite"] == suite]
     for metric in METRICS:
         sub = m[m["metric"] == metric]
         if sub.empty:
@@ -78,14 +78,14 @@ def config_backbone(config: Any) -> str | None:
 def leaderboard(
     metrics: pd.DataFrame,
     checkpoints: pd.DataFrame,
-    benchmark: str,
+    suite: str,
     identities: Mapping[str, str],
     ratings: pd.DataFrame | None = None,
     sort_by: str = "objmc",
     ascending: bool | None = None,
     objmc: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """One row per checkpoint measured on ``benchmark``.
+    """One row per checkpoint measured on ``suite``.
 
     ``identities`` picks one identity per metric: a column never mixes numbers measured
     differently (protocol, tracker, backbone, sizes), so the ranking is within one identity.
@@ -94,7 +94,7 @@ def leaderboard(
     one on the sort metric by a paired interval on their shared items (``objmc`` rows for
     ObjMC, stored jackknife replicates for FID/FVD), and only then.
     """
-    m = metrics[metrics["benchmark"] == benchmark]
+    m = metrics[metrics["suite"] == suite]
     parts, picked = [], {}
     for metric in METRICS:
         ident = identities.get(metric)
@@ -219,14 +219,14 @@ def per_item_objmc(objmc: pd.DataFrame, a: str, b: str, identity: str | None = N
     return g.rename_axis("item_id").reset_index().sort_values("diff", key=np.abs, ascending=False, ignore_index=True)
 
 
-def metric_deltas(metrics: pd.DataFrame, benchmark: str, a: str, b: str, objmc: pd.DataFrame | None = None) -> pd.DataFrame:
+def metric_deltas(metrics: pd.DataFrame, suite: str, a: str, b: str, objmc: pd.DataFrame | None = None) -> pd.DataFrame:
     """Per (metric, identity) both checkpoints have: values, intervals, delta = b - a with a paired interval.
 
     ObjMC: paired bootstrap of the difference of the two flat means over their shared items.
     FID/FVD: paired jackknife from the stored leave-group-out values, when both were measured
     on the same items. 'better' names a side only where that interval excludes 0.
     """
-    m = metrics[(metrics["benchmark"] == benchmark) & metrics["checkpoint_id"].isin([a, b])]
+    m = metrics[(metrics["suite"] == suite) & metrics["checkpoint_id"].isin([a, b])]
     m = m.sort_values("created_at").drop_duplicates(["checkpoint_id", "metric", "identity"], keep="last")
     rows = []
     for (metric, identity), sub in m.groupby(["metric", "identity"], sort=True):
@@ -253,12 +253,12 @@ def metric_deltas(metrics: pd.DataFrame, benchmark: str, a: str, b: str, objmc: 
     return pd.DataFrame(rows)
 
 
-def metric_changes(history: pd.DataFrame, benchmark: str) -> pd.DataFrame:
+def metric_changes(history: pd.DataFrame, suite: str) -> pd.DataFrame:
     """Metrics whose value changed: the current value beside the one before it (n, when), newest first."""
     cols = ["checkpoint_id", "metric", "identity", "value", "n", "updated", "before", "n_before", "computed_before"]
     if history.empty:
         return pd.DataFrame(columns=cols)
-    h = history[history["benchmark"] == benchmark].sort_values("created_at")
+    h = history[history["suite"] == suite].sort_values("created_at")
     rows = []
     for key, g in h.groupby(["checkpoint_id", "metric", "identity"], sort=False):
         if len(g) < 2:
@@ -275,26 +275,26 @@ def metric_changes(history: pd.DataFrame, benchmark: str) -> pd.DataFrame:
 # --------------------------------------------------------------------- labels
 
 
-def benchmark_source(benchmark: str | None) -> tuple[str, str] | None:
-    """(dataset, split) a labels-based benchmark is built from, per the generate stage's registry."""
-    if not benchmark:
+def suite_source(suite: str | None) -> tuple[str, str] | None:
+    """(dataset, split) a labels-based suite is built from, per the generate stage's registry."""
+    if not suite:
         return None
     try:
-        from tasks.benchmarks import BENCHMARKS
+        from tasks.suites import SUITES
     except Exception:  # noqa: BLE001 - the registry is optional for the dashboard
         return None
-    spec = BENCHMARKS.get(benchmark)
+    spec = SUITES.get(suite)
     if spec is None or spec.dataset is None or spec.split is None:
         return None
     return str(spec.dataset), str(spec.split)
 
 
-def resolve_labels(labels: pd.DataFrame, item_id: str, benchmark: str | None = None) -> pd.DataFrame:
-    """The label rows (one per entity) of a benchmark item.
+def resolve_labels(labels: pd.DataFrame, item_id: str, suite: str | None = None) -> pd.DataFrame:
+    """The label rows (one per entity) of a suite item.
 
     Item ids are matched to labels as ``video_id``, ``dataset/split/video_id`` or a
     path ending in ``/video_id`` (or ``:video_id``). When several datasets/splits
-    hold the video, the one named in the benchmark (e.g. 'vipseg-val') wins.
+    hold the video, the one named in the suite (e.g. 'vipseg-val') wins.
     """
     if labels.empty or not item_id:
         return labels.iloc[0:0]
@@ -308,13 +308,13 @@ def resolve_labels(labels: pd.DataFrame, item_id: str, benchmark: str | None = N
     if hit.empty:
         return hit
     groups = hit.groupby(["dataset", "split"], sort=True)
-    spec = benchmark_source(benchmark)
+    spec = suite_source(suite)
     if len(groups) > 1 and spec is not None:
         for (ds, sp), g in groups:
             if (ds, sp) == spec:
                 return g
-    if len(groups) > 1 and benchmark:
-        bm = benchmark.lower()
+    if len(groups) > 1 and suite:
+        bm = suite.lower()
         for (ds, sp), g in groups:
             if str(ds).lower() in bm and str(sp).lower() in bm:
                 return g

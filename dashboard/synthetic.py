@@ -1,4 +1,4 @@
-"""Realistic synthetic rows for the dashboard's tables (tests, benchmark, trying the UI).
+"""Realistic synthetic rows for the dashboard's tables (tests, the dashboard speed suite, trying the UI).
 
 ``fill_workdir`` writes checkpoints (a lineage with a branch), train_log, labels,
 samples (optionally real H.264 mp4 files: a textured disc following the labelled
@@ -49,7 +49,7 @@ def _render(path: np.ndarray, H: int, W: int, radius: float, seed: int) -> np.nd
 def fill_workdir(
     root: str,
     n_checkpoints: int = 3,
-    benchmarks: tuple[str, ...] = ("vipseg-val",),
+    suites: tuple[str, ...] = ("vipseg-val",),
     n_items: int = 2,
     videos: bool = True,
     size: tuple[int, int] = (96, 128),
@@ -100,15 +100,15 @@ def fill_workdir(
             )
     wd.append("labels", label_rows)
 
-    for bm in benchmarks:
+    for bm in suites:
         for c in ck_ids:
             errs = []
             for k, it in enumerate(items):
                 rel = f"samples/{c}/{bm}/{it}.mp4"
-                sample_rows.append(dict(checkpoint_id=c, benchmark=bm, item_id=it, seed=0, video_path=rel, frames=FRAMES, height=H, width=W, seconds=2.0))
+                sample_rows.append(dict(checkpoint_id=c, suite=bm, item_id=it, seed=0, video_path=rel, frames=FRAMES, height=H, width=W, seconds=2.0))
                 targets = [paths[it] + (e * np.array([0.0, 0.15 * H])) for e in range(entities)]
                 cond_rows.append(dict(
-                    checkpoint_id=c, benchmark=bm, item_id=it, seed=0, entity_ids=[6001, 6101][:entities],
+                    checkpoint_id=c, suite=bm, item_id=it, seed=0, entity_ids=[6001, 6101][:entities],
                     trajectories=[t.astype(np.float32).tolist() for t in targets], visible=[[True] * FRAMES] * entities,
                     starts=[t[0].astype(np.float32).tolist() for t in targets], radii=[float(radius)] * entities, frames=FRAMES,
                     height=H, width=W, eval_height=H, eval_width=W, inputs_path=None, reference=None,
@@ -124,7 +124,7 @@ def fill_workdir(
                 for e, eid in enumerate((6001, 6101)[:entities]):
                     per = np.abs(np.linspace(0, drift, FRAMES) + rng.normal(0, 0.3, FRAMES))
                     objmc_rows.append(dict(
-                        checkpoint_id=c, benchmark=bm, item_id=it, entity_id=eid, error_px=float(per.mean()), per_frame=per.tolist(), tracker="lk",
+                        checkpoint_id=c, suite=bm, item_id=it, entity_id=eid, error_px=float(per.mean()), per_frame=per.tolist(), tracker="lk",
                         identity=objmc_id, seeds=[0], tracks=[(targets[e] + off).astype(np.float32).tolist()], video_height=H, video_width=W,
                     ))
                     errs.append(float(per.mean()))
@@ -143,22 +143,22 @@ def fill_workdir(
                 identity = objmc_id if metric == "objmc" else f"project | {backbone} | all frames at 256x256 | ddof {1 if metric == 'fid' else 0}"
                 reps = None if metric == "objmc" else (value + h / 4 + rng.normal(0, h / 8, len(items))).tolist()
                 row = dict(
-                    checkpoint_id=c, benchmark=bm, metric=metric, backbone=backbone, identity=identity, protocol="project",
+                    checkpoint_id=c, suite=bm, metric=metric, backbone=backbone, identity=identity, protocol="project",
                     value=float(value), ci_low=float(value - h), ci_high=float(value + h),
                     ci_method="percentile bootstrap over items" if metric == "objmc" else "grouped jackknife over items (bias-corrected, t interval)",
                     n=len(items), items_digest="synthetic", replicates=reps, created_at=now,
                 )
                 metric_rows.append(row)
                 if metric == "objmc":  # an earlier evaluation on fewer items: the history shows the change
-                    history.append({k: row[k] for k in ("checkpoint_id", "benchmark", "metric", "backbone", "identity", "ci_low", "ci_high")}
+                    history.append({k: row[k] for k in ("checkpoint_id", "suite", "metric", "backbone", "identity", "ci_low", "ci_high")}
                                    | dict(value=float(value) * 0.8, n=max(1, len(items) - 1), created_at=now - _minutes(30)))
-                history.append({k: row[k] for k in ("checkpoint_id", "benchmark", "metric", "backbone", "identity", "value", "ci_low", "ci_high", "n", "created_at")})
+                history.append({k: row[k] for k in ("checkpoint_id", "suite", "metric", "backbone", "identity", "value", "ci_low", "ci_high", "n", "created_at")})
     wd.append("conditions", cond_rows)
     wd.append("samples", sample_rows)
     wd.append("objmc", objmc_rows)
     wd.append("metrics", metric_rows)
     wd.append("metrics_history", history)
-    return {"checkpoints": ck_ids, "items": items, "benchmarks": list(benchmarks), "root": root}
+    return {"checkpoints": ck_ids, "items": items, "suites": list(suites), "root": root}
 
 
 def _minutes(n: int):

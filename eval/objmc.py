@@ -17,7 +17,7 @@ hold them. ``official_center`` is the official start point of an entity.
 Scoring (``entity_errors``, ``score``). Rules:
   * Error of a frame = Euclidean distance in pixels between predicted and
     ground-truth points, both first mapped to the evaluation resolution (the
-    benchmark's original video size) with ``core.geometry.scale_points``.
+    suite's original video size) with ``core.geometry.scale_points``.
   * Unequal lengths: only the common prefix of the two trajectories is compared
     (frame t of one with frame t of the other, t < min(len_pred, len_gt)), as the
     official script's ``zip`` does. The frames dropped are counted
@@ -352,7 +352,7 @@ def score_video(
     gt (E, T, 2) at ``gt_hw`` (default: the video's size); the start points ``starts``
     (E, 2) at ``gt_hw`` (default: the ground truth's frame 0) are mapped to the video's
     size to start the tracks. Errors are measured at ``eval_hw`` (default ``gt_hw``):
-    pass the benchmark's original video size for the official number. ``rules``: those of
+    pass the suite's original video size for the official number. ``rules``: those of
     ``track_entities``. Returns the item score and the predicted trajectories (entity id
     -> (T, 2) at the video's resolution).
     """

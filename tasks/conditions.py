@@ -1,11 +1,11 @@
 """What a video was asked to do, frozen at generate time: the ``conditions`` table.
 
-One row per (checkpoint, benchmark, item, seed), like ``samples``: the entity ids, the
+One row per (checkpoint, suite, item, seed), like ``samples``: the entity ids, the
 trajectories the generator was given (which are the ground truth ObjMC scores against),
 their visibility, the start points of the tracks, radii, frame count and size, the
 evaluation size, the frames-cache reference of the real clip, how the trajectories were
 made (``ground_truth``: protocol, tracker and rules) and the reader's notes. The first
-frame and the masks go to ``conditions/<checkpoint>/<benchmark>/<item>.npz``
+frame and the masks go to ``conditions/<checkpoint>/<suite>/<item>.npz``
 (``inputs_path``). ``evaluate`` reads this and never recomputes a ground truth with the
 settings of the day.
 """
@@ -17,14 +17,14 @@ import pandas as pd
 
 from core.media import read_npz, write_npz
 from core.tables import Workdir, now_utc
-from tasks.benchmarks import BenchmarkItem
+from tasks.suites import SuiteItem
 
 
-def inputs_path(checkpoint_id: str, benchmark: str, item_id: str) -> str:
-    return f"conditions/{checkpoint_id}/{benchmark}/{item_id}.npz"
+def inputs_path(checkpoint_id: str, suite: str, item_id: str) -> str:
+    return f"conditions/{checkpoint_id}/{suite}/{item_id}.npz"
 
 
-def write_inputs(wd: Workdir, relpath: str, item: BenchmarkItem) -> None:
+def write_inputs(wd: Workdir, relpath: str, item: SuiteItem) -> None:
     """The first frame and the entity masks given to the generator (what the Compare page and audits need)."""
     if not wd.exists(relpath):
         write_npz(wd, relpath, image=item.image, masks=np.asarray(item.masks, bool))
@@ -35,12 +35,12 @@ def read_inputs(wd: Workdir, relpath: str) -> tuple[np.ndarray, np.ndarray]:
     return z["image"], z["masks"]
 
 
-def condition_row(checkpoint_id: str, benchmark: str, item: BenchmarkItem, seed: int) -> dict:
+def condition_row(checkpoint_id: str, suite: str, item: SuiteItem, seed: int) -> dict:
     E, L = item.trajectories.shape[:2]
     starts = item.starts if item.starts is not None else item.trajectories[:, 0]
     return dict(
         checkpoint_id=checkpoint_id,
-        benchmark=benchmark,
+        suite=suite,
         item_id=item.item_id,
         seed=int(seed),
         entity_ids=[int(e) for e in item.entity_ids],
@@ -53,7 +53,7 @@ def condition_row(checkpoint_id: str, benchmark: str, item: BenchmarkItem, seed:
         width=int(item.hw[1]),
         eval_height=int(item.orig_hw[0]),
         eval_width=int(item.orig_hw[1]),
-        inputs_path=inputs_path(checkpoint_id, benchmark, item.item_id),
+        inputs_path=inputs_path(checkpoint_id, suite, item.item_id),
         reference=item.reference,
         ground_truth=item.ground_truth,
         protocol=item.protocol,
@@ -62,10 +62,10 @@ def condition_row(checkpoint_id: str, benchmark: str, item: BenchmarkItem, seed:
     )
 
 
-def read_conditions(wd: Workdir, checkpoint_id: str, benchmark: str, item_ids: list[str] | None = None) -> pd.DataFrame:
+def read_conditions(wd: Workdir, checkpoint_id: str, suite: str, item_ids: list[str] | None = None) -> pd.DataFrame:
     import pyarrow.compute as pc
 
-    filt = (pc.field("checkpoint_id") == checkpoint_id) & (pc.field("benchmark") == benchmark)
+    filt = (pc.field("checkpoint_id") == checkpoint_id) & (pc.field("suite") == suite)
     if item_ids is not None:
         filt &= pc.field("item_id").isin(sorted(set(item_ids)))
     return wd.read("conditions", filter=filt)

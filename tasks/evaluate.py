@@ -4,7 +4,7 @@
   protocol's rules (``eval.protocol``), score against the trajectories the video was
   asked to follow (the ``conditions`` table, frozen at generate time) at the evaluation
   size, official flat mean. The predicted tracks are stored with the errors.
-- ``summarize``: the metrics of a checkpoint on a benchmark from *all* its scored items
+- ``summarize``: the metrics of a checkpoint on a suite from *all* its scored items
   (ObjMC with a bootstrap interval over items; FID/FVD in ``tasks.features``), each with
   its identity; the flow replaces the metric rows and keeps the old values as history.
 - the official trajectory JSON folders (``score_dirs``: ``draganything evaluate objmc``).
@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +35,7 @@ from eval.objmc import (
 )
 from eval.protocol import objmc_identity
 from eval.trackers import tracker_for
-from tasks.benchmarks import BENCHMARKS, ground_truth_identity
+from tasks.suites import SUITES, ground_truth_identity
 from tasks.conditions import read_conditions, starts_of, trajectories_of, visible_of
 from tasks.generate import current_protocol, tracker_description
 
@@ -59,16 +60,16 @@ def _mean_over_seeds(item_id: str, scores: list[ItemScore]) -> ItemScore:
     return ItemScore(item_id, ents, scores[0].missing_entities, scores[0].extra_entities)
 
 
-def objmc_identity_of(cfg: Config, benchmark: str) -> str:
-    """The identity of this config's ObjMC numbers on a benchmark (protocol, tracker, rules, eval size)."""
-    spec = BENCHMARKS[benchmark]
+def objmc_identity_of(cfg: Config, suite: str) -> str:
+    """The identity of this config's ObjMC numbers on a suite (protocol, tracker, rules, eval size)."""
+    spec = SUITES[suite]
     size = "original video size" if spec.kind == "labels" else f"{spec.resolution[0]}x{spec.resolution[1]}"
     return objmc_identity(current_protocol(cfg), tracker_description(cfg), size)
 
 
-def expected_ground_truth(cfg: Config, benchmark: str) -> str | None:
-    """How this config makes a benchmark's ground truth (None: nothing to check, e.g. user-study paths)."""
-    spec = BENCHMARKS[benchmark]
+def expected_ground_truth(cfg: Config, suite: str) -> str | None:
+    """How this config makes a suite's ground truth (None: nothing to check, e.g. user-study paths)."""
+    spec = SUITES[suite]
     if spec.kind != "labels":
         return None
     protocol = current_protocol(cfg)
@@ -79,21 +80,21 @@ def _same_ground_truth(stored: str, expected: str | None) -> bool:
     return expected is None or (str(stored).startswith("labels") if expected == "labels" else stored == expected)
 
 
-def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: list[str], cfg: Config) -> tuple[list[dict], list[dict]]:
+def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> tuple[list[dict], list[dict]]:
     """``objmc`` rows for these items' samples (all seeds), and rejects for items that cannot be scored."""
     wd = Workdir(workdir_url)
     samples = wd.read("samples")
-    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)]
-    conds = read_conditions(wd, checkpoint_id, benchmark, item_ids)
-    protocol, identity = current_protocol(cfg), objmc_identity_of(cfg, benchmark)
-    expected = expected_ground_truth(cfg, benchmark)
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
+    conds = read_conditions(wd, checkpoint_id, suite, item_ids)
+    protocol, identity = current_protocol(cfg), objmc_identity_of(cfg, suite)
+    expected = expected_ground_truth(cfg, suite)
     tracker = tracker_for(cfg.evaluate.tracker)
     rules = dict(grid_size=protocol.grid_size, add_centers=protocol.add_centers, layout=protocol.grid_layout,
                  integer=protocol.integer_points, interp_shape=protocol.interp_shape)
     rows, rejects = [], []
 
     def reject(item_id: str, reason: str) -> None:
-        rejects.append(dict(stage=STAGE, item=f"{checkpoint_id}/{benchmark}/{item_id}/objmc", reason=reason, at=now_utc()))
+        rejects.append(dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{item_id}/objmc", reason=reason, at=now_utc()))
 
     for item_id in item_ids:
         seeds = samples[samples["item_id"] == item_id].sort_values("seed")
@@ -132,7 +133,7 @@ def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: 
         seed_list = [int(x) for x in seeds["seed"]]
         for e in item.entities:
             rows.append(dict(
-                checkpoint_id=checkpoint_id, benchmark=benchmark, item_id=item_id, entity_id=int(e.entity_id),
+                checkpoint_id=checkpoint_id, suite=suite, item_id=item_id, entity_id=int(e.entity_id),
                 error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=cfg.evaluate.tracker.kind,
                 identity=identity, seeds=seed_list, tracks=[np.asarray(t[e.entity_id], np.float32).tolist() for t in tracks],
                 video_height=int(tracked_hw[0]), video_width=int(tracked_hw[1]),
@@ -140,10 +141,10 @@ def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: 
     return rows, rejects
 
 
-def objmc_rows(result: ObjMCResult, checkpoint_id: str, benchmark: str, tracker: str, identity: str) -> list[dict]:
+def objmc_rows(result: ObjMCResult, checkpoint_id: str, suite: str, tracker: str, identity: str) -> list[dict]:
     """Rows of the ``objmc`` table from a scored result (entity ids must be integers there)."""
     return [
-        dict(checkpoint_id=checkpoint_id, benchmark=benchmark, item_id=item.item_id, entity_id=int(e.entity_id),
+        dict(checkpoint_id=checkpoint_id, suite=suite, item_id=item.item_id, entity_id=int(e.entity_id),
              error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=tracker, identity=identity)
         for item in result.items
         for e in item.entities
@@ -162,40 +163,83 @@ def items_digest(item_ids) -> str:
     return hashlib.sha1("\n".join(sorted(map(str, item_ids))).encode()).hexdigest()[:16]
 
 
-def summarize(workdir_url: str, checkpoint_id: str, benchmark: str, cfg: Config) -> tuple[list[dict], list[dict]]:
+def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> tuple[list[dict], list[dict]]:
     """``metrics`` rows recomputed from every scored item (the current identity's), and rejects for metrics not reported."""
     from tasks.conditions import read_conditions as conditions_of
     from tasks.features import frechet_metrics
 
     wd = Workdir(workdir_url)
     ev = cfg.evaluate
-    identity = objmc_identity_of(cfg, benchmark)
+    identity = objmc_identity_of(cfg, suite)
     rows: list[dict] = []
     objmc = wd.read("objmc")
-    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["benchmark"] == benchmark) & (objmc["identity"] == identity)]
+    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["suite"] == suite) & (objmc["identity"] == identity)]
     if not objmc.empty:
         sums = item_sums(objmc)
         ci = bootstrap_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
         rows.append(dict(
-            checkpoint_id=checkpoint_id, benchmark=benchmark, metric="objmc", backbone=f"tracker:{ev.tracker.kind}", identity=identity,
+            checkpoint_id=checkpoint_id, suite=suite, metric="objmc", backbone=f"tracker:{ev.tracker.kind}", identity=identity,
             protocol=ev.protocol, value=float(ci.value), ci_low=float(ci.low), ci_high=float(ci.high), ci_method=ci.method,
             n=len(sums), items_digest=items_digest(sums["item_id"]), replicates=None, created_at=now_utc(),
         ))
     samples = wd.read("samples")
-    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)]
-    conds = conditions_of(wd, checkpoint_id, benchmark)
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
+    conds = conditions_of(wd, checkpoint_id, suite)
     samples = samples[samples["item_id"].isin(set(conds["item_id"]))]
     rejects = []
     if not samples.empty:
-        frechet, why = frechet_metrics(wd, cfg, checkpoint_id, benchmark, samples, conds)
+        frechet, why = frechet_metrics(wd, cfg, checkpoint_id, suite, samples, conds)
         rows += frechet
-        rejects = [dict(stage=STAGE, item=f"{checkpoint_id}/{benchmark}/{w.split(':', 1)[0]}", reason=w.split(': ', 1)[1], at=now_utc()) for w in why]
+        rejects = [dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{w.split(':', 1)[0]}", reason=w.split(': ', 1)[1], at=now_utc()) for w in why]
     return rows, rejects
+
+
+@dataclass
+class Pending:
+    """What evaluating a checkpoint on a suite has to do."""
+
+    items: list[str]  # every item with a sample
+    objmc: list[str]  # items without ObjMC rows of the current identity yet
+    features: list[tuple[str, int]]  # videos whose features the metrics need
+    up_to_date: bool  # nothing new since the last evaluation: the metrics already hold every scored item
+
+
+def pending(wd: Workdir, checkpoint_id: str, suite: str, cfg: Config) -> Pending:
+    """The work of evaluating a checkpoint on a suite; a ``ValueError`` when it has no samples.
+
+    Up to date only when no item is waiting for ObjMC and the current ObjMC metric was computed
+    from every scored item (so a metric never stays behind its items).
+    """
+    from tasks.features import feature_jobs
+
+    samples = wd.read("samples")
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
+    if samples.empty:
+        raise ValueError(f"no samples of '{checkpoint_id}' on '{suite}' in {wd.url}; run `draganything generate` first")
+    identity = objmc_identity_of(cfg, suite)
+    scored = {i for c, b, i, _, idn in wd.keys("objmc") if c == checkpoint_id and b == suite and idn == identity}
+    items = sorted(set(samples["item_id"]))
+    todo = [i for i in items if i not in scored]
+    metrics = wd.read("metrics")
+    current = metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["suite"] == suite) & (metrics["identity"] == identity)]
+    if not todo and len(current) and int(current["n"].iloc[0]) == len(scored):
+        return Pending(items, [], [], True)
+    conditions = read_conditions(wd, checkpoint_id, suite)
+    return Pending(items, todo, feature_jobs(samples, conditions), False)
+
+
+def metric_values(wd: Workdir, checkpoint_id: str, suite: str, protocol: str | None = None) -> dict[str, float]:
+    """``{"metric[backbone]": value}`` of a checkpoint on a suite (for a run's summary), of one protocol."""
+    metrics = wd.read("metrics")
+    metrics = metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["suite"] == suite)]
+    if protocol is not None:
+        metrics = metrics[metrics["protocol"] == protocol]
+    return {f"{m.metric}[{m.backbone}]": round(m.value, 4) for m in metrics.itertuples()}
 
 
 def history_rows(metric_rows: list[dict]) -> list[dict]:
     """The ``metrics_history`` rows of freshly computed metrics (every value a metric ever had)."""
-    cols = ("checkpoint_id", "benchmark", "metric", "backbone", "identity", "value", "ci_low", "ci_high", "n", "created_at")
+    cols = ("checkpoint_id", "suite", "metric", "backbone", "identity", "value", "ci_low", "ci_high", "n", "created_at")
     return [{k: r[k] for k in cols} for r in metric_rows]
 
 

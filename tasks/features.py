@@ -1,6 +1,6 @@
-"""FID and FVD of a checkpoint on a benchmark: features of both sides at one size, intervals, identity.
+"""FID and FVD of a checkpoint on a suite: features of both sides at one size, intervals, identity.
 
-- Both sides (generated videos and real clips) go through one resize to the benchmark's
+- Both sides (generated videos and real clips) go through one resize to the suite's
   evaluation size (``eval_size``: its resolution, 256 x 256) before the networks, so a
   64 x 64 tiny controller, SVD's 320 x 576 and the 256 x 256 references are all compared
   with the real clips at the same size (``network_inputs``).
@@ -9,8 +9,8 @@
   name gets new features; the same real clip is computed once for every checkpoint.
 - FID: every frame of every video against every frame of its real clip, ddof 1.
   FVD: one clip per video of the protocol's length (``official``: 16 frames, StyleGAN-V;
-  shorter videos are refused with a reason; ``project``: the benchmark's length), ddof 0.
-- The user-study benchmark has no real videos: its FID compares, per case, the last
+  shorter videos are refused with a reason; ``project``: the suite's length), ddof 0.
+- The user-study suite has no real videos: its FID compares, per case, the last
   generated frame (where quality loss shows most) with the case's input image, one image
   per case on each side, so both sets have the same size and pairing; no FVD.
 - Intervals: the grouped jackknife (``eval.bootstrap.frechet_interval``), groups by item
@@ -31,7 +31,7 @@ from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, frechet_interval
 from eval.features import clip_extractor, frame_extractor
 from eval.protocol import fid_identity, fvd_identity
-from tasks.benchmarks import BENCHMARKS
+from tasks.suites import SUITES
 from tasks.generate import current_protocol
 
 
@@ -56,9 +56,9 @@ def extractors(cfg: Config) -> Extractors:
     return _EXTRACTORS[key]
 
 
-def eval_size(benchmark: str) -> tuple[int, int]:
+def eval_size(suite: str) -> tuple[int, int]:
     """The size both sides reach FID's and FVD's networks at."""
-    return tuple(BENCHMARKS[benchmark].resolution)  # type: ignore[return-value]
+    return tuple(SUITES[suite].resolution)  # type: ignore[return-value]
 
 
 def network_inputs(video: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -107,10 +107,10 @@ def feature_jobs(samples: pd.DataFrame, conditions: pd.DataFrame) -> list[tuple[
     return jobs
 
 
-def cache_features(workdir_url: str, jobs: list[tuple[str, int]], benchmark: str, cfg: Config) -> int:
+def cache_features(workdir_url: str, jobs: list[tuple[str, int]], suite: str, cfg: Config) -> int:
     """Features of these videos (a Ray task's share), so the metrics step only reads them."""
     wd = Workdir(workdir_url)
-    size = eval_size(benchmark)
+    size = eval_size(suite)
     for ref, frames in jobs:
         video = network_inputs(load_video(wd, ref, frames), size)
         video_features(wd, cfg, video, _clip_frames(cfg, frames))
@@ -121,15 +121,15 @@ def items_digest(item_ids: list[str]) -> str:
     return hashlib.sha1("\n".join(sorted(item_ids)).encode()).hexdigest()[:16]
 
 
-def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, benchmark: str, samples: pd.DataFrame, conditions: pd.DataFrame) -> tuple[list[dict], list[str]]:
-    """FID and FVD rows of one checkpoint on one benchmark, and sentences for what could not be computed."""
+def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, samples: pd.DataFrame, conditions: pd.DataFrame) -> tuple[list[dict], list[str]]:
+    """FID and FVD rows of one checkpoint on one suite, and sentences for what could not be computed."""
     from tasks.conditions import read_inputs
 
     protocol = current_protocol(cfg)
-    ev, ex, size = cfg.evaluate, extractors(cfg), eval_size(benchmark)
+    ev, ex, size = cfg.evaluate, extractors(cfg), eval_size(suite)
     cond = conditions.drop_duplicates("item_id").set_index("item_id")
     gen_f, real_f, gen_c, real_c, ids, short = [], [], [], [], [], []
-    stills = BENCHMARKS[benchmark].kind == "folder"
+    stills = SUITES[suite].kind == "folder"
     for item_id, group in samples.sort_values(["item_id", "seed"]).groupby("item_id", sort=True):
         if item_id not in cond.index:
             continue
@@ -158,7 +158,7 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, benchmark: str
     frames_label = "last frame vs input image" if stills else "all frames"
     if n_fid >= 2:
         ci = frechet_interval(ItemFeatures(gen_f), ItemFeatures(real_f), groups=ev.jackknife_groups, confidence=ev.confidence, ddof=protocol.fid_ddof)
-        rows.append(metric_row(checkpoint_id, benchmark, "fid", ex.backbones[0], fid_identity(protocol, ex.backbones[0], size, frames_label), protocol.name, ci, digest))
+        rows.append(metric_row(checkpoint_id, suite, "fid", ex.backbones[0], fid_identity(protocol, ex.backbones[0], size, frames_label), protocol.name, ci, digest))
     elif n_fid == 1:
         why.append(f"fid: one item only ({ids[0]}); a Fréchet distance needs at least 2 items on each side, so FID is not reported")
     if stills:
@@ -172,16 +172,16 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, benchmark: str
     if len(gen_c) >= 2:
         ci = frechet_interval(ItemFeatures(gen_c), ItemFeatures(real_c), groups=ev.jackknife_groups, confidence=ev.confidence, ddof=protocol.fvd_ddof)
         fvd_ids = [i for i in ids if i not in short]
-        rows.append(metric_row(checkpoint_id, benchmark, "fvd", ex.backbones[1], fvd_identity(protocol, ex.backbones[1], size, F), protocol.name, ci, items_digest(fvd_ids)))
+        rows.append(metric_row(checkpoint_id, suite, "fvd", ex.backbones[1], fvd_identity(protocol, ex.backbones[1], size, F), protocol.name, ci, items_digest(fvd_ids)))
     elif gen_c:
         why.append("fvd: one usable video only; FVD needs at least 2, so it is not reported")
     return rows, why
 
 
-def metric_row(cid: str, benchmark: str, metric: str, backbone: str, identity: str, protocol: str, ci, digest: str) -> dict:
+def metric_row(cid: str, suite: str, metric: str, backbone: str, identity: str, protocol: str, ci, digest: str) -> dict:
     return dict(
         checkpoint_id=cid,
-        benchmark=benchmark,
+        suite=suite,
         metric=metric,
         backbone=backbone,
         identity=identity,

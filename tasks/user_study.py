@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from core.geometry import incircles, rescale
-from tasks.benchmarks import BenchmarkItem, ItemError
+from tasks.suites import SuiteItem, ItemError
 
 FITS = ("masks", "pad", "center")
 
@@ -130,7 +130,7 @@ def _entity_ids(keys: list[str]) -> list[int]:
     return ids
 
 
-def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int, fit: str = "masks", threshold: int = 127) -> BenchmarkItem:
+def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int, fit: str = "masks", threshold: int = 127) -> SuiteItem:
     """One case folder -> an item at ``resolution`` with one path point per frame (module docstring)."""
     folder = Path(folder)
     meta_path, image_path = folder / "demo.json", folder / "demo.jpg"
@@ -195,8 +195,8 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
         trajs.append(used.astype(np.float32))
     masks_arr = np.stack(out_masks)
     radii = np.array([incircles(mk.astype(np.int32), [1])[1][0] for mk in masks_arr], np.float32)
-    return BenchmarkItem(
-        benchmark="user-study",
+    return SuiteItem(
+        suite="user-study",
         item_id=folder.name,
         image=apply_window(img, s, ox, oy, resolution, cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR),
         masks=masks_arr,
@@ -210,12 +210,12 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
     )
 
 
-def folder_items(folder: Path, resolution: tuple[int, int], frames: int, only: set[str] | None = None, fit: str = "masks") -> tuple[list[BenchmarkItem], list[tuple[str, str]]]:
+def folder_items(folder: Path, resolution: tuple[int, int], frames: int, only: set[str] | None = None, fit: str = "masks") -> tuple[list[SuiteItem], list[tuple[str, str]]]:
     """Every case folder (or ``only`` those) -> (items, [(case, reason)]); one bad case never stops the others."""
     items, bad = [], []
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"user-study folder {root} does not exist; set evaluate.user_study_dir or pass --benchmark-dir")
+        raise FileNotFoundError(f"user-study folder {root} does not exist; set evaluate.user_study_dir or pass --suite-dir")
     for case in sorted(p for p in root.iterdir() if p.is_dir() and (only is None or p.name in only)):
         try:
             items.append(read_user_study_case(case, resolution, frames, fit))

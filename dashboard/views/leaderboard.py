@@ -1,4 +1,4 @@
-"""Leaderboard: every checkpoint on a benchmark, ObjMC / FID / FVD with intervals, human ratings.
+"""Leaderboard: every checkpoint on a suite, ObjMC / FID / FVD with intervals, human ratings.
 
 A column holds numbers of one identity only (protocol, tracker or backbone, sizes); the
 paper's numbers are in their own table with their own protocol label, never ranked.
@@ -22,12 +22,12 @@ if metrics.empty:
     st.stop()
 
 checkpoints = queries.read(url, "checkpoints")
-benchmarks = sorted(metrics["benchmark"].dropna().unique().tolist())
+suites = sorted(metrics["suite"].dropna().unique().tolist())
 
 c1, c2 = st.columns([2, 2])
 with c1:
-    benchmark = ui.pick("Benchmark", benchmarks, key="lb_benchmark")
-options = data.identity_options(metrics, benchmark)
+    suite = ui.pick("Suite", suites, key="lb_suite")
+options = data.identity_options(metrics, suite)
 with c2:
     sort_choices = {data.METRIC_LABELS[m]: m for m in data.METRICS if m in options}
     sort_choices.update({"Human rating (motion)": "human_motion", "Human rating (quality)": "human_quality", "Step": "step"})
@@ -41,19 +41,19 @@ for metric, ids in options.items():
     )
 multi = {m: i for m, i in options.items() if len(i) > 1}
 if multi:
-    st.caption("Several identities measured on this benchmark (" + ", ".join(f"{data.METRIC_LABELS[m]}: {len(i)}" for m, i in multi.items()) + "); each column shows the one picked above.")
+    st.caption("Several identities measured on this suite (" + ", ".join(f"{data.METRIC_LABELS[m]}: {len(i)}" for m, i in multi.items()) + "); each column shows the one picked above.")
 
 try:
-    ratings = queries.ratings(url, benchmark)
+    ratings = queries.ratings(url, suite)
 except Exception as err:  # noqa: BLE001 - a broken vote store must not hide the metrics
     st.warning(f"Human ratings unavailable: {err}")
     ratings = None
 
-objmc = queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "per_frame", "identity"], filters=[("benchmark", "==", benchmark)])
+objmc = queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "per_frame", "identity"], filters=[("suite", "==", suite)])
 sort_by = sort_choices.get(sort_label, "objmc")
-table = data.leaderboard(metrics, checkpoints, benchmark, identities, ratings, sort_by=sort_by, objmc=objmc)
+table = data.leaderboard(metrics, checkpoints, suite, identities, ratings, sort_by=sort_by, objmc=objmc)
 if table.empty:
-    st.info(f"No metric rows for benchmark {benchmark!r} with the chosen identities.")
+    st.info(f"No metric rows for suite {suite!r} with the chosen identities.")
     st.stop()
 
 search = st.text_input("Filter checkpoints", key="lb_search", placeholder="part of a checkpoint id")
@@ -62,7 +62,7 @@ if search:
 
 view = pd.DataFrame({"rank": table["rank"], "checkpoint": table["checkpoint_id"], "step": table.get("step")})
 col_cfg: dict = {
-    "rank": st.column_config.NumberColumn("rank", format="%d", help="Within this benchmark and these identities"),
+    "rank": st.column_config.NumberColumn("rank", format="%d", help="Within this suite and these identities"),
     "step": st.column_config.NumberColumn("step", format="%d"),
 }
 for m in data.METRICS:
@@ -91,15 +91,15 @@ view["created"] = table["created_at"].map(ui.fmt_time) if "created_at" in table 
 
 st.dataframe(view, hide_index=True, column_config=col_cfg, width="stretch", height=min(38 * (len(view) + 1) + 4, 640))
 st.caption(
-    f"{len(table)} checkpoints on **{benchmark}**. Lower is better for ObjMC (pixels), FID and FVD. Columns: "
+    f"{len(table)} checkpoints on **{suite}**. Lower is better for ObjMC (pixels), FID and FVD. Columns: "
     + "; ".join(f"**{data.METRIC_LABELS[m]}**: {identities[m]}" for m in data.METRICS if m in identities)
     + ". ObjMC intervals: percentile bootstrap over items; FID/FVD: bias-corrected grouped jackknife over items "
     "(the interval is for the true distance, so it may lie below the plug-in value). 'vs next' says better only where "
     "a paired interval on the shared items excludes 0."
 )
 
-history = queries.read(url, "metrics_history", filters=[("benchmark", "==", benchmark)])
-changes = data.metric_changes(history, benchmark)
+history = queries.read(url, "metrics_history", filters=[("suite", "==", suite)])
+changes = data.metric_changes(history, suite)
 if not changes.empty:
     with st.expander(f"Metrics that changed ({len(changes)})"):
         st.dataframe(changes.assign(updated=changes["updated"].map(ui.fmt_time), computed_before=changes["computed_before"].map(ui.fmt_time)), hide_index=True, width="stretch")
@@ -115,5 +115,5 @@ with st.expander("Paper ablation (published, VIPSeg val)"):
     st.dataframe(data.PUBLISHED_ABLATION.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"}).assign(protocol=data.PAPER_PROTOCOL), hide_index=True)
 
 st.download_button(
-    "Download this table (CSV)", view.to_csv(index=False).encode(), file_name=f"leaderboard-{benchmark}.csv", mime="text/csv", key="lb_csv"
+    "Download this table (CSV)", view.to_csv(index=False).encode(), file_name=f"leaderboard-{suite}.csv", mime="text/csv", key="lb_csv"
 )

@@ -35,14 +35,14 @@ def test_replace_keeps_one_row_per_key_and_leaves_other_rows(tmp_path):
     wd = Workdir(tmp_path)
     _old_metrics_part(wd)
     now = dt.datetime.now(dt.timezone.utc)
-    row = dict(checkpoint_id="warp", benchmark="sample", metric="objmc", backbone="tracker:lk", identity="project | lk", value=1.3, n=4, created_at=now)
+    row = dict(checkpoint_id="warp", suite="sample", metric="objmc", backbone="tracker:lk", identity="project | lk", value=1.3, n=4, created_at=now)
     assert wd.replace("metrics", [row]) == 1
     assert wd.replace("metrics", [{**row, "value": 4.2, "n": 27}]) == 1
     m = wd.read("metrics").set_index("checkpoint_id")
     assert len(m) == 2 and m.loc["warp", "value"] == 4.2 and m.loc["warp", "n"] == 27
     assert m.loc["static", "value"] == 9.7  # the old part's other row is kept
     # replacing the legacy row through its defaulted key works too
-    wd.replace("metrics", [dict(checkpoint_id="static", benchmark="sample", metric="objmc", backbone="tracker:lk",
+    wd.replace("metrics", [dict(checkpoint_id="static", suite="sample", metric="objmc", backbone="tracker:lk",
                                 identity=LEGACY_IDENTITY, value=9.0, n=12, created_at=now)])
     m = wd.read("metrics")
     assert len(m) == 2 and m.set_index("checkpoint_id").loc["static", "value"] == 9.0

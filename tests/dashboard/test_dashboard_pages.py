@@ -63,7 +63,7 @@ def test_leaderboard_never_mixes_identities(make_app, open_page, filled_workdir)
     assert not set(measured["FID"].dropna()) & set(inception)
 
 
-def test_leaderboard_sort_and_benchmark_filter(make_app, open_page, filled_workdir):
+def test_leaderboard_sort_and_suite_filter(make_app, open_page, filled_workdir):
     at = open_page(make_app(filled_workdir), "leaderboard")
     at.selectbox(key="lb_sort").set_value("FVD").run()
     df = at.dataframe[0].value

@@ -44,14 +44,14 @@ def test_metric_is_recomputed_from_all_items_and_the_old_value_kept(tmp_path, or
         assert res.exit_code == 0, res.output
         return json.loads(res.stdout.strip().splitlines()[-1])
 
-    run("generate", "--checkpoint", "warp", "--benchmark", "user-study")
-    run("evaluate", "--checkpoint", "warp", "--benchmark", "user-study")
+    run("generate", "--checkpoint", "warp", "--suite", "user-study")
+    run("evaluate", "--checkpoint", "warp", "--suite", "user-study")
     wd = Workdir(work)
     first = wd.read("metrics").set_index("metric").loc["objmc"]
     assert first["n"] == 4
     _cases(cases, names[4:])  # 23 more cases arrive
-    run("generate", "--checkpoint", "warp", "--benchmark", "user-study")
-    out = run("evaluate", "--checkpoint", "warp", "--benchmark", "user-study")
+    run("generate", "--checkpoint", "warp", "--suite", "user-study")
+    out = run("evaluate", "--checkpoint", "warp", "--suite", "user-study")
     assert out["metrics_written"] >= 1
     metrics = wd.read("metrics")
     objmc = metrics[metrics["metric"] == "objmc"]
@@ -63,6 +63,6 @@ def test_metric_is_recomputed_from_all_items_and_the_old_value_kept(tmp_path, or
     h = history[history["metric"] == "objmc"].sort_values("created_at")
     assert h["n"].tolist() == [4, 27] and h["value"].iloc[0] == pytest.approx(first["value"])
     # nothing new: a third evaluate changes nothing
-    assert run("evaluate", "--checkpoint", "warp", "--benchmark", "user-study")["metrics_written"] == 0
-    report = runner.invoke(app, ["report", "--workdir", str(work), "-b", "user-study"]).output
+    assert run("evaluate", "--checkpoint", "warp", "--suite", "user-study")["metrics_written"] == 0
+    report = runner.invoke(app, ["report", "--workdir", str(work), "-s", "user-study"]).output
     assert "protocol: **project**" in report and "paper: pytorch-fid / TF I3D / CoTracker2" in report

@@ -7,7 +7,8 @@ import pytest
 from core.config import load_config
 from core.tables import Workdir
 from tasks.evaluate import objmc_items
-from tasks.generate import generate_items, reference_checkpoint_row
+from core.checkpoints import reference_row
+from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
 
 VAL = ["sample_0003", "sample_0007"]
@@ -17,7 +18,7 @@ def _world(sample_root, root, cfg):
     wd = Workdir(root)
     rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in VAL], cfg.labels, {}, str(root))
     wd.append("labels", rows)
-    samples, conditions, rejects = generate_items(str(root), reference_checkpoint_row("warp"), "sample", VAL, cfg)
+    samples, conditions, rejects = generate_items(str(root), reference_row("warp"), "sample", VAL, cfg)
     assert not rejects
     wd.append("conditions", conditions)
     wd.append("samples", samples)
@@ -80,7 +81,7 @@ def test_compare_delta_is_on_the_flat_mean_not_on_per_item_means():
     objmc = pd.DataFrame(rows("a", 10.0, 2.0) + rows("b", 2.0, 4.0))
     t = pd.Timestamp("2026-01-01", tz="UTC")
     flat = {"a": (10 + 3 * 2) / 4, "b": (2 + 3 * 4) / 4}
-    metrics = pd.DataFrame([dict(checkpoint_id=c, benchmark="s", metric="objmc", identity="i", value=v, ci_low=v, ci_high=v, n=2, created_at=t) for c, v in flat.items()])
+    metrics = pd.DataFrame([dict(checkpoint_id=c, suite="s", metric="objmc", identity="i", value=v, ci_low=v, ci_high=v, n=2, created_at=t) for c, v in flat.items()])
     d = data.metric_deltas(metrics, "s", "a", "b", objmc).iloc[0]
     assert d["delta (B - A)"] == pytest.approx(flat["b"] - flat["a"])  # -0.5; per-item means would say (2 + 4) / 2 - (10 + 2) / 2 = -3
     assert "flat-mean difference over 2 shared items" in d["interval"]

@@ -7,7 +7,8 @@ from core.config import load_config
 from core.media import write_frames
 from core.tables import Workdir
 from tasks import features as feats
-from tasks.generate import generate_items, reference_checkpoint_row
+from core.checkpoints import reference_row
+from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
 
 VAL = ["sample_0003", "sample_0007"]
@@ -32,7 +33,7 @@ def small_world(sample_root, tmp_path_factory):
     cfg = load_config("tiny")
     rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in VAL], cfg.labels, {}, str(root))
     wd.append("labels", rows)
-    samples, conditions, _ = generate_items(str(root), reference_checkpoint_row("static"), "sample", VAL, cfg)
+    samples, conditions, _ = generate_items(str(root), reference_row("static"), "sample", VAL, cfg)
     wd.append("conditions", conditions)
     wd.append("samples", samples)
     import cv2
@@ -105,7 +106,7 @@ def test_user_study_fid_is_last_frames_against_the_input_images_and_one_case_doe
     cfg = load_config("tiny", {"evaluate.user_study_dir": str(cases)})
     wd = Workdir(tmp_path / "w")
     ids = sorted(p.name for p in cases.iterdir())
-    samples, conditions, rejects = generate_items(wd.url, reference_checkpoint_row("warp"), "user-study", ids, cfg)
+    samples, conditions, rejects = generate_items(wd.url, reference_row("warp"), "user-study", ids, cfg)
     assert not rejects
     wd.append("conditions", conditions)
     wd.append("samples", samples)

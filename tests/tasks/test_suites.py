@@ -3,17 +3,17 @@ import numpy as np
 
 from core.config import load_config
 from core.tables import Workdir
-from tasks.benchmarks import BENCHMARKS, labels_items
+from tasks.suites import SUITES, labels_items
 from tasks.labels import VideoRef, label_videos
 from tasks.user_study import folder_items, read_user_study_case, write_user_study_case
 
 
-def test_sample_benchmark_items_from_labels(sample_root, tmp_path):
+def test_sample_suite_items_from_labels(sample_root, tmp_path):
     wd = Workdir(tmp_path)
     cfg = load_config("tiny", {"labels.frames.count": 16}).labels  # longer than the protocol's 14 frames
     rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in ("sample_0003", "sample_0007")], cfg, {}, str(tmp_path))
     wd.append("labels", rows)
-    items = labels_items(wd, BENCHMARKS["sample"])
+    items = labels_items(wd, SUITES["sample"])
     assert [i.item_id for i in items] == ["sample_0003", "sample_0007"]
     it = items[0]
     E = len(it.entity_ids)

@@ -1,7 +1,7 @@
-"""Benchmarks: the inputs of generation and the ground truth of evaluation.
+"""Suites: the inputs of generation and the ground truth of evaluation.
 
-A benchmark is a list of ``BenchmarkItem``: a first frame, first-frame entity masks
-and one trajectory per entity, at the benchmark's resolution.
+A suite is a list of ``SuiteItem``: a first frame, first-frame entity masks
+and one trajectory per entity, at the suite's resolution.
 
 - ``sample`` / ``vipseg-val``: built from the ``labels`` table and the frames cache
   (the paper's protocol: 256x256, 14 frames; the real clip is the FID/FVD reference).
@@ -21,7 +21,7 @@ from core.tables import Workdir
 
 
 @dataclass(frozen=True)
-class BenchmarkSpec:
+class SuiteSpec:
     name: str
     kind: str  # "labels" | "folder"
     dataset: str | None = None
@@ -31,21 +31,21 @@ class BenchmarkSpec:
     frames: int = 14
 
 
-BENCHMARKS = {
-    "sample": BenchmarkSpec("sample", "labels", dataset="sample", split="val"),
-    "vipseg-val": BenchmarkSpec("vipseg-val", "labels", dataset="vipseg", split="val"),
-    "user-study": BenchmarkSpec("user-study", "folder"),
+SUITES = {
+    "sample": SuiteSpec("sample", "labels", dataset="sample", split="val"),
+    "vipseg-val": SuiteSpec("vipseg-val", "labels", dataset="vipseg", split="val"),
+    "user-study": SuiteSpec("user-study", "folder"),
 }
 
 
 @dataclass
-class BenchmarkItem:
-    benchmark: str
+class SuiteItem:
+    suite: str
     item_id: str
     image: np.ndarray  # (H, W, 3) uint8, first frame
     masks: np.ndarray  # (E, H, W) bool, first frame
     entity_ids: list[int]
-    trajectories: np.ndarray  # (E, L, 2) float32, benchmark pixels
+    trajectories: np.ndarray  # (E, L, 2) float32, suite pixels
     visible: np.ndarray  # (E, L) bool
     radii: np.ndarray  # (E,) first-frame incircle radius
     orig_hw: tuple[int, int]  # ObjMC is reported at this size
@@ -61,18 +61,18 @@ class BenchmarkItem:
 
 
 class ItemError(ValueError):
-    """A benchmark item cannot be used; the message says why and what to do."""
+    """A suite item cannot be used; the message says why and what to do."""
 
 
-def ground_truth_identity(protocol, tracker_desc: str, spec: BenchmarkSpec) -> str:
-    """How a labels benchmark's tracked ground truth is made: stored with every video's conditions."""
+def ground_truth_identity(protocol, tracker_desc: str, spec: SuiteSpec) -> str:
+    """How a labels suite's tracked ground truth is made: stored with every video's conditions."""
     where = "at the original size" if protocol.track_at == "eval" else f"at {spec.resolution[0]}x{spec.resolution[1]}"
     return f"{protocol.name}: real clip tracked {where} with {tracker_desc or 'the tracker'}, {protocol.objmc_rules()}"
 
 
 def labels_items(
-    workdir: Workdir, spec: BenchmarkSpec, only: set[str] | None = None, protocol=None, tracker=None, tracker_desc: str = ""
-) -> list[BenchmarkItem]:
+    workdir: Workdir, spec: SuiteSpec, only: set[str] | None = None, protocol=None, tracker=None, tracker_desc: str = ""
+) -> list[SuiteItem]:
     """Items from the ``labels`` table: one per video of (dataset, split), or of ``only`` those.
 
     ``protocol`` (``eval.protocol.Protocol``) decides the ground truth, which is also what
@@ -101,7 +101,7 @@ def labels_items(
         frames, ids = resize_clip(clip[:L], clip_ids[:L], spec.resolution)
         entity_ids = [int(e) for e in group["entity_id"]]
         masks = np.stack([ids[0] == e for e in entity_ids])
-        keep = masks.any(axis=(1, 2))  # an entity can vanish when the benchmark is coarser than the labels
+        keep = masks.any(axis=(1, 2))  # an entity can vanish when the suite is coarser than the labels
         trajectories = np.stack([scale_points(np.stack(c)[:L], label_hw, spec.resolution) for c in group["centers"]]).astype(np.float32)
         visible = np.stack([np.asarray(v[:L], bool) for v in group["visible"]])
         starts = trajectories[:, 0].copy()
@@ -124,8 +124,8 @@ def labels_items(
             how = ground_truth_identity(protocol, tracker_desc, spec)
         _, radii, _ = incircles(ids[0], entity_ids)
         items.append(
-            BenchmarkItem(
-                benchmark=spec.name,
+            SuiteItem(
+                suite=spec.name,
                 item_id=str(video_id),
                 image=frames[0],
                 masks=masks[keep],
