@@ -181,7 +181,7 @@ def paired_interval(metric: str, rows: pd.DataFrame, objmc: pd.DataFrame | None,
 
 def item_totals(objmc: pd.DataFrame) -> pd.DataFrame:
     """Per item (index): summed per-frame error and counted frames, the flat mean's sufficient statistics."""
-    from tasks.evaluate import item_sums
+    from eval.objmc import item_sums
 
     return item_sums(objmc).set_index("item_id")
 

@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
+import pandas as pd
 
 from core.geometry import scale_points
 from eval.protocol import COTRACKER2_INTERP_SHAPE
@@ -240,6 +241,15 @@ class ObjMCResult:
         )
 
 
+def item_sums(objmc: pd.DataFrame) -> pd.DataFrame:
+    """Per item of ``objmc`` table rows (``item_id``, ``per_frame``): summed error and counted (entity, frame)
+    pairs, what the flat mean and its intervals resample."""
+    if objmc.empty:
+        return pd.DataFrame({"item_id": pd.Series(dtype=object), "total": pd.Series(dtype=float), "count": pd.Series(dtype=float)})
+    per = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
+    return pd.DataFrame({"item_id": per.index, "total": per.apply(np.nansum).to_numpy(), "count": per.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)})
+
+
 def as_points(a) -> np.ndarray:
     """A trajectory as (T, 2) float64; None entries (JSON null) become NaN."""
     if isinstance(a, np.ndarray):
@@ -389,6 +399,7 @@ def format_report(result: ObjMCResult) -> str:
 
 __all__ = [
     "cotracker_grid",
+    "item_sums",
     "official_center",
     "query_grid",
     "EntityScore",

@@ -151,14 +151,6 @@ def objmc_rows(result: ObjMCResult, checkpoint_id: str, suite: str, tracker: str
     ]
 
 
-def item_sums(objmc: pd.DataFrame) -> pd.DataFrame:
-    """Per item: summed error and counted (entity, frame) pairs, what the flat mean and its intervals resample."""
-    if objmc.empty:
-        return pd.DataFrame({"item_id": pd.Series(dtype=object), "total": pd.Series(dtype=float), "count": pd.Series(dtype=float)})
-    per = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
-    return pd.DataFrame({"item_id": per.index, "total": per.apply(np.nansum).to_numpy(), "count": per.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)})
-
-
 def items_digest(item_ids) -> str:
     return hashlib.sha1("\n".join(sorted(map(str, item_ids))).encode()).hexdigest()[:16]
 
