@@ -12,14 +12,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from core.config import Config
 from core.media import read_frames, resize_clip
@@ -30,14 +28,16 @@ from eval.objmc import (
     ItemScore,
     ObjMCResult,
     as_points,
+    item_sums,
     score,
     score_video,
 )
 from eval.protocol import objmc_identity
 from eval.trackers import tracker_for
-from tasks.suites import SUITES, ground_truth_identity
 from tasks.conditions import read_conditions, starts_of, trajectories_of, visible_of
+from tasks.features import feature_jobs, frechet_metrics, items_digest
 from tasks.generate import current_protocol, tracker_description
+from tasks.suites import SUITES, ground_truth_identity
 
 STAGE = "evaluate"
 
@@ -151,15 +151,8 @@ def objmc_rows(result: ObjMCResult, checkpoint_id: str, suite: str, tracker: str
     ]
 
 
-def items_digest(item_ids) -> str:
-    return hashlib.sha1("\n".join(sorted(map(str, item_ids))).encode()).hexdigest()[:16]
-
-
 def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> tuple[list[dict], list[dict]]:
     """``metrics`` rows recomputed from every scored item (the current identity's), and rejects for metrics not reported."""
-    from tasks.conditions import read_conditions as conditions_of
-    from tasks.features import frechet_metrics
-
     wd = Workdir(workdir_url)
     ev = cfg.evaluate
     identity = objmc_identity_of(cfg, suite)
@@ -176,7 +169,7 @@ def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> 
         ))
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
-    conds = conditions_of(wd, checkpoint_id, suite)
+    conds = read_conditions(wd, checkpoint_id, suite)
     samples = samples[samples["item_id"].isin(set(conds["item_id"]))]
     rejects = []
     if not samples.empty:
@@ -202,8 +195,6 @@ def pending(wd: Workdir, checkpoint_id: str, suite: str, cfg: Config) -> Pending
     Up to date only when no item is waiting for ObjMC and the current ObjMC metric was computed
     from every scored item (so a metric never stays behind its items).
     """
-    from tasks.features import feature_jobs
-
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
     if samples.empty:

@@ -31,8 +31,8 @@ from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, frechet_interval
 from eval.features import clip_extractor, frame_extractor
 from eval.protocol import fid_identity, fvd_identity
-from tasks.suites import SUITES
 from tasks.generate import current_protocol
+from tasks.suites import SUITES
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from core.media import write_frames, write_mp4
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
 from eval.trackers import tracker_for
-from tasks.suites import SUITES, ItemError, SuiteItem, labels_items
 from tasks.conditions import condition_row, write_inputs
+from tasks.suites import SUITES, ItemError, SuiteItem, labels_items
 from tasks.user_study import folder_items
 
 STAGE = "generate"

@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from core.geometry import incircles, rescale
-from tasks.suites import SuiteItem, ItemError
+from tasks.suites import ItemError, SuiteItem
 
 FITS = ("masks", "pad", "center")
 
