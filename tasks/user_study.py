@@ -184,8 +184,6 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
         used = timed_path(pts, frames).astype(np.float64)
         if len(pts) > frames:
             notes.append(f"entity {key}: the path has {len(pts)} points; its first {frames} are the {frames} frames (as the official demo)")
-        elif 1 < len(pts) < frames:
-            notes.append(f"entity {key}: {len(pts)} path points interpolated to {frames} frames")
         used = rescale(used, s) - np.array([ox, oy])
         outside = (used[:, 0] < 0) | (used[:, 0] > w - 1) | (used[:, 1] < 0) | (used[:, 1] > h - 1)
         if outside.any():
