@@ -96,6 +96,7 @@ TABLES: dict[str, TableSpec] = {
             "checkpoints",
             ("checkpoint_id",),
             ("checkpoint_id", pa.string()),
+            ("kind", pa.string()),  # trained | reference | control-off (core/checkpoints.py; empty in old rows)
             ("parent", pa.string()),
             ("config", pa.string()),
             ("config_hash", pa.string()),
@@ -348,11 +349,6 @@ class Workdir:
         t = self.read_arrow(table, columns=list(spec.key))
         cols = [t.column(k).to_pylist() for k in spec.key]
         return set(zip(*cols))
-
-    def mtime(self, table: str) -> float:
-        """Latest modification time of any part (0 when empty): a cache key for readers."""
-        times = [self.fs.modified(p).timestamp() for p in self._parts(table)]
-        return max(times, default=0.0)
 
     # writing -----------------------------------------------------------
     @contextlib.contextmanager

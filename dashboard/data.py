@@ -9,6 +9,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from core.suites import SUITES
+from eval.bootstrap import paired_ratio_difference
+
 METRICS = ("objmc", "fid", "fvd")
 METRIC_LABELS = {"objmc": "ObjMC", "fid": "FID", "fvd": "FVD"}
 LOWER_IS_BETTER = {"objmc": True, "fid": True, "fvd": True}
@@ -154,7 +157,7 @@ def verdict(ci, metric: str, better: str, worse: str, how: str) -> str:
 
 def paired_interval(metric: str, rows: pd.DataFrame, objmc: pd.DataFrame | None, a: str, b: str, identity: str | None, confidence: float = 0.95):
     """(Interval of a - b on the items both have, how it was made) or (None, why there is none)."""
-    from eval.bootstrap import paired_jackknife_difference, paired_ratio_difference
+    from eval.bootstrap import paired_jackknife_difference
 
     if metric == "objmc":
         if objmc is None or objmc.empty:
@@ -278,10 +281,6 @@ def metric_changes(history: pd.DataFrame, suite: str) -> pd.DataFrame:
 def suite_source(suite: str | None) -> tuple[str, str] | None:
     """(dataset, split) a labels-based suite is built from, per the generate stage's registry."""
     if not suite:
-        return None
-    try:
-        from tasks.suites import SUITES
-    except Exception:  # noqa: BLE001 - the registry is optional for the dashboard
         return None
     spec = SUITES.get(suite)
     if spec is None or spec.dataset is None or spec.split is None:

@@ -80,7 +80,7 @@ def labels(
     from flows.labels import labels_flow
     from flows.runtime import run_flow
 
-    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir=_absolute(workdir),
+    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir_url=_absolute(workdir),
                        dataset=dataset, retry_rejects=retry_rejects)
     typer.echo(json.dumps(summary))
 
@@ -100,7 +100,7 @@ def train(
     from tasks.train import CheckpointError
 
     try:
-        summary = run_flow(train_flow, config, overrides, workdir=_absolute(workdir), resume=resume, steps=steps)
+        summary = run_flow(train_flow, config, overrides, workdir_url=_absolute(workdir), resume=resume, steps=steps)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, default=str))
@@ -123,7 +123,7 @@ def generate(
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
+        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -155,7 +155,7 @@ def evaluate(
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
+        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -220,7 +220,7 @@ def pipeline(
     from flows.runtime import run_flow
 
     report = run_flow(
-        pipeline_flow, config, overrides, workdir=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
+        pipeline_flow, config, overrides, workdir_url=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
         stages=[s.strip() for s in stages.split(",") if s.strip()], suites=[b.strip() for b in suites.split(",") if b.strip()],
         checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
     )
@@ -305,7 +305,6 @@ def drag(
     import re as _re
 
     _check_config(config, overrides)
-    from model.segmentation import make_segmenter
     from tasks import drag as dg
 
     overrides = list(overrides or [])
@@ -318,63 +317,41 @@ def drag(
         _fail(f"--mask-choice must be best, 0, 1 or 2, got {mask_choice!r}")
     if "://" not in workdir and not Path(workdir).is_dir():
         _fail(f"workdir {workdir} does not exist; train a checkpoint into it first (`draganything train --workdir {workdir}`)")
-    if out.suffix.lower() != ".mp4":
-        _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
     try:
-        from core.media import write_mp4
-        from core.tables import Workdir
-
-        wd = Workdir(workdir)
-        ckpt = dg.choose_checkpoint(wd, checkpoint)
-        height, width, num_frames = dg.checkpoint_hw_frames(ckpt)
-        use_crop = cfg.drag.crop_to_model_aspect if crop is None else crop
-        work = dg.load_image(image, cfg.drag.max_image_side, (height, width) if use_crop else None, name=str(image))
-        specs = []
+        entities = []
         for k, (c, p) in enumerate(zip(click, path), start=1):
             camera = c.strip().lower() in ("all", "camera", "whole")
-            positive = [] if camera else [tuple(q) for q in work.to_work(dg.parse_points(c, f"--click #{k}"))]
-            trail = [tuple(q) for q in work.to_work(dg.parse_points(p, f"--path #{k}"))]
-            specs.append(dg.EntitySpec(positive, [], trail, camera, None if mask_choice == "best" else int(mask_choice)))
+            entities.append(dg.EntityInput([] if camera else dg.parse_points(c, f"--click #{k}"), dg.parse_points(p, f"--path #{k}"), camera))
         for text in negative or []:
             m = _re.match(r"^\s*(\d+)\s*:(.*)$", text)
             target = int(m.group(1)) if m else None
-            point = tuple(work.to_work([dg.parse_point(m.group(2) if m else text, "--negative")])[0])
-            if target is not None and not 1 <= target <= len(specs):
-                _fail(f"--negative {text!r} names entity {target}, but there are {len(specs)} (count from 1)")
-            for i, s in enumerate(specs, start=1):
-                if target in (None, i) and not s.camera:
-                    s.negative.append(point)
-        segmenter = make_segmenter(cfg.drag.sam_checkpoint, cfg.drag.sam_model_type)
-        case = dg.build_case(work.image, specs, segmenter, cfg.drag.max_entities, anchor=not as_drawn,
-                             notes=work.notes, name=image.stem)
-        case.notes += case.model_notes(height, width)
-        for note in case.notes:
-            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-        if preview is not None:
-            import cv2
-
-            shown = dg.render_overlay(case.image, dg.case_overlays(case), width=max(512, case.image.shape[1]))
-            preview.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(preview), cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+            point = dg.parse_point(m.group(2) if m else text, "--negative")
+            if target is not None and not 1 <= target <= len(entities):
+                _fail(f"--negative {text!r} names entity {target}, but there are {len(entities)} (count from 1)")
+            for i, e in enumerate(entities, start=1):
+                if target in (None, i) and not e.camera:
+                    e.negative.append(point)
+        request = dg.DragRequest(image, entities, workdir, out, checkpoint, seed, None if mask_choice == "best" else int(mask_choice),
+                                 anchor=not as_drawn, crop=crop, preview=preview, save_case=save_case_dir)
         from tqdm import tqdm
 
-        with tqdm(total=cfg.generate.num_inference_steps, unit="step", desc="denoising", file=sys.stderr) as bar:
-            def report(stage: str, done: int, total: int) -> None:
-                bar.set_description(stage, refresh=False)
-                bar.n = done
-                bar.refresh()
+        bars: list = []  # the bar starts with the generation, after the notes
 
-            frames = dg.generate_frames(wd, ckpt, case.to_item(num_frames), cfg, seed, report)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(Workdir(str(out.parent.resolve())), out.name, frames, cfg.generate.fps)
-        saved = str(dg.save_case(save_case_dir, case)) if save_case_dir is not None else None
+        def report(stage: str, done: int, total: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=cfg.generate.num_inference_steps, unit="step", desc="denoising", file=sys.stderr))
+            bars[0].set_description(stage, refresh=False)
+            bars[0].n = done
+            bars[0].refresh()
+
+        try:
+            summary = dg.drag_files(request, cfg, report, note=lambda text: typer.secho(f"note: {text}", fg=typer.colors.YELLOW, err=True))
+        finally:
+            for bar in bars:
+                bar.close()
     except (dg.DragError, FileNotFoundError) as err:
         _fail(str(err))
-    typer.echo(json.dumps({
-        "video": str(out), "checkpoint": ckpt["checkpoint_id"], "frames": int(frames.shape[0]),
-        "height": int(frames.shape[1]), "width": int(frames.shape[2]), "segmentation": getattr(segmenter, "name", "?"),
-        "entities": len(case.entities), "case": saved, "notes": case.notes,
-    }))
+    typer.echo(json.dumps(summary))
 
 
 @app.command("report")

@@ -23,43 +23,43 @@ from tasks import features as feats
 
 
 @task(name="objmc-items")
-def objmc_chunk(workdir: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> int:
-    rows, rejects = ev.objmc_items(workdir, checkpoint_id, suite, item_ids, cfg)
-    wd = Workdir(workdir)
+def objmc_chunk(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> int:
+    rows, rejects = ev.objmc_items(workdir_url, checkpoint_id, suite, item_ids, cfg)
+    wd = Workdir(workdir_url)
     wd.append("rejects", rejects)
     return wd.append("objmc", rows)
 
 
 @task(name="video-features")
-def features_chunk(workdir: str, jobs: list, suite: str, cfg: Config) -> int:
-    return feats.cache_features(workdir, jobs, suite, cfg)
+def features_chunk(workdir_url: str, jobs: list, suite: str, cfg: Config) -> int:
+    return feats.cache_features(workdir_url, jobs, suite, cfg)
 
 
 @task(name="metrics")
-def metrics_task(workdir: str, checkpoint_id: str, suite: str, cfg: Config) -> int:
+def metrics_task(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> int:
     """Recompute the metrics from every scored item; replace the rows, keep the old values as history."""
-    rows, rejects = ev.summarize(workdir, checkpoint_id, suite, cfg)
-    wd = Workdir(workdir)
+    rows, rejects = ev.summarize(workdir_url, checkpoint_id, suite, cfg)
+    wd = Workdir(workdir_url)
     wd.append("rejects", rejects)
     wd.append("metrics_history", ev.history_rows(rows))
     return wd.replace("metrics", rows)
 
 
 @flow(name="evaluate", task_runner=ProjectRayTaskRunner())
-def evaluate_flow(checkpoint: str, suite: str, workdir: str, config: str = "tiny", overrides: list[str] | None = None,
+def evaluate_flow(checkpoint: str, suite: str, workdir_url: str, config: str = "tiny", overrides: list[str] | None = None,
                   progress: bool = True) -> dict:
     cfg = load_config(config, overrides)
-    wd = Workdir(workdir)
+    wd = Workdir(workdir_url)
     resolve(wd, checkpoint)
     work = ev.pending(wd, checkpoint, suite, cfg)
     if work.up_to_date:
         return {"items": len(work.items), "metrics_written": 0, "skipped": True}  # nothing new since the last evaluation
     size = cfg.evaluate.items_per_task
     with remote_options(**ray_task_options(cfg.runtime)):
-        futures = [objmc_chunk.submit(workdir, checkpoint, suite, c, cfg) for c in chunks(work.objmc, size)]
-        futures += [features_chunk.submit(workdir, c, suite, cfg) for c in chunks(work.features, size)]
+        futures = [objmc_chunk.submit(workdir_url, checkpoint, suite, c, cfg) for c in chunks(work.objmc, size)]
+        futures += [features_chunk.submit(workdir_url, c, suite, cfg) for c in chunks(work.features, size)]
         with tqdm(total=len(futures), unit="task", desc=f"evaluate {checkpoint}/{suite}", disable=not progress) as bar:
             for _ in as_completed(futures):
                 bar.update(1)
-        written = metrics_task.submit(workdir, checkpoint, suite, cfg).result()
+        written = metrics_task.submit(workdir_url, checkpoint, suite, cfg).result()
     return {"items": len(work.items), "metrics_written": written, **ev.metric_values(wd, checkpoint, suite, cfg.evaluate.protocol)}

@@ -25,7 +25,7 @@ STAGES = ("labels", "train", "generate", "evaluate")
 
 @flow(name="pipeline", task_runner=ProjectRayTaskRunner())
 def pipeline_flow(
-    workdir: str,
+    workdir_url: str,
     data_root: str | None = None,
     dataset: str = "sample",
     config: str = "tiny",
@@ -48,7 +48,7 @@ def pipeline_flow(
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
-    wd = Workdir(workdir)
+    wd = Workdir(workdir_url)
     report: dict = {}
     common = dict(config=config, overrides=overrides, progress=progress)
 
@@ -58,13 +58,13 @@ def pipeline_flow(
         fit = cfg.train.fit_base
         splits = ["train", "val"] + ([fit.split] if fit.enabled and fit.split not in (None, "train", "val") else [])
         report["labels"] = {
-            split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in splits
+            split: labels_flow(data_root=data_root, split=split, workdir_url=workdir_url, dataset=dataset, **common) for split in splits
         }
 
     if "train" in stages:
         from flows.train import train_flow  # torch is imported only by runs that train
 
-        report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
+        report["train"] = train_flow(workdir_url=workdir_url, resume=resume, steps=train_steps, **common)
 
     for suite in suites:
         ids = checkpoints or to_evaluate(wd, suite, select, references, baselines)
@@ -72,7 +72,7 @@ def pipeline_flow(
         for cid in ids:
             key = f"{cid}/{suite}"
             if "generate" in stages:
-                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
+                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
             if "evaluate" in stages:
-                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
+                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
     return report

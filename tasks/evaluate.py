@@ -21,6 +21,7 @@ import numpy as np
 
 from core.config import Config
 from core.media import read_frames, resize_clip
+from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.bootstrap import bootstrap_ratio
 from eval.objmc import (
@@ -37,7 +38,7 @@ from eval.trackers import tracker_for
 from tasks.conditions import read_conditions, starts_of, trajectories_of, visible_of
 from tasks.features import feature_jobs, frechet_metrics, items_digest
 from tasks.generate import current_protocol, tracker_description
-from tasks.suites import SUITES, ground_truth_identity
+from tasks.suites import ground_truth_identity
 
 STAGE = "evaluate"
 

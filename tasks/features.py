@@ -27,12 +27,12 @@ import pandas as pd
 
 from core.config import Config
 from core.media import load_cached_clip, read_frames, read_npz, resize_clip, write_npz
+from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, frechet_interval
 from eval.features import clip_extractor, frame_extractor
 from eval.protocol import fid_identity, fvd_identity
 from tasks.generate import current_protocol
-from tasks.suites import SUITES
 
 
 @dataclass(frozen=True)

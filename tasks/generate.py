@@ -13,13 +13,15 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from core import checkpoints as ckpts
 from core.config import Config
 from core.media import write_frames, write_mp4
+from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
 from eval.trackers import tracker_for
 from tasks.conditions import condition_row, write_inputs
-from tasks.suites import SUITES, ItemError, SuiteItem, labels_items
+from tasks.suites import ItemError, SuiteItem, labels_items
 from tasks.user_study import folder_items
 
 STAGE = "generate"
@@ -45,22 +47,20 @@ class WarpGenerator:
         return warp_video(item.image, item.masks, item.trajectories)
 
 
+REFERENCES: dict[str, type] = {"static": StaticGenerator, "warp": WarpGenerator}  # core.checkpoints.REFERENCE_GENERATORS
 _CACHE: dict[str, Generator] = {}
 
 
-def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
+def get_generator(checkpoint: dict, cfg: Config, wd: Workdir) -> Generator:
     """The generator of a ``checkpoints`` row, built once per process."""
-    key = f"{workdir.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
+    key = f"{wd.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
     if key not in _CACHE:
-        kind = json.loads(checkpoint["config"] or "{}").get("generator")  # set on model-free rows
-        if kind == "static":
-            _CACHE[key] = StaticGenerator()
-        elif kind == "warp":
-            _CACHE[key] = WarpGenerator()
+        if ckpts.kind(checkpoint) == ckpts.REFERENCE:  # its config names the generator
+            _CACHE[key] = REFERENCES[json.loads(checkpoint["config"])["generator"]]()
         else:
             from tasks.controller import ControllerGenerator
 
-            _CACHE[key] = ControllerGenerator.from_checkpoint(workdir, checkpoint, cfg)
+            _CACHE[key] = ControllerGenerator.from_checkpoint(wd, checkpoint, cfg)
     return _CACHE[key]
 
 
@@ -80,7 +80,7 @@ def tracker_description(cfg: Config) -> str:
 
 
 def load_suite(
-    workdir: Workdir, name: str, cfg: Config, item_ids: list[str] | None = None
+    wd: Workdir, name: str, cfg: Config, item_ids: list[str] | None = None
 ) -> tuple[list[SuiteItem], list[tuple[str, str]]]:
     """The items of a suite (all, or ``item_ids``), and (item, reason) for those that cannot be read.
 
@@ -94,7 +94,7 @@ def load_suite(
     if spec.kind == "labels":
         protocol = current_protocol(cfg)
         tracker = tracker_for(cfg.evaluate.tracker) if protocol.ground_truth == "tracked" else None
-        return labels_items(workdir, spec, only, protocol, tracker, tracker_description(cfg)), []
+        return labels_items(wd, spec, only, protocol, tracker, tracker_description(cfg)), []
     folder = cfg.evaluate.user_study_dir
     if not folder:
         raise FileNotFoundError("the user-study suite needs evaluate.user_study_dir: a folder of cases (demo.jpg, demo.json, masks)")

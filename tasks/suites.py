@@ -1,7 +1,7 @@
 """Suites: the inputs of generation and the ground truth of evaluation.
 
-A suite is a list of ``SuiteItem``: a first frame, first-frame entity masks
-and one trajectory per entity, at the suite's resolution.
+A suite (registered by name in ``core/suites.py``) is a list of ``SuiteItem``: a first
+frame, first-frame entity masks and one trajectory per entity, at the suite's resolution.
 
 - ``sample`` / ``vipseg-val``: built from the ``labels`` table and the frames cache
   (the paper's protocol: 256x256, 14 frames; the real clip is the FID/FVD reference).
@@ -17,25 +17,8 @@ import numpy as np
 
 from core.geometry import incircles, scale_points
 from core.media import load_cached_clip, resize_clip
+from core.suites import SuiteSpec
 from core.tables import Workdir
-
-
-@dataclass(frozen=True)
-class SuiteSpec:
-    name: str
-    kind: str  # "labels" | "folder"
-    dataset: str | None = None
-    split: str | None = None
-    folder: str | None = None
-    resolution: tuple[int, int] = (256, 256)
-    frames: int = 14
-
-
-SUITES = {
-    "sample": SuiteSpec("sample", "labels", dataset="sample", split="val"),
-    "vipseg-val": SuiteSpec("vipseg-val", "labels", dataset="vipseg", split="val"),
-    "user-study": SuiteSpec("user-study", "folder"),
-}
 
 
 @dataclass
@@ -71,7 +54,7 @@ def ground_truth_identity(protocol, tracker_desc: str, spec: SuiteSpec) -> str:
 
 
 def labels_items(
-    workdir: Workdir, spec: SuiteSpec, only: set[str] | None = None, protocol=None, tracker=None, tracker_desc: str = ""
+    wd: Workdir, spec: SuiteSpec, only: set[str] | None = None, protocol=None, tracker=None, tracker_desc: str = ""
 ) -> list[SuiteItem]:
     """Items from the ``labels`` table: one per video of (dataset, split), or of ``only`` those.
 
@@ -89,7 +72,7 @@ def labels_items(
     filt = (pc.field("dataset") == spec.dataset) & (pc.field("split") == spec.split)
     if only is not None:
         filt &= pc.field("video_id").isin(sorted(only))
-    rows = workdir.read("labels", filter=filt)
+    rows = wd.read("labels", filter=filt)
     items = []
     for video_id, group in rows.groupby("video_id", sort=True):
         group = group.sort_values("entity_id")
@@ -97,7 +80,7 @@ def labels_items(
         label_hw = (int(first["height"]), int(first["width"]))
         orig_hw = (int(first["orig_height"]), int(first["orig_width"]))
         L = min(spec.frames, len(first["centers"]))
-        clip, clip_ids = load_cached_clip(workdir, first["frames_path"])
+        clip, clip_ids = load_cached_clip(wd, first["frames_path"])
         frames, ids = resize_clip(clip[:L], clip_ids[:L], spec.resolution)
         entity_ids = [int(e) for e in group["entity_id"]]
         masks = np.stack([ids[0] == e for e in entity_ids])

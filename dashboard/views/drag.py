@@ -1,7 +1,7 @@
 """Drag: click an entity (SAM or GrabCut gives its mask), click along its path, generate the video.
 
-The logic lives in ``tasks.drag`` (shared with ``draganything drag``); this page keeps
-the clicks in the session, draws them, and runs the generation as a Ray task (or in
+The logic lives in ``tasks.drag`` (shared with ``draganything drag``: both generate with
+``tasks.drag.run_drag``); the clicks live in the session (``dashboard/drag_state.py``); this page draws them, and runs the generation as a Ray task (or in
 this process with ``drag.executor: inline``). The config profile comes from
 ``-- --config NAME`` after ``streamlit run`` or $DRAGANYTHING_CONFIG (default: tiny).
 Videos are written under ``<workdir>/drag/`` at paths derived from the case's digest.
@@ -22,19 +22,16 @@ import cv2
 import streamlit as st
 
 from core.config import ConfigError, load_config
-from core.geometry import rescale, scale_points
+from core.geometry import rescale
 from core.media import load_cached_clip
 from dashboard import media, queries, ui
+from dashboard.drag_state import FLASH, MODES, RESULT, S, active, cb_click, cb_clear, cb_new_entity, cb_remove_entity, cb_typed, cb_undo, new_entity, state
 from tasks import drag as dg
 from tasks.controller import checkpoint_model_settings
 
 log = logging.getLogger(__name__)
 
 ENV_CONFIG = "DRAGANYTHING_CONFIG"
-S = "drag_state"  # the session's clicks: {"key", "entities": [...], "seg": {...}}
-FLASH = "drag_flash"
-RESULT = "drag_result"
-MODES = {"select": "Select (click on it)", "exclude": "Exclude (click off it)", "path": "Path (click where it goes)"}
 DISPLAY_SIDE = 640
 
 try:  # a well-kept click component; without it the page still works with typed points
@@ -97,103 +94,6 @@ def load_upload(data: bytes, max_side: int, aspect: tuple[int, int] | None, name
 @st.cache_data(show_spinner=False, max_entries=8)
 def case_zip(case_id: str, name: str, _case: dg.DragCase) -> bytes:
     return dg.case_zip(_case, name)
-
-
-def flash(kind: str, text: str) -> None:
-    st.session_state[FLASH] = (kind, text)
-
-
-def new_entity(camera: bool = False) -> dict:
-    return {"positive": [], "negative": [], "path": [], "camera": camera, "choice": None}
-
-
-def state() -> dict:
-    return st.session_state[S]
-
-
-def active() -> dict:
-    s = state()
-    return s["entities"][st.session_state.get("drag_active", 0)]
-
-
-# ----------------------------------------------------------------------------- callbacks
-def cb_new_entity(max_entities: int, camera: bool = False) -> None:
-    s = state()
-    if len(s["entities"]) >= max_entities:
-        flash("error", f"At most {max_entities} entities can be controlled in one video (drag.max_entities); remove one first.")
-        return
-    if camera and any(e["camera"] for e in s["entities"]):
-        flash("warning", "The whole image (camera motion) is already an entity; draw its path, or remove it first.")
-        return
-    s["entities"].append(new_entity(camera))
-    st.session_state["drag_active"] = len(s["entities"]) - 1
-    st.session_state["drag_mode"] = "path" if camera else "select"
-
-
-def cb_remove_entity() -> None:
-    s = state()
-    k = st.session_state.get("drag_active", 0)
-    del s["entities"][k]
-    if not s["entities"]:
-        s["entities"].append(new_entity())
-    st.session_state["drag_active"] = max(0, min(k, len(s["entities"]) - 1))
-    st.session_state.pop(RESULT, None)
-
-
-def cb_undo() -> None:
-    e = active()
-    mode = st.session_state.get("drag_mode", "select")
-    lst = {"select": e["positive"], "exclude": e["negative"], "path": e["path"]}[mode]
-    if lst:
-        lst.pop()
-    else:
-        flash("info", f"Nothing to undo in {MODES[mode].split(' (')[0]} mode for this entity.")
-
-
-def cb_clear() -> None:
-    e = active()
-    e.update({k: [] for k in ("positive", "negative", "path")})
-
-
-def add_points(points: list[tuple[float, float]]) -> None:
-    """Clicks (image pixels) for the active entity in the current mode."""
-    e = active()
-    mode = st.session_state.get("drag_mode", "select")
-    if mode in ("select", "exclude") and e["camera"]:
-        flash("warning", "This entity is the whole image (camera motion): it needs no selection. Switch to Path and click where the view should move.")
-        return
-    target = {"select": e["positive"], "exclude": e["negative"], "path": e["path"]}[mode]
-    target.extend((round(float(x), 1), round(float(y), 1)) for x, y in points)
-    if mode == "select" and len(e["positive"]) == len(points) and not e["path"]:
-        # The first click on a new entity is where it is grabbed: its path starts there, and goes on in Path mode.
-        e["path"].append(e["positive"][0])
-        st.session_state["drag_mode"] = "path"
-
-
-def cb_click(key: str, hw: tuple[int, int]) -> None:
-    value = st.session_state.get(key)
-    if not value or "x" not in value:
-        return
-    s = state()
-    stamp = value.get("unix_time")
-    if stamp is not None and stamp == s.get("last_click"):
-        return
-    s["last_click"] = stamp
-    H, W = hw
-    shown_hw = (max(float(value.get("height") or H), 1.0), max(float(value.get("width") or W), 1.0))
-    x, y = scale_points([float(value["x"]), float(value["y"])], shown_hw, hw)
-    add_points([(x, y)])
-
-
-def cb_typed() -> None:
-    text = st.session_state.get("drag_points", "")
-    try:
-        pts = dg.parse_points(text, "the typed points")
-    except dg.DragError as err:
-        flash("error", str(err))
-        return
-    add_points(pts)
-    st.session_state["drag_points"] = ""
 
 
 # ----------------------------------------------------------------------------- the page
@@ -453,7 +353,7 @@ if go and ready:
                 finally:
                     job.close()
             else:
-                out = dg.generate_video(url, checkpoint, item, gen_cfg, seed, relpath, show)
+                out = dg.run_drag(url, checkpoint, item, gen_cfg, seed, relpath, show)
             bar.progress(1.0, text=f"done in {time.perf_counter() - t0:.1f} s")
             st.session_state[RESULT] = {"relpath": out["video_path"], "case": case.case_id(),
                                         "note": f"{out['frames']} frames, {out['width']}x{out['height']}, {out['seconds']:.1f} s"}

@@ -2,9 +2,10 @@
 import numpy as np
 
 from core.config import load_config
+from core.suites import SUITES
 from core.tables import Workdir
-from tasks.suites import SUITES, labels_items
 from tasks.labels import VideoRef, label_videos
+from tasks.suites import labels_items
 from tasks.user_study import folder_items, read_user_study_case, write_user_study_case
 
 
