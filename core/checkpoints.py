@@ -170,6 +170,6 @@ def to_evaluate(
     if baselines and ids:
         chosen.append(ids[-1] + NO_CONTROL)  # the latest model with control switched off
     if select == "missing":
-        scored = {(c, s) for c, s, m, _ in wd.keys("metrics") if m == "objmc"}
+        scored = {(c, s) for c, s, m, *_ in wd.keys("metrics") if m == "objmc"}
         chosen = [c for c in chosen if (c, suite) not in scored]
     return chosen

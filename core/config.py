@@ -103,20 +103,32 @@ class GenerateSettings(_Section):
 
 
 class EvaluateSettings(_Section):
-    """ObjMC / FID / FVD. Weight paths are local files; None = the fixed-seed fallback backbone."""
+    """ObjMC / FID / FVD (docs/evaluation.md). Weight paths are local files; None = the fixed-seed fallback backbone."""
 
+    protocol: Literal["official", "project"] = Field(
+        "project",
+        description="the rules every number is made with: 'official' reproduces the paper's scripts (CoTracker grid 100 "
+        "in CoTracker's layout, the official centre rule, videos tracked at the original size, 16-frame FVD); 'project' "
+        "the project's rules (the grid/centre knobs below). Each number stores its protocol; the tiny demo uses project "
+        "because the official rule tracks its 64x64 videos upscaled to the original size, where LK loses them",
+    )
     tracker: TrackerSettings = TrackerSettings()
-    grid_size: int = Field(10, ge=2, description="ObjMC tracking grid (official: 10)")
-    add_centers: bool = Field(True, description="also track the exact centres (False = official grid-only choice)")
+    grid_size: int = Field(10, ge=2, description="ObjMC tracking grid of the project protocol (official: 100, fixed)")
+    add_centers: bool = Field(True, description="project protocol: also track the exact start points (official: grid only)")
     ground_truth: Literal["tracked", "labels"] = Field(
-        "tracked", description="suite trajectories: the real clip tracked from the first-frame centres (official), or the label trajectories"
+        "tracked", description="project protocol: suite trajectories are the real clip tracked from the first-frame centres (official), or the label trajectories"
     )
     inception_path: str | None = Field(None, description="clean-fid's inception-2015-12-05.pt (TorchScript)")
     i3d_path: str | None = Field(None, description="I3D Kinetics-400 TorchScript (StyleGAN-V's i3d_torchscript.pt)")
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples for the ObjMC interval")
-    bootstrap_frechet: int = Field(200, ge=10, description="bootstrap resamples for FID/FVD (each solves a DxD eigenproblem)")
+    jackknife_groups: int = Field(20, ge=2, description="groups of items of the FID/FVD jackknife interval (one DxD eigenproblem each)")
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     user_study_dir: str | None = Field(None, description="folder of user-study cases (official demo format)")
+    user_study_fit: Literal["masks", "pad", "center"] = Field(
+        "masks",
+        description="how a case's image becomes the suite's frame: 'masks' = the largest crop of the model's aspect that "
+        "holds every mask of the case (padded when none can), 'pad' = the whole image letterboxed, 'center' = the centre crop",
+    )
     items_per_task: int = Field(8, ge=1)
 
 

@@ -20,14 +20,17 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 _point_list = pa.list_(pa.list_(pa.float32(), 2))
 _ts = pa.timestamp("us", tz="UTC")
+
+
+LEGACY_IDENTITY = "legacy (identity not recorded)"
 
 
 @dataclass(frozen=True)
@@ -35,10 +38,14 @@ class TableSpec:
     name: str
     key: tuple[str, ...]
     schema: pa.Schema
+    defaults: tuple[tuple[str, Any], ...] = ()  # what a column added later reads as in older parts
 
 
-def _spec(name: str, key: tuple[str, ...], *fields: tuple[str, pa.DataType]) -> TableSpec:
-    return TableSpec(name, key, pa.schema([pa.field(n, t, nullable=n not in key) for n, t in fields]))
+def _spec(name: str, key: tuple[str, ...], *fields: tuple) -> TableSpec:
+    """Fields are (name, type) or (name, type, default): a default fills the column where it is
+    null, so parts written before the column existed still read (and keep their key)."""
+    schema = pa.schema([pa.field(f[0], f[1], nullable=f[0] not in key) for f in fields])
+    return TableSpec(name, key, schema, tuple((f[0], f[2]) for f in fields if len(f) > 2))
 
 
 TABLES: dict[str, TableSpec] = {
@@ -122,7 +129,7 @@ TABLES: dict[str, TableSpec] = {
         ),
         _spec(
             "objmc",
-            ("checkpoint_id", "suite", "item_id", "entity_id"),
+            ("checkpoint_id", "suite", "item_id", "entity_id", "identity"),
             ("checkpoint_id", pa.string()),
             ("suite", pa.string()),
             ("item_id", pa.string()),
@@ -130,18 +137,66 @@ TABLES: dict[str, TableSpec] = {
             ("error_px", pa.float64()),
             ("per_frame", pa.list_(pa.float64())),
             ("tracker", pa.string()),
+            ("identity", pa.string(), LEGACY_IDENTITY),
+            ("seeds", pa.list_(pa.int64())),
+            ("tracks", pa.list_(_point_list)),  # per seed: the predicted track (L, 2) at the video's size
+            ("video_height", pa.int32()),
+            ("video_width", pa.int32()),
         ),
         _spec(
             "metrics",
-            ("checkpoint_id", "suite", "metric", "backbone"),
+            ("checkpoint_id", "suite", "metric", "backbone", "identity"),
             ("checkpoint_id", pa.string()),
             ("suite", pa.string()),
             ("metric", pa.string()),
             ("backbone", pa.string()),
+            ("identity", pa.string(), LEGACY_IDENTITY),
+            ("protocol", pa.string(), "legacy"),
+            ("value", pa.float64()),
+            ("ci_low", pa.float64()),
+            ("ci_high", pa.float64()),
+            ("ci_method", pa.string(), "percentile bootstrap over items"),
+            ("n", pa.int64()),
+            ("items_digest", pa.string()),  # the scored items; paired comparisons need equal digests
+            ("replicates", pa.list_(pa.float64())),  # jackknife leave-group-out values (FID/FVD)
+            ("created_at", _ts),
+        ),
+        _spec(
+            "metrics_history",
+            ("checkpoint_id", "suite", "metric", "backbone", "identity", "created_at"),
+            ("checkpoint_id", pa.string()),
+            ("suite", pa.string()),
+            ("metric", pa.string()),
+            ("backbone", pa.string()),
+            ("identity", pa.string()),
             ("value", pa.float64()),
             ("ci_low", pa.float64()),
             ("ci_high", pa.float64()),
             ("n", pa.int64()),
+            ("created_at", _ts),
+        ),
+        _spec(
+            "conditions",
+            ("checkpoint_id", "suite", "item_id", "seed"),
+            ("checkpoint_id", pa.string()),
+            ("suite", pa.string()),
+            ("item_id", pa.string()),
+            ("seed", pa.int64()),
+            ("entity_ids", pa.list_(pa.int32())),
+            ("trajectories", pa.list_(_point_list)),  # (E, L, 2) what the video was asked to do, item pixels
+            ("visible", pa.list_(pa.list_(pa.bool_()))),
+            ("starts", _point_list),  # (E, 2) where each entity's track starts, item pixels
+            ("radii", pa.list_(pa.float32())),
+            ("frames", pa.int32()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("eval_height", pa.int32()),
+            ("eval_width", pa.int32()),
+            ("inputs_path", pa.string()),  # npz: the first frame and the entity masks given to the generator
+            ("reference", pa.string()),  # the real clip (frames cache), if the suite has one
+            ("ground_truth", pa.string()),  # how the trajectories were made (protocol, tracker, rules)
+            ("protocol", pa.string()),
+            ("notes", pa.list_(pa.string())),
             ("created_at", _ts),
         ),
         _spec(
@@ -203,6 +258,17 @@ def to_arrow(table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> pa.Table:
     return arrow
 
 
+def _with_defaults(spec: TableSpec, table: pa.Table) -> pa.Table:
+    """Nulls of later-added columns (absent from older parts) read as their declared default."""
+    import pyarrow.compute as pc
+
+    for name, default in spec.defaults:
+        if name in table.column_names and table.column(name).null_count:
+            i = table.column_names.index(name)
+            table = table.set_column(i, spec.schema.field(name), pc.fill_null(table.column(name), pa.scalar(default, spec.schema.field(name).type)))
+    return table
+
+
 class Workdir:
     """A workdir: the tables plus the media they point to (by relative path)."""
 
@@ -247,13 +313,13 @@ class Workdir:
         old = self._old_parts(table, parts)
         if not old:
             ds = pads.dataset(parts, schema=spec.schema, filesystem=self.fs, format="parquet")
-            return ds.to_table(columns=columns, filter=filter)
+            return _with_defaults(spec, ds.to_table(columns=columns, filter=filter))
         new = [p for p in parts if p not in old]
         renamed = pads.dataset(sorted(old), schema=_old_schema(spec.schema), filesystem=self.fs, format="parquet").to_table()
         tables = [pads.dataset(renamed.rename_columns(spec.schema.names)).to_table(columns=columns, filter=filter)]
         if new:
             tables.insert(0, pads.dataset(new, schema=spec.schema, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter))
-        return pa.concat_tables(tables)
+        return _with_defaults(spec, pa.concat_tables(tables))
 
     def _old_parts(self, table: str, parts: list[str]) -> set[str]:
         """The parts written before a column of ``table`` was renamed (see ``RENAMED_COLUMNS``)."""
@@ -317,24 +383,51 @@ class Workdir:
             self.write_atomic(self.path("tables", table, f"part-{digest}.parquet"), lambda f: pq.write_table(arrow, f))
         return len(keep)
 
+    def replace(self, table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
+        """Write rows, replacing those with the same key (e.g. a metric recomputed from more items).
+
+        Under the table's lock: the new part is written to a hidden name, the old rows are
+        removed (their parts rewritten atomically), then the new part is renamed into place.
+        A crash in between leaves the old rows or none (never both), so a re-run recomputes.
+        """
+        spec = TABLES[table]
+        arrow = to_arrow(table, rows)
+        if arrow.num_rows == 0:
+            return 0
+        keys = list(zip(*[arrow.column(k).to_pylist() for k in spec.key]))
+        digest = hashlib.sha1(repr((sorted(keys), uuid.uuid4().hex)).encode()).hexdigest()[:20]
+        final = self.path("tables", table, f"part-{digest}.parquet")
+        hidden = self.path("tables", table, f".new-part-{digest}.parquet")
+        with self._lock(table):
+            self.write_atomic(hidden, lambda f: pq.write_table(arrow, f))
+            try:
+                self._delete_locked(table, set(keys))
+                self.fs.mv(hidden, final)
+            finally:
+                if self.fs.exists(hidden):
+                    self.fs.rm(hidden)
+        return arrow.num_rows
+
     def delete(self, table: str, keys: Iterable[tuple]) -> int:
         """Remove rows by key (rewrites the parts that hold them, each atomically)."""
-        spec = TABLES[table]
-        drop = set(keys)
-        removed = 0
         with self._lock(table):
-            for part in self._parts(table):
-                t = self._read_part(table, part)
-                part_keys = list(zip(*[t.column(k).to_pylist() for k in spec.key]))
-                keep = [i for i, k in enumerate(part_keys) if k not in drop]
-                if len(keep) == t.num_rows:
-                    continue
-                removed += t.num_rows - len(keep)
-                if keep:
-                    kept = t.take(keep)
-                    self.write_atomic(part, lambda f, kept=kept: pq.write_table(kept, f))
-                else:
-                    self.fs.rm(part)
+            return self._delete_locked(table, set(keys))
+
+    def _delete_locked(self, table: str, drop: set[tuple]) -> int:
+        spec = TABLES[table]
+        removed = 0
+        for part in self._parts(table):
+            t = _with_defaults(spec, self._read_part(table, part))
+            part_keys = list(zip(*[t.column(k).to_pylist() for k in spec.key]))
+            keep = [i for i, k in enumerate(part_keys) if k not in drop]
+            if len(keep) == t.num_rows:
+                continue
+            removed += t.num_rows - len(keep)
+            if keep:
+                kept = t.take(keep)
+                self.write_atomic(part, lambda f, kept=kept: pq.write_table(kept, f))
+            else:
+                self.fs.rm(part)
         return removed
 
     def write_atomic(self, path: str, write: Any) -> None:

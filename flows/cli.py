@@ -168,9 +168,12 @@ def evaluate_objmc(
     pred_size: Optional[str] = typer.Option(None, "--pred-size", help="HxW the predictions are given at (default: as the evaluation)"),
     gt_size: Optional[str] = typer.Option(None, "--gt-size", help="HxW the ground truth is given at (default: as the evaluation)"),
     eval_size: Optional[str] = typer.Option(None, "--eval-size", help="HxW to measure errors at (official: the original video size)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (full precision) instead of the report"),
 ) -> None:
-    """ObjMC between two trajectory folders in the official format (any method's outputs)."""
-    from eval.objmc import format_report, score_dirs
+    """ObjMC between two trajectory folders in the official format (any method's outputs): one flat mean over
+    every zipped (video, entity, frame), as the official script computes it."""
+    from eval.objmc import format_report
+    from tasks.evaluate import score_dirs
 
     for d in (gt, pred):
         if not d.is_dir():
@@ -187,9 +190,9 @@ def evaluate_objmc(
 
     try:
         result = score_dirs(gt, pred, pred_hw=hw(pred_size), gt_hw=hw(gt_size), eval_hw=hw(eval_size))
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    typer.echo(format_report(result))
+    typer.echo(json.dumps(result.summary()) if as_json else format_report(result))
 
 
 @app.command("pipeline")

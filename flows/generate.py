@@ -1,4 +1,4 @@
-"""Flow ``generate``: a checkpoint's videos for every item of a suite -> ``samples`` (+ ``rejects``).
+"""Flow ``generate``: a checkpoint's videos for every item of a suite -> ``conditions`` + ``samples`` (+ ``rejects``).
 
 Thin wiring over ``tasks.generate``: each Ray task handles a chunk of items (the
 model loads once per task) and writes its own rows, so whatever finished survives
@@ -20,8 +20,9 @@ from tasks import generate as gen
 
 @task(name="generate-items")
 def generate_chunk(workdir_url: str, checkpoint: dict, suite: str, item_ids: list[str], cfg: Config) -> dict:
-    rows, rejects = gen.generate_items(workdir_url, checkpoint, suite, item_ids, cfg)
+    rows, conditions, rejects = gen.generate_items(workdir_url, checkpoint, suite, item_ids, cfg)
     wd = Workdir(workdir_url)
+    wd.append("conditions", conditions)  # what each video was asked to do, before the video counts as done
     return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects)}
 
 

@@ -82,6 +82,16 @@ def interpolate_path(points: np.ndarray | list, num_frames: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def path_for_frames(points: np.ndarray | list, num_frames: int) -> np.ndarray:
+    """One point per frame: a path of exactly ``num_frames`` points is kept as given (point k is
+    where the entity is in frame k, pauses and speed changes included); any other path is a
+    drag, PCHIP-interpolated to ``num_frames`` points at constant speed (``interpolate_path``)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == num_frames:
+        return pts.astype(np.float32)
+    return interpolate_path(pts, num_frames)
+
+
 def paint_order(radii: torch.Tensor) -> torch.Tensor:
     """Indices that sort entities large to small (by first-frame radius), so small ones are painted last."""
     r = radii if radii.dim() == 1 else radii[0]

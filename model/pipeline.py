@@ -1,8 +1,9 @@
 """``DragAnythingPipeline``: Stable Video Diffusion img2vid steered by entity trajectories.
 
 Inputs: a first frame, one mask per entity (a mask covering the whole frame moves the
-camera) and one path per entity (any number of points; interpolated to one point per
-frame with PCHIP). Every knob the official pipeline hard-codes (fps, motion bucket, noise
+camera) and one path per entity: one point per frame (kept as given, its timing
+included), or any other number of points (a drag: PCHIP-interpolated to one point per
+frame at constant speed). Every knob the official pipeline hard-codes (fps, motion bucket, noise
 augmentation, guidance ramp, steps, seed) is an argument.
 """
 
@@ -25,7 +26,7 @@ from core.geometry import incircle, rescale
 
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
-from .maps import condition_channels, interpolate_path, paint_order, render_conditions
+from .maps import condition_channels, paint_order, path_for_frames, render_conditions
 from .unet_control import controlled_prediction
 from .vae_io import vae_encode
 
@@ -71,7 +72,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         hm, wm = m.shape[-2:]
         sx, sy = width / wm, height / hm
         m = F.interpolate(m[:, None].float(), size=(height, width), mode="nearest")[:, 0].bool()
-        paths = [interpolate_path(p, num_frames) for p in trajectories]
+        paths = [path_for_frames(p, num_frames) for p in trajectories]  # timed paths as given, drags interpolated
         centers = torch.from_numpy(np.stack(paths, 1))  # (T, N, 2) in mask pixels
         centers = rescale(centers, sx, sy)
         if radii is None:
@@ -118,7 +119,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         Args:
             image: the first frame (PIL, ``(H, W, 3)`` uint8, or ``(3, H, W)`` float in [0, 1]).
             masks: ``(N, Hm, Wm)`` bool, one per entity, at the resolution the paths are given in.
-            trajectories: N paths, each ``(K, 2)`` points ``(x, y)`` in mask pixels (K >= 1).
+            trajectories: N paths, each ``(K, 2)`` points ``(x, y)`` in mask pixels (K >= 1); K == num_frames
+                is kept as given (point k in frame k), other K are interpolated.
             radii: per-entity radius in mask pixels; default: each mask's inscribed circle.
             entity_vectors: ``(N, C)`` precomputed vectors; default: computed from the image and masks.
             boxes: ``(N, 4)`` first-frame boxes at ``(height, width)`` for the 'box' baseline.

@@ -1,5 +1,5 @@
 """Cases: the official user-study folder format (``demo.jpg``, ``demo.json``, mask JPEGs), readable
-by ``tasks.suites.read_user_study_case``; saved to a folder or downloaded as a zip."""
+by ``tasks.user_study.read_user_study_case``; saved to a folder or downloaded as a zip."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from core.config import Config
 from core.tables import Workdir
 from tasks.drag.case import DragCase
 from tasks.drag.common import DragError
-from tasks.suites import write_user_study_case
+from tasks.user_study import write_user_study_case
 
 CASE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 

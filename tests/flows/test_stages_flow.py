@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.tables import Workdir
-from eval.objmc import write_trajectory_dir
+from tasks.evaluate import write_trajectory_dir
 from flows.labels import labels_flow
 from flows.runtime import run_flow
 from core.checkpoints import UnknownCheckpoint

@@ -102,3 +102,15 @@ def test_weights_fingerprint_is_about_weights_not_folders(tiny_parts, tmp_path):
     with torch.no_grad():
         next(b.parameters()).add_(1.0)
     assert weights_fingerprint(a) != weights_fingerprint(b)
+
+
+def test_a_timed_path_keeps_its_timing_and_a_drag_is_interpolated(pipe):
+    # Stop and go: still for three frames, then a jump. Re-timed to constant speed it
+    # would be 0, 3.3, 6.7, 10: a video conditioned on a different motion than it is scored on.
+    masks = np.zeros((1, 64, 64), bool)
+    masks[0, 20:30, 20:30] = True
+    stop_go = [[20.0, 24.0], [20.0, 24.0], [20.0, 24.0], [30.0, 24.0]]
+    _, centres, _, _ = pipe.prepare_entities(masks, [stop_go], num_frames=4, height=64, width=64)
+    np.testing.assert_allclose(centres[:, 0, 0].numpy(), [20, 20, 20, 30], atol=1e-5)
+    _, centres, _, _ = pipe.prepare_entities(masks, [[[20.0, 24.0], [30.0, 24.0]]], num_frames=4, height=64, width=64)
+    np.testing.assert_allclose(centres[:, 0, 0].numpy(), [20, 20 + 10 / 3, 20 + 20 / 3, 30], atol=1e-4)  # a drag: even steps
