@@ -4,6 +4,8 @@ Each table is a Parquet dataset (a directory of part files) under a workdir, whi
 is a local path or an fsspec URL. Writes are atomic (a part file appears whole or
 not at all) and idempotent (rows whose key is already in the table are dropped, and
 a part's name is derived from the keys it holds, so a retried write replaces itself).
+On an object store (no rename, no lock) the same guarantees come from conditional
+creates and readers that keep one row per key: ``core/objectstore.py``.
 """
 
 from __future__ import annotations
@@ -12,8 +14,10 @@ import contextlib
 import datetime as dt
 import fcntl
 import hashlib
+import io
 import os
 import shutil
+import tempfile
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +29,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+
+from core import objectstore
 
 _point_list = pa.list_(pa.list_(pa.float32(), 2))
 _ts = pa.timestamp("us", tz="UTC")
@@ -196,15 +202,25 @@ class Workdir:
     def __init__(self, root: str | os.PathLike[str]):
         root = os.fspath(root)
         self.fs, path = fsspec.core.url_to_fs(root)
+        self.is_local = isinstance(self.fs, LocalFileSystem)
+        if not self.is_local:  # other writers add parts at any time: list the store, not a cached listing
+            self.fs, path = fsspec.core.url_to_fs(root, use_listings_cache=False)
         self.root = path.rstrip("/")
         self.url = root
-        self.is_local = isinstance(self.fs, LocalFileSystem)
+        self.upload_chunk_bytes = objectstore.UPLOAD_CHUNK_BYTES
         self.fs.makedirs(self.root, exist_ok=True)
 
     # paths -------------------------------------------------------------
     def path(self, *parts: str) -> str:
         """Absolute path (in the workdir's filesystem) of a relative media path."""
         return "/".join([self.root, *[p.strip("/") for p in parts]])
+
+    def location(self, *parts: str) -> str:
+        """Where a relative path lives, for another process or node: a local path, or a URL on a remote workdir."""
+        if self.is_local:
+            return self.path(*parts)
+        protocol = self.fs.protocol[0] if isinstance(self.fs.protocol, (tuple, list)) else self.fs.protocol
+        return f"{protocol}://{self.path(*parts)}"
 
     def local_path(self, *parts: str) -> str:
         if not self.is_local:
@@ -231,7 +247,9 @@ class Workdir:
             schema = spec.schema if columns is None else pa.schema([spec.schema.field(c) for c in columns])
             return schema.empty_table()
         ds = pads.dataset(parts, schema=spec.schema, filesystem=self.fs, format="parquet")
-        return ds.to_table(columns=columns, filter=filter)
+        wanted = None if columns is None else list(dict.fromkeys([*spec.key, *columns]))
+        table = objectstore.drop_repeated_keys(ds.to_table(columns=wanted, filter=filter), spec.key)
+        return table if columns is None else table.select(columns)
 
     def read(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pd.DataFrame:
         return self.read_arrow(table, columns, filter).to_pandas()
@@ -277,8 +295,22 @@ class Workdir:
                 return 0
             arrow = arrow.take(keep)
             digest = hashlib.sha1(repr(sorted(keys[i] for i in keep)).encode()).hexdigest()[:20]
-            self.write_atomic(self.path("tables", table, f"part-{digest}.parquet"), lambda f: pq.write_table(arrow, f))
+            if not self._publish_part(self.path("tables", table, f"part-{digest}.parquet"), arrow):
+                return 0  # a concurrent writer of the same keys published them first
         return len(keep)
+
+    def _publish_part(self, path: str, arrow: pa.Table) -> bool:
+        """Make a part visible whole; False when a part of that name (the same keys) already exists.
+
+        Local: a temp file renamed into place (under the table's lock). Remote: one
+        conditional create (``objectstore.create_once``): no rename, no lock.
+        """
+        if self.is_local:
+            self.write_atomic(path, lambda f: pq.write_table(arrow, f))
+            return True
+        buf = pa.BufferOutputStream()
+        pq.write_table(arrow, buf)
+        return objectstore.create_once(self.fs, path, buf.getvalue().to_pybytes(), self.upload_chunk_bytes)
 
     def delete(self, table: str, keys: Iterable[tuple]) -> int:
         """Remove rows by key (rewrites the parts that hold them, each atomically)."""
@@ -316,20 +348,27 @@ class Workdir:
                 if os.path.exists(tmp):
                     os.remove(tmp)
         else:
-            # Object stores publish an object only when its upload completes.
-            with self.fs.open(path, "wb") as f:
-                write(f)
+            # Written in memory first: a file object would publish what was written before a failure.
+            buf = io.BytesIO()
+            write(buf)
+            objectstore.put_whole(self.fs, path, buf.getvalue())
 
     def write_dir_atomic(self, relpath: str, write: Any) -> None:
         """Call ``write(folder)`` so that the folder ``relpath`` appears whole or not at all.
 
-        The folder is written as a hidden sibling and renamed into place; one that
-        already exists is kept (a retried write never replaces good output). Local only:
-        the frameworks that write folders (``save_pretrained``) need a real path.
+        ``write`` gets a local folder (the frameworks that write folders, ``save_pretrained``,
+        need a real path). Local: a hidden sibling renamed into place. Remote: a local temp
+        folder uploaded and published by its manifest (``objectstore.put_folder``). A folder
+        that already exists is kept (a retried write never replaces good output).
         """
-        final = Path(self.local_path(relpath))
-        if final.exists():
+        if self.has_dir(relpath):
             return
+        if not self.is_local:
+            with tempfile.TemporaryDirectory(prefix="draganything-upload-") as tmp:
+                write(Path(tmp))
+                objectstore.put_folder(self.fs, self.path(relpath), Path(tmp))
+            return
+        final = Path(self.local_path(relpath))
         tmp = final.parent / f".tmp-{final.name}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -339,6 +378,19 @@ class Workdir:
                 os.replace(tmp, final)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
+
+    def has_dir(self, relpath: str) -> bool:
+        """Whether the folder ``relpath`` was written whole (by :meth:`write_dir_atomic`)."""
+        if self.is_local:
+            return os.path.isdir(self.local_path(relpath))
+        return objectstore.folder_complete(self.fs, self.path(relpath))
+
+    def local_dir(self, relpath: str, only: str | None = None) -> Path:
+        """A local folder with the contents of the folder ``relpath``: itself on a local workdir, else a
+        cached download of it (of its subfolder ``only``, if given; the returned folder is still ``relpath``'s)."""
+        if self.is_local:
+            return Path(self.local_path(relpath))
+        return objectstore.fetch_folder(self.fs, self.path(relpath), only)
 
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))

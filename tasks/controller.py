@@ -36,7 +36,7 @@ class ControllerGenerator:
         model = checkpoint_model_settings(checkpoint)
         from model.entity_features import build_extractor
 
-        pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"))
+        pipe = build_pipeline(model, controlnet_path=str(workdir.local_dir(checkpoint["path"], only="controlnet") / "controlnet"))
         # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
         pipe.set_entity_extractor(build_extractor(model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
         return cls(pipe, model, cfg.generate)

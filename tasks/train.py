@@ -305,7 +305,7 @@ def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
     """The training state of a ``checkpoints`` row; a clear error if it is missing or damaged."""
     if not row.get("path"):
         raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' has no weights (a reference generator); resume from a trained one")
-    folder = Path(wd.local_path(row["path"]))
+    folder = wd.local_dir(row["path"])
     state_file, weights = folder / "state.pt", folder / "controlnet" / "diffusion_pytorch_model.safetensors"
     for f in (state_file, weights):
         if not f.is_file():
@@ -455,7 +455,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     digest = hashlib.sha1(json.dumps([m.tiny.model_dump(mode="json"), m.num_frames, m.height, m.width, fb.model_dump(mode="json"),
                                       cfg.train.dataset, split], sort_keys=True).encode()).hexdigest()[:10]
     rel = f"base/tiny-{digest}"
-    if wd.exists(rel, "model_index.json"):
+    if wd.has_dir(rel):
         return rel
     torch.manual_seed(m.tiny.seed)
     parts = build_tiny_svd(tiny_sizes(m))
@@ -618,16 +618,17 @@ def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: in
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if dist else 0
     steps = cfg.train.steps if steps is None else steps
+    key = run_key(cfg)  # before the fitted base's location is filled in: one run id wherever the workdir lives
     if cfg.train.fit_base.enabled:
         base = fit_tiny_base(wd, cfg, progress) if rank == 0 else None
         if dist:
             holder = [base]
             torch.distributed.broadcast_object_list(holder, src=0)
             base = holder[0]
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model_path": wd.local_path(base)})})
+        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model_path": wd.location(base)})})
 
     origin = resolve_resume(wd, resume) if resume else None
-    run = "run-" + hashlib.sha1(f"{run_key(cfg)}|{origin['checkpoint_id'] if origin else 'scratch'}".encode()).hexdigest()[:10]
+    run = "run-" + hashlib.sha1(f"{key}|{origin['checkpoint_id'] if origin else 'scratch'}".encode()).hexdigest()[:10]
     target = (int(origin["step"]) if origin else 0) + steps
     mine = wd.read("checkpoints")
     mine = mine[mine["checkpoint_id"].str.startswith(run + "-")].sort_values("step")
