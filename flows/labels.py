@@ -16,7 +16,7 @@ from tqdm import tqdm
 from core.config import LabelsSettings, ModelSettings, load_config
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split
-from core.runtime import ray_task_options
+from core.runtime import node_id, ray_task_options
 from flows.runtime import ProjectRayTaskRunner, orchestration
 from tasks.labels import STAGE, VideoRef, label_videos
 
@@ -27,7 +27,7 @@ def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories
     wd = Workdir(workdir)
     written = wd.append("labels", rows)
     rejected = wd.append("rejects", rejects)
-    return {"videos": len(refs), "rows": written, "rejects": rejected}
+    return {"videos": len(refs), "rows": written, "rejects": rejected, "node": node_id()}
 
 
 @task(name="embedding-extractor")
@@ -89,6 +89,7 @@ def labels_flow(
     size = cfg.labels.chunk_size
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     summary = {"videos": len(refs), "skipped": len(refs) - len(todo), "rows": 0, "rejects": 0}
+    nodes = set()
     with remote_options(**ray_task_options(cfg.runtime)):
         futures = [label_chunk.submit(str(root), c, cfg.labels, categories, workdir) for c in chunks]
     bar = tqdm(total=len(todo), unit="video", desc=f"labels {dataset}/{split}", disable=not progress)
@@ -96,8 +97,10 @@ def labels_flow(
         out = fut.result()
         summary["rows"] += out["rows"]
         summary["rejects"] += out["rejects"]
+        nodes.add(out["node"])
         bar.update(out["videos"])
     bar.close()
+    summary["nodes"] = sorted(n for n in nodes if n)  # the Ray nodes the videos were labelled on
 
     if cfg.labels.embeddings:
         with remote_options(**ray_task_options(cfg.runtime)):

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from core.config import Config, load_config
 from core.tables import Workdir, now_utc
-from core.runtime import ray_task_options
+from core.runtime import node_id, ray_task_options
 from flows.runtime import ProjectRayTaskRunner, orchestration
 from tasks import evaluate as ev
 from tasks import generate as gen
@@ -58,7 +58,7 @@ def _chunks(xs: list, size: int) -> list[list]:
 def generate_chunk(workdir: str, checkpoint: dict, benchmark: str, item_ids: list[str], cfg: Config) -> dict:
     rows, rejects = gen.generate_items(workdir, checkpoint, benchmark, item_ids, cfg)
     wd = Workdir(workdir)
-    return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects)}
+    return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects), "node": node_id()}
 
 
 @flow(name="generate", task_runner=ProjectRayTaskRunner())
@@ -75,6 +75,7 @@ def generate_flow(checkpoint: str, benchmark: str, workdir: str, config: str = "
     todo = [i.item_id for i in items if not seeds <= done.get(i.item_id, set())]
     todo += [item for item, _ in bad]  # their rejects are written by the task
     summary = {"items": len(items) + len(bad), "skipped": len(items) + len(bad) - len(todo), "samples": 0, "rejects": 0}
+    nodes = set()
     with remote_options(**ray_task_options(cfg.runtime)):
         futures = [generate_chunk.submit(workdir, ckpt, benchmark, c, cfg) for c in _chunks(todo, cfg.generate.items_per_task)]
     with tqdm(total=len(todo), unit="item", desc=f"generate {checkpoint}/{benchmark}", disable=not progress) as bar:
@@ -82,7 +83,9 @@ def generate_flow(checkpoint: str, benchmark: str, workdir: str, config: str = "
             out = fut.result()
             summary["samples"] += out["samples"]
             summary["rejects"] += out["rejects"]
+            nodes.add(out["node"])
             bar.update(out["items"])
+    summary["nodes"] = sorted(n for n in nodes if n)  # the Ray nodes the items were generated on
     return summary
 
 

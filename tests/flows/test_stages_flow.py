@@ -18,6 +18,7 @@ def test_generate_and_evaluate_flows(sample_root, tmp_path, orchestration_ready)
     workdir = str(tmp_path / "work")
     run_labels(str(sample_root), "val", workdir, dataset="sample", progress=False)
     first = run_generate("static", "sample", workdir, progress=False)
+    assert len(first.pop("nodes")) == 1  # the one local Ray node
     assert first == {"items": 2, "skipped": 0, "samples": 2, "rejects": 0}
     assert run_generate("static", "sample", workdir, progress=False)["skipped"] == 2
     out = run_evaluate("static", "sample", workdir, progress=False)
