@@ -84,6 +84,7 @@ def pipeline_flow(
 
         report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
 
+    evaluated: dict[str, list[str]] = {}
     for benchmark in benchmarks:
         ids = checkpoints or checkpoints_to_evaluate(wd, benchmark, select, references, baselines)
         log.info(f"{benchmark}: checkpoints to generate/evaluate: {ids or 'none'}")
@@ -92,8 +93,26 @@ def pipeline_flow(
             if "generate" in stages:
                 report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
             if "evaluate" in stages:
-                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                out = report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                if not out.get("skipped"):
+                    evaluated.setdefault(benchmark, []).append(cid)
+    report["verdicts"] = publish_report(wd, benchmarks, evaluated)
     return report
+
+
+REPORT_KEY = "draganything-run-report"
+
+
+def publish_report(wd: Workdir, benchmarks: list[str], evaluated: dict[str, list[str]]) -> list[dict]:
+    """The run's Prefect artifact (key ``draganything-run-report``): metrics, what was evaluated, verdicts."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.nightly import run_report
+
+    markdown, verdicts = run_report(wd, benchmarks, evaluated)
+    done = sum(len(v) for v in evaluated.values())
+    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=f"{wd.url}: {done} checkpoint/benchmark pair(s) evaluated")
+    return verdicts
 
 
 def run_pipeline(workdir: str, config: str = "tiny", overrides: list[str] | None = None, **kwargs) -> dict:
