@@ -27,7 +27,7 @@ from model.pipeline import build_pipeline  # noqa: E402
 from tasks.generate import load_benchmark  # noqa: E402
 from core.media import load_cached_clip, resize_clip  # noqa: E402
 from eval.trackers import tracker_for  # noqa: E402
-from tasks.train import encode_clip  # noqa: E402
+from tasks.train_data import encode_clip  # noqa: E402
 
 
 def main() -> None:
