@@ -1,6 +1,5 @@
 """Tables and folders on an S3 workdir (a real S3 API on loopback): no rename, no lock, still atomic and idempotent."""
 
-import base64
 import multiprocessing as mp
 import os
 import signal
