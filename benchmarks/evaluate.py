@@ -21,7 +21,8 @@ from _common import PeakRSS, labelled_workdir  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.tables import Workdir, now_utc  # noqa: E402
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize  # noqa: E402
-from tasks.generate import generate_items, load_benchmark, reference_checkpoint_row  # noqa: E402
+from core.checkpoints import reference_row  # noqa: E402
+from tasks.generate import generate_items, load_benchmark  # noqa: E402
 
 
 def _tiny_checkpoint(wd: Workdir, cfg) -> dict:
@@ -50,7 +51,7 @@ def main() -> None:
             seeds = list(range(-(-n // len(items))))
             cfg = load_config("tiny", {"generate.seeds": seeds, "generate.num_inference_steps": 4, "generate.max_guidance_scale": 1.0})
             name = f"{args.generator}-{n}"
-            row = _tiny_checkpoint(wd, cfg) if args.generator == "tiny" else reference_checkpoint_row("warp")
+            row = _tiny_checkpoint(wd, cfg) if args.generator == "tiny" else reference_row("warp")
             row = {**row, "checkpoint_id": name}
             wd.append("checkpoints", [row])
             with PeakRSS() as mem:

@@ -60,9 +60,11 @@ def labels(
     _check_config(config, overrides)
     if not (data_root / f"{split}.txt").is_file():
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
-    from flows.labels import run_labels
+    from flows.labels import labels_flow
+    from flows.runtime import run_flow
 
-    summary = run_labels(str(data_root.resolve()), split, _absolute(workdir), config=config, overrides=overrides, dataset=dataset, retry_rejects=retry_rejects)
+    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir=_absolute(workdir),
+                       dataset=dataset, retry_rejects=retry_rejects)
     typer.echo(json.dumps(summary))
 
 
@@ -76,11 +78,12 @@ def train(
 ) -> None:
     """Train the controller from the label tables; checkpoints + train_log rows. Re-running continues the run."""
     _check_config(config, overrides)
-    from flows.train import run_train
+    from flows.runtime import run_flow
+    from flows.train import train_flow
     from tasks.train import CheckpointError
 
     try:
-        summary = run_train(_absolute(workdir), config=config, overrides=overrides, resume=resume, steps=steps)
+        summary = run_flow(train_flow, config, overrides, workdir=_absolute(workdir), resume=resume, steps=steps)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, default=str))
@@ -96,10 +99,12 @@ def generate(
 ) -> None:
     """Benchmark videos for one checkpoint: mp4 (H.264) + raw frames + samples rows."""
     _check_config(config, overrides)
-    from flows.stages import UnknownCheckpoint, run_generate
+    from core.checkpoints import UnknownCheckpoint
+    from flows.generate import generate_flow
+    from flows.runtime import run_flow
 
     try:
-        summary = run_generate(checkpoint, benchmark, _absolute(workdir), config=config, overrides=overrides)
+        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, benchmark=benchmark, workdir=_absolute(workdir))
     except (UnknownCheckpoint, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -124,10 +129,12 @@ def evaluate(
     if not checkpoint or not workdir:
         _fail("evaluate needs --checkpoint and --workdir (or the subcommand `objmc --gt DIR --pred DIR`)")
     _check_config(config, overrides)
-    from flows.stages import UnknownCheckpoint, run_evaluate
+    from core.checkpoints import UnknownCheckpoint
+    from flows.evaluate import evaluate_flow
+    from flows.runtime import run_flow
 
     try:
-        summary = run_evaluate(checkpoint, benchmark, _absolute(workdir), config=config, overrides=overrides)
+        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, benchmark=benchmark, workdir=_absolute(workdir))
     except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -181,10 +188,11 @@ def pipeline(
     _check_config(config, overrides)
     if select not in ("missing", "latest", "all"):
         _fail(f"--select must be missing, latest or all, got {select!r}")
-    from flows.pipeline import run_pipeline
+    from flows.pipeline import pipeline_flow
+    from flows.runtime import run_flow
 
-    report = run_pipeline(
-        _absolute(workdir), config=config, overrides=overrides, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
+    report = run_flow(
+        pipeline_flow, config, overrides, workdir=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
         stages=[s.strip() for s in stages.split(",") if s.strip()], benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()],
         checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
     )

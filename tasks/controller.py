@@ -15,9 +15,6 @@ from core.config import Config, ModelSettings
 from core.tables import Workdir
 from tasks.benchmarks import BenchmarkItem
 
-NO_CONTROL = "~nocontrol"
-
-
 def checkpoint_model_settings(checkpoint: dict) -> ModelSettings:
     cfg = json.loads(checkpoint["config"])
     return ModelSettings.model_validate(cfg["model"])

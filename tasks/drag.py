@@ -560,8 +560,7 @@ def heat_rgb(gauss: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 def trained_checkpoints(wd: Workdir) -> list[dict]:
     """Rows of trained controllers whose weights are in the workdir, newest first."""
-    from tasks.controller import NO_CONTROL
-    from tasks.generate import REFERENCE_GENERATORS
+    from core.checkpoints import NO_CONTROL, REFERENCE_GENERATORS
 
     table = wd.read("checkpoints")
     if table.empty:
@@ -574,7 +573,7 @@ def trained_checkpoints(wd: Workdir) -> list[dict]:
 
 def choose_checkpoint(wd: Workdir, checkpoint_id: str | None = None) -> dict:
     """The ``checkpoints`` row to generate with: ``checkpoint_id``, else the newest trained one."""
-    from tasks.generate import REFERENCE_GENERATORS
+    from core.checkpoints import REFERENCE_GENERATORS
 
     trained = trained_checkpoints(wd)
     if checkpoint_id is None:

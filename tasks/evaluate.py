@@ -150,6 +150,41 @@ def cache_features(workdir_url: str, refs: list[tuple[str, int, tuple[int, int]]
     return len(refs)
 
 
+# --- the stage's work list ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What an evaluation of (checkpoint, benchmark) has to do."""
+
+    items: list[str]  # every item with a sample
+    objmc: list[str]  # items without ObjMC rows yet
+    features: list[tuple[str, int, tuple[int, int]]]  # videos whose features the metrics need
+    up_to_date: bool  # nothing new since the last evaluation
+
+
+def pending(wd: Workdir, checkpoint_id: str, benchmark: str, cfg: Config) -> Pending:
+    """The work of evaluating a checkpoint on a benchmark; a ``ValueError`` when it has no samples."""
+    samples = wd.read("samples")
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)]
+    if samples.empty:
+        raise ValueError(f"no samples of '{checkpoint_id}' on '{benchmark}' in {wd.url}; run `draganything generate` first")
+    scored = {(c, b, i) for c, b, i, _ in wd.keys("objmc")}
+    items = sorted(set(samples["item_id"]))
+    todo = [i for i in items if (checkpoint_id, benchmark, i) not in scored]
+    done = {m for c, b, m, _ in wd.keys("metrics") if c == checkpoint_id and b == benchmark}
+    if not todo and "objmc" in done:
+        return Pending(items, [], [], True)
+    return Pending(items, todo, feature_refs(samples, load_benchmark(wd, benchmark, cfg, items)[0]), False)
+
+
+def metric_values(wd: Workdir, checkpoint_id: str, benchmark: str) -> dict[str, float]:
+    """``{"metric[backbone]": value}`` of a checkpoint on a benchmark (for a run's summary)."""
+    metrics = wd.read("metrics")
+    metrics = metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["benchmark"] == benchmark)]
+    return {f"{m.metric}[{m.backbone}]": round(m.value, 4) for m in metrics.itertuples()}
+
+
 # --- metrics ---------------------------------------------------------------------
 
 

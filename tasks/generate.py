@@ -21,7 +21,6 @@ from eval.trackers import tracker_for
 from tasks.benchmarks import BENCHMARKS, BenchmarkItem, ItemError, folder_items, labels_items
 
 STAGE = "generate"
-REFERENCE_GENERATORS = ("static", "warp")
 
 
 class Generator(Protocol):
@@ -42,12 +41,6 @@ class WarpGenerator:
 
     def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray:
         return warp_video(item.image, item.masks, item.trajectories)
-
-
-def reference_checkpoint_row(name: str) -> dict:
-    """A ``checkpoints`` row for a model-free generator, so it ranks beside real ones."""
-    config = json.dumps({"generator": name})
-    return dict(checkpoint_id=name, parent=None, config=config, config_hash=name, step=0, path=None, created_at=now_utc())
 
 
 _CACHE: dict[str, Generator] = {}
@@ -90,6 +83,19 @@ def load_benchmark(
 def sample_paths(checkpoint_id: str, benchmark: str, item_id: str, seed: int) -> tuple[str, str]:
     base = f"samples/{checkpoint_id}/{benchmark}/{item_id}/seed{seed}"
     return f"{base}.mp4", f"{base}.npz"
+
+
+def pending_items(wd: Workdir, checkpoint_id: str, benchmark: str, cfg: Config) -> tuple[list[str], int]:
+    """(ids of the items that lack a sample for some seed, or cannot be read, how many items there are)."""
+    items, bad = load_benchmark(wd, benchmark, cfg)
+    seeds = set(cfg.generate.seeds)
+    done: dict[str, set] = {}
+    for cid, b, item, seed in wd.keys("samples"):
+        if cid == checkpoint_id and b == benchmark:
+            done.setdefault(item, set()).add(seed)
+    todo = [i.item_id for i in items if not seeds <= done.get(i.item_id, set())]
+    todo += [item for item, _ in bad]  # their rejects are written by generate_items
+    return todo, len(items) + len(bad)
 
 
 def generate_items(

@@ -140,6 +140,17 @@ def label_video(
     return rows, frames, ids
 
 
+def pending_videos(wd: Workdir, refs: list[VideoRef], retry_rejects: bool) -> list[VideoRef]:
+    """Videos with neither labels nor (unless retried: their rejects are dropped) a reject."""
+    done = {(d, s, v) for d, s, v, _ in wd.keys("labels")}
+    rejected = {item for stage, item in wd.keys("rejects") if stage == STAGE}
+    if retry_rejects:
+        stale = [(STAGE, r.item) for r in refs if r.item in rejected]
+        wd.delete("rejects", stale)
+        rejected = set()
+    return [r for r in refs if (r.dataset, r.split, r.video_id) not in done and r.item not in rejected]
+
+
 def label_videos(
     root: str,
     refs: list[VideoRef],

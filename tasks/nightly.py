@@ -17,6 +17,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from core.checkpoints import trained_rows
 from core.status import metrics_table
 from core.tables import Workdir
 from eval.bootstrap import Interval, paired_ratio_difference
@@ -52,18 +53,11 @@ def verdict(diff: Interval | None) -> str:
     return BETTER if diff.high < 0 else WORSE if diff.low > 0 else SAME
 
 
-def trained_checkpoints(wd: Workdir) -> pd.DataFrame:
-    """Trained checkpoints (they have weights; no ``~`` variant), oldest first."""
-    ckpts = wd.read("checkpoints")
-    trained = ckpts[ckpts["path"].notna() & ~ckpts["checkpoint_id"].str.contains("~", regex=False)]
-    return trained.sort_values(["created_at", "step"])
-
-
 def current_best(wd: Workdir, benchmark: str, leave_out: str | None = None) -> str | None:
     """The trained checkpoint with the lowest ObjMC on ``benchmark`` (``leave_out`` excluded)."""
     metrics = wd.read("metrics")
     metrics = metrics[(metrics["benchmark"] == benchmark) & (metrics["metric"] == "objmc")]
-    metrics = metrics[metrics["checkpoint_id"].isin(set(trained_checkpoints(wd)["checkpoint_id"]) - {leave_out})]
+    metrics = metrics[metrics["checkpoint_id"].isin(set(trained_rows(wd)["checkpoint_id"]) - {leave_out})]
     return None if metrics.empty else str(metrics.sort_values(["value", "checkpoint_id"]).iloc[0]["checkpoint_id"])
 
 
@@ -83,7 +77,7 @@ def compare_to_best(wd: Workdir, benchmark: str, checkpoints: list[str]) -> list
 def newest_verdict(wd: Workdir, benchmark: str) -> dict | None:
     """The newest trained checkpoint with ObjMC on ``benchmark``, compared with the best of the others."""
     scored = set(objmc_per_item(wd, benchmark)["checkpoint_id"])
-    newest = [c for c in trained_checkpoints(wd)["checkpoint_id"] if c in scored]
+    newest = [c for c in trained_rows(wd)["checkpoint_id"] if c in scored]
     return compare_to_best(wd, benchmark, newest[-1:])[0] if newest else None
 
 

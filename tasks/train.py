@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from tqdm import tqdm
 
@@ -248,13 +247,9 @@ def resolve_resume(wd: Workdir, resume: str) -> dict:
 
 
 def _ensure_embeddings(wd: Workdir, cfg: Config, extractor_id: str) -> int:
-    from tasks.embeddings import embed_videos
+    from tasks.embeddings import embed_videos, pending_embeddings
 
-    tr = cfg.train
-    labels = wd.read("labels", columns=["dataset", "split", "video_id", "entity_id", "frames_path"],
-                     filter=(pc.field("dataset") == tr.dataset) & (pc.field("split") == tr.split))
-    have = {(d, v, e) for d, v, e, x in wd.keys("entity_embeddings") if x == extractor_id}
-    todo = [r for r in labels.to_dict("records") if (r["dataset"], r["video_id"], r["entity_id"]) not in have]
+    todo = sum(pending_embeddings(wd, cfg.train.dataset, cfg.train.split, extractor_id), [])
     return wd.append("entity_embeddings", embed_videos(wd.url, todo, cfg.model)) if todo else 0
 
 

@@ -3,8 +3,9 @@
 import pytest
 
 from core.tables import Workdir
-from flows.labels import run_labels
-from flows.pipeline import REPORT_KEY, run_pipeline
+from flows.labels import labels_flow
+from flows.pipeline import REPORT_KEY, pipeline_flow
+from flows.runtime import run_flow
 
 pytestmark = pytest.mark.integration
 
@@ -23,8 +24,8 @@ def _reports(workdir: str) -> list:
 
 def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestration_ready):
     workdir = str(tmp_path / "work")
-    run_labels(str(sample_root), "val", workdir, dataset="sample", progress=False)
-    run_pipeline(workdir, stages=["generate", "evaluate"], checkpoints=["static"], overrides=["evaluate.bootstrap=100"])
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir=workdir, dataset="sample", progress=False)
+    run_flow(pipeline_flow, workdir=workdir, stages=["generate", "evaluate"], checkpoints=["static"], overrides=["evaluate.bootstrap=100"])
     wd = Workdir(workdir)
     # A trained checkpoint that halves static's errors: the best the next run is compared with.
     objmc = wd.read("objmc")
@@ -36,7 +37,7 @@ def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestra
     static = wd.read("metrics").query("checkpoint_id == 'static' and metric == 'objmc'")
     wd.append("metrics", static.assign(checkpoint_id=best, value=static["value"] / 2))
 
-    report = run_pipeline(workdir, stages=["generate", "evaluate"], checkpoints=["warp"], overrides=["evaluate.bootstrap=100"])
+    report = run_flow(pipeline_flow, workdir=workdir, stages=["generate", "evaluate"], checkpoints=["warp"], overrides=["evaluate.bootstrap=100"])
     assert [v["checkpoint"] for v in report["verdicts"]] == ["warp"] and report["verdicts"][0]["best"] == best
     published = _reports(workdir)
     assert len(published) == 2, "one artifact per pipeline run"

@@ -8,7 +8,8 @@ from core.config import load_config
 from core.tables import Workdir
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize
 from core.media import read_frames
-from tasks.generate import generate_items, load_benchmark, reference_checkpoint_row
+from core.checkpoints import reference_row
+from tasks.generate import generate_items, load_benchmark
 from tasks.labels import VideoRef, label_videos
 
 VAL = ["sample_0003", "sample_0007"]
@@ -23,8 +24,8 @@ def bench_workdir(sample_root, tmp_path_factory):
     rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in VAL], cfg.labels, {}, str(root))
     wd.append("labels", rows)
     for name in ("static", "warp"):
-        wd.append("checkpoints", [reference_checkpoint_row(name)])
-        samples, rejects = generate_items(str(root), reference_checkpoint_row(name), "sample", VAL, cfg)
+        wd.append("checkpoints", [reference_row(name)])
+        samples, rejects = generate_items(str(root), reference_row(name), "sample", VAL, cfg)
         assert not rejects
         wd.append("samples", samples)
         wd.append("objmc", objmc_items(str(root), name, "sample", VAL, cfg))
@@ -62,7 +63,7 @@ def test_samples_are_browser_playable_h264(bench_workdir):
 
 def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
     cfg = load_config("tiny")
-    again, _ = generate_items(bench_workdir.url, reference_checkpoint_row("warp"), "sample", VAL, cfg)
+    again, _ = generate_items(bench_workdir.url, reference_row("warp"), "sample", VAL, cfg)
     assert again == []  # everything exists
     items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])
     from tasks.generate import WarpGenerator
@@ -93,7 +94,7 @@ def test_a_bad_user_study_case_is_rejected_and_the_rest_generated(sample_root, t
     next(bad.glob("mask_*.jpg")).unlink()
     cfg = load_config("tiny", {"evaluate.user_study_dir": str(cases)})
     ids = sorted(p.name for p in cases.iterdir())
-    rows, rejects = generate_items(str(tmp_path / "w"), reference_checkpoint_row("warp"), "user-study", ids, cfg)
+    rows, rejects = generate_items(str(tmp_path / "w"), reference_row("warp"), "user-study", ids, cfg)
     assert [r["item"] for r in rejects] == [f"warp/user-study/{bad.name}"]
     assert "missing" in rejects[0]["reason"]
     assert {r["item_id"] for r in rows} == set(ids) - {bad.name}
