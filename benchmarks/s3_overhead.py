@@ -68,13 +68,15 @@ def main() -> None:
     ap.add_argument("--videos", type=int, default=8)
     ap.add_argument("--stages", default="labels,train,generate,evaluate")
     args = ap.parse_args()
+    from core.runtime import quiet_defaults
+
+    quiet_defaults()  # before Prefect is imported: no telemetry, 2 minutes for the server to start
     from prefect.server.api.server import SubprocessASGIServer
 
     tmp = Path(tempfile.mkdtemp(prefix="s3-overhead-"))
     data = tmp / "data"
     write_sample_dataset(data, n_videos=args.videos, n_frames=16, seed=0)
     moto, endpoint = start_moto()
-    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     server = SubprocessASGIServer()
     server.start()
     env = {**os.environ, "PYTHONPATH": str(REPO), "PREFECT_API_URL": server.api_url, "AWS_ACCESS_KEY_ID": "bench",
