@@ -9,7 +9,6 @@ stage runs in-process (the plain functions the Ray tasks run), one core.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -19,18 +18,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakRSS, labelled_workdir  # noqa: E402
 
 from core.config import load_config  # noqa: E402
-from core.tables import Workdir, now_utc  # noqa: E402
+from core.tables import Workdir  # noqa: E402
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize  # noqa: E402
-from core.checkpoints import reference_row  # noqa: E402
-from tasks.generate import generate_items, load_benchmark  # noqa: E402
+from core.checkpoints import reference_row, trained_row  # noqa: E402
+from tasks.generate import generate_items, load_suite  # noqa: E402
 
 
 def _tiny_checkpoint(wd: Workdir, cfg) -> dict:
     from model.pipeline import build_pipeline
 
     build_pipeline(cfg.model).controlnet.save_pretrained(wd.local_path("checkpoints/tiny/controlnet"))
-    row = dict(checkpoint_id="tiny", parent=None, config=json.dumps(cfg.model_dump(mode="json")), config_hash=cfg.digest(),
-               step=0, path="checkpoints/tiny", created_at=now_utc())
+    row = trained_row("tiny", None, cfg, 0, "checkpoints/tiny")
     wd.append("checkpoints", [row])
     return row
 
@@ -47,7 +45,7 @@ def main() -> None:
         for n in args.videos:
             wd = Workdir(work)
             base = load_config("tiny")
-            items = [i.item_id for i in load_benchmark(wd, "sample", base)[0]]
+            items = [i.item_id for i in load_suite(wd, "sample", base)[0]]
             seeds = list(range(-(-n // len(items))))
             cfg = load_config("tiny", {"generate.seeds": seeds, "generate.num_inference_steps": 4, "generate.max_guidance_scale": 1.0})
             name = f"{args.generator}-{n}"
@@ -68,7 +66,7 @@ def main() -> None:
             print(f"| {len(rows)} | ObjMC (LK tracking) | {len(rows) / dt:.1f} | {mem.delta_mb:.0f} |", flush=True)
 
             samples = wd.read("samples")
-            refs = feature_refs(samples[samples["checkpoint_id"] == name], load_benchmark(wd, "sample", cfg, items)[0])
+            refs = feature_refs(samples[samples["checkpoint_id"] == name], load_suite(wd, "sample", cfg, items)[0])
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 cache_features(work, refs, cfg)

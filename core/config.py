@@ -85,10 +85,10 @@ class LabelsSettings(_Section):
 
 
 class GenerateSettings(_Section):
-    """Benchmark video generation (the model's own sampling knobs live under ``model``)."""
+    """Generating the evaluation suites' videos (the model's own sampling knobs live under ``model``)."""
 
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="one video per (item, seed)")
-    fps: int = Field(7, ge=1, description="frame rate of the written mp4")
+    fps: int = Field(7, ge=1, description="frame rate of the written mp4 (the model's micro-conditioning is model.fps)")
     items_per_task: int = Field(4, ge=1, description="items per Ray task: the model loads once per task")
     num_inference_steps: int = Field(25, ge=1)
     min_guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance at the first frame (ramped)")
@@ -96,6 +96,10 @@ class GenerateSettings(_Section):
     motion_bucket_id: int = Field(127, ge=0, le=255)
     noise_aug_strength: float = Field(0.02, ge=0)
     entity_path: Literal["fast", "dense"] = Field("fast", description="entity encoder path (same output; fast is cheaper)")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where generation runs (auto = the task's GPU when it has one)")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="dtype of every model at inference (fp16: the VAE encodes upcast, as diffusers does)")
+    cpu_offload: bool = Field(False, description="diffusers' enable_model_cpu_offload: each model on the GPU only while it runs (small GPUs)")
+    decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at a time (diffusers' decode_chunk_size)")
 
 
 class EvaluateSettings(_Section):
@@ -105,7 +109,7 @@ class EvaluateSettings(_Section):
     grid_size: int = Field(10, ge=2, description="ObjMC tracking grid (official: 10)")
     add_centers: bool = Field(True, description="also track the exact centres (False = official grid-only choice)")
     ground_truth: Literal["tracked", "labels"] = Field(
-        "tracked", description="benchmark trajectories: the real clip tracked from the first-frame centres (official), or the label trajectories"
+        "tracked", description="suite trajectories: the real clip tracked from the first-frame centres (official), or the label trajectories"
     )
     inception_path: str | None = Field(None, description="clean-fid's inception-2015-12-05.pt (TorchScript)")
     i3d_path: str | None = Field(None, description="I3D Kinetics-400 TorchScript (StyleGAN-V's i3d_torchscript.pt)")
@@ -172,8 +176,17 @@ class ModelSettings(_Section):
     encoder: Literal["dense", "fast", "strided"] = Field(
         "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter"
     )
-    encoder_channels: tuple[int, int, int, int] = (160, 32, 96, 256)
-    frame_chunk: int = Field(4, ge=1, description="frames per chunk in the fast entity encoder")
+    encoder_channels: tuple[int, int, int, int] = (16, 32, 96, 256)
+    frame_chunk: int = Field(
+        4, ge=1, description="frames per chunk in the conditioning encoders (with gradients it bounds memory under train.gradient_checkpointing)"
+    )
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="dtype the frozen base models are loaded in for preprocessing and training (generation: generate.dtype)"
+    )
+    fps: int = Field(
+        7, ge=1, description="the frame rate SVD is micro-conditioned on, in training and generation; its time id is fps - 1 = 6, "
+        "as in diffusers and the official training (generate.fps is only the mp4's frame rate)"
+    )
     conditioning_scale: float = Field(1.0, ge=0)
 
 
@@ -222,6 +235,16 @@ class TrainSettings(_Section):
     loss_mask: bool = Field(True, description="MSE on entity pixels only (the paper's loss mask)")
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    controller_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of the controller's trained weights, and so of its gradients and AdamW moments (bf16 halves them)"
+    )
+    keep_last: int = Field(
+        2, ge=1, description="checkpoints of a run that keep the full training state (optimizer, raw weights); older ones keep "
+        "only the weights generation uses"
+    )
+    cond_noise_draws: int = Field(
+        8, ge=1, description="noise-augmented first-frame latents cached per window start (preprocess stage); each step draws one"
+    )
     gradient_checkpointing: bool = False
     max_entities: int = Field(8, ge=1, description="entities drawn per clip (1..max, random)")
     p_mean: float = 0.7
@@ -232,7 +255,6 @@ class TrainSettings(_Section):
     cpus_per_worker: float | None = Field(
         None, gt=0, description="CPUs the training task (each Ray Train worker) reserves, and so its torch threads; None = runtime.task_num_cpus"
     )
-    loader_workers: int = Field(0, ge=0, description="DataLoader processes that prefetch batches")
     fit_base: BaseFitSettings = BaseFitSettings()
 
 

@@ -9,6 +9,9 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from core.suites import SUITES
+from eval.bootstrap import paired_ratio_difference
+
 METRICS = ("objmc", "fid", "fvd")
 METRIC_LABELS = {"objmc": "ObjMC", "fid": "FID", "fvd": "FVD"}
 LOWER_IS_BETTER = {"objmc": True, "fid": True, "fvd": True}
@@ -39,18 +42,18 @@ PUBLISHED_USER_STUDY = pd.DataFrame(
 )
 
 
-def published_applies(benchmark: str | None) -> bool:
-    """The paper's rows describe VIPSeg val; show them beside benchmarks of that data."""
-    return bool(benchmark) and "vipseg" in benchmark.lower()
+def published_applies(suite: str | None) -> bool:
+    """The paper's rows describe VIPSeg val; show them beside suites of that data."""
+    return bool(suite) and "vipseg" in suite.lower()
 
 
 # ------------------------------------------------------------------ leaderboard
 
 
-def backbone_options(metrics: pd.DataFrame, benchmark: str) -> dict[str, list[str]]:
-    """Per metric, the backbones present on the benchmark, most checkpoints first."""
+def backbone_options(metrics: pd.DataFrame, suite: str) -> dict[str, list[str]]:
+    """Per metric, the backbones present on the suite, most checkpoints first."""
     out: dict[str, list[str]] = {}
-    m = metrics[metrics["benchmark"] == benchmark]
+    m = metrics[metrics["suite"] == suite]
     for metric in METRICS:
         sub = m[m["metric"] == metric]
         if sub.empty:
@@ -81,20 +84,20 @@ def config_backbone(config: Any) -> str | None:
 def leaderboard(
     metrics: pd.DataFrame,
     checkpoints: pd.DataFrame,
-    benchmark: str,
+    suite: str,
     backbones: Mapping[str, str],
     ratings: pd.DataFrame | None = None,
     sort_by: str = "objmc",
     ascending: bool | None = None,
 ) -> pd.DataFrame:
-    """One row per checkpoint measured on ``benchmark``.
+    """One row per checkpoint measured on ``suite``.
 
     ``backbones`` picks one backbone per metric: a column never mixes numbers from
     two backbones, so the ranking is always within one backbone. ``ratings`` (from
     :func:`eval.votes.bradley_terry_bootstrap`, with an ``aspect`` column) adds
     the human-vote ratings.
     """
-    m = metrics[metrics["benchmark"] == benchmark]
+    m = metrics[metrics["suite"] == suite]
     parts = []
     for metric in METRICS:
         bb = backbones.get(metric)
@@ -131,16 +134,6 @@ def leaderboard(
     return table
 
 
-def with_published(table: pd.DataFrame, benchmark: str) -> pd.DataFrame:
-    """Append the paper's rows (no rank, marked published) when they apply to the benchmark."""
-    table = table.copy()
-    table["source"] = "measured"
-    if not published_applies(benchmark):
-        return table
-    pub = PUBLISHED.drop(columns="note").assign(source=f"published ({PAPER})", rank=np.nan)
-    return pd.concat([table, pub], ignore_index=True)
-
-
 def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
     if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or (isinstance(hi, float) and math.isnan(hi)):
         return ""
@@ -154,48 +147,46 @@ def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
 
 
 def per_item_objmc(objmc: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """Per item, the mean ObjMC error (over its entities) of a and of b, on items both have."""
+    """Per item, the mean ObjMC error (over its entities) of a and of b, on items both have.
+
+    With the ``per_frame`` column, also each side's summed error and counted frames
+    (``a_total``, ``a_count``, ...): the flat mean ObjMC is ``sum(total) / sum(count)``.
+    """
     cols = ["item_id", "a", "b", "diff"]
+    empty = pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
     if objmc.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
-    g = objmc[objmc["checkpoint_id"].isin([a, b])].groupby(["checkpoint_id", "item_id"])["error_px"].mean().unstack(0)
+        return empty
+    mine = objmc[objmc["checkpoint_id"].isin([a, b])]
+    g = mine.groupby(["checkpoint_id", "item_id"])["error_px"].mean().unstack(0)
     if a not in g.columns or b not in g.columns:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
+        return empty
     g = g[[a, b]].dropna().rename(columns={a: "a", b: "b"})
     g["diff"] = g["b"] - g["a"]
+    if "per_frame" in mine.columns:
+        frames = mine.groupby(["checkpoint_id", "item_id"])["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
+        for side, cid in (("a", a), ("b", b)):
+            g[f"{side}_total"] = [float(np.nansum(frames[(cid, i)])) for i in g.index]
+            g[f"{side}_count"] = [float(np.isfinite(frames[(cid, i)]).sum()) for i in g.index]
     g.columns.name = None
     return g.reset_index().sort_values("diff", key=np.abs, ascending=False, ignore_index=True)
 
 
-def paired_bootstrap(diff: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of paired differences and its percentile bootstrap interval (items resampled)."""
-    diff = np.asarray(diff, float)
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n_boot, diff.size))
-    means = diff[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(diff.mean()), float(lo), float(hi)
-
-
 def metric_deltas(
     metrics: pd.DataFrame,
-    benchmark: str,
+    suite: str,
     a: str,
     b: str,
     items: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per (metric, backbone) both checkpoints have: values, CIs, and delta = b - a with a CI.
 
-    ObjMC's delta interval is a paired bootstrap over items when per-item errors are
-    given (``items`` from :func:`per_item_objmc`); otherwise, and for FID/FVD (set
-    level metrics), it combines the two intervals' half-widths in quadrature, an
-    approximation that treats the two estimates as independent.
+    ObjMC's delta interval is the paired bootstrap of the difference of the two flat means
+    (``eval.bootstrap.paired_ratio_difference``, the same items drawn for both) when per-item
+    sums are given (``items`` from :func:`per_item_objmc` with ``per_frame``); otherwise, and
+    for FID/FVD (set level metrics), it combines the two intervals' half-widths in
+    quadrature, an approximation that treats the two estimates as independent.
     """
-    m = metrics[(metrics["benchmark"] == benchmark) & metrics["checkpoint_id"].isin([a, b])]
+    m = metrics[(metrics["suite"] == suite) & metrics["checkpoint_id"].isin([a, b])]
     m = m.sort_values("created_at").drop_duplicates(["checkpoint_id", "metric", "backbone"], keep="last")
     rows = []
     for (metric, backbone), sub in m.groupby(["metric", "backbone"], sort=True):
@@ -206,10 +197,10 @@ def metric_deltas(
         ra, rb = ra.iloc[0], rb.iloc[0]
         delta = rb["value"] - ra["value"]
         method = "intervals combined (independent)"
-        if metric == "objmc" and items is not None and len(items) >= 2:
-            mean, lo, hi = paired_bootstrap(items["diff"].to_numpy())
-            # Centre on the table's delta; the bootstrap gives the spread of a paired difference.
-            lo, hi = delta + (lo - mean), delta + (hi - mean)
+        if metric == "objmc" and items is not None and len(items) >= 2 and "a_total" in items.columns:
+            ci = paired_ratio_difference(items["b_total"], items["b_count"], items["a_total"], items["a_count"])
+            # Centre on the table's delta; the bootstrap gives the spread of the paired difference.
+            lo, hi = delta + (ci.low - ci.value), delta + (ci.high - ci.value)
             method = f"paired bootstrap over {len(items)} items"
         else:
             ha = (ra["ci_high"] - ra["ci_low"]) / 2 if pd.notna(ra["ci_high"]) and pd.notna(ra["ci_low"]) else np.nan
@@ -244,26 +235,22 @@ def metric_deltas(
 # --------------------------------------------------------------------- labels
 
 
-def benchmark_source(benchmark: str | None) -> tuple[str, str] | None:
-    """(dataset, split) a labels-based benchmark is built from, per the generate stage's registry."""
-    if not benchmark:
+def suite_source(suite: str | None) -> tuple[str, str] | None:
+    """(dataset, split) a labels-based suite is built from, per the generate stage's registry."""
+    if not suite:
         return None
-    try:
-        from tasks.benchmarks import BENCHMARKS
-    except Exception:  # noqa: BLE001 - the registry is optional for the dashboard
-        return None
-    spec = BENCHMARKS.get(benchmark)
+    spec = SUITES.get(suite)
     if spec is None or spec.dataset is None or spec.split is None:
         return None
     return str(spec.dataset), str(spec.split)
 
 
-def resolve_labels(labels: pd.DataFrame, item_id: str, benchmark: str | None = None) -> pd.DataFrame:
-    """The label rows (one per entity) of a benchmark item.
+def resolve_labels(labels: pd.DataFrame, item_id: str, suite: str | None = None) -> pd.DataFrame:
+    """The label rows (one per entity) of a suite item.
 
     Item ids are matched to labels as ``video_id``, ``dataset/split/video_id`` or a
     path ending in ``/video_id`` (or ``:video_id``). When several datasets/splits
-    hold the video, the one named in the benchmark (e.g. 'vipseg-val') wins.
+    hold the video, the one named in the suite (e.g. 'vipseg-val') wins.
     """
     if labels.empty or not item_id:
         return labels.iloc[0:0]
@@ -277,13 +264,13 @@ def resolve_labels(labels: pd.DataFrame, item_id: str, benchmark: str | None = N
     if hit.empty:
         return hit
     groups = hit.groupby(["dataset", "split"], sort=True)
-    spec = benchmark_source(benchmark)
+    spec = suite_source(suite)
     if len(groups) > 1 and spec is not None:
         for (ds, sp), g in groups:
             if (ds, sp) == spec:
                 return g
-    if len(groups) > 1 and benchmark:
-        bm = benchmark.lower()
+    if len(groups) > 1 and suite:
+        bm = suite.lower()
         for (ds, sp), g in groups:
             if str(ds).lower() in bm and str(sp).lower() in bm:
                 return g

@@ -3,7 +3,7 @@
 Plain functions (no Streamlit). The rules:
 
 1. Candidates are unordered pairs of checkpoints of the study that both have a
-   sample of at least one common item of the benchmark.
+   sample of at least one common item of the suite.
 2. The pair with the fewest judgements so far (all voters) goes first; equal counts
    are broken at random, so voters working at the same time spread over pairs.
 3. Within the pair, the item is one the voter has not fully judged for that pair
@@ -33,7 +33,7 @@ ASPECTS = ("motion", "quality")
 class Assignment:
     """One screen of the study: an item, two checkpoints (already side-randomised), what to ask."""
 
-    benchmark: str
+    suite: str
     item_id: str
     left_checkpoint: str
     right_checkpoint: str
@@ -48,10 +48,6 @@ class Assignment:
     def pair(self) -> tuple[str, str]:
         a, b = sorted((self.left_checkpoint, self.right_checkpoint))
         return a, b
-
-    def checkpoint_for(self, side: str) -> str | None:
-        return {"left": self.left_checkpoint, "right": self.right_checkpoint}.get(side)
-
 
 def sample_index(samples: pd.DataFrame) -> dict[str, dict[str, tuple[int, str]]]:
     """checkpoint -> item -> (seed, video_path), keeping the lowest seed of each (checkpoint, item)."""
@@ -78,7 +74,7 @@ def ordered_pairs(
 
 
 def next_assignment(
-    benchmark: str,
+    suite: str,
     samples: pd.DataFrame,
     pair_counts: Mapping[tuple[str, str], int],
     done: set[tuple[str, str, str, str]],
@@ -90,7 +86,7 @@ def next_assignment(
 ) -> Assignment | None:
     """The next screen for a voter, or None when they have judged everything available.
 
-    ``samples``: rows of the samples table for ``benchmark`` (checkpoint_id, item_id,
+    ``samples``: rows of the samples table for ``suite`` (checkpoint_id, item_id,
     seed, video_path). ``pair_counts``: judgements per sorted pair (all voters).
     ``done``: the voter's (item_id, checkpoint_a, checkpoint_b, aspect), pair sorted.
     ``checkpoints``: the study's checkpoints (None = every one with samples).
@@ -122,13 +118,5 @@ def next_assignment(
         _, _, item, missing = min(best)
         left, right = (a, b) if rng.random() < 0.5 else (b, a)
         (ls, lv), (rs, rv) = index[left][item], index[right][item]
-        return Assignment(benchmark, item, left, right, ls, rs, lv, rv, missing)
+        return Assignment(suite, item, left, right, ls, rs, lv, rv, missing)
     return None
-
-
-def coverage(checkpoints: Sequence[str], pair_counts: Mapping[tuple[str, str], int]) -> pd.DataFrame:
-    """Judgements per pair of the study (zeros included), for the study's progress display."""
-    pairs = list(itertools.combinations(sorted(set(checkpoints)), 2))
-    return pd.DataFrame(
-        {"checkpoint_a": [p[0] for p in pairs], "checkpoint_b": [p[1] for p in pairs], "judgements": [int(pair_counts.get(p, 0)) for p in pairs]}
-    )

@@ -30,6 +30,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+# The evaluation suites were called "benchmarks" until this release: --benchmark/-b (and the
+# pipeline's --benchmarks) still work, hidden, for one release, with a warning.
+_SUITE_HELP = "evaluation suite: sample (default), vipseg-val or user-study; --benchmark/-b is its deprecated alias, removed in the next release"
+SuiteOpt = typer.Option(None, "--suite", "-s", help=_SUITE_HELP)
+OldSuiteOpt = typer.Option(None, "--benchmark", "-b", hidden=True)
+
+
+def _suite(suite: Optional[str], old: Optional[str], flag: str = "--benchmark", new_flag: str = "--suite", default: str = "sample") -> str:
+    """The suite(s) given, from the new option or its deprecated alias (with a warning)."""
+    if old is not None:
+        if suite is not None and suite != old:
+            _fail(f"{new_flag} {suite!r} and {flag} {old!r} disagree; give {new_flag} only ({flag} is its deprecated alias)")
+        typer.secho(f"warning: {flag} is deprecated and will be removed in the next release; use {new_flag}", fg=typer.colors.YELLOW, err=True)
+        return old
+    return default if suite is None else suite
+
+
 @app.command("sample-data")
 def sample_data(
     out: Path = typer.Option(..., "--out", help="folder to write the dataset to (VIPSeg layout)"),
@@ -63,7 +80,7 @@ def labels(
     from flows.labels import labels_flow
     from flows.runtime import run_flow
 
-    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir=_absolute(workdir),
+    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir_url=_absolute(workdir),
                        dataset=dataset, retry_rejects=retry_rejects)
     typer.echo(json.dumps(summary))
 
@@ -83,7 +100,7 @@ def train(
     from tasks.train import CheckpointError
 
     try:
-        summary = run_flow(train_flow, config, overrides, workdir=_absolute(workdir), resume=resume, steps=steps)
+        summary = run_flow(train_flow, config, overrides, workdir_url=_absolute(workdir), resume=resume, steps=steps)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, default=str))
@@ -92,25 +109,27 @@ def train(
 @app.command("generate")
 def generate(
     checkpoint: str = typer.Option(..., "--checkpoint", help="checkpoint id from the checkpoints table, or 'static' / 'warp'"),
-    benchmark: str = typer.Option("sample", "--benchmark", "-b", help="sample, vipseg-val or user-study"),
+    suite: Optional[str] = SuiteOpt,
     workdir: str = typer.Option(..., "--workdir", "-w"),
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = OverrideOpt,
+    benchmark: Optional[str] = OldSuiteOpt,
 ) -> None:
-    """Benchmark videos for one checkpoint: mp4 (H.264) + raw frames + samples rows."""
+    """One checkpoint's videos of an evaluation suite: mp4 (H.264) + raw frames + samples rows."""
+    suite = _suite(suite, benchmark)
     _check_config(config, overrides)
     from core.checkpoints import UnknownCheckpoint
     from flows.generate import generate_flow
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, benchmark=benchmark, workdir=_absolute(workdir))
+        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
 
 
-evaluate_app = typer.Typer(help="Score a checkpoint's benchmark videos, or any method's trajectories (objmc).")
+evaluate_app = typer.Typer(help="Score a checkpoint's videos of an evaluation suite, or any method's trajectories (objmc).")
 app.add_typer(evaluate_app, name="evaluate")
 
 
@@ -118,14 +137,16 @@ app.add_typer(evaluate_app, name="evaluate")
 def evaluate(
     ctx: typer.Context,
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint id (or 'static' / 'warp')"),
-    benchmark: str = typer.Option("sample", "--benchmark", "-b"),
+    suite: Optional[str] = SuiteOpt,
     workdir: Optional[str] = typer.Option(None, "--workdir", "-w"),
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = OverrideOpt,
+    benchmark: Optional[str] = OldSuiteOpt,
 ) -> None:
     """ObjMC, FID and FVD with bootstrap intervals -> objmc and metrics tables."""
     if ctx.invoked_subcommand is not None:
         return
+    suite = _suite(suite, benchmark)
     if not checkpoint or not workdir:
         _fail("evaluate needs --checkpoint and --workdir (or the subcommand `objmc --gt DIR --pred DIR`)")
     _check_config(config, overrides)
@@ -134,7 +155,7 @@ def evaluate(
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, benchmark=benchmark, workdir=_absolute(workdir))
+        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -179,12 +200,16 @@ def pipeline(
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = OverrideOpt,
     stages: str = typer.Option("labels,train,generate,evaluate", help="comma-separated stages to run"),
-    benchmarks: str = typer.Option("sample", help="comma-separated benchmarks"),
+    suites: Optional[str] = typer.Option(
+        None, "--suites", help="comma-separated evaluation suites (default: sample); --benchmarks is its deprecated alias, removed in the next release"
+    ),
     checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", help="evaluate these checkpoints (default: by --select)"),
     select: str = typer.Option("missing", help="missing: checkpoints without metrics; latest: the newest; all"),
     steps: Optional[int] = typer.Option(None, help="training steps (default: the config's)"),
+    benchmarks: Optional[str] = typer.Option(None, "--benchmarks", hidden=True),
 ) -> None:
     """The whole DAG: labels -> train -> generate -> evaluate, skipping what is done."""
+    suites = _suite(suites, benchmarks, "--benchmarks", "--suites")
     _check_config(config, overrides)
     if select not in ("missing", "latest", "all"):
         _fail(f"--select must be missing, latest or all, got {select!r}")
@@ -192,8 +217,8 @@ def pipeline(
     from flows.runtime import run_flow
 
     report = run_flow(
-        pipeline_flow, config, overrides, workdir=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
-        stages=[s.strip() for s in stages.split(",") if s.strip()], benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()],
+        pipeline_flow, config, overrides, workdir_url=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
+        stages=[s.strip() for s in stages.split(",") if s.strip()], suites=[b.strip() for b in suites.split(",") if b.strip()],
         checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
     )
     typer.echo(json.dumps(report, default=str))
@@ -217,10 +242,10 @@ def status(
     if fail_on_regression:
         from tasks.nightly import WORSE, describe, newest_verdict
 
-        benchmarks = sorted(set(wd.read("metrics", columns=["benchmark"])["benchmark"]))
-        worse = [v for v in (newest_verdict(wd, b) for b in benchmarks) if v and v["verdict"] == WORSE]
+        suites = sorted(set(wd.read("metrics", columns=["suite"])["suite"]))
+        worse = [v for v in (newest_verdict(wd, b) for b in suites) if v and v["verdict"] == WORSE]
         if worse:  # exit 1 (2 is a usage error): a schedule or CI alerts on it
-            typer.secho("regression: " + "; ".join(f"on {v['benchmark']}, {describe(v)}" for v in worse), fg=typer.colors.RED, err=True)
+            typer.secho("regression: " + "; ".join(f"on {v['suite']}, {describe(v)}" for v in worse), fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
 
 
@@ -292,7 +317,6 @@ def drag(
     import re as _re
 
     _check_config(config, overrides)
-    from model.segmentation import make_segmenter
     from tasks import drag as dg
 
     overrides = list(overrides or [])
@@ -305,72 +329,51 @@ def drag(
         _fail(f"--mask-choice must be best, 0, 1 or 2, got {mask_choice!r}")
     if "://" not in workdir and not Path(workdir).is_dir():
         _fail(f"workdir {workdir} does not exist; train a checkpoint into it first (`draganything train --workdir {workdir}`)")
-    if out.suffix.lower() != ".mp4":
-        _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
     try:
-        from core.tables import Workdir
-        from core.media import write_mp4
-
-        wd = Workdir(workdir)
-        ckpt = dg.choose_checkpoint(wd, checkpoint)
-        height, width, num_frames = dg.checkpoint_hw_frames(ckpt)
-        use_crop = cfg.drag.crop_to_model_aspect if crop is None else crop
-        work = dg.load_image(image, cfg.drag.max_image_side, (height, width) if use_crop else None, name=str(image))
-        specs = []
+        entities = []
         for k, (c, p) in enumerate(zip(click, path), start=1):
             camera = c.strip().lower() in ("all", "camera", "whole")
-            positive = [] if camera else [tuple(q) for q in work.to_work(dg.parse_points(c, f"--click #{k}"))]
-            trail = [tuple(q) for q in work.to_work(dg.parse_points(p, f"--path #{k}"))]
-            specs.append(dg.EntitySpec(positive, [], trail, camera, None if mask_choice == "best" else int(mask_choice)))
+            entities.append(dg.EntityInput([] if camera else dg.parse_points(c, f"--click #{k}"), dg.parse_points(p, f"--path #{k}"), camera))
         for text in negative or []:
             m = _re.match(r"^\s*(\d+)\s*:(.*)$", text)
             target = int(m.group(1)) if m else None
-            point = tuple(work.to_work([dg.parse_point(m.group(2) if m else text, "--negative")])[0])
-            if target is not None and not 1 <= target <= len(specs):
-                _fail(f"--negative {text!r} names entity {target}, but there are {len(specs)} (count from 1)")
-            for i, s in enumerate(specs, start=1):
-                if target in (None, i) and not s.camera:
-                    s.negative.append(point)
-        segmenter = make_segmenter(cfg.drag.sam_checkpoint, cfg.drag.sam_model_type)
-        case = dg.build_case(work.image, specs, segmenter, cfg.drag.max_entities, anchor=not as_drawn,
-                             notes=work.notes, name=image.stem)
-        case.notes += case.model_notes(height, width)
-        for note in case.notes:
-            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-        if preview is not None:
-            import cv2
-
-            shown = dg.render_overlay(case.image, dg.case_overlays(case), width=max(512, case.image.shape[1]))
-            preview.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(preview), cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+            point = dg.parse_point(m.group(2) if m else text, "--negative")
+            if target is not None and not 1 <= target <= len(entities):
+                _fail(f"--negative {text!r} names entity {target}, but there are {len(entities)} (count from 1)")
+            for i, e in enumerate(entities, start=1):
+                if target in (None, i) and not e.camera:
+                    e.negative.append(point)
+        request = dg.DragRequest(image, entities, workdir, out, checkpoint, seed, None if mask_choice == "best" else int(mask_choice),
+                                 anchor=not as_drawn, crop=crop, preview=preview, save_case=save_case_dir)
         from tqdm import tqdm
 
-        with tqdm(total=cfg.generate.num_inference_steps, unit="step", desc="denoising", file=sys.stderr) as bar:
-            def report(stage: str, done: int, total: int) -> None:
-                bar.set_description(stage, refresh=False)
-                bar.n = done
-                bar.refresh()
+        bars: list = []  # the bar starts with the generation, after the notes
 
-            frames = dg.generate_frames(wd, ckpt, case.to_item(num_frames), cfg, seed, report)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(Workdir(str(out.parent.resolve())), out.name, frames, cfg.generate.fps)
-        saved = str(dg.save_case(save_case_dir, case)) if save_case_dir is not None else None
+        def report(stage: str, done: int, total: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=cfg.generate.num_inference_steps, unit="step", desc="denoising", file=sys.stderr))
+            bars[0].set_description(stage, refresh=False)
+            bars[0].n = done
+            bars[0].refresh()
+
+        try:
+            summary = dg.drag_files(request, cfg, report, note=lambda text: typer.secho(f"note: {text}", fg=typer.colors.YELLOW, err=True))
+        finally:
+            for bar in bars:
+                bar.close()
     except (dg.DragError, FileNotFoundError) as err:
         _fail(str(err))
-    typer.echo(json.dumps({
-        "video": str(out), "checkpoint": ckpt["checkpoint_id"], "frames": int(frames.shape[0]),
-        "height": int(frames.shape[1]), "width": int(frames.shape[2]), "segmentation": getattr(segmenter, "name", "?"),
-        "entities": len(case.entities), "case": saved, "notes": case.notes,
-    }))
+    typer.echo(json.dumps(summary))
 
 
 @app.command("report")
-def report(workdir: str = typer.Option(..., "--workdir", "-w"), benchmark: str = typer.Option("sample", "--benchmark", "-b")) -> None:
-    """Every checkpoint's ObjMC / FID / FVD on a benchmark, with 95% bootstrap intervals, as a markdown table."""
+def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: Optional[str] = SuiteOpt, benchmark: Optional[str] = OldSuiteOpt) -> None:
+    """Every checkpoint's ObjMC / FID / FVD on an evaluation suite, with 95% bootstrap intervals, as a markdown table."""
+    suite = _suite(suite, benchmark)
     from core.status import metrics_table
     from core.tables import Workdir
 
-    typer.echo(metrics_table(Workdir(workdir), benchmark))
+    typer.echo(metrics_table(Workdir(workdir), suite))
 
 
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:

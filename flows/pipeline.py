@@ -25,13 +25,13 @@ STAGES = ("labels", "train", "generate", "evaluate")
 
 @flow(name="pipeline", task_runner=ProjectRayTaskRunner())
 def pipeline_flow(
-    workdir: str,
+    workdir_url: str,
     data_root: str | None = None,
     dataset: str = "sample",
     config: str = "tiny",
     overrides: list[str] | None = None,
     stages: list[str] | None = None,
-    benchmarks: list[str] | None = None,
+    suites: list[str] | None = None,
     checkpoints: list[str] | None = None,
     select: Literal["missing", "latest", "all"] = "missing",
     references: bool = True,
@@ -40,15 +40,15 @@ def pipeline_flow(
     resume: str | None = None,
     progress: bool = False,
 ) -> dict:
-    """Run the chosen stages (default: all) on the chosen benchmarks (default: sample); returns what each did."""
+    """Run the chosen stages (default: all) on the chosen suites (default: sample); returns what each did."""
     log = get_run_logger()
     cfg = load_config(config, overrides)  # a bad value fails here, before any work
     stages = list(STAGES) if stages is None else stages
-    benchmarks = ["sample"] if benchmarks is None else benchmarks
+    suites = ["sample"] if suites is None else suites
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
-    wd = Workdir(workdir)
+    wd = Workdir(workdir_url)
     report: dict = {}
     common = dict(config=config, overrides=overrides, progress=progress)
 
@@ -58,40 +58,40 @@ def pipeline_flow(
         fit = cfg.train.fit_base
         splits = ["train", "val"] + ([fit.split] if fit.enabled and fit.split not in (None, "train", "val") else [])
         report["labels"] = {
-            split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in splits
+            split: labels_flow(data_root=data_root, split=split, workdir_url=workdir_url, dataset=dataset, **common) for split in splits
         }
 
     if "train" in stages:
         from flows.train import train_flow  # torch is imported only by runs that train
 
-        report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
+        report["train"] = train_flow(workdir_url=workdir_url, resume=resume, steps=train_steps, **common)
 
     evaluated: dict[str, list[str]] = {}
-    for benchmark in benchmarks:
-        ids = checkpoints or to_evaluate(wd, benchmark, select, references, baselines)
-        log.info(f"{benchmark}: checkpoints to generate/evaluate: {ids or 'none'}")
+    for suite in suites:
+        ids = checkpoints or to_evaluate(wd, suite, select, references, baselines)
+        log.info(f"{suite}: checkpoints to generate/evaluate: {ids or 'none'}")
         for cid in ids:
-            key = f"{cid}/{benchmark}"
+            key = f"{cid}/{suite}"
             if "generate" in stages:
-                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
             if "evaluate" in stages:
-                out = report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                out = report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
                 if not out.get("skipped"):
-                    evaluated.setdefault(benchmark, []).append(cid)
-    report["verdicts"] = publish_report(wd, benchmarks, evaluated)
+                    evaluated.setdefault(suite, []).append(cid)
+    report["verdicts"] = publish_report(wd, suites, evaluated)
     return report
 
 
 REPORT_KEY = "draganything-run-report"
 
 
-def publish_report(wd: Workdir, benchmarks: list[str], evaluated: dict[str, list[str]]) -> list[dict]:
+def publish_report(wd: Workdir, suites: list[str], evaluated: dict[str, list[str]]) -> list[dict]:
     """The run's Prefect artifact (key ``draganything-run-report``): metrics, what was evaluated, verdicts."""
     from prefect.artifacts import create_markdown_artifact
 
     from tasks.nightly import run_report
 
-    markdown, verdicts = run_report(wd, benchmarks, evaluated)
+    markdown, verdicts = run_report(wd, suites, evaluated)
     done = sum(len(v) for v in evaluated.values())
-    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=f"{wd.url}: {done} checkpoint/benchmark pair(s) evaluated")
+    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=f"{wd.url}: {done} checkpoint/suite pair(s) evaluated")
     return verdicts

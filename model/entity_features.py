@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from .maps import downsample_mask
+from .vae_io import vae_encode
 from .tiny import SD15_LAYOUT, require_layout, weights_fingerprint
 
 
@@ -97,13 +98,13 @@ class EntityFeatureExtractor:
     @torch.no_grad()
     def feature_map(self, image: torch.Tensor) -> torch.Tensor:
         """``(3, H, W)`` in [-1, 1] -> the hooked feature map ``(C, h', w')``, averaged over the ensemble."""
-        device = next(self.unet.parameters()).device
         dtype = next(self.unet.parameters()).dtype
-        x = image[None].to(device, self.vae.dtype)
-        x0 = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
+        # (the latent's device, not the UNet's parameters': with model offload they sit on the CPU until called)
+        x0 = vae_encode(self.vae, image[None]) * self.vae.config.scaling_factor
+        device = x0.device
         x0 = x0.to(dtype)
         g = torch.Generator(device="cpu").manual_seed(self.seed)
-        eps = torch.randn((self.ensemble_size, *x0.shape[1:]), generator=g).to(device, dtype)
+        eps = torch.randn((self.ensemble_size, *x0.shape[1:]), generator=g, device="cpu").to(device, dtype)
         a = float(self.alphas_cumprod[self.timestep])
         xt = a**0.5 * x0 + (1 - a) ** 0.5 * eps
 
@@ -123,7 +124,7 @@ class EntityFeatureExtractor:
         image: ``(H, W, 3)`` uint8 or ``(3, H, W)`` float in [-1, 1]; masks: ``(N, H, W)`` bool.
         The image is resized to a multiple of 8 if needed; masks follow.
         """
-        img = torch.as_tensor(image)
+        img = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else torch.as_tensor(image)
         if img.dtype == torch.uint8:
             img = img.permute(2, 0, 1).float() / 127.5 - 1
         h, w = img.shape[-2:]
@@ -131,12 +132,13 @@ class EntityFeatureExtractor:
         if (h8, w8) != (h, w):
             img = F.interpolate(img[None], size=(h8, w8), mode="bilinear", align_corners=False)[0]
         feats = self.feature_map(img)  # (C, h', w')
-        m = downsample_mask(torch.as_tensor(masks), *feats.shape[-2:])  # (N, h', w') area fractions
+        masks = torch.as_tensor(masks, device=feats.device)
+        m = downsample_mask(masks, *feats.shape[-2:])  # (N, h', w') area fractions
         weight = m.sum((1, 2))
         vec = torch.einsum("chw,nhw->nc", feats, m) / weight.clamp(min=1e-8)[:, None]
         # an entity smaller than one feature cell: take the cell under its mask's centroid
         for k in torch.nonzero(weight <= 1e-8).flatten().tolist():
-            ys, xs = torch.nonzero(torch.as_tensor(masks[k]), as_tuple=True)
+            ys, xs = torch.nonzero(masks[k], as_tuple=True)
             if len(ys) == 0:
                 raise ValueError(f"entity mask {k} is empty")
             cy = int(ys.float().mean() * feats.shape[1] / masks.shape[1])
@@ -181,5 +183,6 @@ def build_extractor(settings, base_parts: dict | None = None, device="cpu") -> E
             raise ValueError("model.entity_backbone is 'sd15-unet' but model.entity_backbone_path is not set")
         unet, vae, empty = load_sd15_backbone(settings.entity_backbone_path, device)
         return EntityFeatureExtractor(unet, vae, backbone="sd15-unet", text_embeddings=empty, **common)
-    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(settings, "dtype", "fp32")) if settings.base_model_path else None
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings), torch_dtype=dtype)
     return EntityFeatureExtractor(parts["unet"].to(device), parts["vae"].to(device), backbone="base-unet", **common)

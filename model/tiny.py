@@ -220,3 +220,21 @@ def weights_fingerprint(module: torch.nn.Module, samples_per_tensor: int = 1024)
         h.update(str(tuple(t.shape)).encode())
         h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def vae_factor(vae_config) -> int:
+    """The VAE's spatial factor (SVD: 8): every down block but the last halves."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def load_base_unet(base_model_path: str | Path | None, sizes: TinySizes = TinySizes(), torch_dtype=None):
+    """The frozen base UNet alone (controller training needs nothing else of the base: the preprocess stage
+    encoded the clips) and the VAE's spatial factor, read from its config file. -> (unet, factor)."""
+    if not base_model_path:
+        parts = build_tiny_svd(sizes)
+        unet = parts["unet"] if torch_dtype is None else parts["unet"].to(torch_dtype)
+        return unet, vae_factor(parts["vae"].config)
+    p = require_layout(base_model_path, ("unet", "vae/config.json"), SVD_LAYOUT)
+    kw = dict(local_files_only=True) | ({"torch_dtype": torch_dtype} if torch_dtype is not None else {})
+    unet = UNetSpatioTemporalConditionModel.from_pretrained(p / "unet", **kw).eval().requires_grad_(False)
+    return unet, vae_factor(AutoencoderKLTemporalDecoder.load_config(p / "vae"))

@@ -159,7 +159,7 @@ def label_videos(
     workdir_url: str,
 ) -> tuple[list[dict], list[dict]]:
     """A chunk of videos -> (label rows, reject rows). Writes each clip to the frames cache."""
-    workdir = Workdir(workdir_url)
+    wd = Workdir(workdir_url)
     tracker = None
     if cfg.trajectory_source == "tracker":
         tracker = tracker_for(cfg.tracker)
@@ -172,7 +172,7 @@ def label_videos(
             continue
         if cfg.frames_cache:
             rel = frames_cache_path(ref.dataset, ref.split, ref.video_id)
-            save_cached_clip(workdir, rel, frames, ids)
+            save_cached_clip(wd, rel, frames, ids)
             for r in video_rows:
                 r["frames_path"] = rel
         rows.extend(video_rows)

@@ -1,7 +1,7 @@
 """Drag: click an entity (SAM or GrabCut gives its mask), click along its path, generate the video.
 
-The logic lives in ``tasks.drag`` (shared with ``draganything drag``); this page keeps
-the clicks in the session, draws them, and runs the generation as a Ray task (or in
+The logic lives in ``tasks.drag`` (shared with ``draganything drag``: both generate with
+``tasks.drag.run_drag``); the clicks live in the session (``dashboard/drag_state.py``); this page draws them, and runs the generation as a Ray task (or in
 this process with ``drag.executor: inline``). The config profile comes from
 ``-- --config NAME`` after ``streamlit run`` or $DRAGANYTHING_CONFIG (default: tiny).
 Videos are written under ``<workdir>/drag/`` at paths derived from the case's digest.
@@ -22,19 +22,16 @@ import cv2
 import streamlit as st
 
 from core.config import ConfigError, load_config
-from core.geometry import rescale, scale_points
+from core.geometry import rescale
 from core.media import load_cached_clip
 from dashboard import media, queries, ui
+from dashboard.drag_state import FLASH, MODES, RESULT, S, active, cb_click, cb_clear, cb_new_entity, cb_remove_entity, cb_typed, cb_undo, new_entity, state
 from tasks import drag as dg
 from tasks.controller import checkpoint_model_settings
 
 log = logging.getLogger(__name__)
 
 ENV_CONFIG = "DRAGANYTHING_CONFIG"
-S = "drag_state"  # the session's clicks: {"key", "entities": [...], "seg": {...}}
-FLASH = "drag_flash"
-RESULT = "drag_result"
-MODES = {"select": "Select (click on it)", "exclude": "Exclude (click off it)", "path": "Path (click where it goes)"}
 DISPLAY_SIDE = 640
 
 try:  # a well-kept click component; without it the page still works with typed points
@@ -99,103 +96,6 @@ def case_zip(case_id: str, name: str, _case: dg.DragCase) -> bytes:
     return dg.case_zip(_case, name)
 
 
-def flash(kind: str, text: str) -> None:
-    st.session_state[FLASH] = (kind, text)
-
-
-def new_entity(camera: bool = False) -> dict:
-    return {"positive": [], "negative": [], "path": [], "camera": camera, "choice": None}
-
-
-def state() -> dict:
-    return st.session_state[S]
-
-
-def active() -> dict:
-    s = state()
-    return s["entities"][st.session_state.get("drag_active", 0)]
-
-
-# ----------------------------------------------------------------------------- callbacks
-def cb_new_entity(max_entities: int, camera: bool = False) -> None:
-    s = state()
-    if len(s["entities"]) >= max_entities:
-        flash("error", f"At most {max_entities} entities can be controlled in one video (drag.max_entities); remove one first.")
-        return
-    if camera and any(e["camera"] for e in s["entities"]):
-        flash("warning", "The whole image (camera motion) is already an entity; draw its path, or remove it first.")
-        return
-    s["entities"].append(new_entity(camera))
-    st.session_state["drag_active"] = len(s["entities"]) - 1
-    st.session_state["drag_mode"] = "path" if camera else "select"
-
-
-def cb_remove_entity() -> None:
-    s = state()
-    k = st.session_state.get("drag_active", 0)
-    del s["entities"][k]
-    if not s["entities"]:
-        s["entities"].append(new_entity())
-    st.session_state["drag_active"] = max(0, min(k, len(s["entities"]) - 1))
-    st.session_state.pop(RESULT, None)
-
-
-def cb_undo() -> None:
-    e = active()
-    mode = st.session_state.get("drag_mode", "select")
-    lst = {"select": e["positive"], "exclude": e["negative"], "path": e["path"]}[mode]
-    if lst:
-        lst.pop()
-    else:
-        flash("info", f"Nothing to undo in {MODES[mode].split(' (')[0]} mode for this entity.")
-
-
-def cb_clear() -> None:
-    e = active()
-    e.update({k: [] for k in ("positive", "negative", "path")})
-
-
-def add_points(points: list[tuple[float, float]]) -> None:
-    """Clicks (image pixels) for the active entity in the current mode."""
-    e = active()
-    mode = st.session_state.get("drag_mode", "select")
-    if mode in ("select", "exclude") and e["camera"]:
-        flash("warning", "This entity is the whole image (camera motion): it needs no selection. Switch to Path and click where the view should move.")
-        return
-    target = {"select": e["positive"], "exclude": e["negative"], "path": e["path"]}[mode]
-    target.extend((round(float(x), 1), round(float(y), 1)) for x, y in points)
-    if mode == "select" and len(e["positive"]) == len(points) and not e["path"]:
-        # The first click on a new entity is where it is grabbed: its path starts there, and goes on in Path mode.
-        e["path"].append(e["positive"][0])
-        st.session_state["drag_mode"] = "path"
-
-
-def cb_click(key: str, hw: tuple[int, int]) -> None:
-    value = st.session_state.get(key)
-    if not value or "x" not in value:
-        return
-    s = state()
-    stamp = value.get("unix_time")
-    if stamp is not None and stamp == s.get("last_click"):
-        return
-    s["last_click"] = stamp
-    H, W = hw
-    shown_hw = (max(float(value.get("height") or H), 1.0), max(float(value.get("width") or W), 1.0))
-    x, y = scale_points([float(value["x"]), float(value["y"])], shown_hw, hw)
-    add_points([(x, y)])
-
-
-def cb_typed() -> None:
-    text = st.session_state.get("drag_points", "")
-    try:
-        pts = dg.parse_points(text, "the typed points")
-    except dg.DragError as err:
-        flash("error", str(err))
-        return
-    add_points(pts)
-    st.session_state["drag_points"] = ""
-
-
 # ----------------------------------------------------------------------------- the page
 st.title("Drag")
 url = ui.workdir_or_stop()
@@ -239,7 +139,7 @@ height, width, num_frames = model.height, model.width, model.num_frames
 st.subheader("1. Image")
 labels_idx = queries.read(url, "labels", columns=["dataset", "split", "video_id", "frames_path"])
 labels_idx = labels_idx.dropna(subset=["frames_path"]).drop_duplicates(["dataset", "split", "video_id"])
-sources = ["Upload an image"] + (["A benchmark item's first frame"] if not labels_idx.empty else [])
+sources = ["Upload an image"] + (["A suite item's first frame"] if not labels_idx.empty else [])
 source = st.radio("Source", sources, horizontal=True, key="drag_source", label_visibility="collapsed")
 crop = st.checkbox(
     f"Centre-crop to the model's aspect ratio ({width}x{height})", value=cfg.drag.crop_to_model_aspect, key="drag_crop",
@@ -254,7 +154,7 @@ try:
             work = load_upload(up.getvalue(), cfg.drag.max_image_side, aspect, f"'{up.name}'")
     else:
         labels_idx["label"] = labels_idx["dataset"] + " / " + labels_idx["split"] + " / " + labels_idx["video_id"]
-        choice = ui.pick("Benchmark item", sorted(labels_idx["label"]), key="drag_item")
+        choice = ui.pick("Suite item", sorted(labels_idx["label"]), key="drag_item")
         row = labels_idx[labels_idx["label"] == choice].iloc[0]
         frames, _ = load_cached_clip(wd, row["frames_path"])
         work = dg.prepare_image(frames[0], cfg.drag.max_image_side, aspect, name=f"item {row['video_id']}")
@@ -262,10 +162,10 @@ except dg.DragError as err:
     st.error(str(err))
     st.stop()
 except (FileNotFoundError, OSError, KeyError, ValueError) as err:
-    st.error(f"The benchmark item's first frame cannot be read ({err}); run the labels stage again for it.")
+    st.error(f"The suite item's first frame cannot be read ({err}); run the labels stage again for it.")
     st.stop()
 if work is None:
-    st.info("Upload an image (PNG, JPEG, WebP, BMP, TIFF) to start" + (", or pick a benchmark item." if len(sources) > 1 else "."))
+    st.info("Upload an image (PNG, JPEG, WebP, BMP, TIFF) to start" + (", or pick a suite item." if len(sources) > 1 else "."))
     st.stop()
 for note in work.notes:
     st.info(note)
@@ -453,7 +353,7 @@ if go and ready:
                 finally:
                     job.close()
             else:
-                out = dg.generate_video(url, checkpoint, item, gen_cfg, seed, relpath, show)
+                out = dg.run_drag(url, checkpoint, item, gen_cfg, seed, relpath, show)
             bar.progress(1.0, text=f"done in {time.perf_counter() - t0:.1f} s")
             st.session_state[RESULT] = {"relpath": out["video_path"], "case": case.case_id(),
                                         "note": f"{out['frames']} frames, {out['width']}x{out['height']}, {out['seconds']:.1f} s"}
@@ -485,7 +385,7 @@ else:
     s1, s2 = st.columns([2, 3])
     name = s1.text_input("Case name", value=f"drag-{case.case_id()}", key="drag_case_name")
     with s2:
-        st.caption(f"Saved into `{root}`, the user-study benchmark's format (add it with `evaluate.user_study_dir`).")
+        st.caption(f"Saved into `{root}`, the user-study suite's format (add it with `evaluate.user_study_dir`).")
         bs1, bs2 = st.columns(2)
         save = bs1.button("Save case", key="drag_save", icon=":material/save:")
         try:

@@ -21,5 +21,5 @@ def test_pipeline_defaults_are_filled_inside():
     from flows.pipeline import STAGES, pipeline_flow
 
     params = inspect.signature(pipeline_flow.fn).parameters
-    assert params["stages"].default is None and params["benchmarks"].default is None
+    assert params["stages"].default is None and params["suites"].default is None
     assert STAGES == ("labels", "train", "generate", "evaluate")

@@ -130,7 +130,7 @@ def test_nightly_eval_on_a_postgres_backed_server_runs_then_skips(sample_root, t
     url, postgres = prefect_on_postgres
     deploy_env, nightly_twice = nightly
     workdir = tmp_path / "work"
-    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir=str(workdir), dataset="sample", progress=False)
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir_url=str(workdir), dataset="sample", progress=False)
     with temporary_settings({PREFECT_API_URL: url}):
         nightly_twice(workdir, sample_root, deploy_env(workdir, sample_root, PREFECT_API_URL=url))
     assert asyncio.run(_count_flow_runs(postgres)) >= 2  # the runs are in PostgreSQL, not a SQLite file

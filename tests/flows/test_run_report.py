@@ -24,20 +24,20 @@ def _reports(workdir: str) -> list:
 
 def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestration_ready):
     workdir = str(tmp_path / "work")
-    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir=workdir, dataset="sample", progress=False)
-    run_flow(pipeline_flow, workdir=workdir, stages=["generate", "evaluate"], checkpoints=["static"], overrides=["evaluate.bootstrap=100"])
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir_url=workdir, dataset="sample", progress=False)
+    run_flow(pipeline_flow, workdir_url=workdir, stages=["generate", "evaluate"], checkpoints=["static"], overrides=["evaluate.bootstrap=100"])
     wd = Workdir(workdir)
     # A trained checkpoint that halves static's errors: the best the next run is compared with.
     objmc = wd.read("objmc")
     best = "run-fake-s000100"
-    wd.append("checkpoints", [dict(checkpoint_id=best, parent=None, config="{}", config_hash="h", step=100,
+    wd.append("checkpoints", [dict(checkpoint_id=best, kind="trained", parent=None, config="{}", config_hash="h", step=100,
                                    path=f"checkpoints/{best}", created_at=wd.read("checkpoints")["created_at"].max())])
     wd.append("objmc", objmc.assign(checkpoint_id=best, error_px=objmc["error_px"] / 2,
                                     per_frame=[[x / 2 for x in f] for f in objmc["per_frame"]]))
     static = wd.read("metrics").query("checkpoint_id == 'static' and metric == 'objmc'")
     wd.append("metrics", static.assign(checkpoint_id=best, value=static["value"] / 2))
 
-    report = run_flow(pipeline_flow, workdir=workdir, stages=["generate", "evaluate"], checkpoints=["warp"], overrides=["evaluate.bootstrap=100"])
+    report = run_flow(pipeline_flow, workdir_url=workdir, stages=["generate", "evaluate"], checkpoints=["warp"], overrides=["evaluate.bootstrap=100"])
     assert [v["checkpoint"] for v in report["verdicts"]] == ["warp"] and report["verdicts"][0]["best"] == best
     published = _reports(workdir)
     assert len(published) == 2, "one artifact per pipeline run"

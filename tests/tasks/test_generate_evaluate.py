@@ -1,4 +1,4 @@
-"""Generate and evaluate as plain functions on the sample benchmark (model-free generators)."""
+"""Generate and evaluate as plain functions on the sample suite (model-free generators)."""
 
 import av
 import numpy as np
@@ -9,7 +9,7 @@ from core.tables import Workdir
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize
 from core.media import read_frames
 from core.checkpoints import reference_row
-from tasks.generate import generate_items, load_benchmark
+from tasks.generate import generate_items, load_suite
 from tasks.labels import VideoRef, label_videos
 
 VAL = ["sample_0003", "sample_0007"]
@@ -57,7 +57,7 @@ def test_samples_are_browser_playable_h264(bench_workdir):
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         n = sum(1 for _ in c.decode(stream))
-    L = load_config("tiny").labels.frames.count  # the sample benchmark has the labels' frames (at most 14)
+    L = load_config("tiny").labels.frames.count  # the sample suite has the labels' frames (at most 14)
     assert n == s["frames"] == L and (s["height"], s["width"]) == (256, 256)
 
 
@@ -65,7 +65,7 @@ def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
     cfg = load_config("tiny")
     again, _ = generate_items(bench_workdir.url, reference_row("warp"), "sample", VAL, cfg)
     assert again == []  # everything exists
-    items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])
+    items, _ = load_suite(bench_workdir, "sample", cfg, VAL[:1])
     from tasks.generate import WarpGenerator
 
     frames = WarpGenerator()(items[0], seed=0)
@@ -76,7 +76,7 @@ def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
 def test_feature_cache_is_reused(bench_workdir):
     cfg = load_config("tiny")
     samples = bench_workdir.read("samples")
-    items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL)
+    items, _ = load_suite(bench_workdir, "sample", cfg, VAL)
     refs = feature_refs(samples, items)
     assert len(refs) == 4 + 2  # 2 generators x 2 items + the 2 real clips, once
     before = {p: bench_workdir.fs.modified(p) for p in bench_workdir.fs.find(bench_workdir.path("features"))}
@@ -101,13 +101,13 @@ def test_a_bad_user_study_case_is_rejected_and_the_rest_generated(sample_root, t
 
 
 def test_a_controller_makes_one_frame_per_path_point_at_the_paths_timing_and_the_models_size(bench_workdir):
-    """Point k of a benchmark path is frame k: the model runs at the path's length, never resampled.
-    Frames stay at the model's size (ObjMC tracks them there), not upscaled to the benchmark's."""
+    """Point k of a suite path is frame k: the model runs at the path's length, never resampled.
+    Frames stay at the model's size (ObjMC tracks them there), not upscaled to the suite's."""
     from model.pipeline import build_pipeline
     from tasks.controller import ControllerGenerator
 
     cfg = load_config("tiny", ["model.num_frames=4"])
-    item = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])[0][0]
+    item = load_suite(bench_workdir, "sample", cfg, VAL[:1])[0][0]
     L = item.trajectories.shape[1]
     assert L != cfg.model.num_frames
     pipe = build_pipeline(cfg.model)

@@ -18,12 +18,12 @@ BASE = np.random.default_rng(0).uniform(4.0, 12.0, size=(len(ITEMS), 2, 8))  # i
 def add_checkpoint(wd: Workdir, cid: str, minutes: int, shift: float, noise: float = 0.0, seed: int = 1) -> None:
     """A trained checkpoint scored on 12 items: the base errors moved by ``shift`` px (plus noise)."""
     created = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=minutes)
-    wd.append("checkpoints", [dict(checkpoint_id=cid, parent=None, config="{}", config_hash="h", step=minutes,
+    wd.append("checkpoints", [dict(checkpoint_id=cid, kind="trained", parent=None, config="{}", config_hash="h", step=minutes,
                                    path=f"checkpoints/{cid}", created_at=created)])
     err = BASE + shift + np.random.default_rng(seed).normal(0, noise, BASE.shape)
-    wd.append("objmc", [dict(checkpoint_id=cid, benchmark="sample", item_id=item, entity_id=e, error_px=float(err[i, e].mean()),
+    wd.append("objmc", [dict(checkpoint_id=cid, suite="sample", item_id=item, entity_id=e, error_px=float(err[i, e].mean()),
                              per_frame=err[i, e].tolist(), tracker="lk") for i, item in enumerate(ITEMS) for e in range(2)])
-    wd.append("metrics", [dict(checkpoint_id=cid, benchmark="sample", metric="objmc", backbone="tracker:lk", value=float(err.mean()),
+    wd.append("metrics", [dict(checkpoint_id=cid, suite="sample", metric="objmc", backbone="tracker:lk", value=float(err.mean()),
                                ci_low=None, ci_high=None, n=len(ITEMS), created_at=created)])
 
 
