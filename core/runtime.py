@@ -104,6 +104,13 @@ def ensure_ray_held(runtime: RuntimeSettings, env: dict[str, str]) -> None:
             raise errors[0]
 
 
+def node_id() -> str | None:
+    """The Ray node this code runs on (None outside Ray): task results carry it, so a run shows where its work ran."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
 def ray_task_options(runtime: RuntimeSettings) -> dict:
     """Resource requests for the heavy tasks, from the config."""
     opts: dict = {"num_cpus": runtime.task_num_cpus, "max_retries": runtime.max_retries}

@@ -228,13 +228,28 @@ def pipeline(
 
 
 @app.command("status")
-def status(workdir: str = typer.Option(..., "--workdir", "-w"), as_json: bool = typer.Option(False, "--json")) -> None:
+def status(
+    workdir: str = typer.Option(..., "--workdir", "-w"),
+    as_json: bool = typer.Option(False, "--json"),
+    fail_on_regression: bool = typer.Option(
+        False, "--fail-on-regression", help="exit 1 when the newest trained checkpoint is significantly worse than the best (paired ObjMC)"
+    ),
+) -> None:
     """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
     from core.status import format_status, workdir_status
     from core.tables import Workdir
 
-    st = workdir_status(Workdir(workdir))
+    wd = Workdir(workdir)
+    st = workdir_status(wd)
     typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
+    if fail_on_regression:
+        from tasks.nightly import WORSE, describe, newest_verdict
+
+        suites = sorted(set(wd.read("metrics", columns=["suite"])["suite"]))
+        worse = [v for v in (newest_verdict(wd, b) for b in suites) if v and v["verdict"] == WORSE]
+        if worse:  # exit 1 (2 is a usage error): a schedule or CI alerts on it
+            typer.secho("regression: " + "; ".join(f"on {v['suite']}, {describe(v)}" for v in worse), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
 
 
 @app.command("dashboard")

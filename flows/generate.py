@@ -12,7 +12,7 @@ from prefect_ray.context import remote_options
 
 from core.checkpoints import resolve
 from core.config import Config, load_config
-from core.runtime import ray_task_options
+from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
 from flows.runtime import ProjectRayTaskRunner, chunks, gather
 from tasks import generate as gen
@@ -23,7 +23,7 @@ def generate_chunk(workdir_url: str, checkpoint: dict, suite: str, item_ids: lis
     rows, conditions, rejects = gen.generate_items(workdir_url, checkpoint, suite, item_ids, cfg)
     wd = Workdir(workdir_url)
     wd.append("conditions", conditions)  # what each video was asked to do, before the video counts as done
-    return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects)}
+    return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects), "node": node_id()}
 
 
 @flow(name="generate", task_runner=ProjectRayTaskRunner())

@@ -12,7 +12,7 @@ from prefect import flow, task
 from prefect_ray.context import remote_options
 
 from core.config import LabelsSettings, ModelSettings, load_config
-from core.runtime import ray_task_options
+from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split
 from flows.runtime import ProjectRayTaskRunner, chunks, gather
@@ -26,7 +26,7 @@ def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories
     wd = Workdir(workdir_url)
     written = wd.append("labels", rows)
     rejected = wd.append("rejects", rejects)
-    return {"videos": len(refs), "rows": written, "rejects": rejected}
+    return {"videos": len(refs), "rows": written, "rejects": rejected, "node": node_id()}
 
 
 @task(name="embedding-extractor")

@@ -66,6 +66,7 @@ def pipeline_flow(
 
         report["train"] = train_flow(workdir_url=workdir_url, resume=resume, steps=train_steps, **common)
 
+    evaluated: dict[str, list[str]] = {}
     for suite in suites:
         ids = checkpoints or to_evaluate(wd, suite, select, references, baselines)
         log.info(f"{suite}: checkpoints to generate/evaluate: {ids or 'none'}")
@@ -74,5 +75,23 @@ def pipeline_flow(
             if "generate" in stages:
                 report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
             if "evaluate" in stages:
-                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
+                out = report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
+                if not out.get("skipped"):
+                    evaluated.setdefault(suite, []).append(cid)
+    report["verdicts"] = publish_report(wd, suites, evaluated)
     return report
+
+
+REPORT_KEY = "draganything-run-report"
+
+
+def publish_report(wd: Workdir, suites: list[str], evaluated: dict[str, list[str]]) -> list[dict]:
+    """The run's Prefect artifact (key ``draganything-run-report``): metrics, what was evaluated, verdicts."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.nightly import run_report
+
+    markdown, verdicts = run_report(wd, suites, evaluated)
+    done = sum(len(v) for v in evaluated.values())
+    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=f"{wd.url}: {done} checkpoint/suite pair(s) evaluated")
+    return verdicts

@@ -192,9 +192,12 @@ def load_svd_components(path: str | Path, torch_dtype: torch.dtype | None = None
 
 
 def base_components(base_model_path: str | None, sizes: TinySizes = TinySizes(), torch_dtype=None) -> dict:
-    """A real SVD directory when a path is configured, else the embedded tiny model."""
+    """A real SVD directory when a path is configured (a local path or an fsspec URL of a folder
+    published whole, downloaded once into the local cache), else the embedded tiny model."""
     if base_model_path:
-        return load_svd_components(base_model_path, torch_dtype=torch_dtype)
+        from core.objectstore import local_folder
+
+        return load_svd_components(local_folder(base_model_path), torch_dtype=torch_dtype)
     return build_tiny_svd(sizes)
 
 

@@ -52,7 +52,7 @@ def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
     """The training state of a ``checkpoints`` row; a clear error if it is missing or damaged."""
     if not row.get("path"):
         raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' has no weights (a reference generator); resume from a trained one")
-    folder = Path(wd.local_path(row["path"]))
+    folder = wd.local_dir(row["path"])
     state_file, weights = folder / "state.pt", folder / "controlnet" / WEIGHTS
     if weights.is_file() and not state_file.is_file() and (folder / "weights-only").is_file():
         raise CheckpointError(
@@ -84,6 +84,8 @@ def prune_training_state(wd: Workdir, paths: list[str], keep_last: int) -> list[
     """Drop ``state.pt`` and ``controlnet_raw/`` from all but the last ``keep_last`` of a run's checkpoint
     folders (oldest first); the weights stay. Returns the folders pruned."""
     pruned = []
+    if not wd.is_local:
+        return pruned  # a published folder on an object store is never changed (readers cache it whole)
     for rel in paths[: max(0, len(paths) - keep_last)]:
         folder = Path(wd.local_path(rel))
         if not (folder / "state.pt").exists():

@@ -66,7 +66,7 @@ class ControllerGenerator:
 
         model = checkpoint_model_settings(checkpoint)
         # loaded in generate.dtype (a real base never sits in memory in fp32 first)
-        pipe = build_pipeline(model, controlnet_path=wd.local_path(checkpoint["path"], "controlnet"),
+        pipe = build_pipeline(model, controlnet_path=str(wd.local_dir(checkpoint["path"], only="controlnet") / "controlnet"),
                               torch_dtype=DTYPES[cfg.generate.dtype] if model.base_model_path else None)
         # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
         pipe.set_entity_extractor(build_extractor(model.model_copy(update={"dtype": cfg.generate.dtype}),

@@ -40,7 +40,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     digest = hashlib.sha1(json.dumps([m.tiny.model_dump(mode="json"), m.num_frames, m.height, m.width, fb.model_dump(mode="json"),
                                       cfg.train.dataset, split], sort_keys=True).encode()).hexdigest()[:10]
     rel = f"base/tiny-{digest}"
-    if wd.exists(rel, "model_index.json"):
+    if wd.has_dir(rel):
         return rel
     torch.manual_seed(m.tiny.seed)
     parts = build_tiny_svd(tiny_sizes(m))

@@ -219,7 +219,7 @@ def with_base(cfg: Config, wd: Workdir, progress: bool, dist: bool, rank: int) -
         holder = [base]
         torch.distributed.broadcast_object_list(holder, src=0)
         base = holder[0]
-    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model_path": wd.local_path(base)})})
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model_path": wd.location(base)})})
 
 
 @dataclass
@@ -244,10 +244,11 @@ def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: in
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if dist else 0
     steps = cfg.train.steps if steps is None else steps
+    given = cfg  # the run id comes from the config as given, not the fitted base's location: one id wherever the workdir lives
     cfg = with_base(cfg, wd, progress, dist, rank)
 
     origin = resolve_resume(wd, resume) if resume else None
-    run = ckpts.run_id(cfg, origin["checkpoint_id"] if origin else None)
+    run = ckpts.run_id(given, origin["checkpoint_id"] if origin else None)
     target = (int(origin["step"]) if origin else 0) + steps
     mine = [r for r in ckpts.run_checkpoints(wd, run) if r["kind"] == ckpts.TRAINED]
     start_row = mine[-1] if mine else origin

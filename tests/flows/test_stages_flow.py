@@ -21,6 +21,7 @@ def test_generate_and_evaluate_flows(sample_root, tmp_path, orchestration_ready)
     workdir = str(tmp_path / "work")
     run_flow(labels_flow, data_root=str(sample_root), split="val", workdir_url=workdir, dataset="sample", progress=False)
     first = run_flow(generate_flow, checkpoint="static", suite="sample", workdir_url=workdir, progress=False)
+    assert len(first.pop("nodes")) == 1  # the one local Ray node
     assert first == {"items": 2, "skipped": 0, "samples": 2, "rejects": 0}
     assert run_flow(generate_flow, checkpoint="static", suite="sample", workdir_url=workdir, progress=False)["skipped"] == 2
     out = run_flow(evaluate_flow, checkpoint="static", suite="sample", workdir_url=workdir, progress=False)
