@@ -75,6 +75,17 @@ class LabelsSettings(_Section):
     chunk_size: int = Field(4, ge=1, description="videos per Ray task")
     frames_cache: bool = True
     embeddings: bool = Field(True, description="also write entity vectors of the configured extractor (model.entity_*)")
+    max_frame_pixels: int = Field(
+        40_000_000, ge=1, le=2**30, description="frames and masks whose header claims more pixels are rejected before decoding"
+    )
+
+    def digest(self) -> str:
+        """Short hash of what label rows and label rejects depend on (not chunking, caching or embeddings)."""
+        payload = self.model_dump(mode="json", include={"frames", "resolution", "trajectory_source", "include_void",
+                                                        "min_area_px", "max_frame_pixels"})
+        if self.trajectory_source == "tracker":
+            payload["tracker"] = self.tracker.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @field_validator("resolution")
     @classmethod

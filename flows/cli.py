@@ -52,14 +52,20 @@ def labels(
     overrides: Optional[list[str]] = OverrideOpt,
     dataset: Optional[str] = typer.Option(None, help="dataset name in the tables (default: the data root's folder name)"),
     retry_rejects: bool = typer.Option(False, "--retry-rejects", help="try videos rejected before again"),
+    relabel: bool = typer.Option(False, "--relabel", help="replace labels made with other labels settings (frames, resolution, trajectory source, ...)"),
 ) -> None:
     """Entities, incircles and trajectories for every video of a split -> labels table."""
     _check_config(config, overrides)
     if not (data_root / f"{split}.txt").is_file():
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
     from flows.labels import run_labels
+    from flows.labels_digest import LabelsChanged
 
-    summary = run_labels(str(data_root.resolve()), split, _absolute(workdir), config=config, overrides=overrides, dataset=dataset, retry_rejects=retry_rejects)
+    try:
+        summary = run_labels(str(data_root.resolve()), split, _absolute(workdir), config=config, overrides=overrides, dataset=dataset,
+                             retry_rejects=retry_rejects, relabel=relabel)
+    except LabelsChanged as err:
+        _fail(str(err))
     typer.echo(json.dumps(summary))
 
 
@@ -178,13 +184,18 @@ def pipeline(
     _check_config(config, overrides)
     if select not in ("missing", "latest", "all"):
         _fail(f"--select must be missing, latest or all, got {select!r}")
+    from flows.labels_digest import LabelsChanged
     from flows.pipeline import run_pipeline
 
-    report = run_pipeline(
-        _absolute(workdir), config=config, overrides=overrides, data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
-        stages=[s.strip() for s in stages.split(",") if s.strip()], benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()],
-        checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
-    )
+    try:
+        report = run_pipeline(
+            _absolute(workdir), config=config, overrides=overrides, data_root=str(data_root.resolve()) if data_root else None,
+            dataset=dataset, stages=[s.strip() for s in stages.split(",") if s.strip()],
+            benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], checkpoints=checkpoint or None, select=select,
+            train_steps=steps, progress=True,
+        )
+    except LabelsChanged as err:
+        _fail(f"{err} (run `draganything labels --relabel` for that split first)")
     typer.echo(json.dumps(report, default=str))
 
 
@@ -192,9 +203,8 @@ def pipeline(
 def status(workdir: str = typer.Option(..., "--workdir", "-w"), as_json: bool = typer.Option(False, "--json")) -> None:
     """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
     from core.status import format_status, workdir_status
-    from core.tables import Workdir
 
-    st = workdir_status(Workdir(workdir))
+    st = workdir_status(_existing_workdir(workdir))
     typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
 
 
@@ -317,9 +327,18 @@ def drag(
 def report(workdir: str = typer.Option(..., "--workdir", "-w"), benchmark: str = typer.Option("sample", "--benchmark", "-b")) -> None:
     """Every checkpoint's ObjMC / FID / FVD on a benchmark, with 95% bootstrap intervals, as a markdown table."""
     from core.status import metrics_table
+
+    typer.echo(metrics_table(_existing_workdir(workdir), benchmark))
+
+
+def _existing_workdir(workdir: str):
+    """A workdir that must exist already (commands that only read never create one)."""
     from core.tables import Workdir
 
-    typer.echo(metrics_table(Workdir(workdir), benchmark))
+    try:
+        return Workdir(_absolute(workdir), create=False)
+    except FileNotFoundError as err:
+        _fail(str(err))
 
 
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:

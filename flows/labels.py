@@ -15,9 +15,10 @@ from tqdm import tqdm
 
 from core.config import LabelsSettings, ModelSettings, load_config
 from core.tables import Workdir
-from core.vipseg import Category, load_categories, read_split
+from core.vipseg import Category, load_categories, read_split_lines
+from flows.labels_digest import pending_videos
 from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
-from tasks.labels import STAGE, VideoRef, label_videos
+from tasks.labels import VideoRef, label_videos
 
 
 @task(name="label-videos")
@@ -56,17 +57,6 @@ def pending_embeddings(wd: Workdir, dataset: str, split: str, extractor: str) ->
     return [g.to_dict("records") for _, g in todo.groupby("video_id", sort=True)]
 
 
-def pending_videos(workdir: Workdir, refs: list[VideoRef], retry_rejects: bool) -> list[VideoRef]:
-    """Videos with neither labels nor (unless retried) a reject."""
-    done = {(d, s, v) for d, s, v, _ in workdir.keys("labels")}
-    rejected = {item for stage, item in workdir.keys("rejects") if stage == STAGE}
-    if retry_rejects:
-        stale = [(STAGE, r.item) for r in refs if r.item in rejected]
-        workdir.delete("rejects", stale)
-        rejected = set()
-    return [r for r in refs if (r.dataset, r.split, r.video_id) not in done and r.item not in rejected]
-
-
 @flow(name="labels", task_runner=ProjectRayTaskRunner())
 def labels_flow(
     data_root: str,
@@ -76,18 +66,24 @@ def labels_flow(
     overrides: list[str] | None = None,
     dataset: str | None = None,
     retry_rejects: bool = False,
+    relabel: bool = False,
     progress: bool = True,
 ) -> dict:
     cfg = load_config(config, overrides)
     root = Path(data_root)
     dataset = dataset or root.resolve().name
     wd = Workdir(workdir)
-    refs = [VideoRef(dataset, split, v) for v in read_split(root, split)]
-    todo = pending_videos(wd, refs, retry_rejects)
+    names, repeated = read_split_lines(root, split)
+    refs = [VideoRef(dataset, split, v) for v in names]
+    todo, retried = pending_videos(wd, refs, cfg.labels, retry_rejects=retry_rejects, relabel=relabel)
     categories = load_categories(root)
     size = cfg.labels.chunk_size
     chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
     summary = {"videos": len(refs), "skipped": len(refs) - len(todo), "rows": 0, "rejects": 0}
+    if retried:
+        summary["retried"] = retried  # rejects or labels made with other labels settings, tried again
+    if repeated:
+        summary["repeated_in_split_file"] = sorted(repeated)
     with remote_options(**ray_task_options(cfg.runtime)):
         futures = [label_chunk.submit(str(root), c, cfg.labels, categories, workdir) for c in chunks]
     bar = tqdm(total=len(todo), unit="video", desc=f"labels {dataset}/{split}", disable=not progress)

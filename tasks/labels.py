@@ -7,6 +7,7 @@ exception that stops the chunk.
 
 from __future__ import annotations
 
+import hashlib
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,9 @@ import cv2
 import numpy as np
 
 from core.config import LabelsSettings, TrackerSettings
-from core.tables import Workdir, now_utc
+from core.paths import fits_name
+from core.rejects import is_infrastructure_error, reject_row
+from core.tables import Workdir
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
 from eval.geometry import incircles
 from eval.trackers import make_tracker, seed_points, track_center
@@ -34,10 +37,12 @@ class VideoRef:
         return f"{self.dataset}/{self.split}/{self.video_id}"
 
 
-def load_clip(root: Path, video_id: str, cfg: LabelsSettings) -> tuple[np.ndarray, np.ndarray, list[int], tuple[int, int]]:
+def load_clip(root: Path, video_id: str, cfg: LabelsSettings, categories: dict[int, Category] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[int], tuple[int, int]]:
     """Sampled frames (T, h, w, 3) and panoptic ids (T, h, w) at label resolution.
 
-    Returns frames, ids, the original frame indices and the original (H, W).
+    Returns frames, ids, the original frame indices and the original (H, W). Every
+    file's header is checked against ``labels.max_frame_pixels`` before it is decoded.
     """
     files = list_video(root, video_id)
     need = cfg.frames.needed()
@@ -50,8 +55,8 @@ def load_clip(root: Path, video_id: str, cfg: LabelsSettings) -> tuple[np.ndarra
     h, w = cfg.resolution
     frames, ids, orig = [], [], None
     for i in idx:
-        f = read_frame(files.frames[i])
-        m = read_mask(files.masks[i])
+        f = read_frame(files.frames[i], cfg.max_frame_pixels)
+        m = read_mask(files.masks[i], cfg.max_frame_pixels, categories)
         if f.shape[:2] != m.shape:
             raise VideoError(
                 f"mask {files.masks[i].name} is {m.shape[0]}x{m.shape[1]} but its frame is {f.shape[0]}x{f.shape[1]}; "
@@ -83,7 +88,7 @@ def label_video(
     tracker=None,
 ) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Label rows for every first-frame entity, plus the clip (frames, ids) they describe."""
-    frames, ids, frame_idx, (H, W) = load_clip(root, ref.video_id, cfg)
+    frames, ids, frame_idx, (H, W) = load_clip(root, ref.video_id, cfg, categories)
     entities = first_frame_entities(ids[0], cfg)
     if len(entities) == 0:
         raise VideoError(
@@ -135,13 +140,19 @@ def label_video(
                 orig_height=int(H),
                 orig_width=int(W),
                 frames_path=None,
+                config_digest=cfg.digest(),
             )
         )
     return rows, frames, ids
 
 
 def frames_cache_path(ref: VideoRef) -> str:
-    return f"frames/{ref.dataset}/{ref.split}/{ref.video_id}.npz"
+    """``frames/<dataset>/<split>/<video>.npz``; a name too long for one path component is shortened with its hash."""
+    name = f"{ref.video_id}.npz"
+    if not fits_name(name):
+        digest = hashlib.sha1(ref.video_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+        name = f"{ref.video_id.encode('utf-8', 'surrogateescape')[:120].decode('utf-8', 'ignore')}-{digest}.npz"
+    return f"frames/{ref.dataset}/{ref.split}/{name}"
 
 
 def save_clip(workdir: Workdir, relpath: str, frames: np.ndarray, ids: np.ndarray) -> None:
@@ -188,16 +199,21 @@ def label_videos(
     tracker = None
     if cfg.trajectory_source == "tracker":
         tracker = tracker_for(cfg.tracker)
-    rows, rejects = [], []
-    for ref in refs:
+    rows, rejects, digest = [], [], cfg.digest()
+    hint = "check this video's files, or drop it from the split file (a re-run with --retry-rejects tries it again)"
+    for ref in dict.fromkeys(refs):  # a video listed twice is labelled once
         try:
             video_rows, frames, ids = label_video(Path(root), ref, cfg, categories, tracker)
-        except VideoError as err:
-            rejects.append(dict(stage=STAGE, item=ref.item, reason=str(err), at=now_utc()))
+            rel = frames_cache_path(ref) if cfg.frames_cache else None
+            if rel:
+                workdir.path(rel)  # the cache path stays inside the workdir, or the video is rejected
+        except Exception as err:  # noqa: BLE001 - any per-video failure is that video's reject
+            if is_infrastructure_error(err):
+                raise
+            rejects.append(reject_row(STAGE, ref.item, err, hint, digest))
             continue
-        if cfg.frames_cache:
-            rel = frames_cache_path(ref)
-            save_clip(workdir, rel, frames, ids)
+        if rel:
+            save_clip(workdir, rel, frames, ids)  # a failure here is the workdir's (disk full ...): it stops the run
             for r in video_rows:
                 r["frames_path"] = rel
         rows.extend(video_rows)
