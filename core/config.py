@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -108,6 +108,15 @@ class GenerateSettings(_Section):
     noise_aug_strength: float = Field(0.02, ge=0)
     entity_path: Literal["fast", "dense"] = Field("fast", description="entity encoder path (same output; fast is cheaper)")
 
+    @model_validator(mode="after")
+    def _guidance_ramp(self) -> "GenerateSettings":
+        if self.min_guidance_scale > self.max_guidance_scale:
+            raise ValueError(
+                f"generate.min_guidance_scale ({self.min_guidance_scale:g}) is above generate.max_guidance_scale "
+                f"({self.max_guidance_scale:g}); the guidance ramps from min to max, so lower min or raise max"
+            )
+        return self
+
 
 class EvaluateSettings(_Section):
     """ObjMC / FID / FVD. Weight paths are local files; None = the fixed-seed fallback backbone."""
@@ -136,6 +145,9 @@ class RuntimeSettings(_Section):
     task_num_gpus: float = Field(0.0, ge=0)
     task_memory_mb: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker died")
+    check_resources: bool = Field(
+        True, description="at start-up, refuse task requests the Ray cluster cannot meet (off on an autoscaling cluster)"
+    )
 
 
 class TinyModelSettings(_Section):
@@ -186,6 +198,29 @@ class ModelSettings(_Section):
     encoder_channels: tuple[int, int, int, int] = (160, 32, 96, 256)
     frame_chunk: int = Field(4, ge=1, description="frames per chunk in the fast entity encoder")
     conditioning_scale: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _entity_layer_in_range(self) -> "ModelSettings":
+        depth, what = self.backbone_depth()
+        if depth and not -depth <= self.entity_layer < depth:
+            raise ValueError(
+                f"model.entity_layer {self.entity_layer} is out of range: {what} has {depth} up blocks, so use "
+                f"{-depth}..{depth - 1} (-1 = the last)"
+            )
+        return self
+
+    def backbone_depth(self) -> tuple[int | None, str]:
+        """Up blocks of the entity-feature backbone, where the config or its folder tells (else None)."""
+        if self.entity_backbone == "base-unet" and self.base_model_path is None:
+            return len(self.tiny.unet_channels), "the embedded tiny UNet"
+        folder = self.base_model_path if self.entity_backbone == "base-unet" else self.entity_backbone_path
+        if not folder:
+            return None, ""
+        try:
+            unet = json.loads((Path(folder) / "unet" / "config.json").read_text())
+            return len(unet.get("up_block_types") or unet["block_out_channels"]), f"the UNet in {folder}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, ""  # loading it later says what is wrong with the folder
 
     def tiny_sizes(self):
         from model.tiny import TinySizes
@@ -310,7 +345,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({getattr(err, 'problem', None) or err}); "
+                          "quote it or fix its brackets") from None
+
+
+def _yaml_syntax(err: yaml.YAMLError, path: Path) -> ConfigError:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ConfigError(f"{where}: YAML syntax error ({problem}); fix that line")
 
 
 def _explain(err: ValidationError, source: str) -> ConfigError:
@@ -321,6 +367,9 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
             lines.append(f"config key '{key}' is unknown ({source})")
             continue
         got = e.get("input")
+        if e["type"] == "value_error" and isinstance(got, dict):  # a check across a section's keys: the message names them
+            lines.append(f"{e['msg'].removeprefix('Value error, ')} ({source})")
+            continue
         lines.append(f"config key '{key}': {e['msg']}; got {got!r} ({source})")
     return ConfigError("; ".join(lines))
 
@@ -355,7 +404,10 @@ def load_config(name_or_path: str = "tiny", overrides: list[str] | dict[str, Any
     """Load a profile, apply ``key.sub=value`` overrides, validate everything."""
     path = profile_path(name_or_path)
     with open(path) as fh:
-        tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+        try:
+            tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+        except yaml.YAMLError as err:
+            raise _yaml_syntax(err, path) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     tree.setdefault("profile", path.stem)

@@ -32,6 +32,9 @@ def prefect_api_url() -> str:
         return str(url)
     from prefect.server.api.server import SubprocessASGIServer
 
+    from core.lifetime import watch_descendants
+
+    watch_descendants()  # the temporary server ends with this process, even a SIGKILLed one
     server = SubprocessASGIServer()
     server.start()
     return server.api_url
@@ -42,10 +45,13 @@ def ray_address(runtime: RuntimeSettings) -> str | None:
 
 
 def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
-    """Join the configured cluster, or start a local Ray sized by the config."""
+    """Join the configured cluster, or start a local Ray sized by the config; then check the task requests fit it."""
     import ray
 
+    from core.cluster import check_cluster
+
     if ray.is_initialized():
+        check_cluster(runtime, ray.cluster_resources())
         return
     address = ray_address(runtime)
     kwargs: dict = dict(
@@ -58,7 +64,11 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        from core.lifetime import watch_descendants
+
+        watch_descendants()  # the local Ray ends with this process, even a SIGKILLed one
         ray.init(num_cpus=runtime.num_cpus, **kwargs)
+    check_cluster(runtime, ray.cluster_resources())
 
 
 def worker_env(url: str) -> dict[str, str]:
