@@ -16,8 +16,11 @@ from pathlib import Path
 APP = Path(__file__).resolve().parent / "app.py"
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def launch_command(workdir: str, port: int = 8501, headless: bool = True, address: str | None = None) -> list[str]:
-    """The ``streamlit run`` command line :func:`launch` runs."""
+    """The ``streamlit run`` command line :func:`launch` runs; it listens on 127.0.0.1 unless ``address`` says otherwise."""
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.port", str(int(port)),
@@ -26,8 +29,7 @@ def launch_command(workdir: str, port: int = 8501, headless: bool = True, addres
         "--server.fileWatcherType", "none",
         "--client.toolbarMode", "viewer",
     ]
-    if address:
-        cmd += ["--server.address", address]
+    cmd += ["--server.address", address or LOOPBACK]  # closed by default: voter tokens must not cross a network in clear
     return cmd + ["--", "--workdir", workdir]
 
 

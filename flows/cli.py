@@ -212,7 +212,10 @@ def status(workdir: str = typer.Option(..., "--workdir", "-w"), as_json: bool = 
 def dashboard(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     port: int = typer.Option(8501, help="port on this machine"),
-    address: Optional[str] = typer.Option(None, help="address to serve on (default: Streamlit's)"),
+    address: Optional[str] = typer.Option(
+        None, help="address to listen on (default 127.0.0.1: this machine only); another address exposes the dashboard, "
+        "so put it behind a TLS reverse proxy (docs/operations.md, Dashboard security)"
+    ),
 ) -> None:
     """The Streamlit dashboard: leaderboard, compare, training curves, blind pairwise votes."""
     from dashboard import launch
