@@ -269,6 +269,8 @@ def drag(
         _fail(f"workdir {workdir} does not exist; train a checkpoint into it first (`draganything train --workdir {workdir}`)")
     if out.suffix.lower() != ".mp4":
         _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
+    if save_case_dir is not None and save_case_dir.exists() and (not save_case_dir.is_dir() or any(save_case_dir.iterdir())):
+        _fail(f"--save-case {save_case_dir} already exists and is not empty; choose another folder (nothing was generated)")
     try:
         from core.tables import Workdir
         from tasks.generate import write_mp4

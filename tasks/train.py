@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import math
+import pickle
 import random
 import time
 from dataclasses import dataclass
@@ -176,7 +177,7 @@ def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]
     enc = {}
     if wd.exists(cache):
         with wd.fs.open(wd.path(cache), "rb") as f:
-            enc = torch.load(io.BytesIO(f.read()))
+            enc = torch.load(io.BytesIO(f.read()), weights_only=True)
     embeddings = dict(enc.get("embeddings", {}))
     missing = [t for t in first if t not in embeddings]
     if enc and not missing:
@@ -301,6 +302,13 @@ def save_checkpoint(wd: Workdir, cid: str, controlnet, state: dict, cfg: Config)
     return rel
 
 
+def load_training_state(path: Path) -> dict:
+    """``state.pt`` unpickled with ``weights_only=True``: tensors and containers, plus the numpy RNG state's types only."""
+    allowed = [np.dtype, np.ndarray, np.dtypes.UInt32DType, np._core.multiarray._reconstruct]
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
     """The training state of a ``checkpoints`` row; a clear error if it is missing or damaged."""
     if not row.get("path"):
@@ -311,11 +319,18 @@ def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
         if not f.is_file():
             raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is incomplete: {f} is missing; resume from another checkpoint")
     try:
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
+        state = load_training_state(state_file)
         from safetensors import safe_open
 
         with safe_open(str(weights), "pt"):
             pass
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # garbage, not a pickle of foreign objects
+            raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is damaged (UnpicklingError reading {folder}); resume from another checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint '{row['checkpoint_id']}': {state_file} holds objects other than a training state's (tensors, numbers, "
+            "the RNG state), so it was not unpickled; resume from a checkpoint this pipeline wrote"
+        ) from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem for the user
         raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is damaged ({type(err).__name__} reading {folder}); resume from another checkpoint") from None
     return state, folder
