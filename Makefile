@@ -29,7 +29,12 @@ demo: install
 	@echo "  tables:      $(DEMO)/work/tables/<table>/part-*.parquet  (labels, checkpoints, train_log, samples, objmc, metrics, rejects)"
 	@echo "  checkpoints: $(DEMO)/work/checkpoints/<id>/controlnet"
 	@echo "  videos:      $(DEMO)/work/samples/<checkpoint>/<benchmark>/<item>/seed0.mp4"
-	@echo "  dashboard:   $(VENV)/bin/draganything dashboard --workdir $(DEMO)/work"
+	@echo
+	@echo "Open the dashboard (leaderboard, compare, training, vote, study results, drag) on this machine:"
+	@echo "  $(VENV)/bin/draganything dashboard --workdir $(DEMO)/work --secrets $(DEMO)/secrets.toml"
+	@echo "then go to http://127.0.0.1:8501 and, on the Vote page, sign in as the demo voter with the token:"
+	@echo "  $$($(VENV)/bin/draganything voters add --secrets $(DEMO)/secrets.toml --name demo)"
+	@echo "(a new random token on every run; $(DEMO)/secrets.toml keeps only its digest)"
 
 test: install
 	$(PY) -m pytest

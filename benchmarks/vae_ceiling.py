@@ -25,7 +25,8 @@ from core.tables import Workdir  # noqa: E402
 from eval.objmc import score_video  # noqa: E402
 from model.pipeline import build_pipeline  # noqa: E402
 from tasks.generate import load_benchmark  # noqa: E402
-from tasks.labels import load_cached_clip, resize_clip, tracker_for  # noqa: E402
+from core.media import load_cached_clip, resize_clip  # noqa: E402
+from eval.trackers import tracker_for  # noqa: E402
 from tasks.train import encode_clip  # noqa: E402
 
 

@@ -170,7 +170,7 @@ class TinyModelSettings(_Section):
 
 
 class ModelSettings(_Section):
-    """The base video model and the DragAnything controller (see model/ and docs/METHOD.md)."""
+    """The base video model and the DragAnything controller (see model/ and docs/method.md)."""
 
     base_model_path: str | None = Field(
         None, description="local SVD img2vid directory in diffusers layout; None = the embedded tiny model"
@@ -221,21 +221,6 @@ class ModelSettings(_Section):
             return len(unet.get("up_block_types") or unet["block_out_channels"]), f"the UNet in {folder}"
         except (OSError, ValueError, KeyError, TypeError):
             return None, ""  # loading it later says what is wrong with the folder
-
-    def tiny_sizes(self):
-        from model.tiny import TinySizes
-
-        t = self.tiny
-        return TinySizes(
-            unet_channels=tuple(t.unet_channels),
-            unet_layers_per_block=t.unet_layers_per_block,
-            attention_heads=tuple(t.attention_heads),
-            vae_channels=t.vae_channels,
-            vae_downsample=t.vae_downsample,
-            latent_channels=t.latent_channels,
-            num_frames=self.num_frames,
-            seed=t.seed,
-        )
 
 
 class BaseFitSettings(_Section):

@@ -14,6 +14,7 @@ import errno
 
 from core.tables import now_utc
 
+
 class ItemError(ValueError):
     """A checked bad input: its message is already the sentence a person acts on."""
 

@@ -263,7 +263,7 @@ def render(scene: Scene) -> tuple[list[np.ndarray], list[np.ndarray], dict]:
             "fully_visible": fully,
         }
     # Stuff: follow the texture point under the first-frame incircle centre.
-    from eval.geometry import incircle
+    from core.geometry import incircle
 
     for cat, motion in (
         (1, -(scene.pan - scene.pan[0])),

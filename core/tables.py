@@ -22,11 +22,11 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import fsspec
-from fsspec.implementations.local import LocalFileSystem
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from core.paths import PathError, confined, fits_name
 

@@ -19,7 +19,9 @@ APP = Path(__file__).resolve().parent / "app.py"
 LOOPBACK = "127.0.0.1"
 
 
-def launch_command(workdir: str, port: int = 8501, headless: bool = True, address: str | None = None) -> list[str]:
+def launch_command(
+    workdir: str, port: int = 8501, headless: bool = True, address: str | None = None, secrets: str | None = None
+) -> list[str]:
     """The ``streamlit run`` command line :func:`launch` runs; it listens on 127.0.0.1 unless ``address`` says otherwise."""
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(APP),
@@ -30,17 +32,21 @@ def launch_command(workdir: str, port: int = 8501, headless: bool = True, addres
         "--client.toolbarMode", "viewer",
     ]
     cmd += ["--server.address", address or LOOPBACK]  # closed by default: voter tokens must not cross a network in clear
+    if secrets:
+        cmd += ["--secrets.files", str(Path(secrets).expanduser().resolve())]
     return cmd + ["--", "--workdir", workdir]
 
 
-def launch(workdir: str, port: int = 8501, headless: bool = True, address: str | None = None) -> int:
+def launch(workdir: str, port: int = 8501, headless: bool = True, address: str | None = None, secrets: str | None = None) -> int:
     """Run the dashboard on ``workdir`` and block until it stops; returns Streamlit's exit code.
 
     The workdir is passed both as ``-- --workdir`` and as $DRAGANYTHING_WORKDIR. A
     local workdir is made absolute first. Secrets (voter tokens, OIDC) are read
     by Streamlit from ``.streamlit/secrets.toml`` in the current directory or
-    ``~/.streamlit/secrets.toml``.
+    ``~/.streamlit/secrets.toml``, or from ``secrets`` alone when it is given.
     """
+    if secrets and not Path(secrets).expanduser().is_file():
+        raise FileNotFoundError(f"secrets file {secrets} does not exist; make one with `draganything voters add --secrets {secrets} --name NAME`")
     if "://" not in workdir:
         workdir = str(Path(workdir).expanduser().resolve())
         if not Path(workdir).is_dir():
@@ -48,7 +54,7 @@ def launch(workdir: str, port: int = 8501, headless: bool = True, address: str |
     env = {**os.environ, "DRAGANYTHING_WORKDIR": workdir, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     root = str(APP.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    proc = subprocess.Popen(launch_command(workdir, port, headless, address), env=env)
+    proc = subprocess.Popen(launch_command(workdir, port, headless, address, secrets), env=env)
     try:
         return proc.wait()
     except KeyboardInterrupt:

@@ -18,8 +18,11 @@ Everybody can read every page. Voting needs an identity the study knows:
       bob = "sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 
   The voter types the token in the sidebar; it is compared in constant time and
-  never put in a URL. The session keeps the token's digest and checks it on every
-  page run, so a rotated token ends the sessions opened with the old one.
+  never put in a URL. ``draganything voters add --secrets FILE --name NAME`` makes a
+  random token, stores only its digest in FILE and prints the token once;
+  ``draganything dashboard --secrets FILE`` reads that file instead of
+  ``.streamlit/secrets.toml``. The session keeps the token's digest and checks it
+  on every page run, so a rotated token ends the sessions opened with the old one.
 
 Anyone else (not signed in, unknown token, email not allowed) is a reader.
 
@@ -33,7 +36,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import os
+import re
+import secrets as _random
+import tomllib
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Mapping
 
 import streamlit as st
@@ -85,6 +93,48 @@ def check_token(tokens: Mapping[str, Any], given: str) -> str | None:
         if ok and found is None:
             found = str(name)
     return found
+
+
+VOTER_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
+def add_voter(path: str | Path, name: str) -> str:
+    """Give ``name`` a new random voter token in the secrets file ``path``; returns the token.
+
+    Only the token's SHA-256 digest is written (``name = "sha256:<hex>"`` under
+    ``[voters]``), so the file never holds a usable token; the rest of the file is kept,
+    and a voter who already has a token gets a new one (the old one stops working).
+    The file is created readable by its owner only.
+    """
+    if not VOTER_NAME.match(name):
+        raise ValueError(f"voter name {name!r} must be 1-64 letters, digits, '_' or '-' (it is a TOML key)")
+    path = Path(path)
+    text = path.read_text() if path.exists() else ""
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise ValueError(f"{path} is not valid TOML ({err}); fix or remove it first") from None
+    token = _random.token_urlsafe(18)
+    line = f'{name} = "sha256:{hashlib.sha256(token.encode()).hexdigest()}"'
+    lines = text.splitlines()
+    header = next((i for i, x in enumerate(lines) if x.strip() == "[voters]"), None)
+    if header is None:
+        lines += ([""] if lines else []) + ["[voters]", line]
+    else:
+        end = next((i for i in range(header + 1, len(lines)) if lines[i].strip().startswith("[")), len(lines))
+        mine = [i for i in range(header + 1, end) if re.match(rf"^\s*{re.escape(name)}\s*=", lines[i])]
+        if mine:
+            lines[mine[0]] = line
+        else:
+            lines.insert(end, line)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+    assert check_token(tomllib.loads(path.read_text())["voters"], token) == name
+    return token
 
 
 def _email_allowed(email: str, dash: Mapping[str, Any]) -> bool:

@@ -1,4 +1,4 @@
-"""Videos for the pages: safe path resolution, trajectory overlays, browser-playable H.264.
+"""Videos for the pages: safe path resolution, trajectory overlays (H.264 by ``core.media.write_mp4``).
 
 Every path handled here comes from a table row (``samples.video_path``), never from
 a request: :func:`resolve_media` still refuses anything that is absolute or
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from core.geometry import scale_points
+from core.media import write_mp4
 from core.tables import Workdir
 
 CACHE_RELDIR = "cache/dashboard"
@@ -65,27 +67,6 @@ def read_video(wd: Workdir, relpath: str) -> tuple[np.ndarray, float]:
         raise MediaError(f"could not decode video {relpath!r}: {err}") from None
     fps = float(meta.get("fps") or 8.0)
     return np.asarray(frames)[..., :3], fps
-
-
-def write_h264(path: str, frames: np.ndarray, fps: float) -> None:
-    """H.264 / yuv420p / faststart MP4: what every browser's <video> plays."""
-    import imageio.v2 as iio2
-
-    T, H, W = frames.shape[:3]
-    ph, pw = H % 2, W % 2
-    if ph or pw:
-        frames = np.pad(frames, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    tmp = f"{path}.tmp-{os.getpid()}.mp4"
-    writer = iio2.get_writer(
-        tmp, format="FFMPEG", fps=max(fps, 1.0), codec="libx264", pixelformat="yuv420p", macro_block_size=1,
-        ffmpeg_params=["-movflags", "+faststart", "-preset", "veryfast", "-crf", "20"], ffmpeg_log_level="error",
-    )
-    try:
-        for f in frames:
-            writer.append_data(np.ascontiguousarray(f))
-    finally:
-        writer.close()
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -166,17 +147,8 @@ def overlay_video(wd: Workdir, relpath: str, tracks: list[Track], tag: str = "")
     if os.path.isfile(out):
         return out
     frames, fps = read_video(wd, relpath)
-    write_h264(out, draw_tracks(frames, tracks), fps)
+    write_mp4(Workdir(os.path.dirname(out)), os.path.basename(out), draw_tracks(frames, tracks), fps)
     return out
-
-
-def scale_points(points: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """Pixel coordinates (pixel centres at integers) from one resolution to another."""
-    (fh, fw), (th, tw) = from_hw, to_hw
-    p = np.asarray(points, float).copy()
-    p[:, 0] = (p[:, 0] + 0.5) * (tw / fw) - 0.5
-    p[:, 1] = (p[:, 1] + 0.5) * (th / fh) - 0.5
-    return p
 
 
 def label_tracks(label_rows, video_hw: tuple[int, int], entity_ids=None, color=GT_COLOR) -> list[Track]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 
 import numpy as np
 
@@ -108,11 +107,9 @@ def fill_workdir(
                 if videos:
                     off = np.linspace(0, 1, FRAMES)[:, None] * np.array([drift, -drift / 2])
                     frames = _render(paths[it] + off, H, W, radius, seed=k)
-                    full = wd.local_path(rel)
-                    os.makedirs(os.path.dirname(full), exist_ok=True)
-                    from dashboard.media import write_h264
+                    from core.media import write_mp4
 
-                    write_h264(full, frames, fps=7.0)
+                    write_mp4(wd, rel, frames, fps=7)
                 for eid in (6001, 6101)[:entities]:
                     per = np.abs(np.linspace(0, drift, FRAMES) + rng.normal(0, 0.3, FRAMES))
                     objmc_rows.append(dict(checkpoint_id=c, benchmark=bm, item_id=it, entity_id=eid, error_px=float(per.mean()), per_frame=per.tolist(), tracker="lk"))

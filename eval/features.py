@@ -177,7 +177,7 @@ class InceptionFeatures:
     kind = "frame"
     dim = 2048
 
-    def __init__(self, path: str | Path, batch_size: int = 32, device: str = "cpu", config_key: str = "eval.fid.inception_path"):
+    def __init__(self, path: str | Path, batch_size: int = 32, device: str = "cpu", config_key: str = "evaluate.inception_path"):
         from cleanfid.resize import build_resizer
 
         p = _require_file(path, "Inception (FID)", INCEPTION_URL, config_key)
@@ -215,7 +215,7 @@ class I3DFeatures:
     kind = "clip"
     dim = 400
 
-    def __init__(self, path: str | Path, batch_size: int = 4, device: str = "cpu", config_key: str = "eval.fvd.i3d_path"):
+    def __init__(self, path: str | Path, batch_size: int = 4, device: str = "cpu", config_key: str = "evaluate.i3d_path"):
         p = _require_file(path, "I3D (FVD)", I3D_URL, config_key)
         self.model = torch.jit.load(str(p), map_location=device).eval()
         self.batch_size, self.device = batch_size, device
@@ -241,7 +241,7 @@ class I3DFeatures:
 
 
 def frame_extractor(
-    path: str | Path | None = None, batch_size: int = 32, device: str = "cpu", seed: int = 0, config_key: str = "eval.fid.inception_path"
+    path: str | Path | None = None, batch_size: int = 32, device: str = "cpu", seed: int = 0, config_key: str = "evaluate.inception_path"
 ):
     """FID features: Inception from ``path``, or the fixed-seed fallback when ``path`` is empty.
 
@@ -253,7 +253,7 @@ def frame_extractor(
 
 
 def clip_extractor(
-    path: str | Path | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0, config_key: str = "eval.fvd.i3d_path"
+    path: str | Path | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0, config_key: str = "evaluate.i3d_path"
 ):
     """FVD features: I3D from ``path``, or the fixed-seed fallback when ``path`` is empty."""
     if path:

@@ -13,7 +13,7 @@ background point); ``add_centers=False`` reproduces the official choice.
 Scoring (``entity_errors``, ``score``). Rules:
   * Error of a frame = Euclidean distance in pixels between predicted and
     ground-truth points, both first mapped to the evaluation resolution (the
-    benchmark's original video size) with ``eval.geometry.scale_points``.
+    benchmark's original video size) with ``core.geometry.scale_points``.
   * Unequal lengths: only the common prefix of the two trajectories is compared
     (frame t of one with frame t of the other, t < min(len_pred, len_gt)), as the
     official script's ``zip`` does. The frames dropped are counted
@@ -51,7 +51,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eval.geometry import scale_points
+from core.geometry import scale_points
 from eval.trackers import LKTracker
 
 OFFICIAL_GRID_SIZE = 10

@@ -13,6 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.config import TrackerSettings
+
 
 def _gray(frames: np.ndarray) -> list[np.ndarray]:
     return [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) if f.ndim == 3 else f for f in frames]
@@ -109,6 +111,11 @@ def make_tracker(kind: str, lk: dict | None = None, cotracker: dict | None = Non
         c = cotracker or {}
         return CoTrackerTracker(c.get("repo_path"), c.get("checkpoint"))
     raise ValueError(f"tracker kind must be 'lk' or 'cotracker', got {kind!r}")
+
+
+def tracker_for(t: TrackerSettings) -> LKTracker | CoTrackerTracker:
+    """The point tracker a ``TrackerSettings`` section (labels.tracker, evaluate.tracker) asks for."""
+    return make_tracker(t.kind, t.lk.model_dump(), t.cotracker.model_dump())
 
 
 def seed_points(mask0: np.ndarray, center: tuple[float, float], radius: float, step: int) -> np.ndarray:

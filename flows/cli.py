@@ -10,6 +10,9 @@ from typing import Optional
 import typer
 
 from core.config import ConfigError, load_config
+from core.runtime import quiet_defaults
+
+quiet_defaults()  # before Prefect is first imported (see core/runtime.py)
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="DragAnything training and evaluation pipeline.")
 
@@ -216,11 +219,36 @@ def dashboard(
         None, help="address to listen on (default 127.0.0.1: this machine only); another address exposes the dashboard, "
         "so put it behind a TLS reverse proxy (docs/operations.md, Dashboard security)"
     ),
+    secrets: Optional[Path] = typer.Option(
+        None, "--secrets", help="the secrets file with voter tokens or OIDC settings (default: .streamlit/secrets.toml here or in ~)"
+    ),
 ) -> None:
     """The Streamlit dashboard: leaderboard, compare, training curves, blind pairwise votes."""
     from dashboard import launch
 
-    launch(workdir, port=port, headless=True, address=address)
+    try:
+        launch(workdir, port=port, headless=True, address=address, secrets=str(secrets) if secrets else None)
+    except FileNotFoundError as err:
+        _fail(str(err))
+
+
+voters_app = typer.Typer(no_args_is_help=True, help="Voter tokens for the blind pairwise study.")
+app.add_typer(voters_app, name="voters")
+
+
+@voters_app.command("add")
+def voters_add(
+    secrets: Path = typer.Option(..., "--secrets", help="the secrets file to write (created if missing; keep it out of git)"),
+    name: str = typer.Option(..., "--name", help="the voter's name, as votes are stored (letters, digits, '_', '-')"),
+) -> None:
+    """Give a voter a new random token: the file keeps only its digest; the token is printed once."""
+    from dashboard.auth import add_voter
+
+    try:
+        token = add_voter(secrets, name)
+    except ValueError as err:
+        _fail(str(err))
+    typer.echo(token)
 
 
 @app.command("drag")
@@ -273,7 +301,7 @@ def drag(
         _fail(f"--save-case {save_case_dir} already exists and is not empty; choose another folder (nothing was generated)")
     try:
         from core.tables import Workdir
-        from tasks.generate import write_mp4
+        from core.media import write_mp4
 
         wd = Workdir(workdir)
         ckpt = dg.choose_checkpoint(wd, checkpoint)

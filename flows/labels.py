@@ -14,10 +14,11 @@ from prefect_ray.context import remote_options
 from tqdm import tqdm
 
 from core.config import LabelsSettings, ModelSettings, load_config
+from core.runtime import ray_task_options
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split_lines
 from flows.labels_digest import pending_videos
-from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration
 from tasks.labels import VideoRef, label_videos
 
 

@@ -1,5 +1,7 @@
 """Where flows run: one Prefect API for the flow and every Ray worker, and one Ray.
 
+Ray itself (start-up, task options) is ``core/runtime.py``; this module adds Prefect.
+
 Without ``PREFECT_API_URL`` a Ray worker that runs a Prefect task would start a
 temporary Prefect server of its own (seconds per worker). So the driver makes sure
 there is one API — the configured one, or a local SQLite-backed server it starts —
@@ -15,12 +17,7 @@ from typing import Iterator
 from prefect_ray import RayTaskRunner
 
 from core.config import RuntimeSettings
-
-_QUIET = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",  # no network here
-    "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
-    "RAY_DEDUP_LOGS": "1",
-}
+from core.runtime import ensure_ray, worker_env
 
 
 def prefect_api_url() -> str:
@@ -38,43 +35,6 @@ def prefect_api_url() -> str:
     server = SubprocessASGIServer()
     server.start()
     return server.api_url
-
-
-def ray_address(runtime: RuntimeSettings) -> str | None:
-    return runtime.ray_address or os.environ.get("RAY_ADDRESS") or None
-
-
-def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
-    """Join the configured cluster, or start a local Ray sized by the config; then check the task requests fit it."""
-    import ray
-
-    from core.cluster import check_cluster
-
-    if ray.is_initialized():
-        check_cluster(runtime, ray.cluster_resources())
-        return
-    address = ray_address(runtime)
-    kwargs: dict = dict(
-        include_dashboard=False,
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="warning",
-        runtime_env={"env_vars": env},
-    )
-    if address:
-        ray.init(address=address, **kwargs)
-    else:
-        from core.lifetime import watch_descendants
-
-        watch_descendants()  # the local Ray ends with this process, even a SIGKILLed one
-        ray.init(num_cpus=runtime.num_cpus, **kwargs)
-    check_cluster(runtime, ray.cluster_resources())
-
-
-def worker_env(url: str) -> dict[str, str]:
-    for k, v in _QUIET.items():
-        os.environ.setdefault(k, v)
-    return {"PREFECT_API_URL": url, **_QUIET}
 
 
 @contextlib.contextmanager
@@ -102,13 +62,3 @@ class ProjectRayTaskRunner(RayTaskRunner):
         if not ray.is_initialized():
             ensure_ray(RuntimeSettings(), worker_env(prefect_api_url()))
         return super().__enter__()
-
-
-def ray_task_options(runtime: RuntimeSettings) -> dict:
-    """Resource requests for the heavy tasks, from the config."""
-    opts: dict = {"num_cpus": runtime.task_num_cpus, "max_retries": runtime.max_retries}
-    if runtime.task_num_gpus:
-        opts["num_gpus"] = runtime.task_num_gpus
-    if runtime.task_memory_mb:
-        opts["memory"] = runtime.task_memory_mb * 1024 * 1024
-    return opts

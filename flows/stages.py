@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 from core.config import Config, load_config
 from core.tables import Workdir, now_utc
-from flows.runtime import ProjectRayTaskRunner, orchestration, ray_task_options
+from core.runtime import ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration
 from tasks import evaluate as ev
 from tasks import generate as gen
 from tasks.controller import NO_CONTROL

@@ -12,7 +12,8 @@ from prefect import flow, task
 from prefect_ray.context import remote_options
 
 from core.config import Config, load_config
-from flows.runtime import ProjectRayTaskRunner, orchestration, ray_address, ray_task_options
+from core.runtime import ray_address, ray_task_options
+from flows.runtime import ProjectRayTaskRunner, orchestration
 from tasks.train import run_training
 
 

@@ -168,7 +168,7 @@ def load_sd15_backbone(path: str, device: str | torch.device = "cpu", torch_dtyp
 
 def build_extractor(settings, base_parts: dict | None = None, device="cpu") -> EntityFeatureExtractor:
     """The extractor a ``ModelSettings`` asks for; ``base_parts`` reuses already-loaded base components."""
-    from .tiny import base_components
+    from .tiny import base_components, tiny_sizes
 
     common = dict(
         timestep=settings.entity_timestep,
@@ -181,5 +181,5 @@ def build_extractor(settings, base_parts: dict | None = None, device="cpu") -> E
             raise ValueError("model.entity_backbone is 'sd15-unet' but model.entity_backbone_path is not set")
         unet, vae, empty = load_sd15_backbone(settings.entity_backbone_path, device)
         return EntityFeatureExtractor(unet, vae, backbone="sd15-unet", text_embeddings=empty, **common)
-    parts = base_parts or base_components(settings.base_model_path, settings.tiny_sizes())
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
     return EntityFeatureExtractor(parts["unet"].to(device), parts["vae"].to(device), backbone="base-unet", **common)

@@ -21,10 +21,10 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 from diffusers.utils.torch_utils import randn_tensor
 
+from core.geometry import incircle, rescale
+
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
-from eval.geometry import incircle
-
 from .maps import condition_channels, interpolate_path, paint_order, render_conditions
 from .unet_control import controlled_prediction
 
@@ -72,7 +72,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         m = F.interpolate(m[:, None].float(), size=(height, width), mode="nearest")[:, 0].bool()
         paths = [interpolate_path(p, num_frames) for p in trajectories]
         centers = torch.from_numpy(np.stack(paths, 1))  # (T, N, 2) in mask pixels
-        centers = torch.stack([(centers[..., 0] + 0.5) * sx - 0.5, (centers[..., 1] + 0.5) * sy - 0.5], -1)
+        centers = rescale(centers, sx, sy)
         if radii is None:
             r = torch.tensor([incircle(mk.numpy())[2] for mk in m], dtype=torch.float32)
         else:
@@ -258,9 +258,9 @@ def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlN
 
 def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None) -> DragAnythingPipeline:
     """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh)."""
-    from .tiny import base_components, require_layout
+    from .tiny import base_components, require_layout, tiny_sizes
 
-    parts = base_parts or base_components(settings.base_model_path, settings.tiny_sizes())
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
     if controlnet_path:
         p = require_layout(
             controlnet_path,

@@ -27,6 +27,8 @@ import torch
 from diffusers import AutoencoderKLTemporalDecoder, EulerDiscreteScheduler, UNetSpatioTemporalConditionModel
 from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
 
+from core.config import ModelSettings
+
 SVD_LAYOUT = (
     "a diffusers StableVideoDiffusionPipeline directory: model_index.json, unet/, vae/, image_encoder/, "
     "scheduler/ and feature_extractor/ (e.g. stabilityai/stable-video-diffusion-img2vid saved with "
@@ -69,6 +71,21 @@ class TinySizes:
     time_embed_dim: int = 8
     num_frames: int = 8
     seed: int = 0
+
+
+def tiny_sizes(model: ModelSettings) -> TinySizes:
+    """The tiny model's sizes for ``model`` settings (``model.tiny`` and the frames it makes)."""
+    t = model.tiny
+    return TinySizes(
+        unet_channels=tuple(t.unet_channels),
+        unet_layers_per_block=t.unet_layers_per_block,
+        attention_heads=tuple(t.attention_heads),
+        vae_channels=t.vae_channels,
+        vae_downsample=t.vae_downsample,
+        latent_channels=t.latent_channels,
+        num_frames=model.num_frames,
+        seed=t.seed,
+    )
 
 
 def tiny_unet_config(s: TinySizes) -> dict:

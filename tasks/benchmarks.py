@@ -20,9 +20,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.media import load_cached_clip, resize_clip
 from core.tables import Workdir
-from eval.geometry import incircles, scale_points
-from tasks.labels import load_cached_clip, resize_clip
+from core.geometry import incircles, rescale, scale_points
 
 
 @dataclass(frozen=True)
@@ -171,7 +171,7 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
         pts = np.asarray(entry.get("trajectory", []), np.float64).reshape(-1, 2)
         if len(pts) == 0:
             raise ItemError(f"entity {key}: the trajectory is empty; give at least one [x, y] point")
-        pts = (pts + 0.5) * s - 0.5 - np.array([ox, oy])
+        pts = rescale(pts, s) - np.array([ox, oy])
         outside = (pts[:, 0] < 0) | (pts[:, 0] > w - 1) | (pts[:, 1] < 0) | (pts[:, 1] > h - 1)
         if outside.any():
             notes.append(f"entity {key}: {int(outside.sum())} of {len(pts)} trajectory points fell outside the image and were clipped")

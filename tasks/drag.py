@@ -46,6 +46,8 @@ import cv2
 import numpy as np
 
 from core.config import Config
+from core.geometry import incircle, rescale
+from core.media import write_mp4
 from core.tables import Workdir
 from tasks.benchmarks import BenchmarkItem, write_user_study_case
 
@@ -95,7 +97,7 @@ class WorkImage:
         """Points ``(K, 2)`` in the file's pixels -> the working image's (pixel centres at integers)."""
         p = np.asarray(points, np.float64).reshape(-1, 2)
         s = self.scale
-        return (p - np.array(self.crop[:2], np.float64) + 0.5) * s - 0.5
+        return rescale(p - np.array(self.crop[:2], np.float64), s)
 
 
 def _what_it_is(data: bytes) -> str:
@@ -382,8 +384,6 @@ def resolve_entity(
     segmenter, image: np.ndarray, spec: EntitySpec, label: str, anchor: bool = True, notes: list[str] | None = None
 ) -> Entity:
     """Segment one entity and turn its drawn path into the model's trajectory (clipped, noted)."""
-    from eval.geometry import incircle
-
     notes = notes if notes is not None else []
     hw = image.shape[:2]
     if spec.positive and not spec.camera:
@@ -452,7 +452,7 @@ def model_view(case: DragCase, height: int, width: int, num_frames: int, frame: 
     H, W = case.hw
     sx, sy = width / W, height / H
     paths = np.stack([interpolate_path(t, num_frames) for t in case.trajectories], 1)  # (T, N, 2)
-    centers = np.stack([(paths[..., 0] + 0.5) * sx - 0.5, (paths[..., 1] + 0.5) * sy - 0.5], -1)
+    centers = rescale(paths, sx, sy)
     radii = np.array([e.radius for e in case.entities], np.float32) * float(np.sqrt(sx * sy))
     gauss = ent = None
     if frame is not None:
@@ -483,7 +483,8 @@ class Overlay:
 
 
 def _to_display(p, f: float) -> tuple[int, int]:
-    return int(round((p[0] + 0.5) * f - 0.5)), int(round((p[1] + 0.5) * f - 0.5))
+    x, y = rescale(np.asarray(p, np.float64), f)
+    return int(round(x)), int(round(y))
 
 
 def render_overlay(image: np.ndarray, overlays: Sequence[Overlay], width: int | None = None, curve_points: int = 64) -> np.ndarray:
@@ -697,8 +698,6 @@ def generate_video(
     progress: Progress | None = None,
 ) -> dict:
     """:func:`generate_frames`, written as an H.264 mp4 to ``relpath`` in the workdir; returns what was written."""
-    from tasks.generate import write_mp4
-
     progress = progress or (lambda stage, done, total: None)
     wd = Workdir(workdir_url)
     t0 = time.perf_counter()
@@ -734,45 +733,6 @@ def _generate_task(workdir_url, checkpoint, item, cfg, seed, relpath, board) -> 
         setattr(item, name, np.array(getattr(item, name)))
 
     return generate_video(workdir_url, checkpoint, item, cfg, seed, relpath, report)
-
-
-_RAY_HOLDER: threading.Thread | None = None
-_RAY_LOCK = threading.Lock()
-
-
-def ensure_ray_running(cfg: Config) -> None:
-    """Join ``RAY_ADDRESS``/``runtime.ray_address`` or start a local Ray, from any thread.
-
-    A local Ray's processes die with the *thread* that started them (parent-death
-    signal), and each Streamlit rerun is a short-lived thread; so Ray is started from a
-    thread that lives as long as the process.
-    """
-    import ray
-
-    from flows.runtime import ensure_ray
-
-    with _RAY_LOCK:
-        if ray.is_initialized():
-            return
-        started = threading.Event()
-        errors: list[BaseException] = []
-
-        def hold() -> None:
-            try:
-                ensure_ray(cfg.runtime, {"PREFECT_SERVER_ANALYTICS_ENABLED": "false", "RAY_DEDUP_LOGS": "1"})
-            except BaseException as err:  # noqa: BLE001 - handed to the caller
-                errors.append(err)
-            finally:
-                started.set()
-            if not errors:
-                threading.Event().wait()  # keep the thread (and so the local Ray) alive
-
-        global _RAY_HOLDER
-        _RAY_HOLDER = threading.Thread(target=hold, name="draganything-ray-holder", daemon=True)
-        _RAY_HOLDER.start()
-        started.wait()
-        if errors:
-            raise errors[0]
 
 
 @dataclass
@@ -825,9 +785,9 @@ def submit(workdir_url: str, checkpoint: dict, item: BenchmarkItem, cfg: Config,
     """Start :func:`generate_video` as a Ray task (resources from ``cfg.runtime``) with a progress actor."""
     import ray
 
-    from flows.runtime import ray_task_options
+    from core.runtime import QUIET_ENV, ensure_ray_held, ray_task_options
 
-    ensure_ray_running(cfg)
+    ensure_ray_held(cfg.runtime, {k: QUIET_ENV[k] for k in ("PREFECT_SERVER_ANALYTICS_ENABLED", "RAY_DEDUP_LOGS")})
     board = ray.remote(num_cpus=0)(_ProgressBoard).remote()
     opts = ray_task_options(cfg.runtime)
     opts["max_retries"] = 0  # a failed generation is reported, not silently repeated

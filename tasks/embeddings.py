@@ -11,6 +11,7 @@ from collections import defaultdict
 
 import numpy as np
 
+from core.media import load_cached_clip
 from core.tables import Workdir
 
 
@@ -21,7 +22,6 @@ def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> li
     so vectors from a different backbone or checkpoint never share a key.
     """
     from model.entity_features import build_extractor
-    from tasks.labels import load_cached_clip
 
     if not label_rows:
         return []

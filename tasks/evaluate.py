@@ -11,20 +11,20 @@
 from __future__ import annotations
 
 import hashlib
-import io
 from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from core.config import Config
+from core.media import load_cached_clip, read_frames, read_npz, resize_clip, write_npz
 from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, bootstrap_frechet, bootstrap_ratio
 from eval.features import clip_extractor, frame_extractor, video_features
 from eval.objmc import EntityScore, ItemScore, ObjMCResult, score_video
+from eval.trackers import tracker_for
 from tasks.benchmarks import BenchmarkItem
-from tasks.generate import load_benchmark, read_frames
-from tasks.labels import load_cached_clip, resize_clip, tracker_for
+from tasks.generate import load_benchmark
 
 STAGE = "evaluate"
 
@@ -127,18 +127,11 @@ def cached_features(wd: Workdir, cfg: Config, ref: str, frames: int, hw: tuple[i
     ex = extractors(cfg)
     path = feature_path(ex.backbones, ref, frames, hw)
     if wd.exists(path):
-        with wd.fs.open(wd.path(path), "rb") as f:
-            z = np.load(io.BytesIO(f.read()))
-            return z["frames"], z["clip"]
+        z = read_npz(wd, path)
+        return z["frames"], z["clip"]
     video = _load_video(wd, ref, frames, hw)
     ff, cf = video_features(video, ex.frames, ex.clips)
-
-    def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, frames=ff.astype(np.float32), clip=cf.astype(np.float32))
-        f.write(buf.getbuffer())
-
-    wd.write_atomic(wd.path(path), write)
+    write_npz(wd, path, frames=ff.astype(np.float32), clip=cf.astype(np.float32))
     return ff, cf
 
 

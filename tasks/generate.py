@@ -7,20 +7,18 @@ trained controller. A generator is built once per worker process and reused.
 
 from __future__ import annotations
 
-import io
 import json
-import os
-import tempfile
 import time
 from typing import Callable, Protocol
 
 import numpy as np
 
 from core.config import Config
+from core.media import write_frames, write_mp4
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
+from eval.trackers import tracker_for
 from tasks.benchmarks import BENCHMARKS, BenchmarkItem, ItemError, folder_items, labels_items
-from tasks.labels import tracker_for
 
 STAGE = "generate"
 REFERENCE_GENERATORS = ("static", "warp")
@@ -92,47 +90,6 @@ def load_benchmark(
 def sample_paths(checkpoint_id: str, benchmark: str, item_id: str, seed: int) -> tuple[str, str]:
     base = f"samples/{checkpoint_id}/{benchmark}/{item_id}/seed{seed}"
     return f"{base}.mp4", f"{base}.npz"
-
-
-def write_mp4(workdir: Workdir, relpath: str, frames: np.ndarray, fps: int) -> None:
-    """H.264, yuv420p, faststart: plays in every browser. Written atomically."""
-    import imageio_ffmpeg
-
-    T, H, W, _ = frames.shape
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "video.mp4")
-        writer = imageio_ffmpeg.write_frames(
-            path,
-            (W, H),
-            fps=fps,
-            codec="libx264",
-            pix_fmt_out="yuv420p",
-            macro_block_size=2,
-            quality=None,
-            output_params=["-crf", "18", "-movflags", "+faststart", "-threads", "1"],
-            ffmpeg_log_level="error",
-        )
-        writer.send(None)
-        for f in frames:
-            writer.send(np.ascontiguousarray(f))
-        writer.close()
-        with open(path, "rb") as src:
-            data = src.read()
-    workdir.write_atomic(workdir.path(relpath), lambda f: f.write(data))
-
-
-def write_frames(workdir: Workdir, relpath: str, frames: np.ndarray) -> None:
-    def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, frames=frames)
-        f.write(buf.getbuffer())
-
-    workdir.write_atomic(workdir.path(relpath), write)
-
-
-def read_frames(workdir: Workdir, relpath: str) -> np.ndarray:
-    with workdir.fs.open(workdir.path(relpath), "rb") as f:
-        return np.load(io.BytesIO(f.read()))["frames"]
 
 
 def generate_items(

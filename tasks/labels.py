@@ -7,21 +7,19 @@ exception that stops the chunk.
 
 from __future__ import annotations
 
-import hashlib
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from core.config import LabelsSettings, TrackerSettings
-from core.paths import fits_name
+from core.config import LabelsSettings
+from core.geometry import incircles
+from core.media import frames_cache_path, save_cached_clip
 from core.rejects import is_infrastructure_error, reject_row
 from core.tables import Workdir
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
-from eval.geometry import incircles
-from eval.trackers import make_tracker, seed_points, track_center
+from eval.trackers import seed_points, track_center, tracker_for
 
 STAGE = "labels"
 
@@ -146,47 +144,6 @@ def label_video(
     return rows, frames, ids
 
 
-def frames_cache_path(ref: VideoRef) -> str:
-    """``frames/<dataset>/<split>/<video>.npz``; a name too long for one path component is shortened with its hash."""
-    name = f"{ref.video_id}.npz"
-    if not fits_name(name):
-        digest = hashlib.sha1(ref.video_id.encode("utf-8", "surrogateescape")).hexdigest()[:16]
-        name = f"{ref.video_id.encode('utf-8', 'surrogateescape')[:120].decode('utf-8', 'ignore')}-{digest}.npz"
-    return f"frames/{ref.dataset}/{ref.split}/{name}"
-
-
-def save_clip(workdir: Workdir, relpath: str, frames: np.ndarray, ids: np.ndarray) -> None:
-    """The clip at label resolution, so training never decodes JPEGs again."""
-
-    def write(f) -> None:
-        buf = io.BytesIO()
-        np.savez(buf, frames=frames, ids=ids.astype(np.int32))
-        f.write(buf.getbuffer())
-
-    workdir.write_atomic(workdir.path(relpath), write)
-
-
-def resize_clip(frames: np.ndarray, ids: np.ndarray, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A cached clip at another size: area-averaged frames, nearest-neighbour ids."""
-    h, w = hw
-    if frames.shape[1:3] == (h, w):
-        return frames, ids
-    f = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_AREA) for x in frames])
-    m = np.stack([cv2.resize(x, (w, h), interpolation=cv2.INTER_NEAREST_EXACT) for x in ids])
-    return f, m
-
-
-def tracker_for(t: TrackerSettings):
-    """The point tracker a ``TrackerSettings`` section asks for."""
-    return make_tracker(t.kind, t.lk.model_dump(), t.cotracker.model_dump())
-
-
-def load_cached_clip(workdir: Workdir, relpath: str) -> tuple[np.ndarray, np.ndarray]:
-    with workdir.fs.open(workdir.path(relpath), "rb") as f:
-        z = np.load(io.BytesIO(f.read()))
-        return z["frames"], z["ids"]
-
-
 def label_videos(
     root: str,
     refs: list[VideoRef],
@@ -204,16 +161,16 @@ def label_videos(
     for ref in dict.fromkeys(refs):  # a video listed twice is labelled once
         try:
             video_rows, frames, ids = label_video(Path(root), ref, cfg, categories, tracker)
-            rel = frames_cache_path(ref) if cfg.frames_cache else None
+            rel = frames_cache_path(ref.dataset, ref.split, ref.video_id) if cfg.frames_cache else None
             if rel:
                 workdir.path(rel)  # the cache path stays inside the workdir, or the video is rejected
-        except Exception as err:  # noqa: BLE001 - any per-video failure is that video's reject
+        except Exception as err:  # any per-video failure is that video's reject
             if is_infrastructure_error(err):
                 raise
             rejects.append(reject_row(STAGE, ref.item, err, hint, digest))
             continue
         if rel:
-            save_clip(workdir, rel, frames, ids)  # a failure here is the workdir's (disk full ...): it stops the run
+            save_cached_clip(workdir, rel, frames, ids)  # a failure here is the workdir's (disk full ...): it stops the run
             for r in video_rows:
                 r["frames_path"] = rel
         rows.extend(video_rows)

@@ -33,12 +33,13 @@ import torch
 from tqdm import tqdm
 
 from core.config import Config, ModelSettings
+from core.geometry import rescale
+from core.media import load_cached_clip, read_blob, resize_clip, write_blob
 from core.tables import Workdir, now_utc
 from model import training as T
 from model.controlnet import EntityInputs
 from model.maps import condition_channels, paint_order, render_conditions
 from model.unet_control import controlled_prediction, unet_forward_with_control
-from tasks.labels import load_cached_clip, resize_clip
 
 STAGE = "train"
 
@@ -131,7 +132,7 @@ def load_clips(wd: Workdir, cfg: Config, pipe, extractor_id: str | None) -> list
             if extractor_id is not None and vec is None:
                 continue
             c = np.stack(r.centers).astype(np.float32)
-            c = np.stack([(c[:, 0] + 0.5) * sx - 0.5, (c[:, 1] + 0.5) * sy - 0.5], 1)
+            c = rescale(c, sx, sy)
             radii = np.asarray(r.radii, np.float32) * math.sqrt(sx * sy)
             rows.append((int(r.entity_id), c, radii, np.asarray(r.visible, bool) & (radii >= 1.0), vec))
         if not rows:
@@ -176,8 +177,7 @@ def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]
     under ``cache``; only what the cache lacks (e.g. embeddings of new window starts) is computed."""
     enc = {}
     if wd.exists(cache):
-        with wd.fs.open(wd.path(cache), "rb") as f:
-            enc = torch.load(io.BytesIO(f.read()), weights_only=True)
+        enc = torch.load(io.BytesIO(read_blob(wd, cache)), weights_only=True)
     embeddings = dict(enc.get("embeddings", {}))
     missing = [t for t in first if t not in embeddings]
     if enc and not missing:
@@ -186,7 +186,7 @@ def _encoded(wd: Workdir, cache: str, pipe, frames: np.ndarray, first: list[int]
     embeddings.update(embed_frames(pipe, frames, missing))
     buf = io.BytesIO()
     torch.save({"latents": latents, "embeddings": embeddings}, buf)
-    wd.write_atomic(wd.path(cache), lambda f: f.write(buf.getvalue()))
+    write_blob(wd, cache, buf.getvalue())
     return latents, embeddings
 
 
@@ -461,7 +461,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     """
     from diffusers import StableVideoDiffusionPipeline
 
-    from model.tiny import build_tiny_svd
+    from model.tiny import build_tiny_svd, tiny_sizes
 
     m, fb = cfg.model, cfg.train.fit_base
     if m.base_model_path:
@@ -473,7 +473,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     if wd.exists(rel, "model_index.json"):
         return rel
     torch.manual_seed(m.tiny.seed)
-    parts = build_tiny_svd(m.tiny_sizes())
+    parts = build_tiny_svd(tiny_sizes(m))
     pipe = StableVideoDiffusionPipeline(**parts)
     labels = wd.read("labels", columns=["dataset", "split", "video_id", "frames_path"],
                      filter=(pc.field("dataset") == cfg.train.dataset) & (pc.field("split") == split))

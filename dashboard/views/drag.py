@@ -21,6 +21,8 @@ import cv2
 import streamlit as st
 
 from core.config import ConfigError, load_config
+from core.geometry import rescale, scale_points
+from core.media import load_cached_clip
 from dashboard import auth, media, queries, ui
 from dashboard.segmenting import MemoSegmenter, segmenter_for
 from tasks import drag as dg
@@ -141,8 +143,8 @@ def cb_click(key: str, hw: tuple[int, int]) -> None:
         return
     s["last_click"] = stamp
     H, W = hw
-    x = (float(value["x"]) + 0.5) * W / max(float(value.get("width") or W), 1.0) - 0.5
-    y = (float(value["y"]) + 0.5) * H / max(float(value.get("height") or H), 1.0) - 0.5
+    shown_hw = (max(float(value.get("height") or H), 1.0), max(float(value.get("width") or W), 1.0))
+    x, y = scale_points([float(value["x"]), float(value["y"])], shown_hw, hw)
     add_points([(x, y)])
 
 
@@ -217,8 +219,6 @@ try:
         labels_idx["label"] = labels_idx["dataset"] + " / " + labels_idx["split"] + " / " + labels_idx["video_id"]
         choice = ui.pick("Benchmark item", sorted(labels_idx["label"]), key="drag_item")
         row = labels_idx[labels_idx["label"] == choice].iloc[0]
-        from tasks.labels import load_cached_clip
-
         frames, _ = load_cached_clip(wd, row["frames_path"])
         work = dg.prepare_image(frames[0], cfg.drag.max_image_side, aspect, name=f"item {row['video_id']}")
 except dg.DragError as err:
@@ -367,8 +367,8 @@ else:
     at_t = dg.render_overlay(first, [dg.Overlay(trajectory=view.centers[:, k], camera=e.camera) for k, e in enumerate(case.entities)], width=size[0])
     for k in range(len(case.entities)):
         c = view.centers[frame, k]
-        cv2.circle(at_t, (int(round((c[0] + 0.5) * scale - 0.5)), int(round((c[1] + 0.5) * scale - 0.5))),
-                   max(2, int(round(view.radii[k] * scale))), dg.color(k), 2, cv2.LINE_AA)
+        cx, cy = rescale(c, scale)
+        cv2.circle(at_t, (int(round(cx)), int(round(cy))), max(2, int(round(view.radii[k] * scale))), dg.color(k), 2, cv2.LINE_AA)
     m1, m2, m3 = st.columns(3)
     m1.image(at_t, caption=f"Frame {frame}: each entity's centre and inscribed circle on its path ({width}x{height}, {num_frames} frames)")
     m2.image(cv2.resize(dg.heat_rgb(view.gaussian), size, interpolation=cv2.INTER_NEAREST), caption=f"2D Gaussian map (sigma = {model.gaussian_sigma_ratio:g} r)")

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from eval.geometry import incircle, incircles, scale_points
+from core.geometry import incircle, incircles, rescale, scale_points
 
 
 def _disc(h, w, cx, cy, r):
@@ -71,3 +71,18 @@ def test_scale_points_maps_pixel_centres():
     q = scale_points(p, (240, 320), (480, 640))
     assert np.allclose(q, [[0.5, 0.5], [638.5, 478.5]])
     assert np.allclose(scale_points(q, (480, 640), (240, 320)), p)
+
+
+def test_rescale_keeps_the_input_kind_and_dtype():
+    import torch
+
+    p32 = np.array([[1.0, 2.0], [10.0, 20.0]], np.float32)
+    out = rescale(p32, 2.0, 0.5)
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.stack([(p32[:, 0] + 0.5) * 2.0 - 0.5, (p32[:, 1] + 0.5) * 0.5 - 0.5], 1))
+    assert rescale(np.array([[3, 4]]), 2.0).dtype == np.float64  # integer points become float
+    t = torch.tensor([[[1.0, 2.0]]], dtype=torch.float64)
+    tout = rescale(t, 3.0, 4.0)
+    assert isinstance(tout, torch.Tensor) and tout.dtype == torch.float64
+    assert torch.equal(tout, torch.tensor([[[4.0, 9.5]]], dtype=torch.float64))
+    assert torch.equal(t, torch.tensor([[[1.0, 2.0]]], dtype=torch.float64))  # the input is left alone

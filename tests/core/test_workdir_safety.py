@@ -34,7 +34,7 @@ def test_workdir_refuses_a_symlink_that_points_out(tmp_path):
 
 
 def test_a_table_value_pointing_out_is_not_opened(tmp_path):
-    from tasks.labels import load_cached_clip
+    from core.media import load_cached_clip
 
     wd = Workdir(tmp_path / "w")
     (tmp_path / "outside.npz").write_bytes(b"PK")

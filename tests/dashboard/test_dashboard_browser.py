@@ -141,24 +141,27 @@ class CDP:
 
 @pytest.fixture
 def running_app(filled_workdir, tmp_path):
-    """`streamlit run dashboard/app.py -- --workdir W` on a loopback port, with a voter token file."""
+    """The dashboard as `draganything dashboard --secrets FILE` runs it, on a loopback port, with a voter
+    whose token `draganything voters add` made (the file holds only its digest)."""
+    from dashboard import launch_command
+
+    secrets = tmp_path / "secrets.toml"
+    made = subprocess.run([sys.executable, "-m", "flows.cli", "voters", "add", "--secrets", str(secrets), "--name", "alice"],
+                          capture_output=True, text=True, timeout=120, check=True)
+    token = made.stdout.strip()
+    assert token and token not in secrets.read_text()
     cwd = tmp_path / "cwd"
-    (cwd / ".streamlit").mkdir(parents=True)
-    (cwd / ".streamlit" / "secrets.toml").write_text('[voters]\nalice = "tok-alice"\n')
+    cwd.mkdir()  # no .streamlit/ here: the tokens come from --secrets alone
     port = _free_port()
     env = {**os.environ, "DRAGANYTHING_WORKDIR": str(filled_workdir), "PYTHONPATH": str(APP.parents[1])}
     env.pop("DRAGANYTHING_VOTES_DB", None)
-    cmd = [
-        sys.executable, "-m", "streamlit", "run", str(APP), "--server.port", str(port), "--server.address", "127.0.0.1",
-        "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-        "--", "--workdir", str(filled_workdir),
-    ]
+    cmd = launch_command(str(filled_workdir), port=port, address="127.0.0.1", secrets=str(secrets))
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: proc.poll() is None and urllib.request.urlopen(f"{base}/_stcore/health", timeout=2).read() == b"ok", 45, "the Streamlit server")
-        yield base
+        yield base, token
     finally:
         proc.terminate()
         try:
@@ -203,6 +206,7 @@ def _keep(shot: Path) -> None:
 
 
 def test_leaderboard_and_vote_page_in_chromium(running_app, browser, tmp_path):
+    running_app, token = running_app
     browser.open_page(running_app + "/")
     _wait(lambda: browser.js("document.querySelector('h1') && document.querySelector('h1').innerText.includes('Leaderboard')"), 40, "the Leaderboard title")
     _wait(lambda: browser.js("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length") >= 1, 30, "the leaderboard table")
@@ -215,7 +219,7 @@ def test_leaderboard_and_vote_page_in_chromium(running_app, browser, tmp_path):
     browser.navigate(running_app + "/vote")
     _wait(lambda: browser.js("!!document.querySelector('input[type=\"password\"]')"), 40, "the voter token field")
     browser.js("document.querySelector('input[type=\"password\"]').focus()")
-    browser.type_text("tok-alice")
+    browser.type_text(token)
     _wait(lambda: browser.js("document.querySelectorAll('video').length") == 2, 60, "the two videos of the vote page")
     durations = _wait(
         lambda: (lambda d: d if d and all(x and x > 0 for x in d) else None)(

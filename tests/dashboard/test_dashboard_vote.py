@@ -225,3 +225,39 @@ def test_scheduler_prefers_pairs_with_few_votes():
     counts = {("a", "b"): 5, ("a", "c"): 5, ("b", "c"): 1}
     for s in range(10):
         assert next_assignment("bm", samples, counts, set(), rng=random.Random(s)).pair == ("b", "c")
+
+
+def test_voters_add_stores_only_a_digest_keeps_the_file_and_rotates(tmp_path):
+    import stat
+    import tomllib
+
+    from dashboard.auth import add_voter, check_token
+
+    path = tmp_path / "demo" / "secrets.toml"
+    path.parent.mkdir()
+    path.write_text('[auth]\nredirect_uri = "http://localhost:8501/oauth2callback"\n\n[voters]\nbob = "tok-bob"\n')
+    first = add_voter(path, "demo")
+    assert first not in path.read_text() and stat.S_IMODE(path.stat().st_mode) == 0o600
+    conf = tomllib.loads(path.read_text())
+    assert conf["auth"]["redirect_uri"].startswith("http://localhost")
+    assert check_token(conf["voters"], first) == "demo" and check_token(conf["voters"], "tok-bob") == "bob"
+    second = add_voter(path, "demo")  # a new token; the old one stops working
+    voters = tomllib.loads(path.read_text())["voters"]
+    assert second != first and check_token(voters, second) == "demo" and check_token(voters, first) is None
+    assert list(voters) == ["bob", "demo"]
+    with pytest.raises(ValueError, match="voter name"):
+        add_voter(path, 'x" = 1\n[auth]')
+
+
+def test_a_token_from_voters_add_signs_in_on_the_vote_page(make_app, open_page, page_text, filled_workdir, tmp_path):
+    import subprocess
+    import sys
+    import tomllib
+
+    secrets = tmp_path / "secrets.toml"
+    token = subprocess.run([sys.executable, "-m", "flows.cli", "voters", "add", "--secrets", str(secrets), "--name", "demo"],
+                           capture_output=True, text=True, check=True, timeout=120).stdout.strip()
+    at = make_app(filled_workdir, voters=None, secrets=tomllib.loads(secrets.read_text()))
+    at = sign_in(open_page(at, "vote"), token)
+    assert "Voting as **demo**" in page_text(at)
+    assert at.session_state["vote_assignment"] is not None

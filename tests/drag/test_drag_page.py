@@ -148,12 +148,12 @@ def test_page_without_a_checkpoint_says_to_train_first(drag_page, empty_workdir,
 
 def test_a_benchmark_items_first_frame_can_be_dragged(drag_page, drag_workdir, scene_image, page_text):
     from core.tables import Workdir
-    from tasks.labels import save_clip
+    from core.media import save_cached_clip
 
     img, truth = scene_image
     wd = Workdir(str(drag_workdir))
     frames = np.stack([img, img])
-    save_clip(wd, "frames/sample/val/v0.npz", frames, np.stack([truth.astype(np.int32)] * 2))
+    save_cached_clip(wd, "frames/sample/val/v0.npz", frames, np.stack([truth.astype(np.int32)] * 2))
     rows = [dict(dataset="sample", split="val", video_id=v, entity_id=1, frames_path=f"frames/sample/val/{v}.npz") for v in ("v0", "v1")]
     wd.append("labels", rows)  # v1's clip is missing from the frames cache
 

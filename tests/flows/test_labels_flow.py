@@ -1,5 +1,7 @@
 """The labels flow end to end on a real Prefect server and a real local Ray."""
 
+import json
+import os
 import shutil
 import subprocess
 import sys
@@ -59,3 +61,19 @@ def test_cli_sample_data_is_deterministic(tmp_path):
     assert len(files) > 60
     for f in files:
         assert (tmp_path / "a" / f).read_bytes() == (tmp_path / "b" / f).read_bytes(), f
+
+
+def test_cli_prints_progress_and_results_only(tmp_path):
+    """A newcomer's first command: no telemetry traceback, no Ray auth notice, no Prefect INFO chatter."""
+    data = tmp_path / "data"
+    subprocess.run([sys.executable, "-m", "flows.cli", "sample-data", "--out", str(data), "--videos", "2"], check=True, capture_output=True, timeout=120)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "RAY_"))}  # as in a fresh shell
+    out = subprocess.run(
+        [sys.executable, "-m", "flows.cli", "labels", "--data-root", str(data), "--workdir", str(tmp_path / "w")],
+        capture_output=True, text=True, timeout=600, env={**env, "PREFECT_HOME": str(tmp_path / "prefect")},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["videos"] == 2
+    for noise in ("telemetry", "Traceback", "Token authentication", "| INFO", "database is locked"):
+        assert noise not in out.stderr, f"{noise!r} in the CLI's output:\n{out.stderr[-3000:]}"
+    assert "labels" in out.stderr  # the progress bar

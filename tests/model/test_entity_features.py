@@ -77,13 +77,13 @@ def test_missing_weights_path_is_one_sentence_naming_path_and_layout(tmp_path, t
 def test_embed_videos_reads_the_frames_cache(tmp_path, tiny_settings):
     from core.tables import TABLES, Workdir
     from tasks.embeddings import embed_videos
-    from tasks.labels import save_clip
+    from core.media import save_cached_clip
 
     wd = Workdir(str(tmp_path / "wd"))
     ids = np.zeros((2, 64, 64), np.int32)
     ids[:, :32] = 7
     ids[:, 32:] = 301
-    save_clip(wd, "frames/d/train/v1.npz", np.stack([_image()] * 2), ids)
+    save_cached_clip(wd, "frames/d/train/v1.npz", np.stack([_image()] * 2), ids)
     rows = [dict(dataset="d", video_id="v1", entity_id=e, frames_path="frames/d/train/v1.npz") for e in (7, 301)]
     out = embed_videos(wd.url, rows, tiny_settings)
     assert [r["entity_id"] for r in out] == [7, 301]

@@ -112,7 +112,7 @@ def test_pchip_path_passes_through_points_without_overshoot():
 
 
 def test_pipeline_uses_the_shared_incircle():
-    from eval.geometry import incircle
+    from core.geometry import incircle
 
     m = np.zeros((40, 60), bool)
     m[10:30, 5:55] = True

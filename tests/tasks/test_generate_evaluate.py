@@ -7,7 +7,8 @@ import pytest
 from core.config import load_config
 from core.tables import Workdir
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize
-from tasks.generate import generate_items, load_benchmark, read_frames, reference_checkpoint_row
+from core.media import read_frames
+from tasks.generate import generate_items, load_benchmark, reference_checkpoint_row
 from tasks.labels import VideoRef, label_videos
 
 VAL = ["sample_0003", "sample_0007"]

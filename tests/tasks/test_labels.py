@@ -10,9 +10,10 @@ from core.config import load_config
 from core.sample_data import read_truth
 from core.tables import Workdir
 from core.vipseg import load_categories, read_split
-from eval.geometry import scale_points
+from core.geometry import scale_points
 from eval.trackers import make_tracker
-from tasks.labels import VideoRef, label_video, label_videos, load_cached_clip
+from core.media import load_cached_clip
+from tasks.labels import VideoRef, label_video, label_videos
 
 VIDEOS = [f"sample_{i:04d}" for i in range(8)]
 CLIP = {"labels.frames.count": 14}  # the paper's evaluation length (the tiny profile labels 8)

@@ -13,7 +13,7 @@ def test_two_ddp_workers_train_and_rank0_writes_once(labelled, fast_overrides, t
     import ray
 
     from core.config import load_config
-    from flows.runtime import ensure_ray, worker_env
+    from core.runtime import ensure_ray, worker_env
     from flows.train import train_with_ray_train
 
     workdir = tmp_path / "w"

@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from core.config import load_config
 from core.tables import Workdir
 from model.pipeline import build_pipeline
-from tasks.labels import VideoRef, label_videos, load_cached_clip
+from core.media import load_cached_clip
+from tasks.labels import VideoRef, label_videos
 from tasks.train import Clip, _random_crops, batch_for_step, fit_tiny_base, load_clips
 
 FIT = ["train.fit_base.enabled=true", "train.fit_base.vae_steps=2", "train.fit_base.unet_steps=2", "train.fit_base.batch_size=1",

@@ -10,7 +10,14 @@ import torch
 
 from core.config import load_config
 from core.tables import Workdir
-from tasks.train import CheckpointError, _rng_state, load_checkpoint_state, load_training_state, resolve_resume, run_training
+from tasks.train import (
+    CheckpointError,
+    _rng_state,
+    load_checkpoint_state,
+    load_training_state,
+    resolve_resume,
+    run_training,
+)
 
 from .conftest import FAST
 

@@ -1,6 +1,9 @@
 """Geometry on masks and trajectories: inscribed circles and coordinate scaling.
 
-Convention everywhere: pixel (row i, column j) has its centre at (x=j, y=i).
+The pixel-centre convention, used everywhere in the project: pixel (row i, column j)
+has its centre at (x=j, y=i), so an image of width W spans x in [-0.5, W - 0.5].
+Scaling an image by s maps x to (x + 0.5) * s - 0.5 (:func:`rescale`); nothing else
+in the project writes that formula.
 """
 
 from __future__ import annotations
@@ -83,17 +86,26 @@ def incircles(ids: np.ndarray, entity_ids: list[int] | np.ndarray) -> tuple[np.n
     return centers, radii, areas
 
 
-def scale_points(points: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """Map pixel-centre coordinates between image sizes (x with widths, y with heights)."""
-    p = np.asarray(points, dtype=np.float64)
-    sx = to_hw[1] / from_hw[1]
-    sy = to_hw[0] / from_hw[0]
-    out = p.copy()
+def rescale(points, sx: float, sy: float | None = None):
+    """Points ``(..., 2)`` (x, y) in pixel centres, scaled by ``sx`` along x and ``sy`` (default ``sx``) along y.
+
+    x -> (x + 0.5) * sx - 0.5, y -> (y + 0.5) * sy - 0.5. Keeps the input's kind and float
+    dtype (a numpy array or a torch tensor; integer arrays become float64).
+    """
+    sy = sx if sy is None else sy
+    if hasattr(points, "clone"):  # a torch tensor (core imports no torch)
+        p = points
+        out = p.clone()
+    else:
+        p = np.asarray(points)
+        if not np.issubdtype(p.dtype, np.floating):
+            p = p.astype(np.float64)
+        out = p.copy()
     out[..., 0] = (p[..., 0] + 0.5) * sx - 0.5
     out[..., 1] = (p[..., 1] + 0.5) * sy - 0.5
     return out
 
 
-def scale_radius(radius: np.ndarray | float, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """A radius under anisotropic scaling: the geometric mean of the two factors."""
-    return np.asarray(radius, dtype=np.float64) * np.sqrt((to_hw[0] / from_hw[0]) * (to_hw[1] / from_hw[1]))
+def scale_points(points: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """Points (float64) from an image of size ``from_hw`` to one of ``to_hw`` (x with widths, y with heights)."""
+    return rescale(np.asarray(points, dtype=np.float64), to_hw[1] / from_hw[1], to_hw[0] / from_hw[0])
