@@ -23,3 +23,14 @@ def check_cluster(runtime: RuntimeSettings, resources: dict[str, float]) -> None
                 f"config key '{key}' asks {need_text} per task but the Ray cluster has {have_text} in all, so no task "
                 f"could ever start; lower {key} or join a bigger cluster (runtime.check_resources=false skips this check)"
             )
+
+
+def check_request(resources: dict[str, float], need: dict[str, float], key: str) -> None:
+    """Refuse one task's request (e.g. {"CPU": 4, "GPU": 1}) that the cluster's ``resources`` can never meet."""
+    for name, amount in need.items():
+        have = float(resources.get(name, 0.0))
+        if amount and amount > have:
+            raise ConfigError(
+                f"config key '{key}' asks {amount:g} {name} for one task but the Ray cluster has {have:g} {name} in all, "
+                f"so it could never start; lower {key} or join a bigger cluster"
+            )

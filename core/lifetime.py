@@ -112,9 +112,9 @@ def watch(pid: int, token: str = "") -> int:
     try:
         parent = psutil.Process(pid)
     except psutil.NoSuchProcess:
-        return 0
+        parent = None  # died before this watchdog got going (a busy machine): only the token finds what it left
     known: dict[int, float] = {}
-    while True:
+    while parent is not None:
         try:
             _snapshot(parent, me, known)
         except psutil.Error:
@@ -122,7 +122,10 @@ def watch(pid: int, token: str = "") -> int:
         ready, _, _ = select.select([sys.stdin], [], [], POLL_S)
         if ready and not os.read(sys.stdin.fileno(), 4096):
             break  # the pipe closed: the parent is gone (however it died)
-        if not parent.is_running() or parent.status() == psutil.STATUS_ZOMBIE:
+        try:
+            if not parent.is_running() or parent.status() == psutil.STATUS_ZOMBIE:
+                break
+        except psutil.Error:
             break
     time.sleep(0.2)  # let children that exit on their own go first
     if token:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from core.cluster import check_cluster
+from core.cluster import check_cluster, check_request
 from core.config import ConfigError, load_config
 
 
@@ -52,3 +52,9 @@ def test_task_requests_are_checked_against_the_cluster():
         check_cluster(load_config("tiny", {"runtime.task_memory_mb": 10**6}).runtime, {"CPU": 2.0, "memory": 8e9})
     check_cluster(load_config("tiny", {"runtime.task_num_cpus": 64, "runtime.check_resources": False}).runtime, {"CPU": 2.0})
     check_cluster(load_config("tiny").runtime, {"CPU": 2.0})
+
+
+def test_one_tasks_request_is_checked_against_the_cluster():
+    with pytest.raises(ConfigError, match=r"'train\.use_gpu' asks 1 GPU for one task but the Ray cluster has 0 GPU"):
+        check_request({"CPU": 2.0}, {"CPU": 1, "GPU": 1}, "train.use_gpu")
+    check_request({"CPU": 2.0, "GPU": 1.0}, {"CPU": 2, "GPU": 1}, "train.use_gpu")

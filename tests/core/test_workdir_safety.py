@@ -57,6 +57,9 @@ def test_a_zero_byte_part_is_skipped_and_reported_and_the_table_stays_writable(t
     assert sorted(wd.read("rejects")["item"]) == ["ds/train/v0", "ds/train/v1"]
     assert wd.delete("rejects", [("labels", "ds/train/v1")]) == 1
     assert wd.damaged_parts("rejects") == sorted([junk, empty])
+    from core.status import format_status, workdir_status
+
+    assert "damaged parts of table rejects" in format_status(workdir_status(wd))
 
 
 def test_stale_tmp_files_of_killed_writers_are_swept(tmp_path):

@@ -92,12 +92,12 @@ DRAGGER = ("dragger", "tok-drag")  # a voter signed in on the Drag page (generat
 
 @pytest.fixture
 def drag_page(monkeypatch):
-    """drag_page(workdir, config=None, signed_in=True, secrets=None): an AppTest of the real app, switched to the Drag page."""
+    """drag_page(workdir, config=None, signed_in=True, secrets=None, user=None): an AppTest of the real app on the Drag page."""
     import hashlib
 
     from streamlit.testing.v1 import AppTest
 
-    def make(workdir: Path, config: str | None = None, signed_in: bool = True, secrets: dict | None = None):
+    def make(workdir: Path, config: str | None = None, signed_in: bool = True, secrets: dict | None = None, user: dict | None = None):
         monkeypatch.setenv("DRAGANYTHING_WORKDIR", str(workdir))
         if config:
             monkeypatch.setenv("DRAGANYTHING_CONFIG", config)
@@ -107,6 +107,8 @@ def drag_page(monkeypatch):
         at.secrets["voters"] = {DRAGGER[0]: DRAGGER[1]}
         for k, v in (secrets or {}).items():
             at.secrets[k] = v
+        if user is not None:
+            at.user = user
         if signed_in:
             at.session_state["voter_identity"] = {"voter": DRAGGER[0], "digest": hashlib.sha256(DRAGGER[1].encode()).hexdigest()}
         at.run()

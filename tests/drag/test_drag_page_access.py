@@ -36,3 +36,14 @@ def test_the_drag_allowed_list_decides_who_may_generate(drag_page, drag_workdir,
 def test_a_star_lets_a_reader_drag_on_a_single_user_dashboard(drag_page, drag_workdir, scene_png):
     at = _ready(drag_page(drag_workdir, signed_in=False, secrets={"drag": {"allowed": ["*"]}}), scene_png)
     assert not at.button(key="drag_generate").disabled and not at.button(key="drag_save").disabled
+
+
+def test_oidc_a_verified_email_on_the_drag_list_may_drag_without_being_a_voter(drag_page, drag_workdir, scene_png, page_text):
+    secrets = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x"},
+               "dashboard": {"allowed_emails": ["pi@lab.org"]}, "drag": {"allowed": ["@lab.org"]}}
+    user = {"is_logged_in": True, "email": "student@lab.org", "email_verified": True, "sub": "7"}
+    at = _ready(drag_page(drag_workdir, signed_in=False, secrets=secrets, user=user), scene_png)
+    assert not at.button(key="drag_generate").disabled
+    user = {**user, "email_verified": False}
+    at = _ready(drag_page(drag_workdir, signed_in=False, secrets=secrets, user=user), scene_png)
+    assert at.button(key="drag_generate").disabled and "limited to the people listed" in page_text(at)
