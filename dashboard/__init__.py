@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
@@ -54,7 +55,12 @@ def launch(workdir: str, port: int = 8501, headless: bool = True, address: str |
     env = {**os.environ, "DRAGANYTHING_WORKDIR": workdir, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     root = str(APP.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    from core.lifetime import watch_descendants
+
+    watch_descendants()  # Streamlit (and a Ray the Drag page starts) end with this command, even a SIGKILLed one
     proc = subprocess.Popen(launch_command(workdir, port, headless, address, secrets), env=env)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` stops Streamlit as Ctrl-C does
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -64,3 +70,7 @@ def launch(workdir: str, port: int = 8501, headless: bool = True, address: str |
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

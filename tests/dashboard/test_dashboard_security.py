@@ -148,11 +148,16 @@ def test_dashboard_command_listens_on_loopback_only(empty_workdir, tmp_path):
         listening = [c.laddr for p in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
                      for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
         assert listening and all(a.ip == "127.0.0.1" for a in listening), listening
+        children = psutil.Process(proc.pid).children(recursive=True)
     finally:
-        proc.terminate()
+        proc.terminate()  # a plain `kill` of the command stops the Streamlit server it started, too
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+    _, alive = psutil.wait_procs(children, timeout=30)
+    for p in alive:
+        p.kill()
+    assert not alive, [p.pid for p in alive]
     assert "Network URL" not in (tmp_path / "dashboard.log").read_text()
