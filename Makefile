@@ -18,9 +18,9 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 demo: install
 	$(VENV)/bin/draganything sample-data --out $(DEMO)/data --videos 192 --variants 16 --val-every 16
 	$(VENV)/bin/draganything pipeline --workdir $(DEMO)/work --data-root $(DEMO)/data --dataset sample \
-		--benchmarks sample,user-study --select all --set evaluate.user_study_dir=$(abspath $(DEMO))/data/user_study
+		--suites sample,user-study --select all --set evaluate.user_study_dir=$(abspath $(DEMO))/data/user_study
 	@echo
-	$(VENV)/bin/draganything report --workdir $(DEMO)/work --benchmark sample
+	$(VENV)/bin/draganything report --workdir $(DEMO)/work --suite sample
 	@echo
 	$(VENV)/bin/draganything status --workdir $(DEMO)/work
 	@echo
@@ -28,7 +28,7 @@ demo: install
 	@echo "  dataset:     $(DEMO)/data (VIPSeg layout; ground truth in ground_truth/, user-study cases in user_study/)"
 	@echo "  tables:      $(DEMO)/work/tables/<table>/part-*.parquet  (labels, checkpoints, train_log, samples, objmc, metrics, rejects)"
 	@echo "  checkpoints: $(DEMO)/work/checkpoints/<id>/controlnet"
-	@echo "  videos:      $(DEMO)/work/samples/<checkpoint>/<benchmark>/<item>/seed0.mp4"
+	@echo "  videos:      $(DEMO)/work/samples/<checkpoint>/<suite>/<item>/seed0.mp4"
 	@echo
 	@echo "Open the dashboard (leaderboard, compare, training, vote, study results, drag) on this machine:"
 	@echo "  $(VENV)/bin/draganything dashboard --workdir $(DEMO)/work --secrets $(DEMO)/secrets.toml"

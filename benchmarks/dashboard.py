@@ -1,8 +1,8 @@
 """Dashboard benchmark: leaderboard render time at scale, and vote-store throughput.
 
-    .venv/bin/python benchmarks/dashboard.py [--checkpoints 200] [--benchmarks 3] [--items 1000] [--votes 5000]
+    .venv/bin/python benchmarks/dashboard.py [--checkpoints 200] [--suites 3] [--items 1000] [--votes 5000]
 
-Builds a workdir with C checkpoints x B benchmarks x N items in the tables
+Builds a workdir with C checkpoints x S evaluation suites x N items in the tables
 (samples and objmc: C*B*N rows each; metrics: ObjMC/FID on two backbones/FVD per
 checkpoint and benchmark; train_log; labels), all written through
 ``Workdir.append``, plus V votes in the live SQLite store. Then renders the
@@ -33,13 +33,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 
-def build(root: str, checkpoints: int, benchmarks: int, items: int, votes: int) -> dict:
+def build(root: str, checkpoints: int, suites: int, items: int, votes: int) -> dict:
     from dashboard.synthetic import fill_workdir
     from dashboard.votes_store import Vote, VoteStore, default_db_path
 
     t0 = time.perf_counter()
-    names = tuple(["vipseg-val", "sample-val", "davis-val", "kinetics-val"][:benchmarks] + [f"bench-{i}" for i in range(max(0, benchmarks - 4))])
-    summary = fill_workdir(root, n_checkpoints=checkpoints, benchmarks=names, n_items=items, videos=False, log_steps=50, entities=1)
+    names = tuple(["vipseg-val", "sample-val", "davis-val", "kinetics-val"][:suites] + [f"suite-{i}" for i in range(max(0, suites - 4))])
+    summary = fill_workdir(root, n_checkpoints=checkpoints, suites=names, n_items=items, videos=False, log_steps=50, entities=1)
     store = VoteStore(default_db_path(root))
     rng = random.Random(0)
     cks = summary["checkpoints"]
@@ -143,16 +143,16 @@ def _load_worker(path: str, k: int, per_voter: int, barrier) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--checkpoints", type=int, default=200)
-    ap.add_argument("--benchmarks", type=int, default=3)
+    ap.add_argument("--suites", type=int, default=3)
     ap.add_argument("--items", type=int, default=1000)
     ap.add_argument("--votes", type=int, default=5000)
     ap.add_argument("--workdir", help="reuse/keep this workdir (built if it has no tables)")
     args = ap.parse_args()
 
     root = args.workdir or tempfile.mkdtemp(prefix="dash-bench-")
-    out: dict = {"checkpoints": args.checkpoints, "benchmarks": args.benchmarks, "items": args.items, "votes": args.votes}
+    out: dict = {"checkpoints": args.checkpoints, "suites": args.suites, "items": args.items, "votes": args.votes}
     if not Path(root, "tables", "metrics").exists():
-        out.update(build(root, args.checkpoints, args.benchmarks, args.items, args.votes))
+        out.update(build(root, args.checkpoints, args.suites, args.items, args.votes))
     from core.tables import Workdir
 
     wd = Workdir(root)

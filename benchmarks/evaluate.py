@@ -21,7 +21,8 @@ from _common import PeakRSS, labelled_workdir  # noqa: E402
 from core.config import load_config  # noqa: E402
 from core.tables import Workdir, now_utc  # noqa: E402
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize  # noqa: E402
-from tasks.generate import generate_items, load_benchmark, reference_checkpoint_row  # noqa: E402
+from core.checkpoints import reference_row  # noqa: E402
+from tasks.generate import generate_items, load_suite  # noqa: E402
 
 
 def _tiny_checkpoint(wd: Workdir, cfg) -> dict:
@@ -46,11 +47,11 @@ def main() -> None:
         for n in args.videos:
             wd = Workdir(work)
             base = load_config("tiny")
-            items = [i.item_id for i in load_benchmark(wd, "sample", base)[0]]
+            items = [i.item_id for i in load_suite(wd, "sample", base)[0]]
             seeds = list(range(-(-n // len(items))))
             cfg = load_config("tiny", {"generate.seeds": seeds, "generate.num_inference_steps": 4, "generate.max_guidance_scale": 1.0})
             name = f"{args.generator}-{n}"
-            row = _tiny_checkpoint(wd, cfg) if args.generator == "tiny" else reference_checkpoint_row("warp")
+            row = _tiny_checkpoint(wd, cfg) if args.generator == "tiny" else reference_row("warp")
             row = {**row, "checkpoint_id": name}
             wd.append("checkpoints", [row])
             with PeakRSS() as mem:
@@ -67,7 +68,7 @@ def main() -> None:
             print(f"| {len(rows)} | ObjMC (LK tracking) | {len(rows) / dt:.1f} | {mem.delta_mb:.0f} |", flush=True)
 
             samples = wd.read("samples")
-            refs = feature_refs(samples[samples["checkpoint_id"] == name], load_benchmark(wd, "sample", cfg, items)[0])
+            refs = feature_refs(samples[samples["checkpoint_id"] == name], load_suite(wd, "sample", cfg, items)[0])
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
                 cache_features(work, refs, cfg)

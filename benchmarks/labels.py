@@ -68,10 +68,11 @@ def main() -> None:
                     f"| {len(videos) / t:.1f} | {t / floor:.2f}x |"
                 )
             if args.flow:
-                from flows.labels import run_labels
+                from flows.labels import labels_flow
+                from flows.runtime import run_flow
 
                 t0 = time.perf_counter()
-                run_labels(str(root), "train", f"{root}-flow", overrides=[f"{k}={v}" for k, v in CLIP.items()], dataset=name, progress=False)
+                run_flow(labels_flow, data_root=str(root), split="train", workdir=f"{root}-flow", overrides=[f"{k}={v}" for k, v in CLIP.items()], dataset=name, progress=False)
                 print(f"| {name} (flow, Prefect+Ray, train split) | | | | | wall {time.perf_counter() - t0:.1f} s | |")
 
 

@@ -23,7 +23,8 @@ from core.config import load_config  # noqa: E402
 from core.tables import Workdir  # noqa: E402
 from model.entity_features import build_extractor  # noqa: E402
 from model.pipeline import build_pipeline  # noqa: E402
-from tasks.train import load_clips, train_loop  # noqa: E402
+from tasks.train import train_loop  # noqa: E402
+from tasks.train_data import load_clips  # noqa: E402
 
 
 def main() -> None:

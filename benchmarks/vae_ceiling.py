@@ -24,24 +24,24 @@ from core.config import load_config  # noqa: E402
 from core.tables import Workdir  # noqa: E402
 from eval.objmc import score_video  # noqa: E402
 from model.pipeline import build_pipeline  # noqa: E402
-from tasks.generate import load_benchmark  # noqa: E402
+from tasks.generate import load_suite  # noqa: E402
 from core.media import load_cached_clip, resize_clip  # noqa: E402
 from eval.trackers import tracker_for  # noqa: E402
-from tasks.train import encode_clip  # noqa: E402
+from tasks.train_data import encode_clip  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--workdir", required=True)
     ap.add_argument("--base", help="SVD-layout folder; default: the newest under WORKDIR/base")
-    ap.add_argument("--benchmark", default="sample")
+    ap.add_argument("--suite", default="sample")
     ap.add_argument("--set", dest="overrides", action="append", default=[])
     args = ap.parse_args()
     wd = Workdir(args.workdir)
     base = args.base or str(max(Path(wd.local_path("base")).iterdir(), key=lambda p: p.stat().st_mtime))
     cfg = load_config("tiny", [*args.overrides, f"model.base_model_path={base}"])
     pipe = build_pipeline(cfg.model)
-    items, _ = load_benchmark(wd, args.benchmark, cfg)
+    items, _ = load_suite(wd, args.suite, cfg)
     tracker = tracker_for(cfg.evaluate.tracker)
     hw = (cfg.model.height, cfg.model.width)
     errors: dict[str, list] = {"real clip": [], f"real clip at {hw[0]}x{hw[1]}": [], "VAE round trip": [], "static": []}
@@ -61,7 +61,7 @@ def main() -> None:
                                    tracker=tracker, grid_size=cfg.evaluate.grid_size, add_centers=cfg.evaluate.add_centers)
             for e in score.entities:
                 errors[name].extend(e.per_frame)
-    print(f"base: {base}; {len(items)} items of '{args.benchmark}'")
+    print(f"base: {base}; {len(items)} items of '{args.suite}'")
     print("| video | ObjMC px |\n|---|---|")
     for name, e in errors.items():
         print(f"| {name} | {np.nanmean(e):.2f} |")

@@ -96,7 +96,7 @@ class LabelsSettings(_Section):
 
 
 class GenerateSettings(_Section):
-    """Benchmark video generation (the model's own sampling knobs live under ``model``)."""
+    """Generating the evaluation suites' videos (the model's own sampling knobs live under ``model``)."""
 
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="one video per (item, seed)")
     fps: int = Field(7, ge=1, description="frame rate of the written mp4")
@@ -125,7 +125,7 @@ class EvaluateSettings(_Section):
     grid_size: int = Field(10, ge=2, description="ObjMC tracking grid (official: 10)")
     add_centers: bool = Field(True, description="also track the exact centres (False = official grid-only choice)")
     ground_truth: Literal["tracked", "labels"] = Field(
-        "tracked", description="benchmark trajectories: the real clip tracked from the first-frame centres (official), or the label trajectories"
+        "tracked", description="suite trajectories: the real clip tracked from the first-frame centres (official), or the label trajectories"
     )
     inception_path: str | None = Field(None, description="clean-fid's inception-2015-12-05.pt (TorchScript)")
     i3d_path: str | None = Field(None, description="I3D Kinetics-400 TorchScript (StyleGAN-V's i3d_torchscript.pt)")

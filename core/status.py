@@ -11,7 +11,7 @@ def workdir_status(wd: Workdir) -> dict:
     labels = wd.read("labels", columns=["dataset", "split", "video_id", "entity_id"])
     ckpts = wd.read("checkpoints").sort_values("created_at")
     metrics = wd.read("metrics")
-    samples = wd.read("samples", columns=["checkpoint_id", "benchmark", "item_id"])
+    samples = wd.read("samples", columns=["checkpoint_id", "suite", "item_id"])
     rejects = wd.read("rejects").sort_values("at")
     out: dict = {"workdir": wd.url}
     out["labels"] = [
@@ -27,8 +27,8 @@ def workdir_status(wd: Workdir) -> dict:
                 "checkpoint": c.checkpoint_id,
                 "step": int(c.step) if pd.notna(c.step) else None,
                 "parent": c.parent,
-                "samples": {b: int(g["item_id"].nunique()) for b, g in s.groupby("benchmark")},
-                "metrics": {f"{r.benchmark}/{r.metric}": round(float(r.value), 3) for r in m.itertuples()},
+                "samples": {b: int(g["item_id"].nunique()) for b, g in s.groupby("suite")},
+                "metrics": {f"{r.suite}/{r.metric}": round(float(r.value), 3) for r in m.itertuples()},
             }
         )
     out["checkpoints"] = rows
@@ -63,12 +63,12 @@ def format_status(st: dict) -> str:
     return "\n".join(lines)
 
 
-def metrics_table(wd: Workdir, benchmark: str) -> str:
-    """A markdown table of every checkpoint's metrics on one benchmark (what the README shows)."""
+def metrics_table(wd: Workdir, suite: str) -> str:
+    """A markdown table of every checkpoint's metrics on one suite (what the README shows)."""
     metrics = wd.read("metrics")
-    metrics = metrics[metrics["benchmark"] == benchmark]
+    metrics = metrics[metrics["suite"] == suite]
     if metrics.empty:
-        return f"no metrics for benchmark '{benchmark}' yet (run `draganything evaluate`)"
+        return f"no metrics for suite '{suite}' yet (run `draganything evaluate`)"
     ckpts = wd.read("checkpoints").set_index("checkpoint_id")
     names = {"objmc": "ObjMC px", "fid": "FID", "fvd": "FVD"}
     cols = [m for m in ("objmc", "fid", "fvd") if m in set(metrics["metric"])]

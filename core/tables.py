@@ -118,9 +118,9 @@ TABLES: dict[str, TableSpec] = {
         ),
         _spec(
             "samples",
-            ("checkpoint_id", "benchmark", "item_id", "seed"),
+            ("checkpoint_id", "suite", "item_id", "seed"),
             ("checkpoint_id", pa.string()),
-            ("benchmark", pa.string()),
+            ("suite", pa.string()),
             ("item_id", pa.string()),
             ("seed", pa.int64()),
             ("video_path", pa.string()),
@@ -131,9 +131,9 @@ TABLES: dict[str, TableSpec] = {
         ),
         _spec(
             "objmc",
-            ("checkpoint_id", "benchmark", "item_id", "entity_id"),
+            ("checkpoint_id", "suite", "item_id", "entity_id"),
             ("checkpoint_id", pa.string()),
-            ("benchmark", pa.string()),
+            ("suite", pa.string()),
             ("item_id", pa.string()),
             ("entity_id", pa.int32()),
             ("error_px", pa.float64()),
@@ -142,9 +142,9 @@ TABLES: dict[str, TableSpec] = {
         ),
         _spec(
             "metrics",
-            ("checkpoint_id", "benchmark", "metric", "backbone"),
+            ("checkpoint_id", "suite", "metric", "backbone"),
             ("checkpoint_id", pa.string()),
-            ("benchmark", pa.string()),
+            ("suite", pa.string()),
             ("metric", pa.string()),
             ("backbone", pa.string()),
             ("value", pa.float64()),
@@ -168,6 +168,18 @@ TABLES: dict[str, TableSpec] = {
         ),
     ]
 }
+
+
+# Columns renamed since a workdir may have been written: {old name: new name}. Parts written
+# before the rename are read (and rewritten by ``Workdir.delete``) under the new name, here and
+# nowhere else, so old workdirs still open. The evaluation suites were called "benchmarks".
+RENAMED_COLUMNS = {"benchmark": "suite"}
+
+
+def _old_schema(schema: pa.Schema) -> pa.Schema:
+    """``schema`` with the renamed columns under their old names."""
+    back = {new: old for old, new in RENAMED_COLUMNS.items()}
+    return pa.schema([f.with_name(back.get(f.name, f.name)) for f in schema])
 
 
 def now_utc() -> dt.datetime:
@@ -209,6 +221,7 @@ class Workdir:
         self.root = path.rstrip("/") or "/"
         self.url = root
         self.is_local = isinstance(self.fs, LocalFileSystem)
+        self._current_parts: set[str] = set()  # parts known to have today's column names
         self._swept: set[str] = set()
         if create:
             self.fs.makedirs(self.root, exist_ok=True)
@@ -259,6 +272,26 @@ class Workdir:
             schema = spec.schema if columns is None else pa.schema([spec.schema.field(c) for c in columns])
             return schema.empty_table()
         return self._scan(table, parts, columns, filter)
+
+    def _old_parts(self, table: str, parts: list[str]) -> set[str]:
+        """The parts written before a column of ``table`` was renamed (see ``RENAMED_COLUMNS``)."""
+        if not set(RENAMED_COLUMNS.values()) & set(TABLES[table].schema.names):
+            return set()
+        old = set()
+        for part in parts:
+            if part in self._current_parts:
+                continue
+            if set(RENAMED_COLUMNS) & set(pq.read_schema(part, filesystem=self.fs).names):
+                old.add(part)
+            else:
+                self._current_parts.add(part)  # a part never goes back to an old schema
+        return old
+
+    def _read_part(self, table: str, part: str) -> pa.Table:
+        spec = TABLES[table]
+        if self._old_parts(table, [part]):
+            return pq.read_table(part, filesystem=self.fs, schema=_old_schema(spec.schema)).rename_columns(spec.schema.names)
+        return pq.read_table(part, filesystem=self.fs, schema=spec.schema)
 
     def read(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pd.DataFrame:
         return self.read_arrow(table, columns, filter).to_pandas()
@@ -315,7 +348,7 @@ class Workdir:
         removed = 0
         with self._lock(table):
             for part in self._readable(table, self._parts(table)):
-                t = pq.read_table(part, filesystem=self.fs, schema=spec.schema)
+                t = self._read_part(table, part)
                 part_keys = list(zip(*[t.column(k).to_pylist() for k in spec.key]))
                 keep = [i for i, k in enumerate(part_keys) if k not in drop]
                 if len(keep) == t.num_rows:
@@ -373,8 +406,17 @@ class Workdir:
 
     # damaged parts and leftovers -----------------------------------------
     def _scan(self, table: str, parts: list[str], columns: list[str] | None, filter: Any) -> pa.Table:
-        ds = pads.dataset(parts, schema=TABLES[table].schema, filesystem=self.fs, format="parquet")
-        return ds.to_table(columns=columns, filter=filter)
+        spec = TABLES[table]
+        old = self._old_parts(table, parts)
+        if not old:
+            ds = pads.dataset(parts, schema=spec.schema, filesystem=self.fs, format="parquet")
+            return ds.to_table(columns=columns, filter=filter)
+        new = [p for p in parts if p not in old]
+        renamed = pads.dataset(sorted(old), schema=_old_schema(spec.schema), filesystem=self.fs, format="parquet").to_table()
+        tables = [pads.dataset(renamed.rename_columns(spec.schema.names)).to_table(columns=columns, filter=filter)]
+        if new:
+            tables.insert(0, pads.dataset(new, schema=spec.schema, filesystem=self.fs, format="parquet").to_table(columns=columns, filter=filter))
+        return pa.concat_tables(tables)
 
     def _readable(self, table: str, parts: list[str]) -> list[str]:
         """The parts whose Parquet footer reads; the others are reported and left out."""

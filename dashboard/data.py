@@ -39,18 +39,18 @@ PUBLISHED_USER_STUDY = pd.DataFrame(
 )
 
 
-def published_applies(benchmark: str | None) -> bool:
-    """The paper's rows describe VIPSeg val; show them beside benchmarks of that data."""
-    return bool(benchmark) and "vipseg" in benchmark.lower()
+def published_applies(suite: str | None) -> bool:
+    """The paper's rows describe VIPSeg val; show them beside suites of that data."""
+    return bool(suite) and "vipseg" in suite.lower()
 
 
 # ------------------------------------------------------------------ leaderboard
 
 
-def backbone_options(metrics: pd.DataFrame, benchmark: str) -> dict[str, list[str]]:
-    """Per metric, the backbones present on the benchmark, most checkpoints first."""
+def backbone_options(metrics: pd.DataFrame, suite: str) -> dict[str, list[str]]:
+    """Per metric, the backbones present on the suite, most checkpoints first."""
     out: dict[str, list[str]] = {}
-    m = metrics[metrics["benchmark"] == benchmark]
+    m = metrics[metrics["suite"] == suite]
     for metric in METRICS:
         sub = m[m["metric"] == metric]
         if sub.empty:
@@ -81,20 +81,20 @@ def config_backbone(config: Any) -> str | None:
 def leaderboard(
     metrics: pd.DataFrame,
     checkpoints: pd.DataFrame,
-    benchmark: str,
+    suite: str,
     backbones: Mapping[str, str],
     ratings: pd.DataFrame | None = None,
     sort_by: str = "objmc",
     ascending: bool | None = None,
 ) -> pd.DataFrame:
-    """One row per checkpoint measured on ``benchmark``.
+    """One row per checkpoint measured on ``suite``.
 
     ``backbones`` picks one backbone per metric: a column never mixes numbers from
     two backbones, so the ranking is always within one backbone. ``ratings`` (from
     :func:`eval.votes.bradley_terry_bootstrap`, with an ``aspect`` column) adds
     the human-vote ratings.
     """
-    m = metrics[metrics["benchmark"] == benchmark]
+    m = metrics[metrics["suite"] == suite]
     parts = []
     for metric in METRICS:
         bb = backbones.get(metric)
@@ -131,11 +131,11 @@ def leaderboard(
     return table
 
 
-def with_published(table: pd.DataFrame, benchmark: str) -> pd.DataFrame:
-    """Append the paper's rows (no rank, marked published) when they apply to the benchmark."""
+def with_published(table: pd.DataFrame, suite: str) -> pd.DataFrame:
+    """Append the paper's rows (no rank, marked published) when they apply to the suite."""
     table = table.copy()
     table["source"] = "measured"
-    if not published_applies(benchmark):
+    if not published_applies(suite):
         return table
     pub = PUBLISHED.drop(columns="note").assign(source=f"published ({PAPER})", rank=np.nan)
     return pd.concat([table, pub], ignore_index=True)
@@ -183,7 +183,7 @@ def paired_bootstrap(diff: np.ndarray, n_boot: int = 1000, confidence: float = 0
 
 def metric_deltas(
     metrics: pd.DataFrame,
-    benchmark: str,
+    suite: str,
     a: str,
     b: str,
     items: pd.DataFrame | None = None,
@@ -195,7 +195,7 @@ def metric_deltas(
     level metrics), it combines the two intervals' half-widths in quadrature, an
     approximation that treats the two estimates as independent.
     """
-    m = metrics[(metrics["benchmark"] == benchmark) & metrics["checkpoint_id"].isin([a, b])]
+    m = metrics[(metrics["suite"] == suite) & metrics["checkpoint_id"].isin([a, b])]
     m = m.sort_values("created_at").drop_duplicates(["checkpoint_id", "metric", "backbone"], keep="last")
     rows = []
     for (metric, backbone), sub in m.groupby(["metric", "backbone"], sort=True):
@@ -244,26 +244,26 @@ def metric_deltas(
 # --------------------------------------------------------------------- labels
 
 
-def benchmark_source(benchmark: str | None) -> tuple[str, str] | None:
-    """(dataset, split) a labels-based benchmark is built from, per the generate stage's registry."""
-    if not benchmark:
+def suite_source(suite: str | None) -> tuple[str, str] | None:
+    """(dataset, split) a labels-based suite is built from, per the generate stage's registry."""
+    if not suite:
         return None
     try:
-        from tasks.benchmarks import BENCHMARKS
+        from tasks.suites import SUITES
     except Exception:  # noqa: BLE001 - the registry is optional for the dashboard
         return None
-    spec = BENCHMARKS.get(benchmark)
+    spec = SUITES.get(suite)
     if spec is None or spec.dataset is None or spec.split is None:
         return None
     return str(spec.dataset), str(spec.split)
 
 
-def resolve_labels(labels: pd.DataFrame, item_id: str, benchmark: str | None = None) -> pd.DataFrame:
-    """The label rows (one per entity) of a benchmark item.
+def resolve_labels(labels: pd.DataFrame, item_id: str, suite: str | None = None) -> pd.DataFrame:
+    """The label rows (one per entity) of a suite item.
 
     Item ids are matched to labels as ``video_id``, ``dataset/split/video_id`` or a
     path ending in ``/video_id`` (or ``:video_id``). When several datasets/splits
-    hold the video, the one named in the benchmark (e.g. 'vipseg-val') wins.
+    hold the video, the one named in the suite (e.g. 'vipseg-val') wins.
     """
     if labels.empty or not item_id:
         return labels.iloc[0:0]
@@ -277,13 +277,13 @@ def resolve_labels(labels: pd.DataFrame, item_id: str, benchmark: str | None = N
     if hit.empty:
         return hit
     groups = hit.groupby(["dataset", "split"], sort=True)
-    spec = benchmark_source(benchmark)
+    spec = suite_source(suite)
     if len(groups) > 1 and spec is not None:
         for (ds, sp), g in groups:
             if (ds, sp) == spec:
                 return g
-    if len(groups) > 1 and benchmark:
-        bm = benchmark.lower()
+    if len(groups) > 1 and suite:
+        bm = suite.lower()
         for (ds, sp), g in groups:
             if str(ds).lower() in bm and str(sp).lower() in bm:
                 return g

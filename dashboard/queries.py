@@ -129,12 +129,12 @@ def votes(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _ratings_cached(url: str, version: tuple, benchmark: str | None, n_boot: int) -> pd.DataFrame:
+def _ratings_cached(url: str, version: tuple, suite: str | None, n_boot: int) -> pd.DataFrame:
     from eval.votes import bradley_terry, bradley_terry_bootstrap
 
     v = _all_votes_cached(url, version)
-    if benchmark is not None and "benchmark" in v.columns:
-        v = v[v["benchmark"].isna() | (v["benchmark"] == benchmark)]
+    if suite is not None and "suite" in v.columns:
+        v = v[v["suite"].isna() | (v["suite"] == suite)]
     frames = []
     for aspect in ("motion", "quality"):
         if n_boot > 0:
@@ -149,10 +149,10 @@ def _ratings_cached(url: str, version: tuple, benchmark: str | None, n_boot: int
     return pd.concat(frames, ignore_index=True)
 
 
-def ratings(url: str, benchmark: str | None = None, n_boot: int = 0) -> pd.DataFrame:
+def ratings(url: str, suite: str | None = None, n_boot: int = 0) -> pd.DataFrame:
     """Bradley-Terry ratings per aspect (cached until a vote arrives).
 
     ``n_boot = 0``: point estimates only (the leaderboard: milliseconds even for
     hundreds of checkpoints); otherwise with percentile bootstrap intervals.
     """
-    return _ratings_cached(url, votes_version(url), benchmark, int(n_boot))
+    return _ratings_cached(url, votes_version(url), suite, int(n_boot))

@@ -3,7 +3,7 @@
 Plain functions (no Streamlit). The rules:
 
 1. Candidates are unordered pairs of checkpoints of the study that both have a
-   sample of at least one common item of the benchmark.
+   sample of at least one common item of the suite.
 2. The pair with the fewest judgements so far (all voters) goes first; equal counts
    are broken at random, so voters working at the same time spread over pairs.
 3. Within the pair, the item is one the voter has not fully judged for that pair
@@ -33,7 +33,7 @@ ASPECTS = ("motion", "quality")
 class Assignment:
     """One screen of the study: an item, two checkpoints (already side-randomised), what to ask."""
 
-    benchmark: str
+    suite: str
     item_id: str
     left_checkpoint: str
     right_checkpoint: str
@@ -78,7 +78,7 @@ def ordered_pairs(
 
 
 def next_assignment(
-    benchmark: str,
+    suite: str,
     samples: pd.DataFrame,
     pair_counts: Mapping[tuple[str, str], int],
     done: set[tuple[str, str, str, str]],
@@ -90,7 +90,7 @@ def next_assignment(
 ) -> Assignment | None:
     """The next screen for a voter, or None when they have judged everything available.
 
-    ``samples``: rows of the samples table for ``benchmark`` (checkpoint_id, item_id,
+    ``samples``: rows of the samples table for ``suite`` (checkpoint_id, item_id,
     seed, video_path). ``pair_counts``: judgements per sorted pair (all voters).
     ``done``: the voter's (item_id, checkpoint_a, checkpoint_b, aspect), pair sorted.
     ``checkpoints``: the study's checkpoints (None = every one with samples).
@@ -122,7 +122,7 @@ def next_assignment(
         _, _, item, missing = min(best)
         left, right = (a, b) if rng.random() < 0.5 else (b, a)
         (ls, lv), (rs, rv) = index[left][item], index[right][item]
-        return Assignment(benchmark, item, left, right, ls, rs, lv, rv, missing)
+        return Assignment(suite, item, left, right, ls, rs, lv, rv, missing)
     return None
 
 

@@ -1,4 +1,4 @@
-"""Realistic synthetic rows for the dashboard's tables (tests, benchmark, trying the UI).
+"""Realistic synthetic rows for the dashboard's tables (tests, the dashboard speed benchmark, trying the UI).
 
 ``fill_workdir`` writes checkpoints (a lineage with a branch), train_log, labels,
 samples (optionally real H.264 mp4 files: a textured disc following the labelled
@@ -47,7 +47,7 @@ def _render(path: np.ndarray, H: int, W: int, radius: float, seed: int) -> np.nd
 def fill_workdir(
     root: str,
     n_checkpoints: int = 3,
-    benchmarks: tuple[str, ...] = ("vipseg-val",),
+    suites: tuple[str, ...] = ("vipseg-val",),
     n_items: int = 2,
     videos: bool = True,
     size: tuple[int, int] = (96, 128),
@@ -97,12 +97,12 @@ def fill_workdir(
             )
     wd.append("labels", label_rows)
 
-    for bm in benchmarks:
+    for bm in suites:
         for c in ck_ids:
             errs = []
             for k, it in enumerate(items):
                 rel = f"samples/{c}/{bm}/{it}.mp4"
-                sample_rows.append(dict(checkpoint_id=c, benchmark=bm, item_id=it, seed=0, video_path=rel, frames=FRAMES, height=H, width=W, seconds=2.0))
+                sample_rows.append(dict(checkpoint_id=c, suite=bm, item_id=it, seed=0, video_path=rel, frames=FRAMES, height=H, width=W, seconds=2.0))
                 drift = quality[c] * rng.uniform(4, 12)
                 if videos:
                     off = np.linspace(0, 1, FRAMES)[:, None] * np.array([drift, -drift / 2])
@@ -112,7 +112,7 @@ def fill_workdir(
                     write_mp4(wd, rel, frames, fps=7)
                 for eid in (6001, 6101)[:entities]:
                     per = np.abs(np.linspace(0, drift, FRAMES) + rng.normal(0, 0.3, FRAMES))
-                    objmc_rows.append(dict(checkpoint_id=c, benchmark=bm, item_id=it, entity_id=eid, error_px=float(per.mean()), per_frame=per.tolist(), tracker="lk"))
+                    objmc_rows.append(dict(checkpoint_id=c, suite=bm, item_id=it, entity_id=eid, error_px=float(per.mean()), per_frame=per.tolist(), tracker="lk"))
                     errs.append(float(per.mean()))
             errs_a = np.array(errs)
             mean = float(errs_a.mean())
@@ -126,11 +126,11 @@ def fill_workdir(
             ):
                 if backbone == "fixed-seed-tiny" and c == ck_ids[-1]:
                     continue  # not every checkpoint has every backbone
-                metric_rows.append(dict(checkpoint_id=c, benchmark=bm, metric=metric, backbone=backbone, value=float(value), ci_low=float(value - h), ci_high=float(value + h), n=len(items), created_at=now))
+                metric_rows.append(dict(checkpoint_id=c, suite=bm, metric=metric, backbone=backbone, value=float(value), ci_low=float(value - h), ci_high=float(value + h), n=len(items), created_at=now))
     wd.append("samples", sample_rows)
     wd.append("objmc", objmc_rows)
     wd.append("metrics", metric_rows)
-    return {"checkpoints": ck_ids, "items": items, "benchmarks": list(benchmarks), "root": root}
+    return {"checkpoints": ck_ids, "items": items, "suites": list(suites), "root": root}
 
 
 def _minutes(n: int):

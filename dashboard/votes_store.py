@@ -1,7 +1,7 @@
 """The live vote store: SQLite in WAL mode inside the workdir.
 
 Every vote is one row, committed (``synchronous=FULL``) before the page thanks the
-voter. A vote's id is derived from who voted on what (voter, benchmark, item, the
+voter. A vote's id is derived from who voted on what (voter, suite, item, the
 unordered checkpoint pair, aspect), so a double click, a resubmitted form or a
 second browser tab can never count the same judgement twice: the insert is
 ``INSERT OR IGNORE`` on the primary key. The same id is also what makes "a voter
@@ -39,7 +39,7 @@ CREATE TABLE IF NOT EXISTS votes (
     vote_id          TEXT PRIMARY KEY,
     voter            TEXT NOT NULL,
     aspect           TEXT NOT NULL CHECK (aspect IN ('motion', 'quality')),
-    benchmark        TEXT NOT NULL,
+    suite            TEXT NOT NULL,
     item_id          TEXT NOT NULL,
     left_checkpoint  TEXT NOT NULL,
     right_checkpoint TEXT NOT NULL CHECK (right_checkpoint <> left_checkpoint),
@@ -50,12 +50,12 @@ CREATE TABLE IF NOT EXISTS votes (
     shown_at         TEXT NOT NULL,   -- ISO 8601, UTC
     voted_at         TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS votes_pair ON votes (benchmark, left_checkpoint, right_checkpoint);
+CREATE INDEX IF NOT EXISTS votes_pair ON votes (suite, left_checkpoint, right_checkpoint);
 CREATE INDEX IF NOT EXISTS votes_voter ON votes (voter);
 """
 
 _COLUMNS = [
-    "vote_id", "voter", "aspect", "benchmark", "item_id", "left_checkpoint", "right_checkpoint",
+    "vote_id", "voter", "aspect", "suite", "item_id", "left_checkpoint", "right_checkpoint",
     "choice", "winner", "left_seed", "right_seed", "shown_at", "voted_at",
 ]
 
@@ -72,10 +72,10 @@ def _disk_full(err: sqlite3.Error) -> bool:
     return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(err)
 
 
-def vote_id(voter: str, benchmark: str, item_id: str, checkpoint_a: str, checkpoint_b: str, aspect: str) -> str:
+def vote_id(voter: str, suite: str, item_id: str, checkpoint_a: str, checkpoint_b: str, aspect: str) -> str:
     """Deterministic id of one judgement; the pair is unordered (sides are random)."""
     lo, hi = sorted((checkpoint_a, checkpoint_b))
-    payload = "\x1f".join([voter, benchmark, item_id, lo, hi, aspect])
+    payload = "\x1f".join([voter, suite, item_id, lo, hi, aspect])
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 
@@ -83,7 +83,7 @@ def vote_id(voter: str, benchmark: str, item_id: str, checkpoint_a: str, checkpo
 class Vote:
     voter: str
     aspect: str
-    benchmark: str
+    suite: str
     item_id: str
     left_checkpoint: str
     right_checkpoint: str
@@ -95,7 +95,7 @@ class Vote:
 
     @property
     def vote_id(self) -> str:
-        return vote_id(self.voter, self.benchmark, self.item_id, self.left_checkpoint, self.right_checkpoint, self.aspect)
+        return vote_id(self.voter, self.suite, self.item_id, self.left_checkpoint, self.right_checkpoint, self.aspect)
 
     @property
     def winner(self) -> str | None:
@@ -145,6 +145,9 @@ class VoteStore:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
         try:
             with self._connect() as con:
+                cols = {r[1] for r in con.execute("PRAGMA table_info(votes)")}
+                if "benchmark" in cols:  # a store written before the suites were renamed (ids are unchanged)
+                    con.execute("ALTER TABLE votes RENAME COLUMN benchmark TO suite")
                 con.executescript(_SCHEMA)
         except sqlite3.OperationalError as err:
             if _disk_full(err):
@@ -181,7 +184,7 @@ class VoteStore:
             v.validate()
             rows.append(
                 (
-                    v.vote_id, v.voter, v.aspect, v.benchmark, v.item_id, v.left_checkpoint, v.right_checkpoint,
+                    v.vote_id, v.voter, v.aspect, v.suite, v.item_id, v.left_checkpoint, v.right_checkpoint,
                     v.choice, v.winner, v.left_seed, v.right_seed, _iso(v.shown_at), _iso(v.voted_at or now),
                 )
             )
@@ -220,12 +223,12 @@ class VoteStore:
                 attempt += 1
 
     # reading -----------------------------------------------------------
-    def frame(self, benchmark: str | None = None, voter: str | None = None) -> pd.DataFrame:
-        """All votes (optionally of one benchmark / voter) with UTC timestamps."""
+    def frame(self, suite: str | None = None, voter: str | None = None) -> pd.DataFrame:
+        """All votes (optionally of one suite / voter) with UTC timestamps."""
         where, args = [], []
-        if benchmark is not None:
-            where.append("benchmark = ?")
-            args.append(benchmark)
+        if suite is not None:
+            where.append("suite = ?")
+            args.append(suite)
         if voter is not None:
             where.append("voter = ?")
             args.append(voter)
@@ -242,24 +245,24 @@ class VoteStore:
         with self._connect() as con:
             return int(con.execute("SELECT COUNT(*) FROM votes").fetchone()[0])
 
-    def pair_counts(self, benchmark: str) -> dict[tuple[str, str], int]:
-        """Judgements per unordered pair on a benchmark (one per (voter, item), aspects folded)."""
+    def pair_counts(self, suite: str) -> dict[tuple[str, str], int]:
+        """Judgements per unordered pair on a suite (one per (voter, item), aspects folded)."""
         sql = """
             SELECT MIN(left_checkpoint, right_checkpoint) AS a, MAX(left_checkpoint, right_checkpoint) AS b,
                    COUNT(DISTINCT voter || char(31) || item_id) AS n
-            FROM votes WHERE benchmark = ? GROUP BY a, b
+            FROM votes WHERE suite = ? GROUP BY a, b
         """
         with self._connect() as con:
-            return {(a, b): int(n) for a, b, n in con.execute(sql, (benchmark,))}
+            return {(a, b): int(n) for a, b, n in con.execute(sql, (suite,))}
 
-    def done_by(self, voter: str, benchmark: str) -> set[tuple[str, str, str, str]]:
+    def done_by(self, voter: str, suite: str) -> set[tuple[str, str, str, str]]:
         """(item_id, checkpoint_a, checkpoint_b, aspect) the voter has judged, pair sorted."""
         sql = """
             SELECT item_id, MIN(left_checkpoint, right_checkpoint), MAX(left_checkpoint, right_checkpoint), aspect
-            FROM votes WHERE voter = ? AND benchmark = ?
+            FROM votes WHERE voter = ? AND suite = ?
         """
         with self._connect() as con:
-            return {tuple(r) for r in con.execute(sql, (voter, benchmark))}  # type: ignore[misc]
+            return {tuple(r) for r in con.execute(sql, (voter, suite))}  # type: ignore[misc]
 
     def data_version(self) -> tuple[int, float]:
         """(row count, file mtime): a cheap cache key for readers."""
@@ -300,7 +303,7 @@ def export_votes(workdir: Workdir | str, store: VoteStore | None = None) -> int:
 def all_votes(workdir: Workdir | str, store: VoteStore | None = None) -> pd.DataFrame:
     """Live votes plus any in the Parquet table that the live store lacks (e.g. from another host).
 
-    Parquet-only rows get benchmark = NaN (the table has no benchmark column).
+    Parquet-only rows get suite = NaN (the table has no suite column).
     """
     wd = workdir if isinstance(workdir, Workdir) else Workdir(workdir)
     store = store or VoteStore.for_workdir(wd)
@@ -309,7 +312,7 @@ def all_votes(workdir: Workdir | str, store: VoteStore | None = None) -> pd.Data
     if not table.empty:
         extra = table[~table["vote_id"].isin(live["vote_id"])]
         if not extra.empty:
-            extra = extra.assign(benchmark=pd.NA)
+            extra = extra.assign(suite=pd.NA)
             live = extra if live.empty else pd.concat([live, extra], ignore_index=True)
     return live
 

@@ -126,7 +126,7 @@ def paired_ratio_difference(
 ) -> Interval:
     """Interval of ``sum(num_a)/sum(den_a) - sum(num_b)/sum(den_b)`` with the same items drawn for both.
 
-    Item i of ``a`` and item i of ``b`` are the same benchmark item (e.g. ObjMC's summed error
+    Item i of ``a`` and item i of ``b`` are the same suite item (e.g. ObjMC's summed error
     and counted pairs of one video under two checkpoints), so one draw of indices resamples
     both sides: the interval is for the difference on these items, which is much narrower
     than two independent intervals when the items vary more than the checkpoints do. "A is

@@ -64,7 +64,7 @@ def frechet_distance(mu_a: np.ndarray, cov_a: np.ndarray, mu_b: np.ndarray, cov_
 
 
 class FrechetReference:
-    """A fixed reference Gaussian (e.g. the real set of a benchmark) with its covariance's square root
+    """A fixed reference Gaussian (e.g. the real set of a suite) with its covariance's square root
     computed once, so each distance to it costs one symmetric eigenvalue problem instead of two."""
 
     def __init__(self, mu: np.ndarray, cov: np.ndarray):

@@ -13,7 +13,7 @@ background point); ``add_centers=False`` reproduces the official choice.
 Scoring (``entity_errors``, ``score``). Rules:
   * Error of a frame = Euclidean distance in pixels between predicted and
     ground-truth points, both first mapped to the evaluation resolution (the
-    benchmark's original video size) with ``core.geometry.scale_points``.
+    suite's original video size) with ``core.geometry.scale_points``.
   * Unequal lengths: only the common prefix of the two trajectories is compared
     (frame t of one with frame t of the other, t < min(len_pred, len_gt)), as the
     official script's ``zip`` does. The frames dropped are counted
@@ -184,12 +184,12 @@ class ObjMCResult:
         """Per item (summed error, counted triples): what ``eval.bootstrap.bootstrap_ratio`` resamples."""
         return np.array([i.total for i in self.items]), np.array([i.n for i in self.items], np.float64)
 
-    def rows(self, checkpoint_id: str, benchmark: str, tracker: str) -> list[dict]:
+    def rows(self, checkpoint_id: str, suite: str, tracker: str) -> list[dict]:
         """Rows of the ``objmc`` table (entity ids must be integers there)."""
         return [
             dict(
                 checkpoint_id=checkpoint_id,
-                benchmark=benchmark,
+                suite=suite,
                 item_id=item.item_id,
                 entity_id=int(e.entity_id),
                 error_px=e.error_px,
@@ -322,7 +322,7 @@ def score_video(
 
     gt (E, T, 2) at ``gt_hw`` (default: the video's size); frame-0 centres
     ``gt[:, 0]`` are mapped to the video's size to start the tracks. Errors are
-    measured at ``eval_hw`` (default ``gt_hw``): pass the benchmark's original
+    measured at ``eval_hw`` (default ``gt_hw``): pass the suite's original
     video size for the official number. Returns the item score and the predicted
     trajectories (entity id -> (T, 2) at the video's resolution, ready for
     ``write_trajectory_dir``).

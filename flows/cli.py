@@ -30,6 +30,23 @@ def _fail(message: str) -> None:
     raise typer.Exit(2)
 
 
+# The evaluation suites were called "benchmarks" until this release: --benchmark/-b (and the
+# pipeline's --benchmarks) still work, hidden, for one release, with a warning.
+_SUITE_HELP = "evaluation suite: sample (default), vipseg-val or user-study; --benchmark/-b is its deprecated alias, removed in the next release"
+SuiteOpt = typer.Option(None, "--suite", "-s", help=_SUITE_HELP)
+OldSuiteOpt = typer.Option(None, "--benchmark", "-b", hidden=True)
+
+
+def _suite(suite: Optional[str], old: Optional[str], flag: str = "--benchmark", new_flag: str = "--suite", default: str = "sample") -> str:
+    """The suite(s) given, from the new option or its deprecated alias (with a warning)."""
+    if old is not None:
+        if suite is not None and suite != old:
+            _fail(f"{new_flag} {suite!r} and {flag} {old!r} disagree; give {new_flag} only ({flag} is its deprecated alias)")
+        typer.secho(f"warning: {flag} is deprecated and will be removed in the next release; use {new_flag}", fg=typer.colors.YELLOW, err=True)
+        return old
+    return default if suite is None else suite
+
+
 @app.command("sample-data")
 def sample_data(
     out: Path = typer.Option(..., "--out", help="folder to write the dataset to (VIPSeg layout)"),
@@ -61,12 +78,13 @@ def labels(
     _check_config(config, overrides)
     if not (data_root / f"{split}.txt").is_file():
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
-    from flows.labels import run_labels
-    from flows.labels_digest import LabelsChanged
+    from flows.labels import labels_flow
+    from flows.runtime import run_flow
+    from tasks.labels_pending import LabelsChanged
 
     try:
-        summary = run_labels(str(data_root.resolve()), split, _absolute(workdir), config=config, overrides=overrides, dataset=dataset,
-                             retry_rejects=retry_rejects, relabel=relabel)
+        summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir=_absolute(workdir),
+                           dataset=dataset, retry_rejects=retry_rejects, relabel=relabel)
     except LabelsChanged as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -82,11 +100,12 @@ def train(
 ) -> None:
     """Train the controller from the label tables; checkpoints + train_log rows. Re-running continues the run."""
     _check_config(config, overrides)
-    from flows.train import run_train
+    from flows.runtime import run_flow
+    from flows.train import train_flow
     from tasks.train import CheckpointError
 
     try:
-        summary = run_train(_absolute(workdir), config=config, overrides=overrides, resume=resume, steps=steps)
+        summary = run_flow(train_flow, config, overrides, workdir=_absolute(workdir), resume=resume, steps=steps)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, default=str))
@@ -95,23 +114,27 @@ def train(
 @app.command("generate")
 def generate(
     checkpoint: str = typer.Option(..., "--checkpoint", help="checkpoint id from the checkpoints table, or 'static' / 'warp'"),
-    benchmark: str = typer.Option("sample", "--benchmark", "-b", help="sample, vipseg-val or user-study"),
+    suite: Optional[str] = SuiteOpt,
     workdir: str = typer.Option(..., "--workdir", "-w"),
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = OverrideOpt,
+    benchmark: Optional[str] = OldSuiteOpt,
 ) -> None:
-    """Benchmark videos for one checkpoint: mp4 (H.264) + raw frames + samples rows."""
+    """One checkpoint's videos of an evaluation suite: mp4 (H.264) + raw frames + samples rows."""
+    suite = _suite(suite, benchmark)
     _check_config(config, overrides)
-    from flows.stages import UnknownCheckpoint, run_generate
+    from core.checkpoints import UnknownCheckpoint
+    from flows.generate import generate_flow
+    from flows.runtime import run_flow
 
     try:
-        summary = run_generate(checkpoint, benchmark, _absolute(workdir), config=config, overrides=overrides)
+        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
     except (UnknownCheckpoint, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
 
 
-evaluate_app = typer.Typer(help="Score a checkpoint's benchmark videos, or any method's trajectories (objmc).")
+evaluate_app = typer.Typer(help="Score a checkpoint's videos of an evaluation suite, or any method's trajectories (objmc).")
 app.add_typer(evaluate_app, name="evaluate")
 
 
@@ -119,21 +142,25 @@ app.add_typer(evaluate_app, name="evaluate")
 def evaluate(
     ctx: typer.Context,
     checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint id (or 'static' / 'warp')"),
-    benchmark: str = typer.Option("sample", "--benchmark", "-b"),
+    suite: Optional[str] = SuiteOpt,
     workdir: Optional[str] = typer.Option(None, "--workdir", "-w"),
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = OverrideOpt,
+    benchmark: Optional[str] = OldSuiteOpt,
 ) -> None:
     """ObjMC, FID and FVD with bootstrap intervals -> objmc and metrics tables."""
     if ctx.invoked_subcommand is not None:
         return
+    suite = _suite(suite, benchmark)
     if not checkpoint or not workdir:
         _fail("evaluate needs --checkpoint and --workdir (or the subcommand `objmc --gt DIR --pred DIR`)")
     _check_config(config, overrides)
-    from flows.stages import UnknownCheckpoint, run_evaluate
+    from core.checkpoints import UnknownCheckpoint
+    from flows.evaluate import evaluate_flow
+    from flows.runtime import run_flow
 
     try:
-        summary = run_evaluate(checkpoint, benchmark, _absolute(workdir), config=config, overrides=overrides)
+        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
     except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -178,23 +205,28 @@ def pipeline(
     config: str = ConfigOpt,
     overrides: Optional[list[str]] = OverrideOpt,
     stages: str = typer.Option("labels,train,generate,evaluate", help="comma-separated stages to run"),
-    benchmarks: str = typer.Option("sample", help="comma-separated benchmarks"),
+    suites: Optional[str] = typer.Option(
+        None, "--suites", help="comma-separated evaluation suites (default: sample); --benchmarks is its deprecated alias, removed in the next release"
+    ),
     checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", help="evaluate these checkpoints (default: by --select)"),
     select: str = typer.Option("missing", help="missing: checkpoints without metrics; latest: the newest; all"),
     steps: Optional[int] = typer.Option(None, help="training steps (default: the config's)"),
+    benchmarks: Optional[str] = typer.Option(None, "--benchmarks", hidden=True),
 ) -> None:
     """The whole DAG: labels -> train -> generate -> evaluate, skipping what is done."""
+    suites = _suite(suites, benchmarks, "--benchmarks", "--suites")
     _check_config(config, overrides)
     if select not in ("missing", "latest", "all"):
         _fail(f"--select must be missing, latest or all, got {select!r}")
-    from flows.labels_digest import LabelsChanged
-    from flows.pipeline import run_pipeline
+    from flows.pipeline import pipeline_flow
+    from flows.runtime import run_flow
+    from tasks.labels_pending import LabelsChanged
 
     try:
-        report = run_pipeline(
-            _absolute(workdir), config=config, overrides=overrides, data_root=str(data_root.resolve()) if data_root else None,
+        report = run_flow(
+            pipeline_flow, config, overrides, workdir=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None,
             dataset=dataset, stages=[s.strip() for s in stages.split(",") if s.strip()],
-            benchmarks=[b.strip() for b in benchmarks.split(",") if b.strip()], checkpoints=checkpoint or None, select=select,
+            suites=[b.strip() for b in suites.split(",") if b.strip()], checkpoints=checkpoint or None, select=select,
             train_steps=steps, progress=True,
         )
     except LabelsChanged as err:
@@ -357,11 +389,12 @@ def drag(
 
 
 @app.command("report")
-def report(workdir: str = typer.Option(..., "--workdir", "-w"), benchmark: str = typer.Option("sample", "--benchmark", "-b")) -> None:
-    """Every checkpoint's ObjMC / FID / FVD on a benchmark, with 95% bootstrap intervals, as a markdown table."""
+def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: Optional[str] = SuiteOpt, benchmark: Optional[str] = OldSuiteOpt) -> None:
+    """Every checkpoint's ObjMC / FID / FVD on an evaluation suite, with 95% bootstrap intervals, as a markdown table."""
+    suite = _suite(suite, benchmark)
     from core.status import metrics_table
 
-    typer.echo(metrics_table(_existing_workdir(workdir), benchmark))
+    typer.echo(metrics_table(_existing_workdir(workdir), suite))
 
 
 def _existing_workdir(workdir: str):

@@ -12,35 +12,15 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 
+from core.checkpoints import to_evaluate
 from core.config import load_config
 from core.tables import Workdir
+from flows.evaluate import evaluate_flow
+from flows.generate import generate_flow
 from flows.labels import labels_flow
-from flows.runtime import ProjectRayTaskRunner, orchestration
-from flows.stages import evaluate_flow, generate_flow
-from tasks.controller import NO_CONTROL
-from tasks.generate import REFERENCE_GENERATORS
+from flows.runtime import ProjectRayTaskRunner
 
 STAGES = ("labels", "train", "generate", "evaluate")
-
-
-def checkpoints_to_evaluate(
-    wd: Workdir, benchmark: str, select: Literal["missing", "latest", "all"], references: bool, baselines: bool = True
-) -> list[str]:
-    """Which checkpoints this run generates and scores on ``benchmark``."""
-    table = wd.read("checkpoints").sort_values("created_at")
-    trained = [c for c in table["checkpoint_id"] if c not in REFERENCE_GENERATORS and NO_CONTROL not in c]
-    if select == "latest":
-        chosen = trained[-1:]
-    else:
-        chosen = trained
-    if references:
-        chosen = list(REFERENCE_GENERATORS) + [c for c in chosen if c not in REFERENCE_GENERATORS]
-    if baselines and trained:
-        chosen.append(trained[-1] + NO_CONTROL)  # the latest model with control switched off
-    if select == "missing":
-        scored = {(c, b) for c, b, m, _ in wd.keys("metrics") if m == "objmc"}
-        chosen = [c for c in chosen if (c, benchmark) not in scored]
-    return chosen
 
 
 @flow(name="pipeline", task_runner=ProjectRayTaskRunner())
@@ -50,8 +30,8 @@ def pipeline_flow(
     dataset: str = "sample",
     config: str = "tiny",
     overrides: list[str] | None = None,
-    stages: list[str] = list(STAGES),
-    benchmarks: list[str] = ["sample"],
+    stages: list[str] | None = None,
+    suites: list[str] | None = None,
     checkpoints: list[str] | None = None,
     select: Literal["missing", "latest", "all"] = "missing",
     references: bool = True,
@@ -60,9 +40,11 @@ def pipeline_flow(
     resume: str | None = None,
     progress: bool = False,
 ) -> dict:
-    """Run the chosen stages; returns what each did."""
+    """Run the chosen stages (default: all) on the chosen suites (default: sample); returns what each did."""
     log = get_run_logger()
     cfg = load_config(config, overrides)  # a bad value fails here, before any work
+    stages = list(STAGES) if stages is None else stages
+    suites = ["sample"] if suites is None else suites
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
@@ -80,23 +62,17 @@ def pipeline_flow(
         }
 
     if "train" in stages:
-        from flows.train import train_flow
+        from flows.train import train_flow  # torch is imported only by runs that train
 
         report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
 
-    for benchmark in benchmarks:
-        ids = checkpoints or checkpoints_to_evaluate(wd, benchmark, select, references, baselines)
-        log.info(f"{benchmark}: checkpoints to generate/evaluate: {ids or 'none'}")
+    for suite in suites:
+        ids = checkpoints or to_evaluate(wd, suite, select, references, baselines)
+        log.info(f"{suite}: checkpoints to generate/evaluate: {ids or 'none'}")
         for cid in ids:
-            key = f"{cid}/{benchmark}"
+            key = f"{cid}/{suite}"
             if "generate" in stages:
-                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
             if "evaluate" in stages:
-                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, benchmark=benchmark, workdir=workdir, **common)
+                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
     return report
-
-
-def run_pipeline(workdir: str, config: str = "tiny", overrides: list[str] | None = None, **kwargs) -> dict:
-    cfg = load_config(config, overrides)
-    with orchestration(cfg.runtime):
-        return pipeline_flow(workdir=workdir, config=config, overrides=overrides, **kwargs)

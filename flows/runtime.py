@@ -16,7 +16,7 @@ from typing import Iterator
 
 from prefect_ray import RayTaskRunner
 
-from core.config import RuntimeSettings
+from core.config import RuntimeSettings, load_config
 from core.runtime import ensure_ray, worker_env
 
 
@@ -62,3 +62,33 @@ class ProjectRayTaskRunner(RayTaskRunner):
         if not ray.is_initialized():
             ensure_ray(RuntimeSettings(), worker_env(prefect_api_url()))
         return super().__enter__()
+
+
+def run_flow(flow, config: str = "tiny", overrides: list[str] | None = None, **params):
+    """Validate the config, then run ``flow`` with a Prefect API and Ray ready (what the CLI calls).
+
+    ``params`` are the flow's own parameters; ``config`` and ``overrides`` are passed on too.
+    """
+    cfg = load_config(config, overrides)
+    with orchestration(cfg.runtime):
+        return flow(config=config, overrides=overrides, **params)
+
+
+def chunks(xs: list, size: int) -> list[list]:
+    """``xs`` in consecutive chunks of ``size`` (one Ray task each)."""
+    return [xs[i : i + size] for i in range(0, len(xs), size)]
+
+
+def gather(futures, summary: dict, add: tuple[str, ...], count: str, total: int, desc: str, unit: str, progress: bool) -> dict:
+    """Wait for task ``futures`` (each returns a dict of counts) as they finish, adding their ``add``
+    counts into ``summary``; the progress bar (of ``total``) advances by each result's ``count``."""
+    from prefect.futures import as_completed
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit=unit, desc=desc, disable=not progress) as bar:
+        for fut in as_completed(futures):
+            out = fut.result()
+            for k in add:
+                summary[k] += out[k]
+            bar.update(out[count])
+    return summary

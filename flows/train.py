@@ -11,9 +11,11 @@ from __future__ import annotations
 from prefect import flow, task
 from prefect_ray.context import remote_options
 
+from core.checkpoints import latest_of_config
 from core.config import Config, load_config
 from core.runtime import ray_address, ray_task_options
-from flows.runtime import ProjectRayTaskRunner, orchestration
+from core.tables import Workdir
+from flows.runtime import ProjectRayTaskRunner
 from tasks.train import run_training
 
 
@@ -60,11 +62,7 @@ def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: i
     if result.error:
         raise result.error
     # Rank 0 wrote the checkpoints: the newest one of this config is the run's result.
-    from core.tables import Workdir
-
-    table = Workdir(workdir).read("checkpoints")
-    mine = table[table["config_hash"] == cfg.digest()].sort_values(["step", "created_at"])
-    latest = mine.iloc[-1] if not mine.empty else None
+    latest = latest_of_config(Workdir(workdir), cfg.digest())
     return {"workers": cfg.train.num_workers, "latest": None if latest is None else latest["checkpoint_id"],
             "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {})}
 
@@ -87,9 +85,3 @@ def train_flow(workdir: str, config: str = "tiny", overrides: list[str] | None =
         check_request(ray.cluster_resources(), {"CPU": opts["num_cpus"], "GPU": opts.get("num_gpus", 0)}, key)
     with remote_options(**opts):
         return train_task.submit(workdir, cfg, resume, steps, progress).result()
-
-
-def run_train(workdir: str, config: str = "tiny", overrides: list[str] | None = None, **kwargs) -> dict:
-    cfg = load_config(config, overrides)
-    with orchestration(cfg.runtime):
-        return train_flow(workdir=workdir, config=config, overrides=overrides, **kwargs)

@@ -1,4 +1,4 @@
-"""Videos from a trained controller: a ``checkpoints`` row -> a generator for benchmark items.
+"""Videos from a trained controller: a ``checkpoints`` row -> a generator for suite items.
 
 The row's config holds the model settings it was trained with (base model path
 included); the controller weights are ``<path>/controlnet`` in diffusers layout.
@@ -13,10 +13,7 @@ import torch
 
 from core.config import Config, ModelSettings
 from core.tables import Workdir
-from tasks.benchmarks import BenchmarkItem
-
-NO_CONTROL = "~nocontrol"
-
+from tasks.suites import SuiteItem
 
 def checkpoint_model_settings(checkpoint: dict) -> ModelSettings:
     cfg = json.loads(checkpoint["config"])
@@ -41,9 +38,9 @@ class ControllerGenerator:
         pipe.set_entity_extractor(build_extractor(model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
         return cls(pipe, model, cfg.generate)
 
-    def __call__(self, item: BenchmarkItem, seed: int) -> np.ndarray:
+    def __call__(self, item: SuiteItem, seed: int) -> np.ndarray:
         m, g = self.model, self.gen
-        # A benchmark's paths are timed (point k is where the entity is in frame k) and every
+        # A suite's paths are timed (point k is where the entity is in frame k) and every
         # generator makes one frame per point, so ObjMC compares the same frames for every
         # checkpoint and reference. SVD runs at any length; resampling the path to
         # model.num_frames would change its speed and score frame k against another time.

@@ -24,7 +24,7 @@ Plain functions and dataclasses shared by the dashboard's Drag page and ``dragan
 6. **Generation** (:func:`generate_video`): in-process (CLI) or as a Ray task with a
    progress actor (:func:`submit`, the page); the video is an H.264 mp4 in the workdir.
 7. **Case** (:func:`save_case`): the official user-study folder format (``demo.jpg``,
-   ``demo.json``, mask JPEGs), readable by ``tasks.benchmarks.read_user_study_case``.
+   ``demo.json``, mask JPEGs), readable by ``tasks.suites.read_user_study_case``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ from core.config import Config
 from core.geometry import incircle, rescale
 from core.media import write_mp4
 from core.tables import Workdir
-from tasks.benchmarks import BenchmarkItem, write_user_study_case
+from tasks.suites import SuiteItem, write_user_study_case
 
 Point = tuple[float, float]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -308,7 +308,7 @@ def segment_spec(segmenter, image: np.ndarray, spec: EntitySpec, label: str = "e
 
 @dataclass
 class DragCase:
-    """An image and its entities, ready to become a benchmark item or a saved case."""
+    """An image and its entities, ready to become a suite item or a saved case."""
 
     image: np.ndarray
     entities: list[Entity]
@@ -337,14 +337,14 @@ class DragCase:
             h.update(np.round(e.trajectory, 2).astype(np.float32).tobytes())
         return h.hexdigest()[:12]
 
-    def to_item(self, num_frames: int, item_id: str | None = None) -> BenchmarkItem:
+    def to_item(self, num_frames: int, item_id: str | None = None) -> SuiteItem:
         """The generator's input: trajectories interpolated (PCHIP) to one point per frame."""
         from model.maps import interpolate_path
 
         trajs = np.stack([interpolate_path(t, num_frames) for t in self.trajectories]).astype(np.float32)
         n = len(self.entities)
-        return BenchmarkItem(
-            benchmark="drag",
+        return SuiteItem(
+            suite="drag",
             item_id=item_id or self.case_id(),
             image=self.image,
             masks=self.masks,
@@ -560,8 +560,7 @@ def heat_rgb(gauss: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 def trained_checkpoints(wd: Workdir) -> list[dict]:
     """Rows of trained controllers whose weights are in the workdir, newest first."""
-    from tasks.controller import NO_CONTROL
-    from tasks.generate import REFERENCE_GENERATORS
+    from core.checkpoints import NO_CONTROL, REFERENCE_GENERATORS
 
     table = wd.read("checkpoints")
     if table.empty:
@@ -574,7 +573,7 @@ def trained_checkpoints(wd: Workdir) -> list[dict]:
 
 def choose_checkpoint(wd: Workdir, checkpoint_id: str | None = None) -> dict:
     """The ``checkpoints`` row to generate with: ``checkpoint_id``, else the newest trained one."""
-    from tasks.generate import REFERENCE_GENERATORS
+    from core.checkpoints import REFERENCE_GENERATORS
 
     trained = trained_checkpoints(wd)
     if checkpoint_id is None:
@@ -664,7 +663,7 @@ class _counting_steps:
         return False
 
 
-def generate_frames(wd: Workdir, checkpoint: dict, item: BenchmarkItem, cfg: Config, seed: int,
+def generate_frames(wd: Workdir, checkpoint: dict, item: SuiteItem, cfg: Config, seed: int,
                     progress: Progress | None = None) -> np.ndarray:
     """The video ``(T, H, W, 3)`` uint8 at the item's size, from the checkpoint's controller.
 
@@ -691,7 +690,7 @@ def generate_frames(wd: Workdir, checkpoint: dict, item: BenchmarkItem, cfg: Con
 def generate_video(
     workdir_url: str,
     checkpoint: dict,
-    item: BenchmarkItem,
+    item: SuiteItem,
     cfg: Config,
     seed: int,
     relpath: str,
@@ -781,7 +780,7 @@ class RemoteGeneration:
             pass
 
 
-def submit(workdir_url: str, checkpoint: dict, item: BenchmarkItem, cfg: Config, seed: int, relpath: str) -> RemoteGeneration:
+def submit(workdir_url: str, checkpoint: dict, item: SuiteItem, cfg: Config, seed: int, relpath: str) -> RemoteGeneration:
     """Start :func:`generate_video` as a Ray task (resources from ``cfg.runtime``) with a progress actor."""
     import ray
 

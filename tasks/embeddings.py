@@ -15,6 +15,17 @@ from core.media import load_cached_clip
 from core.tables import Workdir
 
 
+def pending_embeddings(wd: Workdir, dataset: str, split: str, extractor: str) -> list[list[dict]]:
+    """Label rows (grouped by video, videos in order) whose entities have no vector from ``extractor`` yet."""
+    import pyarrow.compute as pc
+
+    labels = wd.read("labels", columns=["dataset", "split", "video_id", "entity_id", "frames_path"],
+                     filter=(pc.field("dataset") == dataset) & (pc.field("split") == split))
+    have = {(d, v, e) for d, v, e, x in wd.keys("entity_embeddings") if x == extractor}
+    todo = labels[[(d, v, e) not in have for d, v, e in zip(labels["dataset"], labels["video_id"], labels["entity_id"])]]
+    return [g.to_dict("records") for _, g in todo.groupby("video_id", sort=True)]
+
+
 def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> list[dict]:
     """One ``entity_embeddings`` row per label row (entities of the same video share one UNet pass).
 

@@ -1,7 +1,7 @@
 """The evaluate stage's units of work: samples in, ``objmc`` and ``metrics`` rows out.
 
 - ``objmc_items``: track each entity in each generated video, score against the
-  benchmark's trajectories at the original video size (official flat mean).
+  suite's trajectories at the original video size (official flat mean).
 - ``cache_features``: FID frame features and FVD clip features of a video,
   computed once per (backbone, video) and kept under ``features/`` — the real
   clips' features are shared by every checkpoint.
@@ -23,8 +23,8 @@ from eval.bootstrap import ItemFeatures, bootstrap_frechet, bootstrap_ratio
 from eval.features import clip_extractor, frame_extractor, video_features
 from eval.objmc import EntityScore, ItemScore, ObjMCResult, score_video
 from eval.trackers import tracker_for
-from tasks.benchmarks import BenchmarkItem
-from tasks.generate import load_benchmark
+from tasks.suites import SuiteItem
+from tasks.generate import load_suite
 
 STAGE = "evaluate"
 
@@ -47,12 +47,12 @@ def _mean_over_seeds(item_id: str, scores: list[ItemScore]) -> ItemScore:
     return ItemScore(item_id, ents, scores[0].missing_entities, scores[0].extra_entities)
 
 
-def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: list[str], cfg: Config) -> list[dict]:
+def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> list[dict]:
     """``objmc`` rows for these items' samples (all seeds)."""
     wd = Workdir(workdir_url)
     samples = wd.read("samples")
-    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)]
-    items = {i.item_id: i for i in load_benchmark(wd, benchmark, cfg, item_ids)[0]}
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
+    items = {i.item_id: i for i in load_suite(wd, suite, cfg, item_ids)[0]}
     tracker = tracker_for(cfg.evaluate.tracker)
     scores = []
     for item_id in item_ids:
@@ -77,7 +77,7 @@ def objmc_items(workdir_url: str, checkpoint_id: str, benchmark: str, item_ids: 
             )
             per_seed.append(score)
         scores.append(_mean_over_seeds(item_id, per_seed))
-    return ObjMCResult(scores).rows(checkpoint_id, benchmark, tracker_name(cfg))
+    return ObjMCResult(scores).rows(checkpoint_id, suite, tracker_name(cfg))
 
 
 def tracker_name(cfg: Config) -> str:
@@ -135,8 +135,8 @@ def cached_features(wd: Workdir, cfg: Config, ref: str, frames: int, hw: tuple[i
     return ff, cf
 
 
-def feature_refs(samples: pd.DataFrame, items: list[BenchmarkItem]) -> list[tuple[str, int, tuple[int, int]]]:
-    """Every video whose features the metrics need: the samples and the benchmark's real clips."""
+def feature_refs(samples: pd.DataFrame, items: list[SuiteItem]) -> list[tuple[str, int, tuple[int, int]]]:
+    """Every video whose features the metrics need: the samples and the suite's real clips."""
     shape = {i.item_id: (i.trajectories.shape[1], i.hw) for i in items}
     refs = [(s.video_path.replace(".mp4", ".npz"), *shape[s.item_id]) for s in samples.itertuples() if s.item_id in shape]
     refs += [(i.reference, i.trajectories.shape[1], i.hw) for i in items if i.reference]
@@ -150,28 +150,63 @@ def cache_features(workdir_url: str, refs: list[tuple[str, int, tuple[int, int]]
     return len(refs)
 
 
+# --- the stage's work list ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Pending:
+    """What an evaluation of (checkpoint, suite) has to do."""
+
+    items: list[str]  # every item with a sample
+    objmc: list[str]  # items without ObjMC rows yet
+    features: list[tuple[str, int, tuple[int, int]]]  # videos whose features the metrics need
+    up_to_date: bool  # nothing new since the last evaluation
+
+
+def pending(wd: Workdir, checkpoint_id: str, suite: str, cfg: Config) -> Pending:
+    """The work of evaluating a checkpoint on a suite; a ``ValueError`` when it has no samples."""
+    samples = wd.read("samples")
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
+    if samples.empty:
+        raise ValueError(f"no samples of '{checkpoint_id}' on '{suite}' in {wd.url}; run `draganything generate` first")
+    scored = {(c, b, i) for c, b, i, _ in wd.keys("objmc")}
+    items = sorted(set(samples["item_id"]))
+    todo = [i for i in items if (checkpoint_id, suite, i) not in scored]
+    done = {m for c, b, m, _ in wd.keys("metrics") if c == checkpoint_id and b == suite}
+    if not todo and "objmc" in done:
+        return Pending(items, [], [], True)
+    return Pending(items, todo, feature_refs(samples, load_suite(wd, suite, cfg, items)[0]), False)
+
+
+def metric_values(wd: Workdir, checkpoint_id: str, suite: str) -> dict[str, float]:
+    """``{"metric[backbone]": value}`` of a checkpoint on a suite (for a run's summary)."""
+    metrics = wd.read("metrics")
+    metrics = metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["suite"] == suite)]
+    return {f"{m.metric}[{m.backbone}]": round(m.value, 4) for m in metrics.itertuples()}
+
+
 # --- metrics ---------------------------------------------------------------------
 
 
-def summarize(workdir_url: str, checkpoint_id: str, benchmark: str, cfg: Config) -> list[dict]:
+def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> list[dict]:
     """``metrics`` rows: ObjMC, FID, FVD with bootstrap intervals over items."""
     wd = Workdir(workdir_url)
     ev = cfg.evaluate
     rows = []
     objmc = wd.read("objmc")
-    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["benchmark"] == benchmark)]
+    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["suite"] == suite)]
     if not objmc.empty:
         per_frame = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
         totals = per_frame.apply(np.nansum).to_numpy()
         counts = per_frame.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)
         ci = bootstrap_ratio(totals, counts, n_boot=ev.bootstrap, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, benchmark, "objmc", f"tracker:{objmc['tracker'].iloc[0]}", ci.value, ci.low, ci.high, len(totals)))
+        rows.append(_metric(checkpoint_id, suite, "objmc", f"tracker:{objmc['tracker'].iloc[0]}", ci.value, ci.low, ci.high, len(totals)))
 
     samples = wd.read("samples")
-    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["benchmark"] == benchmark)].sort_values(["item_id", "seed"])
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)].sort_values(["item_id", "seed"])
     if samples.empty:
         return rows
-    items = {i.item_id: i for i in load_benchmark(wd, benchmark, cfg, sorted(set(samples["item_id"])))[0]}
+    items = {i.item_id: i for i in load_suite(wd, suite, cfg, sorted(set(samples["item_id"])))[0]}
     ex = extractors(cfg)
     gen_frames, gen_clips, real_frames, real_clips = [], [], [], []
     for item_id, group in samples.groupby("item_id", sort=True):
@@ -192,17 +227,17 @@ def summarize(workdir_url: str, checkpoint_id: str, benchmark: str, cfg: Config)
     n_boot = ev.bootstrap_frechet
     if len(gen_frames) >= 1 and sum(len(f) for f in gen_frames) >= 2:
         ci = bootstrap_frechet(ItemFeatures(gen_frames), ItemFeatures(real_frames), paired=True, n_boot=n_boot, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, benchmark, "fid", ex.backbones[0], ci.value, ci.low, ci.high, len(gen_frames)))
+        rows.append(_metric(checkpoint_id, suite, "fid", ex.backbones[0], ci.value, ci.low, ci.high, len(gen_frames)))
     if len(real_clips) == len(gen_clips) and len(gen_clips) >= 2:
         ci = bootstrap_frechet(ItemFeatures(gen_clips), ItemFeatures(real_clips), paired=True, n_boot=n_boot, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, benchmark, "fvd", ex.backbones[1], ci.value, ci.low, ci.high, len(gen_clips)))
+        rows.append(_metric(checkpoint_id, suite, "fvd", ex.backbones[1], ci.value, ci.low, ci.high, len(gen_clips)))
     return rows
 
 
-def _metric(cid: str, benchmark: str, metric: str, backbone: str, value: float, lo: float, hi: float, n: int) -> dict:
+def _metric(cid: str, suite: str, metric: str, backbone: str, value: float, lo: float, hi: float, n: int) -> dict:
     return dict(
         checkpoint_id=cid,
-        benchmark=benchmark,
+        suite=suite,
         metric=metric,
         backbone=backbone,
         value=float(value),

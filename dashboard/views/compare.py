@@ -13,20 +13,20 @@ st.title("Compare checkpoints")
 url = ui.workdir_or_stop()
 
 metrics = queries.read(url, "metrics")
-samples_idx = queries.read(url, "samples", columns=["checkpoint_id", "benchmark"])
+samples_idx = queries.read(url, "samples", columns=["checkpoint_id", "suite"])
 if metrics.empty and samples_idx.empty:
     ui.empty("Nothing to compare yet: no metrics and no samples in this workdir.", "evaluate", url)
     st.stop()
 
 checkpoints = queries.read(url, "checkpoints")
-benchmarks = sorted(set(metrics["benchmark"].dropna()) | set(samples_idx["benchmark"].dropna()))
-benchmark = ui.pick("Benchmark", benchmarks, key="cmp_benchmark")
+suites = sorted(set(metrics["suite"].dropna()) | set(samples_idx["suite"].dropna()))
+suite = ui.pick("Suite", suites, key="cmp_suite")
 
-have = set(metrics.loc[metrics["benchmark"] == benchmark, "checkpoint_id"]) | set(samples_idx.loc[samples_idx["benchmark"] == benchmark, "checkpoint_id"])
+have = set(metrics.loc[metrics["suite"] == suite, "checkpoint_id"]) | set(samples_idx.loc[samples_idx["suite"] == suite, "checkpoint_id"])
 order = checkpoints.sort_values("created_at", ascending=False)["checkpoint_id"].tolist() if not checkpoints.empty else []
 ids = [c for c in order if c in have] + sorted(have - set(order))
 if len(ids) < 2:
-    st.info(f"Benchmark {benchmark!r} has results for {len(ids)} checkpoint(s); a comparison needs two. Evaluate another checkpoint on it.")
+    st.info(f"Suite {suite!r} has results for {len(ids)} checkpoint(s); a comparison needs two. Evaluate another checkpoint on it.")
     st.stop()
 
 c1, c2 = st.columns(2)
@@ -37,14 +37,14 @@ with c2:
 
 objmc = queries.read(
     url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "error_px"],
-    filters=[("benchmark", "==", benchmark), ("checkpoint_id", "in", (a, b))],
+    filters=[("suite", "==", suite), ("checkpoint_id", "in", (a, b))],
 )
 items = data.per_item_objmc(objmc, a, b)
 
 st.subheader("Metric deltas")
-deltas = data.metric_deltas(metrics, benchmark, a, b, items)
+deltas = data.metric_deltas(metrics, suite, a, b, items)
 if deltas.empty:
-    st.info("These two checkpoints share no (metric, backbone) on this benchmark; deltas are only taken within one backbone.")
+    st.info("These two checkpoints share no (metric, backbone) on this suite; deltas are only taken within one backbone.")
 else:
     st.dataframe(
         deltas, hide_index=True, width="stretch",
@@ -54,7 +54,7 @@ else:
 
 st.subheader("Per-item ObjMC")
 if items.empty:
-    st.info("No per-item ObjMC rows for both checkpoints on this benchmark (the `objmc` table is filled by the evaluate stage).")
+    st.info("No per-item ObjMC rows for both checkpoints on this suite (the `objmc` table is filled by the evaluate stage).")
     st.stop()
 
 wins_b = int((items["diff"] < 0).sum())
@@ -87,10 +87,10 @@ item = ui.pick("Item to watch", items["item_id"].tolist()[:200], key="cmp_item")
 show_tracked = st.toggle("Draw tracked trajectories (LK re-tracked here)", value=True, key="cmp_tracked")
 samples = queries.read(
     url, "samples", columns=["checkpoint_id", "item_id", "seed", "video_path", "height", "width"],
-    filters=[("benchmark", "==", benchmark), ("item_id", "==", item)],
+    filters=[("suite", "==", suite), ("item_id", "==", item)],
 )
 labels = queries.read(url, "labels", columns=["dataset", "split", "video_id", "entity_id", "centers", "radii", "visible", "height", "width"])
-label_rows = data.resolve_labels(labels, item, benchmark)
+label_rows = data.resolve_labels(labels, item, suite)
 entity_ids = set(objmc.loc[objmc["item_id"] == item, "entity_id"].astype(int)) or None
 if label_rows.empty:
     st.caption("No labels found for this item, so no ground-truth trajectory can be drawn.")

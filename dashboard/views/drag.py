@@ -202,7 +202,7 @@ height, width, num_frames = model.height, model.width, model.num_frames
 st.subheader("1. Image")
 labels_idx = queries.read(url, "labels", columns=["dataset", "split", "video_id", "frames_path"])
 labels_idx = labels_idx.dropna(subset=["frames_path"]).drop_duplicates(["dataset", "split", "video_id"])
-sources = ["Upload an image"] + (["A benchmark item's first frame"] if not labels_idx.empty else [])
+sources = ["Upload an image"] + (["A suite item's first frame"] if not labels_idx.empty else [])
 source = st.radio("Source", sources, horizontal=True, key="drag_source", label_visibility="collapsed")
 crop = st.checkbox(
     f"Centre-crop to the model's aspect ratio ({width}x{height})", value=cfg.drag.crop_to_model_aspect, key="drag_crop",
@@ -217,7 +217,7 @@ try:
             work = load_upload(up.getvalue(), cfg.drag.max_image_side, aspect, f"'{up.name}'")
     else:
         labels_idx["label"] = labels_idx["dataset"] + " / " + labels_idx["split"] + " / " + labels_idx["video_id"]
-        choice = ui.pick("Benchmark item", sorted(labels_idx["label"]), key="drag_item")
+        choice = ui.pick("Suite item", sorted(labels_idx["label"]), key="drag_item")
         row = labels_idx[labels_idx["label"] == choice].iloc[0]
         frames, _ = load_cached_clip(wd, row["frames_path"])
         work = dg.prepare_image(frames[0], cfg.drag.max_image_side, aspect, name=f"item {row['video_id']}")
@@ -225,10 +225,10 @@ except dg.DragError as err:
     st.error(str(err))
     st.stop()
 except (FileNotFoundError, OSError, KeyError, ValueError) as err:
-    st.error(f"The benchmark item's first frame cannot be read ({err}); run the labels stage again for it.")
+    st.error(f"The suite item's first frame cannot be read ({err}); run the labels stage again for it.")
     st.stop()
 if work is None:
-    st.info("Upload an image (PNG, JPEG, WebP, BMP, TIFF) to start" + (", or pick a benchmark item." if len(sources) > 1 else "."))
+    st.info("Upload an image (PNG, JPEG, WebP, BMP, TIFF) to start" + (", or pick a suite item." if len(sources) > 1 else "."))
     st.stop()
 for note in work.notes:
     st.info(note)
@@ -451,7 +451,7 @@ else:
     s1, s2 = st.columns([2, 3])
     name = s1.text_input("Case name", value=f"drag-{case.case_id()}", key="drag_case_name")
     with s2:
-        st.caption(f"Saved into `{root}`, the user-study benchmark's format (add it with `evaluate.user_study_dir`).")
+        st.caption(f"Saved into `{root}`, the user-study suite's format (add it with `evaluate.user_study_dir`).")
         bs1, bs2 = st.columns(2)
         save = bs1.button("Save case", key="drag_save", icon=":material/save:", disabled=not may_drag)
         try:

@@ -1,4 +1,4 @@
-"""Leaderboard: every checkpoint on a benchmark, ObjMC / FID / FVD with intervals, human ratings."""
+"""Leaderboard: every checkpoint on a suite, ObjMC / FID / FVD with intervals, human ratings."""
 
 from __future__ import annotations
 
@@ -18,18 +18,18 @@ if metrics.empty:
     st.stop()
 
 checkpoints = queries.read(url, "checkpoints")
-benchmarks = sorted(metrics["benchmark"].dropna().unique().tolist())
+suites = sorted(metrics["suite"].dropna().unique().tolist())
 
 c1, c2, c3 = st.columns([2, 2, 1])
 with c1:
-    benchmark = ui.pick("Benchmark", benchmarks, key="lb_benchmark")
-options = data.backbone_options(metrics, benchmark)
+    suite = ui.pick("Suite", suites, key="lb_suite")
+options = data.backbone_options(metrics, suite)
 with c2:
     sort_choices = {data.METRIC_LABELS[m]: m for m in data.METRICS if m in options}
     sort_choices.update({"Human rating (motion)": "human_motion", "Human rating (quality)": "human_quality", "Step": "step"})
     sort_label = ui.pick("Sort by", list(sort_choices), key="lb_sort")
 with c3:
-    show_published = st.toggle("Published rows", value=True, key="lb_published", help="The paper's Table 1 numbers, for VIPSeg benchmarks")
+    show_published = st.toggle("Published rows", value=True, key="lb_published", help="The paper's Table 1 numbers, for VIPSeg suites")
 
 backbones: dict[str, str] = {}
 if options:
@@ -43,20 +43,20 @@ if options:
 multi = {m: b for m, b in options.items() if len(b) > 1}
 if multi:
     st.caption(
-        "Several backbones measured on this benchmark: "
+        "Several backbones measured on this suite: "
         + "; ".join(f"{data.METRIC_LABELS[m]}: {', '.join(b)}" for m, b in multi.items())
         + ". Each column shows the backbone picked above."
     )
 
 try:
-    ratings = queries.ratings(url, benchmark)
+    ratings = queries.ratings(url, suite)
 except Exception as err:  # noqa: BLE001 - a broken vote store must not hide the metrics
     st.warning(f"Human ratings unavailable: {err}")
     ratings = None
 
-table = data.leaderboard(metrics, checkpoints, benchmark, backbones, ratings, sort_by=sort_choices.get(sort_label, "objmc"))
+table = data.leaderboard(metrics, checkpoints, suite, backbones, ratings, sort_by=sort_choices.get(sort_label, "objmc"))
 if table.empty:
-    st.info(f"No metric rows for benchmark {benchmark!r} with the chosen backbones.")
+    st.info(f"No metric rows for suite {suite!r} with the chosen backbones.")
     st.stop()
 
 search = st.text_input("Filter checkpoints", key="lb_search", placeholder="part of a checkpoint id")
@@ -65,7 +65,7 @@ if search:
 
 view = pd.DataFrame({"rank": table["rank"], "checkpoint": table["checkpoint_id"], "step": table.get("step")})
 col_cfg: dict = {
-    "rank": st.column_config.NumberColumn("rank", format="%d", help="Within this benchmark and these backbones"),
+    "rank": st.column_config.NumberColumn("rank", format="%d", help="Within this suite and these backbones"),
     "step": st.column_config.NumberColumn("step", format="%d"),
 }
 for m in data.METRICS:
@@ -91,7 +91,7 @@ view["parent"] = table.get("parent")
 view["created"] = table["created_at"].map(ui.fmt_time) if "created_at" in table else None
 view["source"] = "measured"
 
-if show_published and data.published_applies(benchmark):
+if show_published and data.published_applies(suite):
     pub = pd.DataFrame(
         {
             "checkpoint": data.PUBLISHED["checkpoint_id"],
@@ -105,16 +105,16 @@ if show_published and data.published_applies(benchmark):
 
 st.dataframe(view, hide_index=True, column_config=col_cfg, width="stretch", height=min(38 * (len(view) + 1) + 4, 640))
 st.caption(
-    f"{len(table)} checkpoints on **{benchmark}**. Lower is better for ObjMC (pixels), FID and FVD; intervals are the "
+    f"{len(table)} checkpoints on **{suite}**. Lower is better for ObjMC (pixels), FID and FVD; intervals are the "
     "evaluate stage's bootstrap 95% intervals. Click a column header to sort."
-    + (" Published rows are the paper's numbers (VIPSeg val, their own FID/FVD backbones): reference only, never ranked." if show_published and data.published_applies(benchmark) else "")
+    + (" Published rows are the paper's numbers (VIPSeg val, their own FID/FVD backbones): reference only, never ranked." if show_published and data.published_applies(suite) else "")
 )
-if show_published and not data.published_applies(benchmark):
+if show_published and not data.published_applies(suite):
     with st.expander("Published reference (VIPSeg val)"):
         st.dataframe(data.PUBLISHED.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"}), hide_index=True)
 with st.expander("Paper ablation (published, VIPSeg val)"):
     st.dataframe(data.PUBLISHED_ABLATION.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"}), hide_index=True)
 
 st.download_button(
-    "Download this table (CSV)", view.to_csv(index=False).encode(), file_name=f"leaderboard-{benchmark}.csv", mime="text/csv", key="lb_csv"
+    "Download this table (CSV)", view.to_csv(index=False).encode(), file_name=f"leaderboard-{suite}.csv", mime="text/csv", key="lb_csv"
 )

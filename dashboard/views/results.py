@@ -29,12 +29,12 @@ if votes.empty:
     )
     st.stop()
 
-benchmarks = sorted(votes["benchmark"].dropna().unique().tolist()) if "benchmark" in votes else []
+suites = sorted(votes["suite"].dropna().unique().tolist()) if "suite" in votes else []
 bm_choice = None
-if len(benchmarks) > 1:
-    bm_choice = ui.pick("Benchmark", ["(all)", *benchmarks], key="res_benchmark")
+if len(suites) > 1:
+    bm_choice = ui.pick("Suite", ["(all)", *suites], key="res_suite")
     if bm_choice != "(all)":
-        votes = votes[votes["benchmark"].isna() | (votes["benchmark"] == bm_choice)]
+        votes = votes[votes["suite"].isna() | (votes["suite"] == bm_choice)]
 
 m1, m2, m3, m4 = st.columns(4)
 m1.metric("votes", len(votes))
@@ -103,7 +103,7 @@ st.dataframe(vm.votes_per_voter(votes), hide_index=True, width="stretch", column
 
 st.subheader("Export")
 c1, c2, c3 = st.columns(3)
-export_cols = [c for c in ("vote_id", "voter", "aspect", "benchmark", "item_id", "left_checkpoint", "right_checkpoint", "choice", "winner", "shown_at", "voted_at") if c in votes.columns]
+export_cols = [c for c in ("vote_id", "voter", "aspect", "suite", "item_id", "left_checkpoint", "right_checkpoint", "choice", "winner", "shown_at", "voted_at") if c in votes.columns]
 c1.download_button("Votes (CSV)", votes[export_cols].to_csv(index=False).encode(), "votes.csv", "text/csv", key="res_dl_votes")
 c2.download_button("Win rates (CSV)", rates.to_csv(index=False).encode(), "win_rates.csv", "text/csv", key="res_dl_rates")
 c3.download_button("Ratings (CSV)", bt.to_csv(index=False).encode(), "ratings.csv", "text/csv", key="res_dl_bt")

@@ -24,28 +24,28 @@ url = ui.workdir_or_stop()
 
 
 def study_settings(samples_bm) -> tuple[str | None, list[str] | None]:
-    """The study's benchmark and checkpoints: ``[study]`` in secrets, else the best-covered benchmark."""
+    """The study's suite and checkpoints: ``[study]`` in secrets, else the best-covered suite."""
     cfg = {}
     try:
         cfg = dict(st.secrets.get("study", {}))
     except Exception:  # noqa: BLE001 - no secrets file
         cfg = {}
-    bm = cfg.get("benchmark")
+    bm = cfg.get("suite", cfg.get("benchmark"))  # `benchmark`: the key before the suites were renamed
     if bm is None and not samples_bm.empty:
-        bm = samples_bm.groupby("benchmark")["checkpoint_id"].nunique().sort_values(ascending=False, kind="stable").index[0]
+        bm = samples_bm.groupby("suite")["checkpoint_id"].nunique().sort_values(ascending=False, kind="stable").index[0]
     cks = cfg.get("checkpoints")
     return bm, (list(cks) if cks else None)
 
 
-samples_bm = queries.read(url, "samples", columns=["benchmark", "checkpoint_id"])
+samples_bm = queries.read(url, "samples", columns=["suite", "checkpoint_id"])
 if samples_bm.empty:
     ui.empty("No sample videos yet, so there is nothing to vote on.", "generate", url)
     st.stop()
-benchmark, study_checkpoints = study_settings(samples_bm)
-samples = queries.read(url, "samples", columns=["checkpoint_id", "item_id", "seed", "video_path", "height", "width"], filters=[("benchmark", "==", benchmark)])
+suite, study_checkpoints = study_settings(samples_bm)
+samples = queries.read(url, "samples", columns=["checkpoint_id", "item_id", "seed", "video_path", "height", "width"], filters=[("suite", "==", suite)])
 n_ck = samples["checkpoint_id"].nunique() if study_checkpoints is None else len(set(study_checkpoints) & set(samples["checkpoint_id"]))
 if n_ck < 2:
-    st.info(f"The study benchmark {benchmark!r} has sample videos from {n_ck} checkpoint(s); pairwise votes need two. Generate samples for another checkpoint.")
+    st.info(f"The study suite {suite!r} has sample videos from {n_ck} checkpoint(s); pairwise votes need two. Generate samples for another checkpoint.")
     st.stop()
 
 st.markdown(
@@ -66,14 +66,14 @@ if flash:
 store = queries.vote_store(url)
 rng = st.session_state.setdefault("vote_rng", random.Random())
 assignment: scheduling.Assignment | None = st.session_state.get(ASSIGNMENT)
-if assignment is not None and (assignment.benchmark != benchmark):
+if assignment is not None and (assignment.suite != suite):
     assignment = None
 if assignment is None:
     assignment = scheduling.next_assignment(
-        benchmark,
+        suite,
         samples,
-        store.pair_counts(benchmark),
-        store.done_by(ident.voter, benchmark),
+        store.pair_counts(suite),
+        store.done_by(ident.voter, suite),
         rng=rng,
         checkpoints=study_checkpoints,
         exclude=st.session_state.get(SKIPPED, set()),
@@ -83,13 +83,13 @@ if assignment is None:
         st.stop()
     st.session_state[ASSIGNMENT] = assignment
 
-done_n = len(store.done_by(ident.voter, benchmark))
+done_n = len(store.done_by(ident.voter, suite))
 st.caption(f"Judgements you have given on this study: {done_n}.")
 
 # The ground-truth trajectory of the item, drawn identically on both videos.
 labels = queries.read(url, "labels", columns=["dataset", "split", "video_id", "entity_id", "centers", "radii", "visible", "height", "width"])
-label_rows = data.resolve_labels(labels, assignment.item_id, benchmark)
-objmc = queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id"], filters=[("benchmark", "==", benchmark), ("item_id", "==", assignment.item_id)])
+label_rows = data.resolve_labels(labels, assignment.item_id, suite)
+objmc = queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id"], filters=[("suite", "==", suite), ("item_id", "==", assignment.item_id)])
 entity_ids = set(objmc["entity_id"].astype(int)) or None
 wd = queries.get_workdir(url)
 row_by_ck = samples.set_index(["checkpoint_id", "item_id", "seed"])
@@ -136,7 +136,7 @@ if submitted:
     voted_at = now_utc()
     votes = [
         Vote(
-            voter=ident.voter, aspect=aspect, benchmark=benchmark, item_id=assignment.item_id,
+            voter=ident.voter, aspect=aspect, suite=suite, item_id=assignment.item_id,
             left_checkpoint=assignment.left_checkpoint, right_checkpoint=assignment.right_checkpoint,
             choice=CHOICES[answer], shown_at=assignment.shown_at, voted_at=voted_at,
             left_seed=assignment.left_seed, right_seed=assignment.right_seed,

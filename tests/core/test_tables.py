@@ -77,3 +77,43 @@ def test_fsspec_url_workdir(tmp_path):
     wd = Workdir(f"file://{tmp_path}/w")
     wd.append("rejects", [_reject(1)])
     assert isinstance(wd.read("rejects"), pd.DataFrame) and len(wd.read("rejects")) == 1
+
+
+def _metric(cid: str, suite: str, value: float) -> dict:
+    return dict(checkpoint_id=cid, suite=suite, metric="objmc", backbone="tracker:lk", value=value, ci_low=value - 1,
+                ci_high=value + 1, n=12, created_at=now_utc())
+
+
+def _old_part(wd: Workdir, table: str, rows: list[dict], name: str) -> None:
+    """A part as workdirs wrote it before the suites were renamed: a ``benchmark`` column."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.tables import TABLES
+
+    schema = pa.schema([f.with_name("benchmark") if f.name == "suite" else f for f in TABLES[table].schema])
+    old = [{("benchmark" if k == "suite" else k): v for k, v in r.items()} for r in rows]
+    os.makedirs(wd.table_dir(table), exist_ok=True)
+    pq.write_table(pa.Table.from_pylist(old, schema=schema), os.path.join(wd.table_dir(table), name))
+
+
+def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
+    import pyarrow.compute as pc
+
+    from core.status import metrics_table
+
+    wd = Workdir(tmp_path)
+    _old_part(wd, "metrics", [_metric("static", "sample", 9.7), _metric("warp", "sample", 0.9)], "part-old.parquet")
+    wd.append("metrics", [_metric("run-s1000", "sample", 8.0), _metric("warp", "sample", 0.5)])  # warp's key exists: dropped
+    df = wd.read("metrics")
+    assert "benchmark" not in df.columns
+    assert sorted(zip(df["checkpoint_id"], df["suite"], df["value"])) == [("run-s1000", "sample", 8.0), ("static", "sample", 9.7), ("warp", "sample", 0.9)]
+    assert ("static", "sample", "objmc", "tracker:lk") in wd.keys("metrics")
+    only = wd.read("metrics", columns=["checkpoint_id"], filter=pc.field("suite") == "sample")
+    assert sorted(only["checkpoint_id"]) == ["run-s1000", "static", "warp"]
+    assert "| warp |" in metrics_table(wd, "sample")  # `draganything report` on an old demo workdir
+    assert wd.delete("metrics", [("static", "sample", "objmc", "tracker:lk")]) == 1  # the old part is rewritten, renamed
+    import pyarrow.parquet as pq
+
+    assert "suite" in pq.read_schema(os.path.join(wd.table_dir("metrics"), "part-old.parquet")).names
+    assert sorted(Workdir(tmp_path).read("metrics")["checkpoint_id"]) == ["run-s1000", "warp"]

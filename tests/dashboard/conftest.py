@@ -24,7 +24,7 @@ def filled_template(tmp_path_factory) -> Path:
     from dashboard.synthetic import fill_workdir
 
     root = tmp_path_factory.mktemp("filled") / "wd"
-    fill_workdir(str(root), n_checkpoints=3, benchmarks=("vipseg-val",), n_items=2, videos=True)
+    fill_workdir(str(root), n_checkpoints=3, suites=("vipseg-val",), n_items=2, videos=True)
     return root
 
 

@@ -16,7 +16,7 @@ def _voter(path: str, k: int, barrier, out) -> None:
     shown = dt.datetime.now(dt.timezone.utc)
     votes = [
         Vote(
-            voter=f"voter{k:02d}", aspect=("motion", "quality")[i % 2], benchmark="vipseg-val", item_id=f"item{i // 2:03d}",
+            voter=f"voter{k:02d}", aspect=("motion", "quality")[i % 2], suite="vipseg-val", item_id=f"item{i // 2:03d}",
             left_checkpoint="ck-a", right_checkpoint=f"ck-{'bcd'[i % 3]}",
             choice=("left", "right", "tie")[i % 3], shown_at=shown,
         )

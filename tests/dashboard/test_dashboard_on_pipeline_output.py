@@ -8,7 +8,8 @@ from core.config import load_config
 from core.tables import Workdir
 from tasks.embeddings import embed_videos
 from tasks.evaluate import objmc_items, summarize
-from tasks.generate import generate_items, reference_checkpoint_row
+from core.checkpoints import reference_row
+from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
 from tasks.train import run_training
 
@@ -27,7 +28,7 @@ def pipeline_workdir(sample_root, tmp_path_factory):
     trained = run_training(str(root), cfg, progress=False)["latest"]
     checkpoints = wd.read("checkpoints").set_index("checkpoint_id")
     for cid in ("static", "warp", trained):
-        row = reference_checkpoint_row(cid) if cid in ("static", "warp") else {"checkpoint_id": cid, **checkpoints.loc[cid].to_dict()}
+        row = reference_row(cid) if cid in ("static", "warp") else {"checkpoint_id": cid, **checkpoints.loc[cid].to_dict()}
         wd.append("checkpoints", [row])
         samples, _ = generate_items(str(root), row, "sample", ["sample_0003", "sample_0007"], cfg)
         wd.append("samples", samples)

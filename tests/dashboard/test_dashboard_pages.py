@@ -66,7 +66,7 @@ def test_leaderboard_never_mixes_backbones(make_app, open_page, filled_workdir):
     assert not set(measured[col2].dropna()) & set(inception)
 
 
-def test_leaderboard_sort_and_benchmark_filter(make_app, open_page, filled_workdir):
+def test_leaderboard_sort_and_suite_filter(make_app, open_page, filled_workdir):
     at = open_page(make_app(filled_workdir), "leaderboard")
     at.selectbox(key="lb_sort").set_value("FVD").run()
     df = at.dataframe[0].value

@@ -83,7 +83,7 @@ def _held_lock(path: str):
 
 
 def _vote(i: int = 0) -> Vote:
-    return Vote(voter=f"v{i}", aspect="motion", benchmark="b", item_id=f"i{i}", left_checkpoint="a", right_checkpoint="b",
+    return Vote(voter=f"v{i}", aspect="motion", suite="b", item_id=f"i{i}", left_checkpoint="a", right_checkpoint="b",
                 choice="left", shown_at=dt.datetime.now(dt.timezone.utc))
 
 

@@ -49,7 +49,7 @@ def test_vote_lands_in_sqlite_with_sides_unrandomised(make_app, open_page, page_
     assert rows.loc["motion", "right_checkpoint"] == a.right_checkpoint
     assert rows.loc["motion", "choice"] == "left" and rows.loc["motion", "winner"] == a.left_checkpoint
     assert rows.loc["quality", "choice"] == "right" and rows.loc["quality", "winner"] == a.right_checkpoint
-    assert rows.loc["motion", "item_id"] == a.item_id and rows.loc["motion", "benchmark"] == "vipseg-val"
+    assert rows.loc["motion", "item_id"] == a.item_id and rows.loc["motion", "suite"] == "vipseg-val"
     # The next screen is a different judgement.
     b: Assignment = at.session_state["vote_assignment"]
     assert (b.item_id, b.pair) != (a.item_id, a.pair)
@@ -161,6 +161,21 @@ def test_store_is_idempotent_and_validates(tmp_path):
     con = __import__("sqlite3").connect(s.path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert vote_id("v", "bm", "item1", "ck-a", "ck-b", "motion") == vote_id("v", "bm", "item1", "ck-b", "ck-a", "motion")
+
+
+def test_a_store_from_before_the_suites_rename_opens_with_its_votes(tmp_path):
+    import sqlite3
+
+    path = str(tmp_path / "old.sqlite")
+    VoteStore(path).record([_vote(1), _vote(2)])
+    con = sqlite3.connect(path)
+    con.execute("ALTER TABLE votes RENAME COLUMN suite TO benchmark")  # the column's name until this release
+    con.commit()
+    con.close()
+    s = VoteStore(path)
+    assert s.count() == 2 and set(s.frame(suite="bm")["item_id"]) == {"item1", "item2"}
+    assert s.record([_vote(1)]) == [False]  # same ids as before
+    assert s.pair_counts("bm") and s.done_by("v", "bm")
 
 
 def test_export_round_trip(tmp_path):

@@ -157,9 +157,9 @@ def test_leaderboard_ranks_within_one_backbone_only():
     t = pd.Timestamp("2026-01-01", tz="UTC")
     m = pd.DataFrame(
         [
-            dict(checkpoint_id="a", benchmark="b", metric="fid", backbone="inception", value=10.0, ci_low=9, ci_high=11, n=5, created_at=t),
-            dict(checkpoint_id="b", benchmark="b", metric="fid", backbone="tiny", value=1.0, ci_low=0, ci_high=2, n=5, created_at=t),
-            dict(checkpoint_id="c", benchmark="b", metric="fid", backbone="inception", value=5.0, ci_low=4, ci_high=6, n=5, created_at=t),
+            dict(checkpoint_id="a", suite="b", metric="fid", backbone="inception", value=10.0, ci_low=9, ci_high=11, n=5, created_at=t),
+            dict(checkpoint_id="b", suite="b", metric="fid", backbone="tiny", value=1.0, ci_low=0, ci_high=2, n=5, created_at=t),
+            dict(checkpoint_id="c", suite="b", metric="fid", backbone="inception", value=5.0, ci_low=4, ci_high=6, n=5, created_at=t),
         ]
     )
     opts = data.backbone_options(m, "b")

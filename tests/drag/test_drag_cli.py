@@ -21,7 +21,7 @@ def _image(tmp_path, scene_png) -> Path:
 def test_cli_writes_an_h264_mp4_and_the_case(drag_workdir, tmp_path, scene_png):
     import av
 
-    from tasks.benchmarks import read_user_study_case
+    from tasks.suites import read_user_study_case
 
     out = tmp_path / "out" / "video.mp4"
     args = [

@@ -12,7 +12,7 @@ from PIL import Image
 
 from model.segmentation import GrabCutSegmenter, Segmentation
 from tasks import drag as dg
-from tasks.benchmarks import read_user_study_case
+from tasks.suites import read_user_study_case
 
 
 def _png(arr: np.ndarray, mode: str | None = None) -> bytes:
@@ -154,7 +154,7 @@ def test_empty_mask_no_click_no_path_and_too_many_entities():
         dg.build_case(image, [dg.EntitySpec(camera=True, path=[(1, 1)])] * 2, None, 8)
 
 
-def test_grabcut_entity_and_camera_become_a_benchmark_item(scene_image):
+def test_grabcut_entity_and_camera_become_a_suite_item(scene_image):
     img, truth = scene_image
     case = dg.build_case(
         img, [dg.EntitySpec([(170, 120)], [], [(170, 120), (220, 100), (260, 140)]), dg.EntitySpec(camera=True, path=[(0, 0), (12, 0)])],

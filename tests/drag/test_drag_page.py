@@ -36,7 +36,7 @@ def _type(at, text: str):
 def test_upload_click_path_generate_play_and_save(drag_page, drag_workdir, scene_png, page_text, ray_cleanup):
     import av
 
-    from tasks.benchmarks import read_user_study_case
+    from tasks.suites import read_user_study_case
 
     at = drag_page(drag_workdir)
     assert "Upload an image" in page_text(at) and "GrabCut" in page_text(at)
@@ -146,7 +146,7 @@ def test_page_without_a_checkpoint_says_to_train_first(drag_page, empty_workdir,
     assert "2D Gaussian map" in _image_captions(at)  # the preview works without a checkpoint
 
 
-def test_a_benchmark_items_first_frame_can_be_dragged(drag_page, drag_workdir, scene_image, page_text):
+def test_a_suite_items_first_frame_can_be_dragged(drag_page, drag_workdir, scene_image, page_text):
     from core.tables import Workdir
     from core.media import save_cached_clip
 
@@ -158,7 +158,7 @@ def test_a_benchmark_items_first_frame_can_be_dragged(drag_page, drag_workdir, s
     wd.append("labels", rows)  # v1's clip is missing from the frames cache
 
     at = drag_page(drag_workdir)
-    at.radio(key="drag_source").set_value("A benchmark item's first frame")
+    at.radio(key="drag_source").set_value("A suite item's first frame")
     _ok(at.run())
     assert at.selectbox(key="drag_item").value == "sample / val / v0"
     assert "centre-cropped from 320x240 to 240x240" in page_text(at)

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from core.tables import Workdir
-from flows.labels import run_labels
+from flows.labels import labels_flow
+from flows.runtime import run_flow
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ def _run_nightly(env) -> str:
 
 def test_nightly_eval_deployment_runs_then_skips(sample_root, tmp_path, orchestration_ready):
     workdir = tmp_path / "work"
-    run_labels(str(sample_root), "val", str(workdir), dataset="sample", progress=False)
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir=str(workdir), dataset="sample", progress=False)
     env = {**os.environ, "DRAGANYTHING_REPO": str(REPO), "DRAGANYTHING_WORKDIR": str(workdir), "DRAGANYTHING_DATA": str(sample_root)}
     env.pop("RAY_ADDRESS", None)
     _prefect(["work-pool", "create", "draganything", "--type", "process", "--overwrite"], env)

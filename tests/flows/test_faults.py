@@ -7,8 +7,9 @@ import psutil
 import pytest
 
 from core.tables import Workdir
-from flows.labels import run_labels
-from flows.stages import run_generate
+from flows.labels import labels_flow
+from flows.runtime import run_flow
+from flows.generate import generate_flow
 
 pytestmark = pytest.mark.integration
 
@@ -30,18 +31,18 @@ def test_killed_worker_mid_generate_is_retried_without_duplicates(tmp_path, orch
     data = tmp_path / "data"
     write_sample_dataset(data, n_videos=16, n_frames=16, seed=3)  # 4 val videos
     workdir = str(tmp_path / "work")
-    run_labels(str(data), "val", workdir, dataset="sample", progress=False)
+    run_flow(labels_flow, data_root=str(data), split="val", workdir=workdir, dataset="sample", progress=False)
 
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_first_worker_running, args=("ray::generate-items", stop, killed))
     killer.start()
     try:
-        out = run_generate("warp", "sample", workdir, overrides=["generate.items_per_task=1", "generate.seeds=[0,1,2]"], progress=False)
+        out = run_flow(generate_flow, checkpoint="warp", suite="sample", workdir=workdir, overrides=["generate.items_per_task=1", "generate.seeds=[0,1,2]"], progress=False)
     finally:
         stop.set()
         killer.join()
     assert killed, "no generate task was caught running"
     samples = Workdir(workdir).read("samples")
     assert out["samples"] == len(samples) == 4 * 3
-    assert not samples.duplicated(["checkpoint_id", "benchmark", "item_id", "seed"]).any()
+    assert not samples.duplicated(["checkpoint_id", "suite", "item_id", "seed"]).any()
     assert all(Workdir(workdir).exists(p) for p in samples["video_path"])

@@ -8,25 +8,28 @@ import pytest
 
 from core.tables import Workdir
 from eval.objmc import write_trajectory_dir
-from flows.labels import run_labels
-from flows.stages import UnknownCheckpoint, run_evaluate, run_generate
+from flows.labels import labels_flow
+from flows.runtime import run_flow
+from core.checkpoints import UnknownCheckpoint
+from flows.evaluate import evaluate_flow
+from flows.generate import generate_flow
 
 pytestmark = pytest.mark.integration
 
 
 def test_generate_and_evaluate_flows(sample_root, tmp_path, orchestration_ready):
     workdir = str(tmp_path / "work")
-    run_labels(str(sample_root), "val", workdir, dataset="sample", progress=False)
-    first = run_generate("static", "sample", workdir, progress=False)
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir=workdir, dataset="sample", progress=False)
+    first = run_flow(generate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)
     assert first == {"items": 2, "skipped": 0, "samples": 2, "rejects": 0}
-    assert run_generate("static", "sample", workdir, progress=False)["skipped"] == 2
-    out = run_evaluate("static", "sample", workdir, progress=False)
+    assert run_flow(generate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)["skipped"] == 2
+    out = run_flow(evaluate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)
     assert out["metrics_written"] == 3 and out["objmc[tracker:lk]"] > 5
     wd = Workdir(workdir)
-    assert not wd.read("objmc").duplicated(["checkpoint_id", "benchmark", "item_id", "entity_id"]).any()
-    assert run_evaluate("static", "sample", workdir, progress=False)["metrics_written"] == 0  # nothing twice
+    assert not wd.read("objmc").duplicated(["checkpoint_id", "suite", "item_id", "entity_id"]).any()
+    assert run_flow(evaluate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)["metrics_written"] == 0  # nothing twice
     with pytest.raises(UnknownCheckpoint, match="train one"):
-        run_generate("nope", "sample", workdir, progress=False)
+        run_flow(generate_flow, checkpoint="nope", suite="sample", workdir=workdir, progress=False)
 
 
 def test_objmc_cli_scores_official_json_folders(tmp_path):

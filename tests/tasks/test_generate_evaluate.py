@@ -1,4 +1,4 @@
-"""Generate and evaluate as plain functions on the sample benchmark (model-free generators)."""
+"""Generate and evaluate as plain functions on the sample suite (model-free generators)."""
 
 import av
 import numpy as np
@@ -8,7 +8,8 @@ from core.config import load_config
 from core.tables import Workdir
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize
 from core.media import read_frames
-from tasks.generate import generate_items, load_benchmark, reference_checkpoint_row
+from core.checkpoints import reference_row
+from tasks.generate import generate_items, load_suite
 from tasks.labels import VideoRef, label_videos
 
 VAL = ["sample_0003", "sample_0007"]
@@ -23,8 +24,8 @@ def bench_workdir(sample_root, tmp_path_factory):
     rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in VAL], cfg.labels, {}, str(root))
     wd.append("labels", rows)
     for name in ("static", "warp"):
-        wd.append("checkpoints", [reference_checkpoint_row(name)])
-        samples, rejects = generate_items(str(root), reference_checkpoint_row(name), "sample", VAL, cfg)
+        wd.append("checkpoints", [reference_row(name)])
+        samples, rejects = generate_items(str(root), reference_row(name), "sample", VAL, cfg)
         assert not rejects
         wd.append("samples", samples)
         wd.append("objmc", objmc_items(str(root), name, "sample", VAL, cfg))
@@ -56,15 +57,15 @@ def test_samples_are_browser_playable_h264(bench_workdir):
         stream = c.streams.video[0]
         assert stream.codec_context.name == "h264" and stream.codec_context.pix_fmt == "yuv420p"
         n = sum(1 for _ in c.decode(stream))
-    L = load_config("tiny").labels.frames.count  # the sample benchmark has the labels' frames (at most 14)
+    L = load_config("tiny").labels.frames.count  # the sample suite has the labels' frames (at most 14)
     assert n == s["frames"] == L and (s["height"], s["width"]) == (256, 256)
 
 
 def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
     cfg = load_config("tiny")
-    again, _ = generate_items(bench_workdir.url, reference_checkpoint_row("warp"), "sample", VAL, cfg)
+    again, _ = generate_items(bench_workdir.url, reference_row("warp"), "sample", VAL, cfg)
     assert again == []  # everything exists
-    items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])
+    items, _ = load_suite(bench_workdir, "sample", cfg, VAL[:1])
     from tasks.generate import WarpGenerator
 
     frames = WarpGenerator()(items[0], seed=0)
@@ -75,7 +76,7 @@ def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
 def test_feature_cache_is_reused(bench_workdir):
     cfg = load_config("tiny")
     samples = bench_workdir.read("samples")
-    items, _ = load_benchmark(bench_workdir, "sample", cfg, VAL)
+    items, _ = load_suite(bench_workdir, "sample", cfg, VAL)
     refs = feature_refs(samples, items)
     assert len(refs) == 4 + 2  # 2 generators x 2 items + the 2 real clips, once
     before = {p: bench_workdir.fs.modified(p) for p in bench_workdir.fs.find(bench_workdir.path("features"))}
@@ -93,20 +94,20 @@ def test_a_bad_user_study_case_is_rejected_and_the_rest_generated(sample_root, t
     next(bad.glob("mask_*.jpg")).unlink()
     cfg = load_config("tiny", {"evaluate.user_study_dir": str(cases)})
     ids = sorted(p.name for p in cases.iterdir())
-    rows, rejects = generate_items(str(tmp_path / "w"), reference_checkpoint_row("warp"), "user-study", ids, cfg)
+    rows, rejects = generate_items(str(tmp_path / "w"), reference_row("warp"), "user-study", ids, cfg)
     assert [r["item"] for r in rejects] == [f"warp/user-study/{bad.name}"]
     assert "missing" in rejects[0]["reason"]
     assert {r["item_id"] for r in rows} == set(ids) - {bad.name}
 
 
 def test_a_controller_makes_one_frame_per_path_point_at_the_paths_timing_and_the_models_size(bench_workdir):
-    """Point k of a benchmark path is frame k: the model runs at the path's length, never resampled.
-    Frames stay at the model's size (ObjMC tracks them there), not upscaled to the benchmark's."""
+    """Point k of a suite path is frame k: the model runs at the path's length, never resampled.
+    Frames stay at the model's size (ObjMC tracks them there), not upscaled to the suite's."""
     from model.pipeline import build_pipeline
     from tasks.controller import ControllerGenerator
 
     cfg = load_config("tiny", ["model.num_frames=4"])
-    item = load_benchmark(bench_workdir, "sample", cfg, VAL[:1])[0][0]
+    item = load_suite(bench_workdir, "sample", cfg, VAL[:1])[0][0]
     L = item.trajectories.shape[1]
     assert L != cfg.model.num_frames
     pipe = build_pipeline(cfg.model)

@@ -13,7 +13,8 @@ from core.tables import Workdir
 from model.pipeline import build_pipeline
 from core.media import load_cached_clip
 from tasks.labels import VideoRef, label_videos
-from tasks.train import Clip, _random_crops, batch_for_step, fit_tiny_base, load_clips
+from tasks.fit_base import _random_crops, fit_tiny_base
+from tasks.train_data import Clip, batch_for_step, load_clips
 
 FIT = ["train.fit_base.enabled=true", "train.fit_base.vae_steps=2", "train.fit_base.unet_steps=2", "train.fit_base.batch_size=1",
        "train.fit_base.split=pretrain", "train.hflip=false", "model.num_frames=4"]

@@ -12,16 +12,8 @@ from model import training as T
 from model.pipeline import build_pipeline
 from tasks.embeddings import embed_videos
 from tasks.labels import VideoRef, label_videos
-from tasks.train import (
-    CheckpointError,
-    batch_for_step,
-    controller_loss,
-    load_clips,
-    resolve_resume,
-    run_training,
-    save_checkpoint,
-    train_loop,
-)
+from tasks.train import CheckpointError, controller_loss, resolve_resume, run_training, save_checkpoint, train_loop
+from tasks.train_data import batch_for_step, load_clips
 
 FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
 

@@ -1,7 +1,7 @@
-"""Benchmarks: the inputs of generation and the ground truth of evaluation.
+"""Suites: the inputs of generation and the ground truth of evaluation.
 
-A benchmark is a list of ``BenchmarkItem``: a first frame, first-frame entity masks
-and one trajectory per entity, at the benchmark's resolution.
+A suite is a list of ``SuiteItem``: a first frame, first-frame entity masks
+and one trajectory per entity, at the suite's resolution.
 
 - ``sample`` / ``vipseg-val``: built from the ``labels`` table and the frames cache
   (the paper's protocol: 256x256, 14 frames; the real clip is the FID/FVD reference).
@@ -26,7 +26,7 @@ from core.geometry import incircles, rescale, scale_points
 
 
 @dataclass(frozen=True)
-class BenchmarkSpec:
+class SuiteSpec:
     name: str
     kind: str  # "labels" | "folder"
     dataset: str | None = None
@@ -36,21 +36,21 @@ class BenchmarkSpec:
     frames: int = 14
 
 
-BENCHMARKS = {
-    "sample": BenchmarkSpec("sample", "labels", dataset="sample", split="val"),
-    "vipseg-val": BenchmarkSpec("vipseg-val", "labels", dataset="vipseg", split="val"),
-    "user-study": BenchmarkSpec("user-study", "folder"),
+SUITES = {
+    "sample": SuiteSpec("sample", "labels", dataset="sample", split="val"),
+    "vipseg-val": SuiteSpec("vipseg-val", "labels", dataset="vipseg", split="val"),
+    "user-study": SuiteSpec("user-study", "folder"),
 }
 
 
 @dataclass
-class BenchmarkItem:
-    benchmark: str
+class SuiteItem:
+    suite: str
     item_id: str
     image: np.ndarray  # (H, W, 3) uint8, first frame
     masks: np.ndarray  # (E, H, W) bool, first frame
     entity_ids: list[int]
-    trajectories: np.ndarray  # (E, L, 2) float32, benchmark pixels
+    trajectories: np.ndarray  # (E, L, 2) float32, suite pixels
     visible: np.ndarray  # (E, L) bool
     radii: np.ndarray  # (E,) first-frame incircle radius
     orig_hw: tuple[int, int]  # ObjMC is reported at this size
@@ -63,12 +63,12 @@ class BenchmarkItem:
 
 
 class ItemError(ValueError):
-    """A benchmark item cannot be used; the message says why and what to do."""
+    """A suite item cannot be used; the message says why and what to do."""
 
 
 def labels_items(
-    workdir: Workdir, spec: BenchmarkSpec, only: set[str] | None = None, gt_tracker=None, grid_size: int = 10, add_centers: bool = True
-) -> list[BenchmarkItem]:
+    workdir: Workdir, spec: SuiteSpec, only: set[str] | None = None, gt_tracker=None, grid_size: int = 10, add_centers: bool = True
+) -> list[SuiteItem]:
     """Items from the ``labels`` table: one per video of (dataset, split), or of ``only`` those.
 
     With ``gt_tracker`` the trajectories are the official evaluation ground truth:
@@ -92,7 +92,7 @@ def labels_items(
         frames, ids = resize_clip(frames[:L], ids[:L], spec.resolution)
         entity_ids = [int(e) for e in group["entity_id"]]
         masks = np.stack([ids[0] == e for e in entity_ids])
-        keep = masks.any(axis=(1, 2))  # an entity can vanish when the benchmark is coarser than the labels
+        keep = masks.any(axis=(1, 2))  # an entity can vanish when the suite is coarser than the labels
         trajectories = np.stack([scale_points(np.stack(c)[:L], label_hw, spec.resolution) for c in group["centers"]]).astype(np.float32)
         visible = np.stack([np.asarray(v[:L], bool) for v in group["visible"]])
         if gt_tracker is not None:
@@ -101,8 +101,8 @@ def labels_items(
             trajectories = ground_truth_tracks(frames, trajectories[:, 0], gt_tracker, grid_size, add_centers).astype(np.float32)
         _, radii, _ = incircles(ids[0], entity_ids)
         items.append(
-            BenchmarkItem(
-                benchmark=spec.name,
+            SuiteItem(
+                suite=spec.name,
                 item_id=str(video_id),
                 image=frames[0],
                 masks=masks[keep],
@@ -132,7 +132,7 @@ def _resize_cover(img: np.ndarray, target: tuple[int, int], interp: int) -> np.n
     return big[oy : oy + h, ox : ox + w]
 
 
-def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int, threshold: int = 127) -> BenchmarkItem:
+def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int, threshold: int = 127) -> SuiteItem:
     """One case folder -> an item at ``resolution``; points outside are clipped and noted."""
     from model.maps import interpolate_path
 
@@ -185,8 +185,8 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
     masks_arr = np.stack(masks)
     # Radii of each mask's own incircle (entities may overlap, so not one id map).
     radii = np.array([incircles(mk.astype(np.int32), [1])[1][0] for mk in masks_arr], np.float32)
-    return BenchmarkItem(
-        benchmark="user-study",
+    return SuiteItem(
+        suite="user-study",
         item_id=folder.name,
         image=_resize_cover(img, resolution, cv2.INTER_AREA),
         masks=masks_arr,
@@ -201,12 +201,12 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
 
 def folder_items(
     folder: Path, resolution: tuple[int, int], frames: int, only: set[str] | None = None
-) -> tuple[list[BenchmarkItem], list[tuple[str, str]]]:
+) -> tuple[list[SuiteItem], list[tuple[str, str]]]:
     """Every case folder (or ``only`` those) -> (items, [(case, reason)] for the ones that cannot be used)."""
     items, bad = [], []
     root = Path(folder)
     if not root.is_dir():
-        raise FileNotFoundError(f"user-study folder {root} does not exist; set evaluate.user_study_dir or pass --benchmark-dir")
+        raise FileNotFoundError(f"user-study folder {root} does not exist; set evaluate.user_study_dir (--set evaluate.user_study_dir=DIR)")
     for case in sorted(p for p in root.iterdir() if p.is_dir() and (only is None or p.name in only)):
         try:
             items.append(read_user_study_case(case, resolution, frames))

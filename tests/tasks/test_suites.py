@@ -7,16 +7,16 @@ import pytest
 
 from core.config import load_config
 from core.tables import Workdir
-from tasks.benchmarks import BENCHMARKS, folder_items, labels_items, read_user_study_case, write_user_study_case
+from tasks.suites import SUITES, folder_items, labels_items, read_user_study_case, write_user_study_case
 from tasks.labels import VideoRef, label_videos
 
 
-def test_sample_benchmark_items_from_labels(sample_root, tmp_path):
+def test_sample_suite_items_from_labels(sample_root, tmp_path):
     wd = Workdir(tmp_path)
     cfg = load_config("tiny", {"labels.frames.count": 16}).labels  # longer than the protocol's 14 frames
     rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in ("sample_0003", "sample_0007")], cfg, {}, str(tmp_path))
     wd.append("labels", rows)
-    items = labels_items(wd, BENCHMARKS["sample"])
+    items = labels_items(wd, SUITES["sample"])
     assert [i.item_id for i in items] == ["sample_0003", "sample_0007"]
     it = items[0]
     E = len(it.entity_ids)

@@ -1,4 +1,4 @@
-"""Which videos a labels run must (re)do: labels and rejects carry the digest of the settings that made them.
+"""Which videos a labels run must (re)do (the flow's pending list): labels and rejects carry the digest of the settings that made them.
 
 A reject made with other labels settings (another ``labels.frames.count``, say) is
 tried again: the settings may have been its cause. Labels made with other settings

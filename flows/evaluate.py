@@ -1,0 +1,55 @@
+"""Flow ``evaluate``: a checkpoint's samples of a suite -> ``objmc`` and ``metrics`` rows.
+
+Thin wiring over ``tasks.evaluate``: ObjMC and the FID/FVD features fan out over
+Ray tasks in chunks of items (each writes its own rows or feature files), then one
+task computes the metrics with their bootstrap intervals.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, task
+from prefect.futures import as_completed
+from prefect_ray.context import remote_options
+from tqdm import tqdm
+
+from core.checkpoints import resolve
+from core.config import Config, load_config
+from core.runtime import ray_task_options
+from core.tables import Workdir
+from flows.runtime import ProjectRayTaskRunner, chunks
+from tasks import evaluate as ev
+
+
+@task(name="objmc-items")
+def objmc_chunk(workdir: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> int:
+    return Workdir(workdir).append("objmc", ev.objmc_items(workdir, checkpoint_id, suite, item_ids, cfg))
+
+
+@task(name="video-features")
+def features_chunk(workdir: str, refs: list, cfg: Config) -> int:
+    return ev.cache_features(workdir, refs, cfg)
+
+
+@task(name="metrics")
+def metrics_task(workdir: str, checkpoint_id: str, suite: str, cfg: Config) -> int:
+    return Workdir(workdir).append("metrics", ev.summarize(workdir, checkpoint_id, suite, cfg))
+
+
+@flow(name="evaluate", task_runner=ProjectRayTaskRunner())
+def evaluate_flow(checkpoint: str, suite: str, workdir: str, config: str = "tiny", overrides: list[str] | None = None,
+                  progress: bool = True) -> dict:
+    cfg = load_config(config, overrides)
+    wd = Workdir(workdir)
+    resolve(wd, checkpoint)
+    work = ev.pending(wd, checkpoint, suite, cfg)
+    if work.up_to_date:
+        return {"items": len(work.items), "metrics_written": 0, "skipped": True}  # nothing new since the last evaluation
+    size = cfg.evaluate.items_per_task
+    with remote_options(**ray_task_options(cfg.runtime)):
+        futures = [objmc_chunk.submit(workdir, checkpoint, suite, c, cfg) for c in chunks(work.objmc, size)]
+        futures += [features_chunk.submit(workdir, c, cfg) for c in chunks(work.features, size)]
+        with tqdm(total=len(futures), unit="task", desc=f"evaluate {checkpoint}/{suite}", disable=not progress) as bar:
+            for _ in as_completed(futures):
+                bar.update(1)
+        written = metrics_task.submit(workdir, checkpoint, suite, cfg).result()
+    return {"items": len(work.items), "metrics_written": written, **ev.metric_values(wd, checkpoint, suite)}
