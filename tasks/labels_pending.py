@@ -54,7 +54,7 @@ def stale_labels(wd: Workdir, refs: list, cfg: LabelsSettings) -> dict[tuple[str
         if row["video_id"] not in wanted or row["config_digest"] == digest:
             continue
         diff = _differences(row, cfg)
-        if row["config_digest"] is None and not diff:
+        if not isinstance(row["config_digest"], str) and not diff:
             continue  # labelled before digests were recorded, with what this run asks for
         stale[(row["dataset"], row["split"], row["video_id"])] = diff or ["other labels settings (include_void, min_area_px, tracker, ...)"]
     return stale
