@@ -15,6 +15,7 @@ import math
 
 import numpy as np
 
+from core.checkpoints import TRAINED, checkpoint_row
 from core.tables import Workdir, now_utc
 
 FRAMES = 14
@@ -67,12 +68,9 @@ def fill_workdir(
     for i, c in enumerate(ck_ids):
         parent = None if i == 0 else ck_ids[max(0, i - 1 - (i % 3 == 2))]  # every third branches off
         cfg = {"model": {"backbone": "tiny-svd"}, "train": {"lr": 1e-5 * (1 + (i % 2)), "steps": 100 * (i + 1)}, "profile": "tiny"}
-        ck_rows.append(
-            dict(
-                checkpoint_id=c, parent=parent, config=json.dumps(cfg), config_hash=hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16],
-                step=100 * (i + 1), path=f"checkpoints/{c}", created_at=now.replace(microsecond=0) - _minutes(n_checkpoints - i),
-            )
-        )
+        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+        row = checkpoint_row(c, TRAINED, json.dumps(cfg), digest, 100 * (i + 1), f"checkpoints/{c}", parent)
+        ck_rows.append({**row, "created_at": now.replace(microsecond=0) - _minutes(n_checkpoints - i)})
         for s in range(log_steps):
             step = 100 * i + s * max(1, 100 // log_steps)
             loss = 0.5 * math.exp(-step / 400) + 0.05 + rng.normal(0, 0.01)

@@ -560,20 +560,14 @@ def heat_rgb(gauss: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------
 def trained_checkpoints(wd: Workdir) -> list[dict]:
     """Rows of trained controllers whose weights are in the workdir, newest first."""
-    from core.checkpoints import NO_CONTROL, REFERENCE_GENERATORS
+    from core.checkpoints import trained
 
-    table = wd.read("checkpoints")
-    if table.empty:
-        return []
-    table = table[table["path"].notna() & ~table["checkpoint_id"].isin(REFERENCE_GENERATORS)]
-    table = table[~table["checkpoint_id"].str.endswith(NO_CONTROL)]
-    table = table.sort_values(["created_at", "step"], ascending=False, na_position="last")
-    return [r for r in table.to_dict("records") if wd.exists(r["path"], "controlnet", "config.json")]
+    return trained(wd, with_weights=True)[::-1]
 
 
 def choose_checkpoint(wd: Workdir, checkpoint_id: str | None = None) -> dict:
     """The ``checkpoints`` row to generate with: ``checkpoint_id``, else the newest trained one."""
-    from core.checkpoints import REFERENCE_GENERATORS
+    from core import checkpoints as ckpts
 
     trained = trained_checkpoints(wd)
     if checkpoint_id is None:
@@ -583,12 +577,13 @@ def choose_checkpoint(wd: Workdir, checkpoint_id: str | None = None) -> dict:
                 "or `draganything pipeline`), or pass --checkpoint ID"
             )
         return trained[0]
-    if checkpoint_id in REFERENCE_GENERATORS:
-        raise DragError(f"'{checkpoint_id}' is a model-free reference generator, not a trained controller; pass a trained checkpoint id")
     for row in trained:
         if row["checkpoint_id"] == checkpoint_id:
             return row
-    table = wd.read("checkpoints")
+    table = ckpts.read(wd)
+    kinds = dict(zip(table["checkpoint_id"], table["kind"]))
+    if kinds.get(checkpoint_id, ckpts.REFERENCE if checkpoint_id in ckpts.REFERENCE_GENERATORS else None) == ckpts.REFERENCE:
+        raise DragError(f"'{checkpoint_id}' is a model-free reference generator, not a trained controller; pass a trained checkpoint id")
     known = ", ".join(r["checkpoint_id"] for r in trained) or "none yet"
     if checkpoint_id in set(table["checkpoint_id"]):
         row = table[table["checkpoint_id"] == checkpoint_id].iloc[0]

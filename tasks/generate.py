@@ -13,6 +13,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from core import checkpoints as ckpts
 from core.config import Config
 from core.media import write_frames, write_mp4
 from core.tables import Workdir, now_utc
@@ -43,6 +44,7 @@ class WarpGenerator:
         return warp_video(item.image, item.masks, item.trajectories)
 
 
+REFERENCES: dict[str, type] = {"static": StaticGenerator, "warp": WarpGenerator}  # core.checkpoints.REFERENCE_GENERATORS
 _CACHE: dict[str, Generator] = {}
 
 
@@ -50,11 +52,8 @@ def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
     """The generator of a ``checkpoints`` row, built once per process."""
     key = f"{workdir.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
     if key not in _CACHE:
-        kind = json.loads(checkpoint["config"] or "{}").get("generator")  # set on model-free rows
-        if kind == "static":
-            _CACHE[key] = StaticGenerator()
-        elif kind == "warp":
-            _CACHE[key] = WarpGenerator()
+        if ckpts.kind(checkpoint) == ckpts.REFERENCE:  # its config names the generator
+            _CACHE[key] = REFERENCES[json.loads(checkpoint["config"])["generator"]]()
         else:
             from tasks.controller import ControllerGenerator
 

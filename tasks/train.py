@@ -14,7 +14,6 @@ Clips, their cache and the batches are ``tasks/train_data.py``; the tiny base fi
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import pickle
 import random
@@ -26,8 +25,9 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from core import checkpoints as ckpts
 from core.config import Config
-from core.tables import Workdir, now_utc
+from core.tables import Workdir
 from model import training as T
 from model.maps import condition_channels
 from model.unet_control import controlled_prediction
@@ -66,15 +66,6 @@ def controller_loss(pipe, controlnet, batch: Batch, cfg: Config, gen: torch.Gene
 
 
 # --- checkpoints ---------------------------------------------------------------------
-
-
-def run_id(cfg: Config, parent: str | None) -> str:
-    """Deterministic: the same config trained from the same parent is the same run (so a re-run resumes it)."""
-    return "run-" + hashlib.sha1(f"{cfg.digest()}|{parent or 'scratch'}".encode()).hexdigest()[:10]
-
-
-def checkpoint_id(run: str, step: int) -> str:
-    return f"{run}-s{step:06d}"
 
 
 def save_checkpoint(wd: Workdir, cid: str, controlnet, state: dict, cfg: Config) -> str:
@@ -122,13 +113,6 @@ def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem for the user
         raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is damaged ({type(err).__name__} reading {folder}); resume from another checkpoint") from None
     return state, folder
-
-
-def checkpoint_row(cid: str, parent: str | None, cfg: Config, step: int, path: str) -> dict:
-    return dict(
-        checkpoint_id=cid, parent=parent, config=json.dumps(cfg.model_dump(mode="json")), config_hash=cfg.digest(),
-        step=int(step), path=path, created_at=now_utc(),
-    )
 
 
 def _rng_state() -> dict:
@@ -179,7 +163,7 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     autocast = (lambda: torch.autocast("cuda", dtype=getattr(torch, "bfloat16" if tr.mixed_precision == "bf16" else "float16"))) if use_amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda") if use_amp and tr.mixed_precision == "fp16" else None
 
-    run = run or run_id(cfg, parent)
+    run = run or ckpts.run_id(cfg, parent)
     made, losses, log_rows = [], [], []
     prev = parent
     end = start_step + steps
@@ -206,14 +190,14 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
         losses.append(total)
         done = step + 1
         seconds = time.perf_counter() - t0
-        upcoming = checkpoint_id(run, min(end, (done + tr.checkpoint_every - 1) // tr.checkpoint_every * tr.checkpoint_every))
+        upcoming = ckpts.checkpoint_id(run, min(end, (done + tr.checkpoint_every - 1) // tr.checkpoint_every * tr.checkpoint_every))
         if done % tr.log_every == 0 or done == end:
             log_rows.append(dict(checkpoint_id=upcoming, step=done, loss=total, lr=sched.get_last_lr()[0], seconds=seconds,
                                  samples_per_s=tr.batch_size * tr.grad_accum / seconds))
         bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         bar.update(1)
         if rank == 0 and (done % tr.checkpoint_every == 0 or done == end):
-            cid = checkpoint_id(run, done)
+            cid = ckpts.checkpoint_id(run, done)
             state_out = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema, "step": done,
                          "rng": _rng_state(), "run": run}
             weights = controlnet
@@ -221,7 +205,7 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
                 weights = _with_params(controlnet, ema)
             path = save_checkpoint(wd, cid, weights, state_out, cfg)
             wd.append("train_log", log_rows)
-            wd.append("checkpoints", [checkpoint_row(cid, prev, cfg, done, path)])
+            wd.append("checkpoints", [ckpts.trained_row(cid, prev, cfg, done, path)])
             log_rows, prev = [], cid
             made.append(cid)
     bar.close()
@@ -241,20 +225,14 @@ def _with_params(module, values: list[torch.Tensor]):
 # --- the stage ------------------------------------------------------------------------
 
 
-def run_key(cfg: Config) -> str:
-    """The config without ``train.steps`` (how long, not what): part of the run id."""
-    payload = cfg.model_dump(mode="json", exclude={"profile"})
-    payload["train"].pop("steps", None)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def resolve_resume(wd: Workdir, resume: str) -> dict:
-    table = wd.read("checkpoints")
-    trained = table[table["path"].notna() & ~table["checkpoint_id"].str.contains("~", regex=False)].sort_values(["created_at", "step"])
+    """The row ``--resume`` names: a checkpoint id, or ``latest`` (the newest trained controller)."""
     if resume == "latest":
-        if trained.empty:
+        rows = ckpts.trained(wd)
+        if not rows:
             raise CheckpointError(f"--resume latest: no trained checkpoint in {wd.url}; train from scratch first")
-        return trained.iloc[-1].to_dict()
+        return rows[-1]
+    table = ckpts.read(wd)
     row = table[table["checkpoint_id"] == resume]
     if row.empty:
         raise CheckpointError(f"checkpoint '{resume}' is not in {wd.url}/tables/checkpoints; `draganything status -w {wd.url}` lists them")
@@ -287,13 +265,12 @@ def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: in
         cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model_path": wd.local_path(base)})})
 
     origin = resolve_resume(wd, resume) if resume else None
-    run = "run-" + hashlib.sha1(f"{run_key(cfg)}|{origin['checkpoint_id'] if origin else 'scratch'}".encode()).hexdigest()[:10]
+    run = ckpts.run_id(cfg, origin["checkpoint_id"] if origin else None)
     target = (int(origin["step"]) if origin else 0) + steps
-    mine = wd.read("checkpoints")
-    mine = mine[mine["checkpoint_id"].str.startswith(run + "-")].sort_values("step")
-    start_row = mine.iloc[-1].to_dict() if not mine.empty else origin
+    mine = [r for r in ckpts.run_checkpoints(wd, run) if r["kind"] == ckpts.TRAINED]
+    start_row = mine[-1] if mine else origin
     start = int(start_row["step"]) if start_row else 0
-    if start >= target and not mine.empty:
+    if start >= target and mine:
         return {"run": run, "trained_steps": 0, "checkpoints": [], "latest": start_row["checkpoint_id"], "step": start}
 
     pipe = build_pipeline(cfg.model)
@@ -312,13 +289,13 @@ def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: in
 
     made = []
     if start_row is None and rank == 0:  # the untrained controller: the floor every trained one must beat
-        cid = checkpoint_id(run, 0)
+        cid = ckpts.checkpoint_id(run, 0)
         path = save_checkpoint(wd, cid, pipe.controlnet, {"optimizer": None, "scheduler": None, "ema": None, "step": 0, "run": run}, cfg)
-        wd.append("checkpoints", [checkpoint_row(cid, None, cfg, 0, path)])
+        wd.append("checkpoints", [ckpts.trained_row(cid, None, cfg, 0, path)])
         made.append(cid)
     if state is not None and state.get("optimizer") is None:
         state = None  # a step-0 checkpoint has no optimizer yet
-    parent = start_row["checkpoint_id"] if start_row else checkpoint_id(run, 0)
+    parent = start_row["checkpoint_id"] if start_row else ckpts.checkpoint_id(run, 0)
     result = train_loop(wd, cfg, pipe, pipe.controlnet, clips, start_step=start, parent=parent, state=state,
                         steps=target - start, progress=progress, run=run)
     made += result.checkpoints
