@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -75,6 +75,17 @@ class LabelsSettings(_Section):
     chunk_size: int = Field(4, ge=1, description="videos per Ray task")
     frames_cache: bool = True
     embeddings: bool = Field(True, description="also write entity vectors of the configured extractor (model.entity_*)")
+    max_frame_pixels: int = Field(
+        40_000_000, ge=1, le=2**30, description="frames and masks whose header claims more pixels are rejected before decoding"
+    )
+
+    def digest(self) -> str:
+        """Short hash of what label rows and label rejects depend on (not chunking, caching or embeddings)."""
+        payload = self.model_dump(mode="json", include={"frames", "resolution", "trajectory_source", "include_void",
+                                                        "min_area_px", "max_frame_pixels"})
+        if self.trajectory_source == "tracker":
+            payload["tracker"] = self.tracker.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @field_validator("resolution")
     @classmethod
@@ -100,6 +111,15 @@ class GenerateSettings(_Section):
     dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="dtype of every model at inference (fp16: the VAE encodes upcast, as diffusers does)")
     cpu_offload: bool = Field(False, description="diffusers' enable_model_cpu_offload: each model on the GPU only while it runs (small GPUs)")
     decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at a time (diffusers' decode_chunk_size)")
+
+    @model_validator(mode="after")
+    def _guidance_ramp(self) -> "GenerateSettings":
+        if self.min_guidance_scale > self.max_guidance_scale:
+            raise ValueError(
+                f"generate.min_guidance_scale ({self.min_guidance_scale:g}) is above generate.max_guidance_scale "
+                f"({self.max_guidance_scale:g}); the guidance ramps from min to max, so lower min or raise max"
+            )
+        return self
 
 
 class EvaluateSettings(_Section):
@@ -141,6 +161,9 @@ class RuntimeSettings(_Section):
     task_num_gpus: float = Field(0.0, ge=0)
     task_memory_mb: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker died")
+    check_resources: bool = Field(
+        True, description="at start-up, refuse task requests the Ray cluster cannot meet (off on an autoscaling cluster)"
+    )
 
 
 class TinyModelSettings(_Section):
@@ -200,6 +223,29 @@ class ModelSettings(_Section):
         "as in diffusers and the official training (generate.fps is only the mp4's frame rate)"
     )
     conditioning_scale: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _entity_layer_in_range(self) -> "ModelSettings":
+        depth, what = self.backbone_depth()
+        if depth and not -depth <= self.entity_layer < depth:
+            raise ValueError(
+                f"model.entity_layer {self.entity_layer} is out of range: {what} has {depth} up blocks, so use "
+                f"{-depth}..{depth - 1} (-1 = the last)"
+            )
+        return self
+
+    def backbone_depth(self) -> tuple[int | None, str]:
+        """Up blocks of the entity-feature backbone, where the config or its folder tells (else None)."""
+        if self.entity_backbone == "base-unet" and self.base_model_path is None:
+            return len(self.tiny.unet_channels), "the embedded tiny UNet"
+        folder = self.base_model_path if self.entity_backbone == "base-unet" else self.entity_backbone_path
+        if not folder:
+            return None, ""
+        try:
+            unet = json.loads((Path(folder) / "unet" / "config.json").read_text())
+            return len(unet.get("up_block_types") or unet["block_out_channels"]), f"the UNet in {folder}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, ""  # loading it later says what is wrong with the folder
 
 
 class BaseFitSettings(_Section):
@@ -318,7 +364,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({getattr(err, 'problem', None) or err}); "
+                          "quote it or fix its brackets") from None
+
+
+def _yaml_syntax(err: yaml.YAMLError, path: Path) -> ConfigError:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ConfigError(f"{where}: YAML syntax error ({problem}); fix that line")
 
 
 def _explain(err: ValidationError, source: str) -> ConfigError:
@@ -329,6 +386,9 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
             lines.append(f"config key '{key}' is unknown ({source})")
             continue
         got = e.get("input")
+        if e["type"] == "value_error" and isinstance(got, dict):  # a check across a section's keys: the message names them
+            lines.append(f"{e['msg'].removeprefix('Value error, ')} ({source})")
+            continue
         lines.append(f"config key '{key}': {e['msg']}; got {got!r} ({source})")
     return ConfigError("; ".join(lines))
 
@@ -363,7 +423,10 @@ def load_config(name_or_path: str = "tiny", overrides: list[str] | dict[str, Any
     """Load a profile, apply ``key.sub=value`` overrides, validate everything."""
     path = profile_path(name_or_path)
     with open(path) as fh:
-        tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+        try:
+            tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+        except yaml.YAMLError as err:
+            raise _yaml_syntax(err, path) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     tree.setdefault("profile", path.stem)

@@ -59,6 +59,7 @@ TABLES: dict[str, TableSpec] = {
             ("orig_height", pa.int32()),
             ("orig_width", pa.int32()),
             ("frames_path", pa.string()),
+            ("config_digest", pa.string()),  # LabelsSettings.digest(): what the rows depend on
         ),
         _spec(
             "entity_embeddings",
@@ -78,6 +79,8 @@ TABLES: dict[str, TableSpec] = {
             ("item", pa.string()),
             ("reason", pa.string()),
             ("at", _ts),
+            ("error", pa.string()),  # the exception type (VideoError = a checked bad input)
+            ("config_digest", pa.string()),  # the settings the item was tried with; another digest retries it
         ),
         _spec(
             "checkpoints",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.tables import Workdir
+from core.tables import TABLES, Workdir
 
 
 def workdir_status(wd: Workdir) -> dict:
@@ -37,6 +37,7 @@ def workdir_status(wd: Workdir) -> dict:
         stage: {"count": len(g), "latest": [f"{r.item}: {r.reason}" for r in g.tail(3).itertuples()]}
         for stage, g in rejects.groupby("stage")
     }
+    out["damaged_parts"] = {t: parts for t in TABLES if (parts := wd.damaged_parts(t))}
     return out
 
 
@@ -56,6 +57,9 @@ def format_status(st: dict) -> str:
             lines += [f"    {x}" for x in r["latest"]]
     else:
         lines.append("open rejects: none")
+    for table, parts in st.get("damaged_parts", {}).items():
+        lines.append(f"damaged parts of table {table} (skipped; move them out, a re-run writes their rows again):")
+        lines += [f"  {p}" for p in parts]
     return "\n".join(lines)
 
 

@@ -14,9 +14,11 @@ import contextlib
 import fcntl
 import hashlib
 import io
+import logging
 import os
 import shutil
 import tempfile
+import time
 import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -27,6 +29,11 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
+
+from core.paths import PathError, confined, fits_name
+
+log = logging.getLogger(__name__)
+TMP_MAX_AGE_S = 3600.0  # a `.tmp-*` file this old in a table folder is a killed writer's leftover
 
 from core import objectstore
 from core.schema import (  # noqa: F401 - the table contract is read from here by every stage
@@ -46,22 +53,30 @@ from core.schema import (  # noqa: F401 - the table contract is read from here b
 class Workdir:
     """A workdir: the tables plus the media they point to (by relative path)."""
 
-    def __init__(self, root: str | os.PathLike[str]):
+    def __init__(self, root: str | os.PathLike[str], create: bool = True):
         root = os.fspath(root)
         self.fs, path = fsspec.core.url_to_fs(root)
         self.is_local = isinstance(self.fs, LocalFileSystem)
         if not self.is_local:  # other writers add parts at any time: list the store, not a cached listing
             self.fs, path = fsspec.core.url_to_fs(root, use_listings_cache=False)
-        self.root = path.rstrip("/")
+        self.root = path.rstrip("/") or "/"
         self.url = root
         self.upload_chunk_bytes = objectstore.UPLOAD_CHUNK_BYTES
         self._current_parts: set[str] = set()  # parts known to have today's column names
-        self.fs.makedirs(self.root, exist_ok=True)
+        self._swept: set[str] = set()
+        if create:
+            self.fs.makedirs(self.root, exist_ok=True)
+        elif not self.fs.isdir(self.root):
+            raise FileNotFoundError(f"workdir {root} does not exist; check the path (a run of any stage creates it)")
 
     # paths -------------------------------------------------------------
     def path(self, *parts: str) -> str:
-        """Absolute path (in the workdir's filesystem) of a relative media path."""
-        return "/".join([self.root, *[p.strip("/") for p in parts]])
+        """Absolute path (in the workdir's filesystem) of a relative path, which must stay inside the workdir.
+
+        Every path a stage opens from a table value goes through here: an absolute
+        path, a ``..`` that climbs out or a symlink that points out raises PathError.
+        """
+        return confined(self.root, *parts, local=self.is_local, what="workdir path")
 
     def location(self, *parts: str) -> str:
         """Where a relative path lives, for another process or node: a local path, or a URL on a remote workdir."""
@@ -82,33 +97,29 @@ class Workdir:
 
     # reading -----------------------------------------------------------
     def _parts(self, table: str) -> list[str]:
+        """The table's part files, without zero-byte ones (reported by :meth:`damaged_parts`)."""
         d = self.table_dir(table)
         if not self.fs.exists(d):
             return []
-        files = [f for f in self.fs.ls(d, detail=False) if f.endswith(".parquet")]
-        return sorted(f for f in files if not os.path.basename(f).startswith((".", "_")))
+        files = [f for f in self.fs.ls(d, detail=True) if f["name"].endswith(".parquet")]
+        files = [f for f in files if not os.path.basename(f["name"]).startswith((".", "_"))]
+        empty = sorted(f["name"] for f in files if not f.get("size"))
+        if empty:
+            self._report_damaged(table, empty, "zero bytes")
+        return sorted(f["name"] for f in files if f.get("size"))
 
     def read_arrow(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
         spec = TABLES[table]
         parts = self._parts(table)
+        if parts:
+            try:
+                return self._scan(table, parts, columns, filter)
+            except (OSError, pa.ArrowInvalid):
+                parts = self._readable(table, parts)  # one damaged part must not hide the rest
         if not parts:
             schema = spec.schema if columns is None else pa.schema([spec.schema.field(c) for c in columns])
             return schema.empty_table()
-        # Key columns are always read: an object store may hold one key in two parts (objectstore.drop_repeated_keys).
-        wanted = None if columns is None else list(dict.fromkeys([*spec.key, *columns]))
-        old = self._old_parts(table, parts)
-        if not old:
-            ds = pads.dataset(parts, schema=spec.schema, filesystem=self.fs, format="parquet")
-            found = ds.to_table(columns=wanted, filter=filter)
-        else:
-            new = [p for p in parts if p not in old]
-            renamed = pads.dataset(sorted(old), schema=_old_schema(spec.schema), filesystem=self.fs, format="parquet").to_table()
-            tables = [pads.dataset(renamed.rename_columns(spec.schema.names)).to_table(columns=wanted, filter=filter)]
-            if new:
-                tables.insert(0, pads.dataset(new, schema=spec.schema, filesystem=self.fs, format="parquet").to_table(columns=wanted, filter=filter))
-            found = pa.concat_tables(tables)
-        found = objectstore.drop_repeated_keys(found, spec.key)
-        return _with_defaults(spec, found if columns is None else found.select(columns))
+        return self._scan(table, parts, columns, filter)
 
     def _old_parts(self, table: str, parts: list[str]) -> set[str]:
         """The parts written before a column of ``table`` was renamed (see ``RENAMED_COLUMNS``)."""
@@ -162,6 +173,7 @@ class Workdir:
         if arrow.num_rows == 0:
             return 0
         with self._lock(table):
+            self._sweep_tmp(table)
             existing = self.keys(table)
             keys = list(zip(*[arrow.column(k).to_pylist() for k in spec.key]))
             keep = [i for i, k in enumerate(keys) if k not in existing]
@@ -219,7 +231,7 @@ class Workdir:
     def _delete_locked(self, table: str, drop: set[tuple]) -> int:
         spec = TABLES[table]
         removed = 0
-        for part in self._parts(table):
+        for part in self._readable(table, self._parts(table)):
             t = _with_defaults(spec, self._read_part(table, part))
             part_keys = list(zip(*[t.column(k).to_pylist() for k in spec.key]))
             keep = [i for i, k in enumerate(part_keys) if k not in drop]
@@ -238,7 +250,7 @@ class Workdir:
         parent = path.rsplit("/", 1)[0]
         self.fs.makedirs(parent, exist_ok=True)
         if self.is_local:
-            tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{os.path.basename(path)}"
+            tmp = f"{parent}/{_tmp_name(os.path.basename(path))}"
             try:
                 with open(tmp, "wb") as f:
                     write(f)
@@ -295,3 +307,76 @@ class Workdir:
 
     def exists(self, *parts: str) -> bool:
         return self.fs.exists(self.path(*parts))
+
+    # damaged parts and leftovers -----------------------------------------
+    def _scan(self, table: str, parts: list[str], columns: list[str] | None, filter: Any) -> pa.Table:
+        spec = TABLES[table]
+        # Key columns are always read: an object store may hold one key in two parts (objectstore.drop_repeated_keys).
+        wanted = None if columns is None else list(dict.fromkeys([*spec.key, *columns]))
+        old = self._old_parts(table, parts)
+        if not old:
+            ds = pads.dataset(parts, schema=spec.schema, filesystem=self.fs, format="parquet")
+            found = ds.to_table(columns=wanted, filter=filter)
+        else:
+            new = [p for p in parts if p not in old]
+            renamed = pads.dataset(sorted(old), schema=_old_schema(spec.schema), filesystem=self.fs, format="parquet").to_table()
+            tables = [pads.dataset(renamed.rename_columns(spec.schema.names)).to_table(columns=wanted, filter=filter)]
+            if new:
+                tables.insert(0, pads.dataset(new, schema=spec.schema, filesystem=self.fs, format="parquet").to_table(columns=wanted, filter=filter))
+            found = pa.concat_tables(tables)
+        found = objectstore.drop_repeated_keys(found, spec.key)
+        return _with_defaults(spec, found if columns is None else found.select(columns))
+
+    def _readable(self, table: str, parts: list[str]) -> list[str]:
+        """The parts whose Parquet footer reads; the others are reported and left out."""
+        good, bad = [], []
+        for p in parts:
+            try:
+                pq.read_metadata(p, filesystem=self.fs)
+                good.append(p)
+            except (OSError, pa.ArrowInvalid):
+                bad.append(p)
+        if bad:
+            self._report_damaged(table, bad, "not readable as Parquet")
+        return good
+
+    def _report_damaged(self, table: str, parts: list[str], why: str) -> None:
+        for p in parts:
+            if p not in self._swept:
+                self._swept.add(p)
+                log.warning("table '%s': part %s is %s and is skipped; move it out of %s (its rows are lost, a re-run of the "
+                            "stage writes them again)", table, p, why, self.table_dir(table))
+
+    def damaged_parts(self, table: str) -> list[str]:
+        """Part files of ``table`` that are skipped because they are empty or unreadable (for ``status``)."""
+        d = self.table_dir(table)
+        if not self.fs.exists(d):
+            return []
+        files = [f for f in self.fs.ls(d, detail=True) if f["name"].endswith(".parquet")
+                 and not os.path.basename(f["name"]).startswith((".", "_"))]
+        empty = [f["name"] for f in files if not f.get("size")]
+        sized = [f["name"] for f in files if f.get("size")]
+        return sorted(empty + sorted(set(sized) - set(self._readable(table, sized))))
+
+    def _sweep_tmp(self, table: str, max_age_s: float = TMP_MAX_AGE_S) -> int:
+        """Remove ``.tmp-*`` files older than ``max_age_s`` from a table folder (killed writers'); once per table."""
+        if not self.is_local or ("sweep:" + table) in self._swept:
+            return 0
+        self._swept.add("sweep:" + table)
+        d, removed, cutoff = self.table_dir(table), 0, time.time() - max_age_s
+        for entry in os.scandir(d) if os.path.isdir(d) else ():
+            if entry.name.startswith(".tmp-") and entry.is_file(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    if entry.stat().st_mtime < cutoff:
+                        os.remove(entry.path)
+                        removed += 1
+        return removed
+
+
+def _tmp_name(name: str) -> str:
+    """A hidden temporary sibling name for ``name`` that fits in one path component."""
+    tmp = f".tmp-{uuid.uuid4().hex}-{name}"
+    return tmp if fits_name(tmp) else f".tmp-{uuid.uuid4().hex}"
+
+
+__all__ = ["TABLES", "PathError", "SchemaError", "TableSpec", "Workdir", "now_utc", "to_arrow"]

@@ -11,15 +11,19 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 APP = Path(__file__).resolve().parent / "app.py"
 
 
+LOOPBACK = "127.0.0.1"
+
+
 def launch_command(
     workdir_url: str, port: int = 8501, headless: bool = True, address: str | None = None, secrets: str | None = None
 ) -> list[str]:
-    """The ``streamlit run`` command line :func:`launch` runs."""
+    """The ``streamlit run`` command line :func:`launch` runs; it listens on 127.0.0.1 unless ``address`` says otherwise."""
     cmd = [
         sys.executable, "-m", "streamlit", "run", str(APP),
         "--server.port", str(int(port)),
@@ -28,8 +32,7 @@ def launch_command(
         "--server.fileWatcherType", "none",
         "--client.toolbarMode", "viewer",
     ]
-    if address:
-        cmd += ["--server.address", address]
+    cmd += ["--server.address", address or LOOPBACK]  # closed by default: voter tokens must not cross a network in clear
     if secrets:
         cmd += ["--secrets.files", str(Path(secrets).expanduser().resolve())]
     return cmd + ["--", "--workdir", workdir_url]
@@ -52,7 +55,12 @@ def launch(workdir_url: str, port: int = 8501, headless: bool = True, address: s
     env = {**os.environ, "DRAGANYTHING_WORKDIR": workdir_url, "STREAMLIT_BROWSER_GATHER_USAGE_STATS": "false"}
     root = str(APP.parent.parent)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    from core.lifetime import watch_descendants
+
+    watch_descendants()  # Streamlit (and a Ray the Drag page starts) end with this command, even a SIGKILLed one
     proc = subprocess.Popen(launch_command(workdir_url, port, headless, address, secrets), env=env)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)  # a plain `kill` stops Streamlit as Ctrl-C does
     try:
         return proc.wait()
     except KeyboardInterrupt:
@@ -62,3 +70,7 @@ def launch(workdir_url: str, port: int = 8501, headless: bool = True, address: s
         except subprocess.TimeoutExpired:
             proc.kill()
             return proc.wait()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

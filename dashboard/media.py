@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import tempfile
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from core.geometry import scale_points
 from core.media import write_mp4
-from core.tables import Workdir
+from core.tables import PathError, Workdir
 
 CACHE_RELDIR = "cache/dashboard"
 GT_COLOR = (40, 220, 90)  # RGB
@@ -31,20 +30,15 @@ class MediaError(ValueError):
 
 
 def resolve_media(wd: Workdir, relpath: str) -> str:
-    """Absolute path of a table's relative media path, confined to the workdir."""
+    """Absolute path of a table's relative media path, confined to the workdir (``Workdir.path``'s one rule)."""
     if not isinstance(relpath, str) or not relpath.strip():
         raise MediaError("the table row has no media path")
-    if relpath.startswith(("/", "\\")) or "://" in relpath or "\x00" in relpath or (len(relpath) > 1 and relpath[1] == ":"):
-        raise MediaError(f"media path {relpath!r} is not relative to the workdir; refusing to open it")
-    norm = posixpath.normpath(relpath.replace("\\", "/"))
-    if norm == ".." or norm.startswith("../"):
-        raise MediaError(f"media path {relpath!r} leaves the workdir; refusing to open it")
-    full = wd.path(norm)
+    try:
+        full = wd.path(relpath)
+    except PathError as err:
+        raise MediaError(f"media path {relpath!r}: {err}") from None
     if wd.is_local:
-        root = os.path.realpath(wd.root)
         real = os.path.realpath(full)
-        if os.path.commonpath([root, real]) != root:
-            raise MediaError(f"media path {relpath!r} resolves outside the workdir (a symlink?); refusing to open it")
         if not os.path.isfile(real):
             raise MediaError(f"video {relpath!r} is listed in the tables but missing from the workdir ({real})")
         return real

@@ -72,6 +72,7 @@ def labels(
     overrides: Optional[list[str]] = OverrideOpt,
     dataset: Optional[str] = typer.Option(None, help="dataset name in the tables (default: the data root's folder name)"),
     retry_rejects: bool = typer.Option(False, "--retry-rejects", help="try videos rejected before again"),
+    relabel: bool = typer.Option(False, "--relabel", help="replace labels made with other labels settings (frames, resolution, trajectory source, ...)"),
 ) -> None:
     """Entities, incircles and trajectories for every video of a split -> labels table."""
     _check_config(config, overrides)
@@ -79,9 +80,13 @@ def labels(
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
     from flows.labels import labels_flow
     from flows.runtime import run_flow
+    from tasks.labels_pending import LabelsChanged
 
-    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir_url=_absolute(workdir),
-                       dataset=dataset, retry_rejects=retry_rejects)
+    try:
+        summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir_url=_absolute(workdir),
+                           dataset=dataset, retry_rejects=retry_rejects, relabel=relabel)
+    except LabelsChanged as err:
+        _fail(str(err))
     typer.echo(json.dumps(summary))
 
 
@@ -218,12 +223,17 @@ def pipeline(
         _fail(f"--select must be missing, latest or all, got {select!r}")
     from flows.pipeline import pipeline_flow
     from flows.runtime import run_flow
+    from tasks.labels_pending import LabelsChanged
 
-    report = run_flow(
-        pipeline_flow, config, overrides, workdir_url=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
-        stages=[s.strip() for s in stages.split(",") if s.strip()], suites=[b.strip() for b in suites.split(",") if b.strip()],
-        checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
-    )
+    try:
+        report = run_flow(
+            pipeline_flow, config, overrides, workdir_url=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None,
+            dataset=dataset, stages=[s.strip() for s in stages.split(",") if s.strip()],
+            suites=[b.strip() for b in suites.split(",") if b.strip()], checkpoints=checkpoint or None, select=select,
+            train_steps=steps, progress=True,
+        )
+    except LabelsChanged as err:
+        _fail(f"{err} (run `draganything labels --relabel` for that split first)")
     typer.echo(json.dumps(report, default=str))
 
 
@@ -237,9 +247,8 @@ def status(
 ) -> None:
     """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
     from core.status import format_status, workdir_status
-    from core.tables import Workdir
 
-    wd = Workdir(workdir)
+    wd = _existing_workdir(workdir)
     st = workdir_status(wd)
     typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
     if fail_on_regression:
@@ -256,7 +265,10 @@ def status(
 def dashboard(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     port: int = typer.Option(8501, help="port on this machine"),
-    address: Optional[str] = typer.Option(None, help="address to serve on (default: Streamlit's)"),
+    address: Optional[str] = typer.Option(
+        None, help="address to listen on (default 127.0.0.1: this machine only); another address exposes the dashboard, "
+        "so put it behind a TLS reverse proxy (docs/operations.md, Dashboard security)"
+    ),
     secrets: Optional[Path] = typer.Option(
         None, "--secrets", help="the secrets file with voter tokens or OIDC settings (default: .streamlit/secrets.toml here or in ~)"
     ),
@@ -332,6 +344,10 @@ def drag(
         _fail(f"--mask-choice must be best, 0, 1 or 2, got {mask_choice!r}")
     if "://" not in workdir and not Path(workdir).is_dir():
         _fail(f"workdir {workdir} does not exist; train a checkpoint into it first (`draganything train --workdir {workdir}`)")
+    if out.suffix.lower() != ".mp4":
+        _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
+    if save_case_dir is not None and save_case_dir.exists() and (not save_case_dir.is_dir() or any(save_case_dir.iterdir())):
+        _fail(f"--save-case {save_case_dir} already exists and is not empty; choose another folder (nothing was generated)")
     try:
         entities = []
         for k, (c, p) in enumerate(zip(click, path), start=1):
@@ -374,9 +390,18 @@ def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: Optional[
     """Every checkpoint's ObjMC / FID / FVD on an evaluation suite, with 95% bootstrap intervals, as a markdown table."""
     suite = _suite(suite, benchmark)
     from core.status import metrics_table
+
+    typer.echo(metrics_table(_existing_workdir(workdir), suite))
+
+
+def _existing_workdir(workdir: str):
+    """A workdir that must exist already (commands that only read never create one)."""
     from core.tables import Workdir
 
-    typer.echo(metrics_table(Workdir(workdir), suite))
+    try:
+        return Workdir(_absolute(workdir), create=False)
+    except FileNotFoundError as err:
+        _fail(str(err))
 
 
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:

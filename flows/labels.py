@@ -14,10 +14,11 @@ from prefect_ray.context import remote_options
 from core.config import LabelsSettings, ModelSettings, load_config
 from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
-from core.vipseg import Category, load_categories, read_split
+from core.vipseg import Category, load_categories, read_split_lines
 from flows.runtime import ProjectRayTaskRunner, chunks, gather
 from tasks.embeddings import pending_embeddings
-from tasks.labels import VideoRef, label_videos, pending_videos
+from tasks.labels import VideoRef, label_videos
+from tasks.labels_pending import pending_videos
 
 
 @task(name="label-videos")
@@ -54,17 +55,23 @@ def labels_flow(
     overrides: list[str] | None = None,
     dataset: str | None = None,
     retry_rejects: bool = False,
+    relabel: bool = False,
     progress: bool = True,
 ) -> dict:
     cfg = load_config(config, overrides)
     root = Path(data_root)
     dataset = dataset or root.resolve().name
     wd = Workdir(workdir_url)
-    refs = [VideoRef(dataset, split, v) for v in read_split(root, split)]
-    todo = pending_videos(wd, refs, retry_rejects)
+    names, repeated = read_split_lines(root, split)
+    refs = [VideoRef(dataset, split, v) for v in names]
+    todo, retried = pending_videos(wd, refs, cfg.labels, retry_rejects=retry_rejects, relabel=relabel)
     categories = load_categories(root)
     size = cfg.labels.chunk_size
     summary = {"videos": len(refs), "skipped": len(refs) - len(todo), "rows": 0, "rejects": 0}
+    if retried:
+        summary["retried"] = retried  # rejects or labels made with other labels settings, tried again
+    if repeated:
+        summary["repeated_in_split_file"] = sorted(repeated)
     with remote_options(**ray_task_options(cfg.runtime)):
         futures = [label_chunk.submit(str(root), c, cfg.labels, categories, workdir_url) for c in chunks(todo, size)]
     gather(futures, summary, ("rows", "rejects"), "videos", len(todo), f"labels {dataset}/{split}", "video", progress)

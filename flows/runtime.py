@@ -29,6 +29,9 @@ def prefect_api_url() -> str:
         return str(url)
     from prefect.server.api.server import SubprocessASGIServer
 
+    from core.lifetime import watch_descendants
+
+    watch_descendants()  # the temporary server ends with this process, even a SIGKILLed one
     server = SubprocessASGIServer()
     server.start()
     return server.api_url

@@ -119,5 +119,12 @@ def train_flow(workdir_url: str, config: str = "tiny", overrides: list[str] | No
     opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
+    if cfg.runtime.check_resources:
+        import ray
+
+        from core.cluster import check_request
+
+        key = "train.use_gpu" if cfg.train.use_gpu and not ray.cluster_resources().get("GPU") else "train.cpus_per_worker"
+        check_request(ray.cluster_resources(), {"CPU": opts["num_cpus"], "GPU": opts.get("num_gpus", 0)}, key)
     with remote_options(**opts):
         return train_task.submit(workdir_url, cfg, resume, steps, progress, prepared["key"]).result()

@@ -17,6 +17,7 @@ weights for evaluation (a full-size controller's AdamW moments are twice its wei
 from __future__ import annotations
 
 import json
+import pickle
 import shutil
 from pathlib import Path
 
@@ -48,6 +49,11 @@ def save_checkpoint(wd: Workdir, cid: str, controlnet, state: dict, cfg: Config,
     return rel
 
 
+def load_training_state(path: Path) -> dict:
+    """``state.pt`` unpickled with ``weights_only=True``: tensors, numbers and containers, nothing that runs code."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
     """The training state of a ``checkpoints`` row; a clear error if it is missing or damaged."""
     if not row.get("path"):
@@ -63,13 +69,20 @@ def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
         if not f.is_file():
             raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is incomplete: {f} is missing; resume from another checkpoint")
     try:
-        state = torch.load(state_file, map_location="cpu", weights_only=True)
+        state = load_training_state(state_file)
         from safetensors import safe_open
 
         for w in (weights, folder / "controlnet_raw" / WEIGHTS):
             if w.is_file():
                 with safe_open(str(w), "pt"):
                     pass
+    except pickle.UnpicklingError as err:
+        if "GLOBAL" not in str(err):  # garbage, not a pickle of foreign objects
+            raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is damaged (UnpicklingError reading {folder}); resume from another checkpoint") from None
+        raise CheckpointError(
+            f"checkpoint '{row['checkpoint_id']}': {state_file} holds objects other than a training state's (tensors, numbers, "
+            "the RNG state), so it was not unpickled; resume from a checkpoint this pipeline wrote"
+        ) from None
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem for the user
         raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is damaged ({type(err).__name__} reading {folder}); resume from another checkpoint") from None
     return state, folder

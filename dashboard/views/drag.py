@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -24,8 +23,9 @@ import streamlit as st
 from core.config import ConfigError, load_config
 from core.geometry import rescale
 from core.media import load_cached_clip
-from dashboard import media, queries, ui
+from dashboard import auth, media, queries, ui
 from dashboard.drag_state import FLASH, MODES, RESULT, S, active, cb_click, cb_clear, cb_new_entity, cb_remove_entity, cb_typed, cb_undo, new_entity, state
+from dashboard.segmenting import MemoSegmenter, segmenter_for
 from tasks import drag as dg
 from tasks.controller import checkpoint_model_settings
 
@@ -46,43 +46,6 @@ def config_name() -> str:
     parser.add_argument("--config")
     args, _ = parser.parse_known_args(sys.argv[1:])
     return args.config or os.environ.get(ENV_CONFIG) or "tiny"
-
-
-@st.cache_resource(show_spinner=False)
-def segmenter_for(checkpoint: str | None, model_type: str):
-    """(segmenter, what the page says about it, a problem to show or None)."""
-    from model.segmentation import GrabCutSegmenter, make_segmenter
-
-    if not checkpoint:
-        return GrabCutSegmenter(), "OpenCV GrabCut seeded by your clicks (the fallback: no SAM checkpoint is configured, set `drag.sam_checkpoint`)", None
-    try:
-        return make_segmenter(checkpoint, model_type), f"SAM {model_type} (`{checkpoint}`)", None
-    except (FileNotFoundError, ValueError) as err:
-        return GrabCutSegmenter(), "OpenCV GrabCut seeded by your clicks (SAM could not be loaded)", str(err)
-
-
-@st.cache_resource(show_spinner=False)
-def segmenter_lock() -> threading.Lock:
-    """One segmentation at a time: the segmenter (SAM's cached embedding) is shared by every session."""
-    return threading.Lock()
-
-
-class MemoSegmenter:
-    """The session's segmenter with results kept per click set (GrabCut takes a second; reruns are many)."""
-
-    KEEP = 24  # results kept per session (each holds image-sized masks)
-
-    def __init__(self, inner, memo: dict):
-        self.inner, self.memo, self.name = inner, memo, getattr(inner, "name", "?")
-
-    def segment(self, image, positive, negative=(), **kw):
-        key = (tuple(map(tuple, positive)), tuple(map(tuple, negative)), tuple(sorted(kw.items())))
-        if key not in self.memo:
-            with segmenter_lock():
-                self.memo[key] = self.inner.segment(image, positive, negative, **kw)
-            while len(self.memo) > self.KEEP:
-                self.memo.pop(next(iter(self.memo)))
-        return self.memo[key]
 
 
 @st.cache_data(show_spinner=False, max_entries=4)
@@ -317,9 +280,12 @@ st.subheader("4. Generate")
 g1, g2, g3 = st.columns([1, 1, 2])
 seed = int(g1.number_input("Seed", min_value=0, value=0, step=1, key="drag_seed"))
 steps = int(g2.number_input("Denoising steps", min_value=1, max_value=200, value=int(cfg.generate.num_inference_steps), step=1, key="drag_steps"))
-ready = checkpoint is not None and case is not None and not problems and not todo
+may_drag, not_allowed = auth.drag_permission()  # generating and saving write into the workdir: voters only
+ready = checkpoint is not None and case is not None and not problems and not todo and may_drag
 go = g3.button("Generate", key="drag_generate", type="primary", disabled=not ready, icon=":material/movie:")
-if not ready:
+if not may_drag:
+    st.warning(not_allowed)
+elif not ready:
     why = ("train a checkpoint first" if checkpoint is None else
            "select an entity and give it a path" if case is None else "fix or finish the entities above")
     st.caption(f"Generate is available once everything is in place ({why}).")
@@ -387,7 +353,7 @@ else:
     with s2:
         st.caption(f"Saved into `{root}`, the user-study suite's format (add it with `evaluate.user_study_dir`).")
         bs1, bs2 = st.columns(2)
-        save = bs1.button("Save case", key="drag_save", icon=":material/save:")
+        save = bs1.button("Save case", key="drag_save", icon=":material/save:", disabled=not may_drag)
         try:
             safe = dg.check_case_name(name)
             bs2.download_button("Download case (.zip)", case_zip(case.case_id(), safe, case), file_name=f"{safe}.zip", mime="application/zip",
@@ -396,6 +362,8 @@ else:
             safe = None
     if save:
         try:
+            if not may_drag:
+                raise dg.DragError(not_allowed)
             safe = dg.check_case_name(name)
             if "://" in root or not (cfg.drag.cases_dir or cfg.evaluate.user_study_dir or wd.is_local):
                 raise dg.DragError(f"cases can only be saved to a local folder here ({root} is not one); download the zip instead")
