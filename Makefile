@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEMO   ?= demo
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-all bench clean
+.PHONY: install demo test test-all test-gpu bench clean
 
 install: $(VENV)/.installed
 
@@ -41,6 +41,11 @@ test: install
 
 test-all: install
 	$(PY) -m pytest -m ""
+
+# On a GPU machine, no install needed (torch, transformers, accelerate, safetensors + a carried diffusers
+# wheel, see benchmarks/README.md): the gpu tests and the full-size rows, all into gpu_results.md.
+test-gpu:
+	$(PYTHON) benchmarks/gpu.py --out gpu_results.md
 
 bench: install
 	$(PY) benchmarks/labels.py

@@ -90,7 +90,7 @@ def other_pages(root: str) -> dict:
     st.cache_data.clear()
     at = AppTest.from_file(str(ROOT / "dashboard" / "app.py"), default_timeout=300)
     at.secrets["voters"] = {"bench": "tok"}
-    at.session_state["voter_identity"] = "bench"
+    at.session_state["voter_identity"] = {"voter": "bench", "digest": __import__("hashlib").sha256(b"tok").hexdigest()}
     at.run(timeout=300)
     out = {}
     for page in ("compare", "training", "vote", "results"):

@@ -9,7 +9,6 @@ stage runs in-process (the plain functions the Ray tasks run), one core.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -19,9 +18,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakRSS, labelled_workdir  # noqa: E402
 
 from core.config import load_config  # noqa: E402
-from core.tables import Workdir, now_utc  # noqa: E402
+from core.tables import Workdir  # noqa: E402
 from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize  # noqa: E402
-from core.checkpoints import reference_row  # noqa: E402
+from core.checkpoints import reference_row, trained_row  # noqa: E402
 from tasks.generate import generate_items, load_suite  # noqa: E402
 
 
@@ -29,8 +28,7 @@ def _tiny_checkpoint(wd: Workdir, cfg) -> dict:
     from model.pipeline import build_pipeline
 
     build_pipeline(cfg.model).controlnet.save_pretrained(wd.local_path("checkpoints/tiny/controlnet"))
-    row = dict(checkpoint_id="tiny", parent=None, config=json.dumps(cfg.model_dump(mode="json")), config_hash=cfg.digest(),
-               step=0, path="checkpoints/tiny", created_at=now_utc())
+    row = trained_row("tiny", None, cfg, 0, "checkpoints/tiny")
     wd.append("checkpoints", [row])
     return row
 

@@ -72,7 +72,7 @@ def main() -> None:
                 from flows.runtime import run_flow
 
                 t0 = time.perf_counter()
-                run_flow(labels_flow, data_root=str(root), split="train", workdir=f"{root}-flow", overrides=[f"{k}={v}" for k, v in CLIP.items()], dataset=name, progress=False)
+                run_flow(labels_flow, data_root=str(root), split="train", workdir_url=f"{root}-flow", overrides=[f"{k}={v}" for k, v in CLIP.items()], dataset=name, progress=False)
                 print(f"| {name} (flow, Prefect+Ray, train split) | | | | | wall {time.perf_counter() - t0:.1f} s | |")
 
 

@@ -56,7 +56,7 @@ def main() -> None:
 
             with tempfile.TemporaryDirectory() as tmp:
                 write_sample_dataset(f"{tmp}/data")
-                kw = dict(workdir=f"{tmp}/work", data_root=f"{tmp}/data", dataset="sample")
+                kw = dict(workdir_url=f"{tmp}/work", data_root=f"{tmp}/data", dataset="sample")
                 t0 = time.perf_counter()
                 pipeline_flow(**kw)
                 first = time.perf_counter() - t0

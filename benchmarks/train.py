@@ -21,9 +21,9 @@ from _common import PeakRSS, labelled_workdir  # noqa: E402
 
 from core.config import load_config  # noqa: E402
 from core.tables import Workdir  # noqa: E402
-from model.entity_features import build_extractor  # noqa: E402
 from model.pipeline import build_pipeline  # noqa: E402
-from tasks.train import train_loop  # noqa: E402
+from tasks.checkpoint_files import checkpoint_sizes  # noqa: E402
+from tasks.train import preprocess_in_process, train_loop  # noqa: E402
 from tasks.train_data import load_clips  # noqa: E402
 
 
@@ -40,8 +40,8 @@ def main() -> None:
         for batch, extra in ((1, []), (2, []), (2, ["model.encoder=dense"]), (2, ["train.gradient_checkpointing=true"])):
             cfg = load_config("tiny", [f"train.batch_size={batch}", "train.checkpoint_every=100000", *extra, *args.overrides])
             pipe = build_pipeline(cfg.model)
-            ext = build_extractor(cfg.model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)).extractor_id
-            clips = load_clips(Workdir(work), cfg, pipe, ext)
+            preprocess_in_process(work, cfg)
+            clips = load_clips(Workdir(work), cfg)
             train_loop(Workdir(work), cfg, pipe, pipe.controlnet, clips, steps=3, progress=False, run="warmup")
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
@@ -50,6 +50,10 @@ def main() -> None:
             m = cfg.model
             label = "tiny" + (f" ({', '.join(extra)})" if extra else "")
             print(f"| {label} | {m.num_frames}x{m.height}x{m.width} | {batch} | {batch * args.steps / dt:.1f} | {dt / args.steps:.3f} | {mem.delta_mb:.0f} |")
+        # what one checkpoint costs on disk (the last one keeps the training state; older ones only weights)
+        folder = sorted(Path(work, "checkpoints").glob("bench-*"))[-1]
+        print(f"\ncheckpoint {folder.name}: " + ", ".join(f"{k} {v / 2**20:.2f} MB" for k, v in checkpoint_sizes(folder).items()))
+        print("the full-size controller's rows and checkpoint sizes: benchmarks/gpu.py on a GPU machine")
 
 
 if __name__ == "__main__":

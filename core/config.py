@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -75,6 +75,17 @@ class LabelsSettings(_Section):
     chunk_size: int = Field(4, ge=1, description="videos per Ray task")
     frames_cache: bool = True
     embeddings: bool = Field(True, description="also write entity vectors of the configured extractor (model.entity_*)")
+    max_frame_pixels: int = Field(
+        40_000_000, ge=1, le=2**30, description="frames and masks whose header claims more pixels are rejected before decoding"
+    )
+
+    def digest(self) -> str:
+        """Short hash of what label rows and label rejects depend on (not chunking, caching or embeddings)."""
+        payload = self.model_dump(mode="json", include={"frames", "resolution", "trajectory_source", "include_void",
+                                                        "min_area_px", "max_frame_pixels"})
+        if self.trajectory_source == "tracker":
+            payload["tracker"] = self.tracker.model_dump(mode="json")
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
 
     @field_validator("resolution")
     @classmethod
@@ -88,7 +99,7 @@ class GenerateSettings(_Section):
     """Generating the evaluation suites' videos (the model's own sampling knobs live under ``model``)."""
 
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="one video per (item, seed)")
-    fps: int = Field(7, ge=1, description="frame rate of the written mp4")
+    fps: int = Field(7, ge=1, description="frame rate of the written mp4 (the model's micro-conditioning is model.fps)")
     items_per_task: int = Field(4, ge=1, description="items per Ray task: the model loads once per task")
     num_inference_steps: int = Field(25, ge=1)
     min_guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance at the first frame (ramped)")
@@ -96,23 +107,48 @@ class GenerateSettings(_Section):
     motion_bucket_id: int = Field(127, ge=0, le=255)
     noise_aug_strength: float = Field(0.02, ge=0)
     entity_path: Literal["fast", "dense"] = Field("fast", description="entity encoder path (same output; fast is cheaper)")
+    device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where generation runs (auto = the task's GPU when it has one)")
+    dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="dtype of every model at inference (fp16: the VAE encodes upcast, as diffusers does)")
+    cpu_offload: bool = Field(False, description="diffusers' enable_model_cpu_offload: each model on the GPU only while it runs (small GPUs)")
+    decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at a time (diffusers' decode_chunk_size)")
+
+    @model_validator(mode="after")
+    def _guidance_ramp(self) -> "GenerateSettings":
+        if self.min_guidance_scale > self.max_guidance_scale:
+            raise ValueError(
+                f"generate.min_guidance_scale ({self.min_guidance_scale:g}) is above generate.max_guidance_scale "
+                f"({self.max_guidance_scale:g}); the guidance ramps from min to max, so lower min or raise max"
+            )
+        return self
 
 
 class EvaluateSettings(_Section):
-    """ObjMC / FID / FVD. Weight paths are local files; None = the fixed-seed fallback backbone."""
+    """ObjMC / FID / FVD (docs/evaluation.md). Weight paths are local files; None = the fixed-seed fallback backbone."""
 
+    protocol: Literal["official", "project"] = Field(
+        "project",
+        description="the rules every number is made with: 'official' reproduces the paper's scripts (CoTracker grid 100 "
+        "in CoTracker's layout, the official centre rule, videos tracked at the original size, 16-frame FVD); 'project' "
+        "the project's rules (the grid/centre knobs below). Each number stores its protocol; the tiny demo uses project "
+        "because the official rule tracks its 64x64 videos upscaled to the original size, where LK loses them",
+    )
     tracker: TrackerSettings = TrackerSettings()
-    grid_size: int = Field(10, ge=2, description="ObjMC tracking grid (official: 10)")
-    add_centers: bool = Field(True, description="also track the exact centres (False = official grid-only choice)")
+    grid_size: int = Field(10, ge=2, description="ObjMC tracking grid of the project protocol (official: 100, fixed)")
+    add_centers: bool = Field(True, description="project protocol: also track the exact start points (official: grid only)")
     ground_truth: Literal["tracked", "labels"] = Field(
-        "tracked", description="suite trajectories: the real clip tracked from the first-frame centres (official), or the label trajectories"
+        "tracked", description="project protocol: suite trajectories are the real clip tracked from the first-frame centres (official), or the label trajectories"
     )
     inception_path: str | None = Field(None, description="clean-fid's inception-2015-12-05.pt (TorchScript)")
     i3d_path: str | None = Field(None, description="I3D Kinetics-400 TorchScript (StyleGAN-V's i3d_torchscript.pt)")
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples for the ObjMC interval")
-    bootstrap_frechet: int = Field(200, ge=10, description="bootstrap resamples for FID/FVD (each solves a DxD eigenproblem)")
+    jackknife_groups: int = Field(20, ge=2, description="groups of items of the FID/FVD jackknife interval (one DxD eigenproblem each)")
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     user_study_dir: str | None = Field(None, description="folder of user-study cases (official demo format)")
+    user_study_fit: Literal["masks", "pad", "center"] = Field(
+        "masks",
+        description="how a case's image becomes the suite's frame: 'masks' = the largest crop of the model's aspect that "
+        "holds every mask of the case (padded when none can), 'pad' = the whole image letterboxed, 'center' = the centre crop",
+    )
     items_per_task: int = Field(8, ge=1)
 
 
@@ -125,6 +161,9 @@ class RuntimeSettings(_Section):
     task_num_gpus: float = Field(0.0, ge=0)
     task_memory_mb: int | None = Field(None, ge=1)
     max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker died")
+    check_resources: bool = Field(
+        True, description="at start-up, refuse task requests the Ray cluster cannot meet (off on an autoscaling cluster)"
+    )
 
 
 class TinyModelSettings(_Section):
@@ -176,9 +215,41 @@ class ModelSettings(_Section):
     encoder: Literal["dense", "fast", "strided"] = Field(
         "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter"
     )
-    encoder_channels: tuple[int, int, int, int] = (160, 32, 96, 256)
-    frame_chunk: int = Field(4, ge=1, description="frames per chunk in the fast entity encoder")
+    encoder_channels: tuple[int, int, int, int] = (16, 32, 96, 256)
+    frame_chunk: int = Field(
+        4, ge=1, description="frames per chunk in the conditioning encoders (with gradients it bounds memory under train.gradient_checkpointing)"
+    )
+    dtype: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32", description="dtype the frozen base models are loaded in for preprocessing and training (generation: generate.dtype)"
+    )
+    fps: int = Field(
+        7, ge=1, description="the frame rate SVD is micro-conditioned on, in training and generation; its time id is fps - 1 = 6, "
+        "as in diffusers and the official training (generate.fps is only the mp4's frame rate)"
+    )
     conditioning_scale: float = Field(1.0, ge=0)
+
+    @model_validator(mode="after")
+    def _entity_layer_in_range(self) -> "ModelSettings":
+        depth, what = self.backbone_depth()
+        if depth and not -depth <= self.entity_layer < depth:
+            raise ValueError(
+                f"model.entity_layer {self.entity_layer} is out of range: {what} has {depth} up blocks, so use "
+                f"{-depth}..{depth - 1} (-1 = the last)"
+            )
+        return self
+
+    def backbone_depth(self) -> tuple[int | None, str]:
+        """Up blocks of the entity-feature backbone, where the config or its folder tells (else None)."""
+        if self.entity_backbone == "base-unet" and self.base_model_path is None:
+            return len(self.tiny.unet_channels), "the embedded tiny UNet"
+        folder = self.base_model_path if self.entity_backbone == "base-unet" else self.entity_backbone_path
+        if not folder:
+            return None, ""
+        try:
+            unet = json.loads((Path(folder) / "unet" / "config.json").read_text())
+            return len(unet.get("up_block_types") or unet["block_out_channels"]), f"the UNet in {folder}"
+        except (OSError, ValueError, KeyError, TypeError):
+            return None, ""  # loading it later says what is wrong with the folder
 
 
 class BaseFitSettings(_Section):
@@ -227,6 +298,16 @@ class TrainSettings(_Section):
     loss_mask: bool = Field(True, description="MSE on entity pixels only (the paper's loss mask)")
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    controller_dtype: Literal["fp32", "bf16"] = Field(
+        "fp32", description="dtype of the controller's trained weights, and so of its gradients and AdamW moments (bf16 halves them)"
+    )
+    keep_last: int = Field(
+        2, ge=1, description="checkpoints of a run that keep the full training state (optimizer, raw weights); older ones keep "
+        "only the weights generation uses"
+    )
+    cond_noise_draws: int = Field(
+        8, ge=1, description="noise-augmented first-frame latents cached per window start (preprocess stage); each step draws one"
+    )
     gradient_checkpointing: bool = False
     max_entities: int = Field(8, ge=1, description="entities drawn per clip (1..max, random)")
     p_mean: float = 0.7
@@ -237,7 +318,6 @@ class TrainSettings(_Section):
     cpus_per_worker: float | None = Field(
         None, gt=0, description="CPUs the training task (each Ray Train worker) reserves, and so its torch threads; None = runtime.task_num_cpus"
     )
-    loader_workers: int = Field(0, ge=0, description="DataLoader processes that prefetch batches")
     fit_base: BaseFitSettings = BaseFitSettings()
 
 
@@ -289,7 +369,18 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key.sub=value")
     key, raw = text.split("=", 1)
-    return key.strip(), yaml.safe_load(raw)
+    try:
+        return key.strip(), yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({getattr(err, 'problem', None) or err}); "
+                          "quote it or fix its brackets") from None
+
+
+def _yaml_syntax(err: yaml.YAMLError, path: Path) -> ConfigError:
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
+    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+    return ConfigError(f"{where}: YAML syntax error ({problem}); fix that line")
 
 
 def _explain(err: ValidationError, source: str) -> ConfigError:
@@ -300,6 +391,9 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
             lines.append(f"config key '{key}' is unknown ({source})")
             continue
         got = e.get("input")
+        if e["type"] == "value_error" and isinstance(got, dict):  # a check across a section's keys: the message names them
+            lines.append(f"{e['msg'].removeprefix('Value error, ')} ({source})")
+            continue
         lines.append(f"config key '{key}': {e['msg']}; got {got!r} ({source})")
     return ConfigError("; ".join(lines))
 
@@ -334,7 +428,10 @@ def load_config(name_or_path: str = "tiny", overrides: list[str] | dict[str, Any
     """Load a profile, apply ``key.sub=value`` overrides, validate everything."""
     path = profile_path(name_or_path)
     with open(path) as fh:
-        tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+        try:
+            tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
+        except yaml.YAMLError as err:
+            raise _yaml_syntax(err, path) from None
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     tree.setdefault("profile", path.stem)

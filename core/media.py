@@ -16,6 +16,7 @@ as the tables hold them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import tempfile
@@ -23,6 +24,7 @@ import tempfile
 import cv2
 import numpy as np
 
+from core.paths import fits_name
 from core.tables import Workdir
 
 
@@ -55,7 +57,12 @@ def write_npz(wd: Workdir, relpath: str, **arrays: np.ndarray) -> None:
 
 
 def frames_cache_path(dataset: str, split: str, video_id: str) -> str:
-    return f"frames/{dataset}/{split}/{video_id}.npz"
+    """``frames/<dataset>/<split>/<video>.npz``; a name too long for one path component is shortened with its hash."""
+    name = f"{video_id}.npz"
+    if not fits_name(name):
+        raw = video_id.encode("utf-8", "surrogateescape")
+        name = f"{raw[:120].decode('utf-8', 'ignore')}-{hashlib.sha1(raw).hexdigest()[:16]}.npz"
+    return f"frames/{dataset}/{split}/{name}"
 
 
 def save_cached_clip(wd: Workdir, relpath: str, frames: np.ndarray, ids: np.ndarray) -> None:

@@ -39,10 +39,14 @@ def ray_address(runtime: RuntimeSettings) -> str | None:
 
 
 def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
-    """Join the configured cluster, or start a local Ray sized by the config (``env``: the workers' environment)."""
+    """Join the configured cluster, or start a local Ray sized by the config (``env``: the workers' environment);
+    then check that the task requests fit the cluster (one sentence, not a task that waits forever)."""
     import ray
 
+    from core.cluster import check_cluster
+
     if ray.is_initialized():
+        check_cluster(runtime, ray.cluster_resources())
         return
     # A local Ray turns token authentication on by default and warns that it did on every
     # start; the default is the safe one, so the notice is only noise (the choice stays Ray's).
@@ -58,7 +62,11 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        from core.lifetime import watch_descendants
+
+        watch_descendants()  # the local Ray ends with this process, even a SIGKILLed one
         ray.init(num_cpus=runtime.num_cpus, **kwargs)
+    check_cluster(runtime, ray.cluster_resources())
 
 
 def worker_env(prefect_api_url: str) -> dict[str, str]:
@@ -102,6 +110,13 @@ def ensure_ray_held(runtime: RuntimeSettings, env: dict[str, str]) -> None:
         started.wait()
         if errors:
             raise errors[0]
+
+
+def node_id() -> str | None:
+    """The Ray node this code runs on (None outside Ray): task results carry it, so a run shows where its work ran."""
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
 
 
 def ray_task_options(runtime: RuntimeSettings) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.tables import Workdir
+from core.tables import TABLES, Workdir
 
 
 def workdir_status(wd: Workdir) -> dict:
@@ -28,7 +28,7 @@ def workdir_status(wd: Workdir) -> dict:
                 "step": int(c.step) if pd.notna(c.step) else None,
                 "parent": c.parent,
                 "samples": {b: int(g["item_id"].nunique()) for b, g in s.groupby("suite")},
-                "metrics": {f"{r.suite}/{r.metric}": round(float(r.value), 3) for r in m.itertuples()},
+                "metrics": {f"{r.suite}/{r.metric}[{r.protocol}]": round(float(r.value), 3) for r in m.itertuples()},
             }
         )
     out["checkpoints"] = rows
@@ -37,6 +37,7 @@ def workdir_status(wd: Workdir) -> dict:
         stage: {"count": len(g), "latest": [f"{r.item}: {r.reason}" for r in g.tail(3).itertuples()]}
         for stage, g in rejects.groupby("stage")
     }
+    out["damaged_parts"] = {t: parts for t in TABLES if (parts := wd.damaged_parts(t))}
     return out
 
 
@@ -56,29 +57,47 @@ def format_status(st: dict) -> str:
             lines += [f"    {x}" for x in r["latest"]]
     else:
         lines.append("open rejects: none")
+    for table, parts in st.get("damaged_parts", {}).items():
+        lines.append(f"damaged parts of table {table} (skipped; move them out, a re-run writes their rows again):")
+        lines += [f"  {p}" for p in parts]
     return "\n".join(lines)
 
 
+PAPER_PROTOCOL = "paper: pytorch-fid / TF I3D / CoTracker2"
+PAPER_ROWS = [("DragNUWA (SVD)", 324.6, 39.8, 519.3), ("DragAnything (SVD)", 305.7, 33.5, 494.8)]
+
+
 def metrics_table(wd: Workdir, suite: str) -> str:
-    """A markdown table of every checkpoint's metrics on one suite (what the README shows)."""
+    """Markdown: one table per protocol (what the README shows), then the paper's rows under their own protocol.
+
+    A column holds one metric of one identity (tracker or backbone, sizes): numbers measured
+    differently are never in one column, and each table is sorted by its first ObjMC column only.
+    """
     metrics = wd.read("metrics")
     metrics = metrics[metrics["suite"] == suite]
     if metrics.empty:
         return f"no metrics for suite '{suite}' yet (run `draganything evaluate`)"
     ckpts = wd.read("checkpoints").set_index("checkpoint_id")
     names = {"objmc": "ObjMC px", "fid": "FID", "fvd": "FVD"}
-    cols = [m for m in ("objmc", "fid", "fvd") if m in set(metrics["metric"])]
-    backbones = {m: ", ".join(sorted(set(metrics.loc[metrics["metric"] == m, "backbone"]))) for m in cols}
-    lines = [
-        "| checkpoint | step | " + " | ".join(f"{names[m]} ({backbones[m]})" for m in cols) + " |",
-        "|---|---|" + "---|" * len(cols),
-    ]
-    order = metrics[metrics["metric"] == cols[0]].sort_values("value")["checkpoint_id"].tolist()
-    for cid in order + sorted(set(metrics["checkpoint_id"]) - set(order)):
-        cells = []
-        for m in cols:
-            r = metrics[(metrics["checkpoint_id"] == cid) & (metrics["metric"] == m)]
-            cells.append("" if r.empty else f"{r['value'].iloc[0]:.3g} [{r['ci_low'].iloc[0]:.3g}, {r['ci_high'].iloc[0]:.3g}]")
-        step = ckpts["step"].get(cid) if cid in ckpts.index else None
-        lines.append(f"| {cid} | {'' if step is None or pd.isna(step) else int(step)} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    order_of = {"objmc": 0, "fid": 1, "fvd": 2}
+    out = []
+    for protocol, m in metrics.groupby("protocol", sort=True):
+        cols = sorted({(r.metric, r.identity) for r in m.itertuples() if r.metric in names}, key=lambda k: (order_of[k[0]], k[1]))
+        if not cols:
+            continue
+        head = [f"{names[metric]} ({identity.split(' | ', 1)[-1]})" for metric, identity in cols]
+        lines = [f"protocol: **{protocol}**", "", "| checkpoint | step | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(cols)]
+        first = m[(m["metric"] == cols[0][0]) & (m["identity"] == cols[0][1])]
+        order = first.sort_values("value")["checkpoint_id"].tolist()
+        for cid in order + sorted(set(m["checkpoint_id"]) - set(order)):
+            cells = []
+            for metric, identity in cols:
+                r = m[(m["checkpoint_id"] == cid) & (m["metric"] == metric) & (m["identity"] == identity)]
+                cells.append("" if r.empty else f"{r['value'].iloc[0]:.3g} [{r['ci_low'].iloc[0]:.3g}, {r['ci_high'].iloc[0]:.3g}]")
+            step = ckpts["step"].get(cid) if cid in ckpts.index else None
+            lines.append(f"| {cid} | {'' if step is None or pd.isna(step) else int(step)} | " + " | ".join(cells) + " |")
+        out.append("\n".join(lines))
+    pub = [f"published ({PAPER_PROTOCOL}; VIPSeg val, the paper's Table 1: reference only, not comparable with the tables above)", "",
+           "| method | ObjMC px | FID | FVD |", "|---|---|---|---|"]
+    pub += [f"| {name} | {o} | {fid} | {fvd} |" for name, o, fid, fvd in PAPER_ROWS]
+    return "\n\n".join(out + ["\n".join(pub)])

@@ -12,17 +12,25 @@ Panoptic id encoding: 0 = void, 1..124 = a stuff segment whose id is its categor
 from __future__ import annotations
 
 import json
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.paths import PathError, relative_parts
+from core.rejects import ItemError
+
+log = logging.getLogger(__name__)
+
 VOID = 0
 MAX_STUFF_ID = 124
+DEFAULT_MAX_PIXELS = 40_000_000  # an 8K frame is 33 MP; a header claiming more is refused before decoding
 
 
-class VideoError(ValueError):
+class VideoError(ItemError):
     """A video cannot be used; the message says why and what to do."""
 
 
@@ -62,11 +70,23 @@ def load_categories(root: Path) -> dict[int, Category]:
     return {int(c["id"]): Category(int(c["id"]), str(c["name"]), bool(c.get("isthing", False))) for c in raw}
 
 
-def read_split(root: Path, split: str) -> list[str]:
+def read_split_lines(root: Path, split: str) -> tuple[list[str], dict[str, int]]:
+    """The split's video names in file order, each once, and the names listed more than once (with their count)."""
     path = Path(root) / f"{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} not found; a VIPSeg root holds train.txt/val.txt/test.txt")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    names = [line.strip() for line in path.read_text(errors="surrogateescape").splitlines() if line.strip()]
+    unique = list(dict.fromkeys(names))
+    repeated = {n: names.count(n) for n in unique if names.count(n) > 1} if len(unique) < len(names) else {}
+    if repeated:
+        log.warning("split file %s lists %d video(s) more than once (%s); each is labelled once", path, len(repeated),
+                    ", ".join(f"{n!r} x{c}" for n, c in list(repeated.items())[:5]))
+    return unique, repeated
+
+
+def read_split(root: Path, split: str) -> list[str]:
+    """The split's video names, each once (a repeated line is dropped with a warning)."""
+    return read_split_lines(root, split)[0]
 
 
 @dataclass(frozen=True)
@@ -76,16 +96,63 @@ class VideoFiles:
     masks: list[Path]
 
 
+def check_video_name(video_id: str) -> str:
+    """A split-file line must name one folder inside imgs/ and panomasks/ (no path of its own)."""
+    try:
+        rel = relative_parts(video_id, what="video name")
+    except PathError as err:
+        raise VideoError(f"{err}; a split file lists folder names under imgs/, fix or drop that line") from None
+    if not rel or "/" in rel or rel != video_id:
+        raise VideoError(f"video name {video_id!r} is not a single folder name under imgs/; fix or drop that line of the split file")
+    return video_id
+
+
+_FRAME_NAME = re.compile(r"^(\D*?)(\d+)(\D*)$")
+
+
+def order_frames(paths: list[Path], folder: Path, what: str = "frame") -> list[Path]:
+    """Files in frame order: by the number in their names (0.jpg, 2.jpg, 10.jpg), never as strings.
+
+    Names must share one pattern (a prefix, a number, a suffix) and no two may carry the same
+    number; anything else has no frame order a person would agree with, so it is refused.
+    """
+    parsed = []
+    for p in paths:
+        m = _FRAME_NAME.match(p.stem)
+        if m is None:
+            raise VideoError(f"{what} name {p.name!r} in {folder} carries no frame number; name {what}s by their number (00000.jpg, 00001.jpg, ...)")
+        parsed.append((int(m.group(2)), (m.group(1), m.group(3)), p))
+    patterns = sorted({pat for _, pat, _ in parsed})
+    if len(patterns) > 1:
+        a, b = (next(p.name for _, q, p in parsed if q == pat) for pat in patterns[:2])
+        raise VideoError(f"{what} names in {folder} mix naming patterns ({a!r} and {b!r}), so their order is ambiguous; rename them to one pattern")
+    seen: dict[int, Path] = {}
+    for n, _, p in parsed:
+        if n in seen:
+            raise VideoError(f"{what}s {seen[n].name!r} and {p.name!r} in {folder} carry the same number {n}; keep one of them")
+        seen[n] = p
+    return [p for _, _, p in sorted(parsed, key=lambda x: x[0])]
+
+
+def _media_files(folder: Path, suffixes: tuple[str, ...], what: str) -> list[Path]:
+    found = [p for p in folder.iterdir() if p.suffix.lower() in suffixes]
+    odd = [p for p in found if not p.is_file()]
+    if odd:
+        raise VideoError(f"{odd[0]} is a folder or a broken link, not a {what}; move it out of {folder}")
+    return order_frames(found, folder, what)
+
+
 def list_video(root: Path, video_id: str) -> VideoFiles:
-    """The frame and mask files of a video, checked to pair up one to one."""
+    """The frame and mask files of a video in frame order, checked to pair up one to one."""
     root = Path(root)
+    check_video_name(video_id)
     img_dir, mask_dir = root / "imgs" / video_id, root / "panomasks" / video_id
     if not img_dir.is_dir():
         raise VideoError(f"frames folder {img_dir} is missing; restore it or drop '{video_id}' from the split file")
     if not mask_dir.is_dir():
         raise VideoError(f"mask folder {mask_dir} is missing; restore it or drop '{video_id}' from the split file")
-    frames = sorted(p for p in img_dir.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
-    masks = sorted(p for p in mask_dir.iterdir() if p.suffix.lower() == ".png")
+    frames = _media_files(img_dir, (".jpg", ".jpeg", ".png"), "frame")
+    masks = _media_files(mask_dir, (".png",), "mask")
     if len(frames) != len(masks):
         raise VideoError(
             f"{len(frames)} frames but {len(masks)} masks in {img_dir} and {mask_dir}; every frame needs a mask of the same name"
@@ -98,24 +165,64 @@ def list_video(root: Path, video_id: str) -> VideoFiles:
     return VideoFiles(video_id, frames, masks)
 
 
-def read_frame(path: Path) -> np.ndarray:
-    """RGB uint8 (H, W, 3)."""
+def _checked_bytes(path: Path, what: str, max_pixels: int) -> np.ndarray:
+    """The file's bytes, once its header says it is a JPEG/PNG within the pixel budget (nothing decoded yet)."""
+    from core.imageheader import HeaderError, image_header
+
     data = np.fromfile(path, dtype=np.uint8)
+    try:
+        h, w, _ = image_header(data.tobytes()[:1 << 20])
+    except HeaderError as err:
+        raise VideoError(f"{what} {path} cannot be decoded: it {err}; re-export it") from None
+    if h * w > max_pixels:
+        raise VideoError(
+            f"{what} {path} claims {w}x{h} pixels ({h * w / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP budget "
+            "(labels.max_frame_pixels); it was not decoded: re-export it at its real size, or raise the budget"
+        )
+    return data
+
+
+def read_frame(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """RGB uint8 (H, W, 3); the header is checked against ``max_pixels`` before decoding."""
+    data = _checked_bytes(path, "frame", max_pixels)
     img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
     if img is None:
         raise VideoError(f"frame {path} cannot be decoded (truncated or not an image); re-extract it")
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path) -> np.ndarray:
-    """Panoptic ids (H, W) int32 from an 8/16-bit single-channel PNG."""
-    data = np.fromfile(path, dtype=np.uint8)
+def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, categories: dict[int, "Category"] | None = None) -> np.ndarray:
+    """Panoptic ids (H, W) int32 from an 8/16-bit single-channel PNG.
+
+    An 8-bit mask is refused when its ids cannot be the panoptic ids: when the
+    categories file has thing categories whose ids (category*100 + instance) pass
+    255, or, without a categories file, when it holds thing ids at all (ids above
+    255 wrap silently in 8 bits, so a thing id there cannot be trusted).
+    """
+    data = _checked_bytes(path, "mask", max_pixels)
     m = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if m is None:
         raise VideoError(f"mask {path} cannot be decoded (truncated or not a PNG); re-export it")
     if m.ndim == 3:
         raise VideoError(f"mask {path} has {m.shape[2]} channels; panoptic masks are single-channel id PNGs")
+    if m.dtype == np.uint8:
+        check_8bit_mask(path, m, categories or {})
     return m.astype(np.int32)
+
+
+def check_8bit_mask(path: Path, m: np.ndarray, categories: dict[int, "Category"]) -> None:
+    things = [c.id for c in categories.values() if c.isthing]
+    top = max(things, default=0)
+    if top * 100 > 255:
+        raise VideoError(
+            f"mask {path} is an 8-bit PNG, but the categories file has thing categories up to {top}, whose ids "
+            f"(category*100 + instance, e.g. {top * 100 + 1}) need 16 bits; re-export the masks as 16-bit PNGs"
+        )
+    if not categories and int(m.max(initial=0)) > MAX_STUFF_ID:
+        raise VideoError(
+            f"mask {path} is an 8-bit PNG holding thing ids (above {MAX_STUFF_ID}); thing ids are category*100 + instance "
+            "and wrap past 255 in 8 bits, so re-export the masks as 16-bit PNGs (or add the categories file)"
+        )
 
 
 def write_mask(path: Path, ids: np.ndarray) -> None:

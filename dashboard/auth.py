@@ -4,9 +4,12 @@ Everybody can read every page. Voting needs an identity the study knows:
 
 * **OIDC** (``st.login``) when ``.streamlit/secrets.toml`` has an ``[auth]``
   section (Streamlit's own format: redirect_uri, cookie_secret, client_id, ...,
-  or named providers ``[auth.<name>]``). A signed-in user votes under their email
-  (or subject). Optionally restrict with ``[dashboard] allowed_emails = [...]``
-  and/or ``allowed_domains = ["lab.org"]``.
+  or named providers ``[auth.<name>]``). A signed-in user votes under their
+  email when the provider says it is verified (``email_verified``), else under
+  their subject. Optionally restrict with ``[dashboard] allowed_emails = [...]``
+  and/or ``allowed_domains = ["lab.org"]``: then only a verified email on the list
+  votes (``require_verified_email = false`` accepts an email from a provider that
+  sends no ``email_verified`` claim at all; a claim of false is always refused).
 * **Voter tokens** otherwise: ``[voters]`` maps a voter name to a secret token,
   in clear or as ``"sha256:<hex digest>"``::
 
@@ -18,9 +21,15 @@ Everybody can read every page. Voting needs an identity the study knows:
   never put in a URL. ``draganything voters add --secrets FILE --name NAME`` makes a
   random token, stores only its digest in FILE and prints the token once;
   ``draganything dashboard --secrets FILE`` reads that file instead of
-  ``.streamlit/secrets.toml``.
+  ``.streamlit/secrets.toml``. The session keeps the token's digest and checks it
+  on every page run, so a rotated token ends the sessions opened with the old one.
 
 Anyone else (not signed in, unknown token, email not allowed) is a reader.
+
+The Drag page's generation and "Save case" need the same identity as voting,
+or, when ``[drag] allowed = [...]`` is set, a voter name, email or ``@domain`` on
+that list (``["*"]``: anyone who can reach the page; only for a dashboard bound
+to 127.0.0.1 on a single-user machine).
 """
 
 from __future__ import annotations
@@ -129,28 +138,67 @@ def add_voter(path: str | Path, name: str) -> str:
 
 
 def _email_allowed(email: str, dash: Mapping[str, Any]) -> bool:
-    emails = [str(e).lower() for e in dash.get("allowed_emails", [])]
-    domains = [str(d).lower().lstrip("@") for d in dash.get("allowed_domains", [])]
+    emails, domains = _allow_list(dash)
     if not emails and not domains:
         return True
     e = email.lower()
     return e in emails or (e.rsplit("@", 1)[-1] in domains)
 
 
+def _allow_list(dash: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    emails = [str(e).lower() for e in dash.get("allowed_emails", [])]
+    domains = [str(d).lower().lstrip("@") for d in dash.get("allowed_domains", [])]
+    return emails, domains
+
+
+def _verified(user: Mapping[str, Any]) -> bool | None:
+    """The ID token's ``email_verified`` claim: True, False, or None when the provider sends none."""
+    v = user.get("email_verified")
+    if v is None:
+        return None
+    return v is True or str(v).lower() == "true"
+
+
+def _oidc_identity(user: Mapping[str, Any], dash: Mapping[str, Any]) -> Identity:
+    if not user.get("is_logged_in", False):
+        return Identity(None, "oidc", "Sign in (sidebar) to vote.")
+    email, sub = str(user.get("email") or ""), str(user.get("sub") or "")
+    verified = _verified(user)
+    trusted = bool(email) and (verified is True or (verified is None and not dash.get("require_verified_email", True)))
+    emails, domains = _allow_list(dash)
+    if emails or domains:  # an allow-list: only a verified email on it votes
+        if not email:
+            return Identity(None, "oidc", "Your sign-in carries no email, and this study's voter list is by email; ask the study's organiser.")
+        if not trusted:
+            return Identity(None, "oidc", f"Your identity provider has not verified {email}; verify it there, then sign in again.")
+        if not _email_allowed(email, dash):
+            return Identity(None, "oidc", f"{email} is not on this study's voter list; you can read but not vote.")
+        return Identity(email, "oidc")
+    voter = email if trusted else sub  # an unverified email could be anyone's: vote under the subject instead
+    if not voter:
+        return Identity(None, "oidc", "Your sign-in carries no verified email or subject; ask the study's organiser.")
+    return Identity(voter, "oidc")
+
+
+def _token_digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _still_valid(tokens: Mapping[str, Any], voter: str, digest: str) -> bool:
+    """Whether ``voter``'s configured token is still the one whose digest the session holds."""
+    expected = dict(tokens).get(voter)
+    if expected is None:
+        return False
+    expected = str(expected)
+    have = expected[7:].lower() if expected.startswith("sha256:") else _token_digest(expected)
+    return hmac.compare_digest(have, digest)
+
+
 def identity() -> Identity:
     """The current session's identity (no widgets drawn)."""
     secrets = _secrets()
     if oidc_configured(secrets):
-        user = st.user
-        if not user.get("is_logged_in", False):
-            return Identity(None, "oidc", "Sign in (sidebar) to vote.")
-        email = user.get("email") or ""
-        voter = email or user.get("sub") or ""
-        if not voter:
-            return Identity(None, "oidc", "Your sign-in carries no email or subject; ask the study's organiser.")
-        if email and not _email_allowed(email, secrets.get("dashboard", {}) or {}):
-            return Identity(None, "oidc", f"{email} is not on this study's voter list; you can read but not vote.")
-        return Identity(str(voter), "oidc")
+        return _oidc_identity(st.user, secrets.get("dashboard", {}) or {})
     tokens = secrets.get("voters")
     if not tokens:
         return Identity(
@@ -159,10 +207,47 @@ def identity() -> Identity:
             "Voting is not set up: add voters to .streamlit/secrets.toml ([voters] name = \"token\") "
             "or configure OIDC sign-in ([auth]).",
         )
-    voter = st.session_state.get(SESSION_KEY)
-    if voter and voter in dict(tokens):
-        return Identity(voter, "token")
+    held = st.session_state.get(SESSION_KEY)
+    if isinstance(held, dict) and held.get("voter"):
+        if _still_valid(tokens, held["voter"], held.get("digest", "")):
+            return Identity(held["voter"], "token")
+        held = st.session_state[SESSION_KEY] = {"ended": True}  # the token was rotated or removed: this session ends
+    if isinstance(held, dict) and held.get("ended"):
+        return Identity(None, "token", "Your voter token is no longer valid (it was changed); enter the current one in the sidebar.")
     return Identity(None, "token", "Enter your voter token in the sidebar to vote.")
+
+
+def drag_permission() -> tuple[bool, str]:
+    """(may generate and save cases on the Drag page, why not)."""
+    secrets = _secrets()
+    allowed = (secrets.get("drag") or {}).get("allowed")
+    ident = identity()
+    if allowed is None:
+        if ident.can_vote:
+            return True, ""
+        return False, ("Generating videos and saving cases needs the same identity as voting. " + ident.reason
+                       + " (The organiser can also list people under [drag] allowed in secrets.toml.)")
+    names = [str(a).lower() for a in allowed]
+    if "*" in names:
+        return True, ""
+    who = _drag_principal(secrets, ident)
+    if who and (who.lower() in names or ("@" in who and "@" + who.rsplit("@", 1)[-1].lower() in names)):
+        return True, ""
+    return False, ("Generating videos and saving cases is limited to the people listed under [drag] allowed"
+                   + (f"; {who} is not one of them." if who else f". {ident.reason}"))
+
+
+def _drag_principal(secrets: Mapping[str, Any], ident: Identity) -> str | None:
+    """Who is signed in, for the [drag] list: the voter, or a verified email that is not on the voter list."""
+    if ident.can_vote:
+        return ident.voter
+    if oidc_configured(secrets):
+        user = st.user
+        dash = dict(secrets.get("dashboard", {}) or {})
+        relaxed = _oidc_identity(user, {k: v for k, v in dash.items() if k not in ("allowed_emails", "allowed_domains")})
+        email = str(user.get("email") or "")
+        return email if relaxed.can_vote and relaxed.voter == email and email else None
+    return None
 
 
 def sidebar() -> Identity:
@@ -200,7 +285,7 @@ def sidebar() -> Identity:
                     if voter is None:
                         st.error("Unknown voter token; you can read but not vote.")
                     else:
-                        st.session_state[SESSION_KEY] = voter
+                        st.session_state[SESSION_KEY] = {"voter": voter, "digest": _token_digest(given)}
                         st.session_state.pop("auth_token_input", None)
                         st.rerun()
     return identity()

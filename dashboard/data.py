@@ -9,17 +9,22 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from core.suites import SUITES
+from eval.bootstrap import paired_ratio_difference
+
 METRICS = ("objmc", "fid", "fvd")
 METRIC_LABELS = {"objmc": "ObjMC", "fid": "FID", "fvd": "FVD"}
 LOWER_IS_BETTER = {"objmc": True, "fid": True, "fvd": True}
 
 PAPER = "DragAnything (ECCV 2024), Table 1"
-# The paper's numbers on VIPSeg val (256 x 256, 14 frames). Published, not re-measured:
-# their FID/FVD backbones are pytorch-fid Inception and I3D (Kinetics-400).
+# How the paper measured its numbers: its own protocol, never one of ours. Published rows
+# carry this label, live in their own table, and are never ranked or sorted with ours.
+PAPER_PROTOCOL = "paper: pytorch-fid / TF I3D / CoTracker2"
+# The paper's numbers on VIPSeg val (256 x 256, 14 frames). Published, not re-measured.
 PUBLISHED = pd.DataFrame(
     [
-        {"checkpoint_id": "DragNUWA (SVD) [published]", "objmc": 324.6, "fvd": 519.3, "fid": 39.8, "note": PAPER},
-        {"checkpoint_id": "DragAnything (SVD) [published]", "objmc": 305.7, "fvd": 494.8, "fid": 33.5, "note": PAPER},
+        {"method": "DragNUWA (SVD)", "objmc": 324.6, "fvd": 519.3, "fid": 39.8, "protocol": PAPER_PROTOCOL, "source": PAPER},
+        {"method": "DragAnything (SVD)", "objmc": 305.7, "fvd": 494.8, "fid": 33.5, "protocol": PAPER_PROTOCOL, "source": PAPER},
     ]
 )
 PUBLISHED_ABLATION = pd.DataFrame(
@@ -39,23 +44,18 @@ PUBLISHED_USER_STUDY = pd.DataFrame(
 )
 
 
-def published_applies(suite: str | None) -> bool:
-    """The paper's rows describe VIPSeg val; show them beside suites of that data."""
-    return bool(suite) and "vipseg" in suite.lower()
-
-
 # ------------------------------------------------------------------ leaderboard
 
 
-def backbone_options(metrics: pd.DataFrame, suite: str) -> dict[str, list[str]]:
-    """Per metric, the backbones present on the suite, most checkpoints first."""
+def identity_options(metrics: pd.DataFrame, suite: str) -> dict[str, list[str]]:
+    """Per metric, the identities (protocol, tracker or backbone, sizes) present on the suite, most checkpoints first."""
     out: dict[str, list[str]] = {}
     m = metrics[metrics["suite"] == suite]
     for metric in METRICS:
         sub = m[m["metric"] == metric]
         if sub.empty:
             continue
-        counts = sub.groupby("backbone")["checkpoint_id"].nunique().sort_values(ascending=False, kind="stable")
+        counts = sub.groupby("identity")["checkpoint_id"].nunique().sort_values(ascending=False, kind="stable")
         out[metric] = list(counts.index)
     return out
 
@@ -82,26 +82,30 @@ def leaderboard(
     metrics: pd.DataFrame,
     checkpoints: pd.DataFrame,
     suite: str,
-    backbones: Mapping[str, str],
+    identities: Mapping[str, str],
     ratings: pd.DataFrame | None = None,
     sort_by: str = "objmc",
     ascending: bool | None = None,
+    objmc: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """One row per checkpoint measured on ``suite``.
 
-    ``backbones`` picks one backbone per metric: a column never mixes numbers from
-    two backbones, so the ranking is always within one backbone. ``ratings`` (from
-    :func:`eval.votes.bradley_terry_bootstrap`, with an ``aspect`` column) adds
-    the human-vote ratings.
+    ``identities`` picks one identity per metric: a column never mixes numbers measured
+    differently (protocol, tracker, backbone, sizes), so the ranking is within one identity.
+    ``ratings`` (from :func:`eval.votes.bradley_terry_bootstrap`, with an ``aspect`` column)
+    adds the human-vote ratings. ``vs_next`` says whether each row is better than the next
+    one on the sort metric by a paired interval on their shared items (``objmc`` rows for
+    ObjMC, stored jackknife replicates for FID/FVD), and only then.
     """
     m = metrics[metrics["suite"] == suite]
-    parts = []
+    parts, picked = [], {}
     for metric in METRICS:
-        bb = backbones.get(metric)
-        sub = m[(m["metric"] == metric) & (m["backbone"] == bb)] if bb is not None else m.iloc[0:0]
+        ident = identities.get(metric)
+        sub = m[(m["metric"] == metric) & (m["identity"] == ident)] if ident is not None else m.iloc[0:0]
         sub = sub.sort_values("created_at").drop_duplicates("checkpoint_id", keep="last")
+        picked[metric] = sub.set_index("checkpoint_id")
         parts.append(
-            sub.set_index("checkpoint_id")[["value", "ci_low", "ci_high", "n"]].rename(
+            picked[metric][["value", "ci_low", "ci_high", "n"]].rename(
                 columns={"value": metric, "ci_low": f"{metric}_ci_low", "ci_high": f"{metric}_ci_high", "n": f"{metric}_n"}
             )
         )
@@ -128,17 +132,66 @@ def leaderboard(
         ascending = LOWER_IS_BETTER.get(sort_by, False) if not sort_by.startswith("human_") else False
     table = table.sort_values([sort_by, "checkpoint_id"], ascending=[ascending, True], na_position="last", ignore_index=True)
     table.insert(0, "rank", np.where(table[sort_by].notna(), table[sort_by].rank(method="min", ascending=ascending), np.nan))
+    table["vs_next"] = ""
+    if sort_by in METRICS:
+        ids = table["checkpoint_id"].tolist()
+        for i in range(len(ids) - 1):
+            if pd.isna(table.loc[i, sort_by]) or pd.isna(table.loc[i + 1, sort_by]):
+                continue
+            ci, how = paired_interval(sort_by, picked[sort_by], objmc, ids[i], ids[i + 1], identities.get(sort_by))
+            table.loc[i, "vs_next"] = verdict(ci, sort_by, "better than next", "worse than next", how)
     return table
 
 
-def with_published(table: pd.DataFrame, suite: str) -> pd.DataFrame:
-    """Append the paper's rows (no rank, marked published) when they apply to the suite."""
-    table = table.copy()
-    table["source"] = "measured"
-    if not published_applies(suite):
-        return table
-    pub = PUBLISHED.drop(columns="note").assign(source=f"published ({PAPER})", rank=np.nan)
-    return pd.concat([table, pub], ignore_index=True)
+def verdict(ci, metric: str, better: str, worse: str, how: str) -> str:
+    """'better' / 'worse' only where the paired interval of (this - other) excludes 0; otherwise why not."""
+    if ci is None or not np.isfinite(ci.low) or not np.isfinite(ci.high):
+        return f"no paired interval ({how})"
+    lower = LOWER_IS_BETTER.get(metric, True)
+    if ci.high < 0:
+        return better if lower else worse
+    if ci.low > 0:
+        return worse if lower else better
+    return "no clear difference"
+
+
+def paired_interval(metric: str, rows: pd.DataFrame, objmc: pd.DataFrame | None, a: str, b: str, identity: str | None, confidence: float = 0.95):
+    """(Interval of a - b on the items both have, how it was made) or (None, why there is none)."""
+    from eval.bootstrap import paired_jackknife_difference
+
+    if metric == "objmc":
+        if objmc is None or objmc.empty:
+            return None, "no per-item rows"
+        o = objmc[objmc["identity"] == identity] if identity is not None and "identity" in objmc else objmc
+        sa, sb = item_totals(o[o["checkpoint_id"] == a]), item_totals(o[o["checkpoint_id"] == b])
+        shared = sa.index.intersection(sb.index)
+        if len(shared) < 2:
+            return None, f"{len(shared)} shared item(s)"
+        sa, sb = sa.loc[shared], sb.loc[shared]
+        ci = paired_ratio_difference(sa["total"], sa["count"], sb["total"], sb["count"], confidence=confidence)
+        return ci, f"paired bootstrap of the flat-mean difference over {len(shared)} shared items"
+    if a not in rows.index or b not in rows.index:
+        return None, "missing row"
+    ra, rb = rows.loc[a], rows.loc[b]
+    reps_a, reps_b = ra.get("replicates"), rb.get("replicates")
+    if reps_a is None or reps_b is None or not len(reps_a) or not len(reps_b):
+        return None, "no jackknife replicates stored"
+    if ra.get("items_digest") != rb.get("items_digest"):
+        return None, "measured on different items"
+    ci = paired_jackknife_difference(float(ra["value"]), list(reps_a), float(rb["value"]), list(reps_b), int(ra["n"]), confidence)
+    return ci, f"paired jackknife over the same {int(ra['n'])} items"
+
+
+def item_totals(objmc: pd.DataFrame) -> pd.DataFrame:
+    """Per item (index): summed per-frame error and counted frames, the flat mean's sufficient statistics."""
+    from eval.objmc import item_sums
+
+    return item_sums(objmc).set_index("item_id")
+
+
+def published_table() -> pd.DataFrame:
+    """The paper's rows as published, with their own protocol label (never our identities)."""
+    return PUBLISHED.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"})
 
 
 def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
@@ -153,92 +206,73 @@ def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
 # ---------------------------------------------------------------------- compare
 
 
-def per_item_objmc(objmc: pd.DataFrame, a: str, b: str) -> pd.DataFrame:
-    """Per item, the mean ObjMC error (over its entities) of a and of b, on items both have."""
+def per_item_objmc(objmc: pd.DataFrame, a: str, b: str, identity: str | None = None) -> pd.DataFrame:
+    """Per item, the flat-mean ObjMC error (over its entities' frames) of a and of b, on items both have."""
     cols = ["item_id", "a", "b", "diff"]
+    empty = pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
     if objmc.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
-    g = objmc[objmc["checkpoint_id"].isin([a, b])].groupby(["checkpoint_id", "item_id"])["error_px"].mean().unstack(0)
-    if a not in g.columns or b not in g.columns:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c != "item_id" else "object") for c in cols})
-    g = g[[a, b]].dropna().rename(columns={a: "a", b: "b"})
+        return empty
+    o = objmc[objmc["identity"] == identity] if identity is not None and "identity" in objmc else objmc
+    ta, tb = item_totals(o[o["checkpoint_id"] == a]), item_totals(o[o["checkpoint_id"] == b])
+    shared = ta.index.intersection(tb.index)
+    if not len(shared):
+        return empty
+    g = pd.DataFrame({"a": ta.loc[shared, "total"] / ta.loc[shared, "count"], "b": tb.loc[shared, "total"] / tb.loc[shared, "count"]})
     g["diff"] = g["b"] - g["a"]
-    g.columns.name = None
-    return g.reset_index().sort_values("diff", key=np.abs, ascending=False, ignore_index=True)
+    return g.rename_axis("item_id").reset_index().sort_values("diff", key=np.abs, ascending=False, ignore_index=True)
 
 
-def paired_bootstrap(diff: np.ndarray, n_boot: int = 1000, confidence: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean of paired differences and its percentile bootstrap interval (items resampled)."""
-    diff = np.asarray(diff, float)
-    diff = diff[np.isfinite(diff)]
-    if diff.size == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, diff.size, size=(n_boot, diff.size))
-    means = diff[idx].mean(axis=1)
-    alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(means, [alpha, 1 - alpha])
-    return float(diff.mean()), float(lo), float(hi)
+def metric_deltas(metrics: pd.DataFrame, suite: str, a: str, b: str, objmc: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per (metric, identity) both checkpoints have: values, intervals, delta = b - a with a paired interval.
 
-
-def metric_deltas(
-    metrics: pd.DataFrame,
-    suite: str,
-    a: str,
-    b: str,
-    items: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Per (metric, backbone) both checkpoints have: values, CIs, and delta = b - a with a CI.
-
-    ObjMC's delta interval is a paired bootstrap over items when per-item errors are
-    given (``items`` from :func:`per_item_objmc`); otherwise, and for FID/FVD (set
-    level metrics), it combines the two intervals' half-widths in quadrature, an
-    approximation that treats the two estimates as independent.
+    ObjMC: paired bootstrap of the difference of the two flat means over their shared items.
+    FID/FVD: paired jackknife from the stored leave-group-out values, when both were measured
+    on the same items. 'better' names a side only where that interval excludes 0.
     """
     m = metrics[(metrics["suite"] == suite) & metrics["checkpoint_id"].isin([a, b])]
-    m = m.sort_values("created_at").drop_duplicates(["checkpoint_id", "metric", "backbone"], keep="last")
+    m = m.sort_values("created_at").drop_duplicates(["checkpoint_id", "metric", "identity"], keep="last")
     rows = []
-    for (metric, backbone), sub in m.groupby(["metric", "backbone"], sort=True):
-        ra = sub[sub["checkpoint_id"] == a]
-        rb = sub[sub["checkpoint_id"] == b]
-        if ra.empty or rb.empty:
+    for (metric, identity), sub in m.groupby(["metric", "identity"], sort=True):
+        if metric not in METRICS or set(sub["checkpoint_id"]) != {a, b}:
             continue
-        ra, rb = ra.iloc[0], rb.iloc[0]
-        delta = rb["value"] - ra["value"]
-        method = "intervals combined (independent)"
-        if metric == "objmc" and items is not None and len(items) >= 2:
-            mean, lo, hi = paired_bootstrap(items["diff"].to_numpy())
-            # Centre on the table's delta; the bootstrap gives the spread of a paired difference.
-            lo, hi = delta + (lo - mean), delta + (hi - mean)
-            method = f"paired bootstrap over {len(items)} items"
-        else:
-            ha = (ra["ci_high"] - ra["ci_low"]) / 2 if pd.notna(ra["ci_high"]) and pd.notna(ra["ci_low"]) else np.nan
-            hb = (rb["ci_high"] - rb["ci_low"]) / 2 if pd.notna(rb["ci_high"]) and pd.notna(rb["ci_low"]) else np.nan
-            h = math.sqrt(ha * ha + hb * hb) if pd.notna(ha) and pd.notna(hb) else np.nan
-            lo, hi = delta - h, delta + h
-        better = "—"
-        if pd.notna(lo) and pd.notna(hi):
-            if hi < 0:
-                better = "B" if LOWER_IS_BETTER.get(metric, True) else "A"
-            elif lo > 0:
-                better = "A" if LOWER_IS_BETTER.get(metric, True) else "B"
-            else:
-                better = "no clear difference"
+        by = sub.set_index("checkpoint_id")
+        ra, rb = by.loc[a], by.loc[b]
+        ci, how = paired_interval(metric, by, objmc, b, a, identity)
+        delta = float(rb["value"] - ra["value"]) if ci is None else float(ci.value)
         rows.append(
             {
                 "metric": METRIC_LABELS.get(metric, metric),
-                "backbone": backbone,
+                "identity": identity,
                 "A": ra["value"],
                 "A 95% CI": fmt_ci(ra["ci_low"], ra["ci_high"]),
                 "B": rb["value"],
                 "B 95% CI": fmt_ci(rb["ci_low"], rb["ci_high"]),
                 "delta (B - A)": delta,
-                "delta 95% CI": fmt_ci(lo, hi),
-                "better": better,
-                "interval": method,
+                "delta 95% CI": "" if ci is None else fmt_ci(ci.low, ci.high),
+                "better": verdict(ci, metric, "B", "A", how),
+                "interval": how,
             }
         )
     return pd.DataFrame(rows)
+
+
+def metric_changes(history: pd.DataFrame, suite: str) -> pd.DataFrame:
+    """Metrics whose value changed: the current value beside the one before it (n, when), newest first."""
+    cols = ["checkpoint_id", "metric", "identity", "value", "n", "updated", "before", "n_before", "computed_before"]
+    if history.empty:
+        return pd.DataFrame(columns=cols)
+    h = history[history["suite"] == suite].sort_values("created_at")
+    rows = []
+    for key, g in h.groupby(["checkpoint_id", "metric", "identity"], sort=False):
+        if len(g) < 2:
+            continue
+        cur, prev = g.iloc[-1], g.iloc[-2]
+        if cur["value"] == prev["value"] and cur["n"] == prev["n"]:
+            continue
+        rows.append(dict(zip(cols, [*key, cur["value"], int(cur["n"]), cur["created_at"], prev["value"], int(prev["n"]), prev["created_at"]])))
+    if not rows:
+        return pd.DataFrame(columns=cols)
+    return pd.DataFrame(rows, columns=cols).sort_values("updated", ascending=False, ignore_index=True)
 
 
 # --------------------------------------------------------------------- labels
@@ -247,10 +281,6 @@ def metric_deltas(
 def suite_source(suite: str | None) -> tuple[str, str] | None:
     """(dataset, split) a labels-based suite is built from, per the generate stage's registry."""
     if not suite:
-        return None
-    try:
-        from tasks.suites import SUITES
-    except Exception:  # noqa: BLE001 - the registry is optional for the dashboard
         return None
     spec = SUITES.get(suite)
     if spec is None or spec.dataset is None or spec.split is None:

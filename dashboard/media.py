@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import posixpath
 import tempfile
 from dataclasses import dataclass
 
@@ -19,7 +18,7 @@ import numpy as np
 
 from core.geometry import scale_points
 from core.media import write_mp4
-from core.tables import Workdir
+from core.tables import PathError, Workdir
 
 CACHE_RELDIR = "cache/dashboard"
 GT_COLOR = (40, 220, 90)  # RGB
@@ -31,20 +30,15 @@ class MediaError(ValueError):
 
 
 def resolve_media(wd: Workdir, relpath: str) -> str:
-    """Absolute path of a table's relative media path, confined to the workdir."""
+    """Absolute path of a table's relative media path, confined to the workdir (``Workdir.path``'s one rule)."""
     if not isinstance(relpath, str) or not relpath.strip():
         raise MediaError("the table row has no media path")
-    if relpath.startswith(("/", "\\")) or "://" in relpath or "\x00" in relpath or (len(relpath) > 1 and relpath[1] == ":"):
-        raise MediaError(f"media path {relpath!r} is not relative to the workdir; refusing to open it")
-    norm = posixpath.normpath(relpath.replace("\\", "/"))
-    if norm == ".." or norm.startswith("../"):
-        raise MediaError(f"media path {relpath!r} leaves the workdir; refusing to open it")
-    full = wd.path(norm)
+    try:
+        full = wd.path(relpath)
+    except PathError as err:
+        raise MediaError(f"media path {relpath!r}: {err}") from None
     if wd.is_local:
-        root = os.path.realpath(wd.root)
         real = os.path.realpath(full)
-        if os.path.commonpath([root, real]) != root:
-            raise MediaError(f"media path {relpath!r} resolves outside the workdir (a symlink?); refusing to open it")
         if not os.path.isfile(real):
             raise MediaError(f"video {relpath!r} is listed in the tables but missing from the workdir ({real})")
         return real
@@ -168,23 +162,30 @@ def label_tracks(label_rows, video_hw: tuple[int, int], entity_ids=None, color=G
     return tracks
 
 
-def tracked_tracks(frames: np.ndarray, gt: list[Track], video_hw: tuple[int, int], color=TRACK_COLOR) -> list[Track]:
-    """Re-track each ground-truth start point in the generated video (OpenCV LK), for display.
+def condition_tracks(cond, video_hw: tuple[int, int], color=GT_COLOR) -> list[Track]:
+    """The paths a video was asked to follow (a ``conditions`` row, item pixels), scaled to the video's size."""
+    item_hw = (int(cond["height"]), int(cond["width"]))
+    tracks = []
+    radii = list(cond["radii"]) if cond["radii"] is not None else []
+    vis_all = list(cond["visible"]) if cond["visible"] is not None else []
+    for k, (eid, traj) in enumerate(zip(cond["entity_ids"], cond["trajectories"])):
+        pts = scale_points(np.array([list(p) for p in traj], float), item_hw, video_hw)
+        vis = np.array(list(vis_all[k]), bool) if k < len(vis_all) else np.ones(len(pts), bool)
+        radius = float(radii[k]) * min(video_hw[0] / item_hw[0], video_hw[1] / item_hw[1]) if k < len(radii) else 4.0
+        tracks.append(Track(pts, vis, color, f"entity {eid}", radius))
+    return tracks
 
-    Seeds: the start point plus a grid inside the entity's first-frame incircle
-    (scaled), the same centre-plus-median-displacement rule as the labels stage.
-    """
-    from eval.trackers import LKTracker, seed_points, track_center
 
-    if not gt:
-        return []
-    H, W = video_hw
-    seeds = []
-    yy, xx = np.mgrid[0:H, 0:W]
-    for tr in gt:
-        cx, cy = tr.points[0]
-        rad = max(float(tr.radius), 1.0)
-        disc = (xx - cx) ** 2 + (yy - cy) ** 2 <= rad**2
-        seeds.append(seed_points(disc, (cx, cy), rad, max(2, int(rad / 3))))
-    centres, live = track_center(LKTracker(), frames, seeds, min_points=2)
-    return [Track(c, l, color, f"tracked {g.label}", g.radius) for c, l, g in zip(centres, live, gt)]
+def stored_tracks(objmc_rows, seed: int, video_hw: tuple[int, int], color=TRACK_COLOR) -> list[Track]:
+    """The tracks the evaluate stage measured for one seed's video (``objmc.tracks``), at the video's size."""
+    out = []
+    for r in objmc_rows.itertuples(index=False):
+        seeds = list(r.seeds) if r.seeds is not None else []
+        if seed not in seeds or r.tracks is None:
+            continue
+        pts = np.array([list(p) for p in r.tracks[seeds.index(seed)]], float)
+        if pts.size == 0:
+            continue
+        pts = scale_points(pts, (int(r.video_height), int(r.video_width)), video_hw)
+        out.append(Track(pts, np.ones(len(pts), bool), color, f"measured entity {r.entity_id}"))
+    return out

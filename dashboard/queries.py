@@ -129,7 +129,7 @@ def votes(url: str) -> pd.DataFrame:
 
 
 @st.cache_data(show_spinner=False, max_entries=32)
-def _ratings_cached(url: str, version: tuple, suite: str | None, n_boot: int) -> pd.DataFrame:
+def _ratings_cached(url: str, version: tuple, suite: str | None, n_boot: int, unit: str = "cases") -> pd.DataFrame:
     from eval.votes import bradley_terry, bradley_terry_bootstrap
 
     v = _all_votes_cached(url, version)
@@ -138,7 +138,7 @@ def _ratings_cached(url: str, version: tuple, suite: str | None, n_boot: int) ->
     frames = []
     for aspect in ("motion", "quality"):
         if n_boot > 0:
-            r = bradley_terry_bootstrap(v, aspect=aspect, n_boot=n_boot)
+            r = bradley_terry_bootstrap(v, aspect=aspect, n_boot=n_boot, unit=unit)
         else:
             r = bradley_terry(v, aspect=aspect)
             r = r.assign(ci_low=float("nan"), ci_high=float("nan"))
@@ -149,10 +149,11 @@ def _ratings_cached(url: str, version: tuple, suite: str | None, n_boot: int) ->
     return pd.concat(frames, ignore_index=True)
 
 
-def ratings(url: str, suite: str | None = None, n_boot: int = 0) -> pd.DataFrame:
+def ratings(url: str, suite: str | None = None, n_boot: int = 0, unit: str = "cases") -> pd.DataFrame:
     """Bradley-Terry ratings per aspect (cached until a vote arrives).
 
     ``n_boot = 0``: point estimates only (the leaderboard: milliseconds even for
-    hundreds of checkpoints); otherwise with percentile bootstrap intervals.
+    hundreds of checkpoints); otherwise with percentile bootstrap intervals that
+    resample ``unit`` (cases, voters or votes: ``eval.votes``).
     """
-    return _ratings_cached(url, votes_version(url), suite, int(n_boot))
+    return _ratings_cached(url, votes_version(url), suite, int(n_boot), unit)

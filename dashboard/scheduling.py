@@ -49,10 +49,6 @@ class Assignment:
         a, b = sorted((self.left_checkpoint, self.right_checkpoint))
         return a, b
 
-    def checkpoint_for(self, side: str) -> str | None:
-        return {"left": self.left_checkpoint, "right": self.right_checkpoint}.get(side)
-
-
 def sample_index(samples: pd.DataFrame) -> dict[str, dict[str, tuple[int, str]]]:
     """checkpoint -> item -> (seed, video_path), keeping the lowest seed of each (checkpoint, item)."""
     if samples.empty:
@@ -124,11 +120,3 @@ def next_assignment(
         (ls, lv), (rs, rv) = index[left][item], index[right][item]
         return Assignment(suite, item, left, right, ls, rs, lv, rv, missing)
     return None
-
-
-def coverage(checkpoints: Sequence[str], pair_counts: Mapping[tuple[str, str], int]) -> pd.DataFrame:
-    """Judgements per pair of the study (zeros included), for the study's progress display."""
-    pairs = list(itertools.combinations(sorted(set(checkpoints)), 2))
-    return pd.DataFrame(
-        {"checkpoint_a": [p[0] for p in pairs], "checkpoint_b": [p[1] for p in pairs], "judgements": [int(pair_counts.get(p, 0)) for p in pairs]}
-    )

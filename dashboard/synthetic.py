@@ -1,10 +1,12 @@
-"""Realistic synthetic rows for the dashboard's tables (tests, the dashboard speed benchmark, trying the UI).
+"""Realistic synthetic rows for the dashboard's tables (tests, the dashboard speed suite, trying the UI).
 
 ``fill_workdir`` writes checkpoints (a lineage with a branch), train_log, labels,
 samples (optionally real H.264 mp4 files: a textured disc following the labelled
-trajectory, better checkpoints following it more closely), objmc and metrics
-(ObjMC on the LK tracker, FID on two backbones so the backbone filter matters,
-FVD) through ``Workdir.append``, like the pipeline's stages do.
+trajectory, better checkpoints following it more closely) with their conditions,
+objmc (with the measured tracks) and metrics (ObjMC on the LK tracker, FID on two
+backbones so the identity filter matters, FVD; with identities, jackknife replicates
+and two evaluations of ObjMC so the history shows a change) through ``Workdir``, like
+the pipeline's stages do.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import math
 
 import numpy as np
 
+from core.checkpoints import TRAINED, checkpoint_row
 from core.tables import Workdir, now_utc
 
 FRAMES = 14
@@ -67,12 +70,9 @@ def fill_workdir(
     for i, c in enumerate(ck_ids):
         parent = None if i == 0 else ck_ids[max(0, i - 1 - (i % 3 == 2))]  # every third branches off
         cfg = {"model": {"backbone": "tiny-svd"}, "train": {"lr": 1e-5 * (1 + (i % 2)), "steps": 100 * (i + 1)}, "profile": "tiny"}
-        ck_rows.append(
-            dict(
-                checkpoint_id=c, parent=parent, config=json.dumps(cfg), config_hash=hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16],
-                step=100 * (i + 1), path=f"checkpoints/{c}", created_at=now.replace(microsecond=0) - _minutes(n_checkpoints - i),
-            )
-        )
+        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
+        row = checkpoint_row(c, TRAINED, json.dumps(cfg), digest, 100 * (i + 1), f"checkpoints/{c}", parent)
+        ck_rows.append({**row, "created_at": now.replace(microsecond=0) - _minutes(n_checkpoints - i)})
         for s in range(log_steps):
             step = 100 * i + s * max(1, 100 // log_steps)
             loss = 0.5 * math.exp(-step / 400) + 0.05 + rng.normal(0, 0.01)
@@ -81,7 +81,8 @@ def fill_workdir(
     wd.append("train_log", log_rows)
 
     items = [f"sample_{k:04d}" for k in range(n_items)]
-    label_rows, sample_rows, objmc_rows, metric_rows = [], [], [], []
+    label_rows, sample_rows, objmc_rows, metric_rows, cond_rows, history = [], [], [], [], [], []
+    objmc_id = "project | lk(win 9, levels 3, fb 1.0) | cell grid 10, +centres, centre ridge, tracked at video size, gt tracked | eval original video size"
     paths = {it: _path(rng, H, W, FRAMES) for it in items}
     radius = max(4.0, min(H, W) / 10)
     for it in items:
@@ -103,33 +104,58 @@ def fill_workdir(
             for k, it in enumerate(items):
                 rel = f"samples/{c}/{bm}/{it}.mp4"
                 sample_rows.append(dict(checkpoint_id=c, suite=bm, item_id=it, seed=0, video_path=rel, frames=FRAMES, height=H, width=W, seconds=2.0))
+                targets = [paths[it] + (e * np.array([0.0, 0.15 * H])) for e in range(entities)]
+                cond_rows.append(dict(
+                    checkpoint_id=c, suite=bm, item_id=it, seed=0, entity_ids=[6001, 6101][:entities],
+                    trajectories=[t.astype(np.float32).tolist() for t in targets], visible=[[True] * FRAMES] * entities,
+                    starts=[t[0].astype(np.float32).tolist() for t in targets], radii=[float(radius)] * entities, frames=FRAMES,
+                    height=H, width=W, eval_height=H, eval_width=W, inputs_path=None, reference=None,
+                    ground_truth="project: synthetic", protocol="project", notes=["synthetic row"], created_at=now,
+                ))
                 drift = quality[c] * rng.uniform(4, 12)
+                off = np.linspace(0, 1, FRAMES)[:, None] * np.array([drift, -drift / 2])
                 if videos:
-                    off = np.linspace(0, 1, FRAMES)[:, None] * np.array([drift, -drift / 2])
                     frames = _render(paths[it] + off, H, W, radius, seed=k)
                     from core.media import write_mp4
 
                     write_mp4(wd, rel, frames, fps=7)
-                for eid in (6001, 6101)[:entities]:
+                for e, eid in enumerate((6001, 6101)[:entities]):
                     per = np.abs(np.linspace(0, drift, FRAMES) + rng.normal(0, 0.3, FRAMES))
-                    objmc_rows.append(dict(checkpoint_id=c, suite=bm, item_id=it, entity_id=eid, error_px=float(per.mean()), per_frame=per.tolist(), tracker="lk"))
+                    objmc_rows.append(dict(
+                        checkpoint_id=c, suite=bm, item_id=it, entity_id=eid, error_px=float(per.mean()), per_frame=per.tolist(), tracker="lk",
+                        identity=objmc_id, seeds=[0], tracks=[(targets[e] + off).astype(np.float32).tolist()], video_height=H, video_width=W,
+                    ))
                     errs.append(float(per.mean()))
             errs_a = np.array(errs)
             mean = float(errs_a.mean())
             half = float(1.96 * errs_a.std(ddof=1) / math.sqrt(len(errs_a))) if len(errs_a) > 1 else 0.0
             q = quality[c]
             for metric, backbone, value, h in (
-                ("objmc", "lk", mean, half),
+                ("objmc", "tracker:lk", mean, half),
                 ("fid", "inception-2015-12-05", 30 + 20 * q + rng.normal(0, 1), 2.0),
                 ("fid", "fixed-seed-tiny", 80 + 40 * q + rng.normal(0, 2), 4.0),
                 ("fvd", "i3d-kinetics400", 450 + 150 * q + rng.normal(0, 5), 20.0),
             ):
                 if backbone == "fixed-seed-tiny" and c == ck_ids[-1]:
                     continue  # not every checkpoint has every backbone
-                metric_rows.append(dict(checkpoint_id=c, suite=bm, metric=metric, backbone=backbone, value=float(value), ci_low=float(value - h), ci_high=float(value + h), n=len(items), created_at=now))
+                identity = objmc_id if metric == "objmc" else f"project | {backbone} | all frames at 256x256 | ddof {1 if metric == 'fid' else 0}"
+                reps = None if metric == "objmc" else (value + h / 4 + rng.normal(0, h / 8, len(items))).tolist()
+                row = dict(
+                    checkpoint_id=c, suite=bm, metric=metric, backbone=backbone, identity=identity, protocol="project",
+                    value=float(value), ci_low=float(value - h), ci_high=float(value + h),
+                    ci_method="percentile bootstrap over items" if metric == "objmc" else "grouped jackknife over items (bias-corrected, t interval)",
+                    n=len(items), items_digest="synthetic", replicates=reps, created_at=now,
+                )
+                metric_rows.append(row)
+                if metric == "objmc":  # an earlier evaluation on fewer items: the history shows the change
+                    history.append({k: row[k] for k in ("checkpoint_id", "suite", "metric", "backbone", "identity", "ci_low", "ci_high")}
+                                   | dict(value=float(value) * 0.8, n=max(1, len(items) - 1), created_at=now - _minutes(30)))
+                history.append({k: row[k] for k in ("checkpoint_id", "suite", "metric", "backbone", "identity", "value", "ci_low", "ci_high", "n", "created_at")})
+    wd.append("conditions", cond_rows)
     wd.append("samples", sample_rows)
     wd.append("objmc", objmc_rows)
     wd.append("metrics", metric_rows)
+    wd.append("metrics_history", history)
     return {"checkpoints": ck_ids, "items": items, "suites": list(suites), "root": root}
 
 

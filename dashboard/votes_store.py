@@ -64,6 +64,14 @@ class VoteError(ValueError):
     """A vote that must not be stored (unknown aspect or choice, same checkpoint twice)."""
 
 
+class VoteStoreError(sqlite3.OperationalError):
+    """The store could not take the vote (locked too long, disk full); the message says what to do."""
+
+
+def _disk_full(err: sqlite3.Error) -> bool:
+    return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(err)
+
+
 def vote_id(voter: str, suite: str, item_id: str, checkpoint_a: str, checkpoint_b: str, aspect: str) -> str:
     """Deterministic id of one judgement; the pair is unordered (sides are random)."""
     lo, hi = sorted((checkpoint_a, checkpoint_b))
@@ -131,27 +139,33 @@ def default_db_path(workdir: Workdir | str) -> str:
 class VoteStore:
     """One SQLite file; open a store per process (connections are not shared across forks)."""
 
-    def __init__(self, path: str, timeout_s: float = 30.0):
+    def __init__(self, path: str, timeout_s: float = 15.0):
         self.path = os.fspath(path)
         self.timeout_s = timeout_s
         os.makedirs(os.path.dirname(os.path.abspath(self.path)) or ".", exist_ok=True)
-        with self._connect() as con:
-            cols = {r[1] for r in con.execute("PRAGMA table_info(votes)")}
-            if "benchmark" in cols:  # a store written before the suites were renamed (ids are unchanged)
-                con.execute("ALTER TABLE votes RENAME COLUMN benchmark TO suite")
-            con.executescript(_SCHEMA)
+        try:
+            with self._connect() as con:
+                cols = {r[1] for r in con.execute("PRAGMA table_info(votes)")}
+                if "benchmark" in cols:  # a store written before the suites were renamed (ids are unchanged)
+                    con.execute("ALTER TABLE votes RENAME COLUMN benchmark TO suite")
+                con.executescript(_SCHEMA)
+        except sqlite3.OperationalError as err:
+            if _disk_full(err):
+                raise VoteStoreError(f"the disk holding the vote store {self.path} is full; free space there, then reload") from None
+            raise
 
     @classmethod
     def for_workdir(cls, workdir: Workdir | str) -> "VoteStore":
         return cls(default_db_path(workdir))
 
     @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
-        con = sqlite3.connect(self.path, timeout=self.timeout_s, isolation_level=None)
+    def _connect(self, timeout_s: float | None = None) -> Iterator[sqlite3.Connection]:
+        timeout_s = self.timeout_s if timeout_s is None else timeout_s
+        con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=FULL")  # a thanked vote survives a power cut
-            con.execute(f"PRAGMA busy_timeout={int(self.timeout_s * 1000)}")
+            con.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
             yield con
         finally:
             con.close()
@@ -178,23 +192,35 @@ class VoteStore:
             return []
         placeholders = ",".join("?" * len(_COLUMNS))
         sql = f"INSERT OR IGNORE INTO votes ({','.join(_COLUMNS)}) VALUES ({placeholders})"
-        new: list[bool] = []
-        for attempt in range(20):
+        deadline = time.monotonic() + self.timeout_s  # the whole call, retries included, waits at most this long
+        attempt = 0
+        while True:
             try:
-                with self._connect() as con:
+                with self._connect(max(0.05, deadline - time.monotonic())) as con:
                     con.execute("BEGIN IMMEDIATE")
                     try:
                         new = [con.execute(sql, r).rowcount == 1 for r in rows]
                         con.execute("COMMIT")
                     except BaseException:
-                        con.execute("ROLLBACK")
+                        with contextlib.suppress(sqlite3.Error):  # a failed statement may have ended it already
+                            con.execute("ROLLBACK")
                         raise
                 return new
-            except sqlite3.OperationalError as err:  # "database is locked" beyond busy_timeout
-                if "locked" not in str(err) and "busy" not in str(err):
+            except sqlite3.OperationalError as err:
+                if _disk_full(err):
+                    raise VoteStoreError(
+                        f"the disk holding the vote store {self.path} is full; free space there, then submit again "
+                        "(the vote was NOT stored)"
+                    ) from None
+                if ("locked" not in str(err) and "busy" not in str(err)) or time.monotonic() >= deadline:
+                    if "locked" in str(err) or "busy" in str(err):
+                        raise VoteStoreError(
+                            f"the vote store {self.path} stayed locked by another writer for {self.timeout_s:g} s; "
+                            "submit again in a moment (the vote was NOT stored)"
+                        ) from None
                     raise
-                time.sleep(min(0.05 * 2**attempt, 1.0))
-        raise sqlite3.OperationalError(f"vote store {self.path} stayed locked; the votes were NOT stored")
+                time.sleep(min(0.05 * 2**attempt, 1.0, max(0.0, deadline - time.monotonic())))
+                attempt += 1
 
     # reading -----------------------------------------------------------
     def frame(self, suite: str | None = None, voter: str | None = None) -> pd.DataFrame:

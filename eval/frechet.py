@@ -1,7 +1,9 @@
 """Fréchet distance between Gaussians, and a streaming mean/covariance accumulator.
 
 FID and FVD are both ``frechet_distance(mu_a, cov_a, mu_b, cov_b)`` on feature
-statistics; only the feature extractor differs (see ``eval.features``).
+statistics; the feature extractor differs (see ``eval.features``), and so does the
+covariance's divisor: FID divides by N - 1 (``numpy.cov``, as pytorch-fid and
+clean-fid), StyleGAN-V's FVD by N (its ``FeatureStats``), hence ``ddof``.
 
     d^2 = |mu_a - mu_b|^2 + tr(S_a) + tr(S_b) - 2 tr((S_a S_b)^{1/2})
 
@@ -140,14 +142,20 @@ class GaussianStats:
     @property
     def cov(self) -> np.ndarray:
         """Unbiased covariance (ddof=1), as numpy.cov, pytorch-fid and clean-fid use."""
+        return self.covariance(1)
+
+    def covariance(self, ddof: int = 1) -> np.ndarray:
+        """Covariance dividing by ``n - ddof``: 1 for FID (pytorch-fid, clean-fid), 0 for StyleGAN-V's FVD."""
+        if ddof not in (0, 1):
+            raise ValueError(f"ddof must be 0 or 1, got {ddof}")
         if self.n < 2:
             raise ValueError(f"{self.n:g} sample(s) accumulated: a covariance needs at least 2")
         mu = self.total / self.n
-        c = (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1.0)
+        c = (self.outer - self.n * np.outer(mu, mu)) / (self.n - float(ddof))
         return 0.5 * (c + c.T)
 
-    def frechet(self, other: "GaussianStats") -> float:
-        return frechet_distance(self.mean, self.cov, other.mean, other.cov)
+    def frechet(self, other: "GaussianStats", ddof: int = 1) -> float:
+        return frechet_distance(self.mean, self.covariance(ddof), other.mean, other.covariance(ddof))
 
     def save(self, path: str | Path) -> None:
         np.savez(path, n=np.float64(self.n), total=self.total, outer=self.outer)

@@ -1,14 +1,18 @@
 """ObjMC: how far the entities of a generated video are from their target trajectories.
 
-Tracking (``track_entities``). The official evaluation tracks a regular grid of
-points over the whole generated video (CoTracker2, ``grid_size`` 10) and, per
-entity, keeps the track whose frame-0 position is nearest the entity's frame-0
-incircle centre. We do the same; the default tracker is OpenCV Lucas-Kanade
-(``eval.trackers.LKTracker``), any object with ``track(frames, points)`` (e.g.
-``CoTrackerTracker``) can be passed. ``add_centers=True`` (our default) adds the
-centres themselves to the query points, so the chosen track starts exactly at the
-centre instead of up to half a grid cell away (which on a small entity can be a
-background point); ``add_centers=False`` reproduces the official choice.
+Tracking (``track_entities``). The evaluation tracks a regular grid of points over the
+whole video and, per entity, keeps the track whose frame-0 position is nearest the
+entity's start point (first minimum). Two grid layouts (``eval.protocol``):
+``"cotracker"`` is CoTracker's ``get_points_on_a_grid`` on its interpolation shape,
+mapped to the video's pixels as CoTracker's predictor maps tracks back (the official
+scripts: grid 100); ``"cells"`` puts the points at the centres of equal cells (the
+project's default, grid 10). The default tracker is OpenCV Lucas-Kanade
+(``eval.trackers.LKTracker``); any object with ``track(frames, points)`` (e.g.
+``CoTrackerTracker``) can be passed. ``add_centers=True`` (project) adds the start points
+themselves to the queries, so the chosen track starts exactly there instead of up to
+half a grid cell away (on a small entity, a background point); ``False`` is the
+official choice. ``integer=True`` truncates the tracks to int as the official JSON files
+hold them. ``official_center`` is the official start point of an entity.
 
 Scoring (``entity_errors``, ``score``). Rules:
   * Error of a frame = Euclidean distance in pixels between predicted and
@@ -18,6 +22,8 @@ Scoring (``entity_errors``, ``score``). Rules:
     (frame t of one with frame t of the other, t < min(len_pred, len_gt)), as the
     official script's ``zip`` does. The frames dropped are counted
     (``EntityScore.unmatched``) so a short prediction is visible, not hidden.
+  * Off-frame points (negative, or beyond the frame: trackers follow points that
+    leave it, and the official ground truth holds such points) are scored as given.
   * Invisible frames: a frame where the ground truth marks the entity invisible
     (``visible`` False, or a null / non-finite ground-truth point) is excluded:
     its per-frame value is NaN and it does not count. A lost or non-finite
@@ -36,25 +42,22 @@ Scoring (``entity_errors``, ``score``). Rules:
     skipped missing videos silently; we skip them loudly). Predicted videos or
     entities unknown to the ground truth are reported in ``extra_items``.
 
-Official JSON format (``read_trajectory_dir`` / ``write_trajectory_dir``): one file
-``<video_id>.json`` per video holding ``{entity_id: [[x, y], ...]}`` (pixel
-coordinates, one point per frame). Extension: a point may be ``null`` for a frame
-where the entity is invisible (written only for ground truth with visibility).
+The official trajectory JSON folders (``{entity_id: [[x, y], ...]}`` per video) are read
+and written by ``tasks.evaluate``; this module is arrays only.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 
+import cv2
 import numpy as np
+import pandas as pd
 
 from core.geometry import scale_points
+from eval.protocol import COTRACKER2_INTERP_SHAPE
 from eval.trackers import LKTracker
-
-OFFICIAL_GRID_SIZE = 10
 
 # --------------------------------------------------------------------------- tracking
 
@@ -69,23 +72,70 @@ def grid_points(height: int, width: int, grid_size: int) -> np.ndarray:
     return np.stack([gx.ravel(), gy.ravel()], axis=1).astype(np.float32)
 
 
+def cotracker_grid(height: int, width: int, grid_size: int, interp_shape: tuple[int, int] = COTRACKER2_INTERP_SHAPE) -> np.ndarray:
+    """CoTracker's query grid for a ``height`` x ``width`` video, (G*G, 2) x/y in the video's pixels, row-major.
+
+    CoTracker lays ``linspace(m, extent - m, G)`` on each axis of its interpolation shape
+    (ih, iw), with the margin m = iw / 64 on both axes (one point: the middle), and its
+    predictor maps coordinates back by (W - 1) / (iw - 1) and (H - 1) / (ih - 1).
+    """
+    if grid_size < 1:
+        raise ValueError(f"grid_size must be >= 1, got {grid_size}")
+    ih, iw = interp_shape
+    if grid_size == 1:
+        gx, gy = np.array([iw / 2]), np.array([ih / 2])
+    else:
+        m = iw / 64
+        gy, gx = np.meshgrid(np.linspace(m, ih - m, grid_size), np.linspace(m, iw - m, grid_size), indexing="ij")
+    pts = np.stack([gx.ravel() * (width - 1) / (iw - 1), gy.ravel() * (height - 1) / (ih - 1)], axis=1)
+    return pts.astype(np.float32)
+
+
+def query_grid(height: int, width: int, grid_size: int, layout: str = "cells", interp_shape: tuple[int, int] = COTRACKER2_INTERP_SHAPE) -> np.ndarray:
+    if layout == "cells":
+        return grid_points(height, width, grid_size)
+    if layout == "cotracker":
+        return cotracker_grid(height, width, grid_size, interp_shape)
+    raise ValueError(f"grid layout must be 'cells' or 'cotracker', got {layout!r}")
+
+
+def official_center(mask: np.ndarray) -> tuple[float, float, float]:
+    """The official start point of an entity: (x, y, radius) from its first-frame mask.
+
+    ``cv2.distanceTransform(mask, DIST_L2, 5)`` on the mask as it is (not padded: OpenCV
+    treats the outside of the image as foreground, so the frame border is no boundary),
+    ``minMaxLoc``'s location of the first maximum in row-major order, radius ``int(max)``.
+    A band of sky along the top edge gets its start at the top-left corner. (nan, nan, 0)
+    for an empty mask.
+    """
+    m = np.asarray(mask).astype(np.uint8)
+    if not m.any():
+        return float("nan"), float("nan"), 0.0
+    dist = cv2.distanceTransform(m, cv2.DIST_L2, 5)
+    _, max_val, _, (x, y) = cv2.minMaxLoc(dist)
+    return float(x), float(y), float(int(max_val))
+
+
 def track_entities(
     frames: np.ndarray,
     centers0: np.ndarray,
     tracker=None,
-    grid_size: int = OFFICIAL_GRID_SIZE,
+    grid_size: int = 10,
     add_centers: bool = True,
+    layout: str = "cells",
+    integer: bool = False,
+    interp_shape: tuple[int, int] = COTRACKER2_INTERP_SHAPE,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Track each entity of a video from its frame-0 centre; the official grid-nearest rule.
+    """Track each entity of a video from its frame-0 start point: the grid-nearest rule.
 
     frames (T, H, W, 3) uint8; centers0 (E, 2) x/y at the frames' resolution.
-    Returns tracks (E, T, 2) and the tracker's validity (E, T).
+    Returns tracks (E, T, 2) (truncated to int with ``integer``) and the tracker's validity (E, T).
     """
     frames = np.asarray(frames)
     centers0 = np.asarray(centers0, np.float32).reshape(-1, 2)
     T, H, W = frames.shape[:3]
     tracker = tracker if tracker is not None else LKTracker()
-    grid = grid_points(H, W, grid_size) if grid_size > 0 else np.zeros((0, 2), np.float32)
+    grid = query_grid(H, W, grid_size, layout, interp_shape) if grid_size > 0 else np.zeros((0, 2), np.float32)
     queries = np.concatenate([centers0, grid], axis=0) if add_centers else grid
     if not len(queries):
         raise ValueError("nothing to track: no centres and an empty grid")
@@ -93,24 +143,20 @@ def track_entities(
     start = np.asarray(queries, np.float64)
     d = np.linalg.norm(start[None, :, :] - centers0[:, None, :].astype(np.float64), axis=2)  # (E, N)
     nearest = d.argmin(axis=1)
-    return np.asarray(tracks, np.float64)[:, nearest].transpose(1, 0, 2), np.asarray(valid, bool)[:, nearest].T
+    out = np.asarray(tracks, np.float64)[:, nearest].transpose(1, 0, 2)
+    return (np.trunc(out) if integer else out), np.asarray(valid, bool)[:, nearest].T
 
 
-def ground_truth_tracks(
-    real_frames: np.ndarray,
-    centers0: np.ndarray,
-    tracker=None,
-    grid_size: int = OFFICIAL_GRID_SIZE,
-    add_centers: bool = True,
-) -> np.ndarray:
+def ground_truth_tracks(real_frames: np.ndarray, centers0: np.ndarray, tracker=None, **rules) -> np.ndarray:
     """The official evaluation ground truth: the same tracking run on the *real* clip, (E, T, 2).
 
     Mask-centre label trajectories (the incircle centre of the visible part, per
     frame) jump when an entity is partly occluded or when a stuff region changes
     shape, and no video can follow a jump; tracked ground truth is smooth and
-    measured by the same tracker as the generated videos.
+    measured by the same tracker as the generated videos. ``rules``: those of
+    ``track_entities`` (grid_size, add_centers, layout, integer).
     """
-    return track_entities(real_frames, centers0, tracker, grid_size, add_centers)[0]
+    return track_entities(real_frames, centers0, tracker, **rules)[0]
 
 
 # --------------------------------------------------------------------------- scoring
@@ -184,22 +230,6 @@ class ObjMCResult:
         """Per item (summed error, counted triples): what ``eval.bootstrap.bootstrap_ratio`` resamples."""
         return np.array([i.total for i in self.items]), np.array([i.n for i in self.items], np.float64)
 
-    def rows(self, checkpoint_id: str, suite: str, tracker: str) -> list[dict]:
-        """Rows of the ``objmc`` table (entity ids must be integers there)."""
-        return [
-            dict(
-                checkpoint_id=checkpoint_id,
-                suite=suite,
-                item_id=item.item_id,
-                entity_id=int(e.entity_id),
-                error_px=e.error_px,
-                per_frame=[float(v) for v in e.per_frame],
-                tracker=tracker,
-            )
-            for item in self.items
-            for e in item.entities
-        ]
-
     def summary(self) -> dict:
         return dict(
             objmc=self.value,
@@ -211,7 +241,16 @@ class ObjMCResult:
         )
 
 
-def _as_points(a) -> np.ndarray:
+def item_sums(objmc: pd.DataFrame) -> pd.DataFrame:
+    """Per item of ``objmc`` table rows (``item_id``, ``per_frame``): summed error and counted (entity, frame)
+    pairs, what the flat mean and its intervals resample."""
+    if objmc.empty:
+        return pd.DataFrame({"item_id": pd.Series(dtype=object), "total": pd.Series(dtype=float), "count": pd.Series(dtype=float)})
+    per = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
+    return pd.DataFrame({"item_id": per.index, "total": per.apply(np.nansum).to_numpy(), "count": per.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)})
+
+
+def as_points(a) -> np.ndarray:
     """A trajectory as (T, 2) float64; None entries (JSON null) become NaN."""
     if isinstance(a, np.ndarray):
         p = a.astype(np.float64)
@@ -234,7 +273,7 @@ def entity_errors(
     Points are mapped from ``pred_hw`` / ``gt_hw`` to ``eval_hw`` when given
     (``eval_hw`` defaults to ``gt_hw``; a missing ``pred_hw`` means "same as gt").
     """
-    p, g = _as_points(pred), _as_points(gt)
+    p, g = as_points(pred), as_points(gt)
     eval_hw = eval_hw or gt_hw
     if eval_hw is not None:
         if gt_hw is not None:
@@ -315,108 +354,29 @@ def score_video(
     gt_hw: tuple[int, int] | None = None,
     eval_hw: tuple[int, int] | None = None,
     tracker=None,
-    grid_size: int = OFFICIAL_GRID_SIZE,
-    add_centers: bool = True,
+    starts: np.ndarray | None = None,
+    **rules,
 ) -> tuple[ItemScore, dict[str, np.ndarray]]:
     """Track the entities of a generated video and score them against the ground truth.
 
-    gt (E, T, 2) at ``gt_hw`` (default: the video's size); frame-0 centres
-    ``gt[:, 0]`` are mapped to the video's size to start the tracks. Errors are
-    measured at ``eval_hw`` (default ``gt_hw``): pass the suite's original
-    video size for the official number. Returns the item score and the predicted
-    trajectories (entity id -> (T, 2) at the video's resolution, ready for
-    ``write_trajectory_dir``).
+    gt (E, T, 2) at ``gt_hw`` (default: the video's size); the start points ``starts``
+    (E, 2) at ``gt_hw`` (default: the ground truth's frame 0) are mapped to the video's
+    size to start the tracks. Errors are measured at ``eval_hw`` (default ``gt_hw``):
+    pass the suite's original video size for the official number. ``rules``: those of
+    ``track_entities``. Returns the item score and the predicted trajectories (entity id
+    -> (T, 2) at the video's resolution).
     """
     frames = np.asarray(frames)
     gt = np.asarray(gt, np.float64).reshape(len(gt), -1, 2)
     vid_hw = tuple(frames.shape[1:3])
     gt_hw = tuple(gt_hw) if gt_hw is not None else vid_hw
     ids = [str(e) for e in (entity_ids if entity_ids is not None else range(len(gt)))]
-    centers0 = scale_points(gt[:, 0], gt_hw, vid_hw)
-    tracks, _ = track_entities(frames, centers0, tracker, grid_size, add_centers)
+    centers0 = scale_points(gt[:, 0] if starts is None else np.asarray(starts, np.float64).reshape(-1, 2), gt_hw, vid_hw)
+    tracks, _ = track_entities(frames, centers0, tracker, **rules)
     pred = {e: tracks[k] for k, e in enumerate(ids)}
     vis = None if visible is None else {e: np.asarray(visible)[k] for k, e in enumerate(ids)}
     item = score_item(item_id, pred, {e: gt[k] for k, e in enumerate(ids)}, vis, vid_hw, gt_hw, eval_hw or gt_hw)
     return item, pred
-
-
-# --------------------------------------------------------------------------- official JSON
-
-
-def _finite_or_none(p: np.ndarray) -> list | None:
-    return [float(p[0]), float(p[1])] if np.all(np.isfinite(p)) else None
-
-
-def write_trajectories(path: str | Path, trajectories: Mapping[str, object], visible: Mapping[str, object] | None = None) -> None:
-    """One video's file: ``{entity_id: [[x, y], ...]}``; invisible (or non-finite) points as null."""
-    vis = {str(k): v for k, v in (visible or {}).items()}
-    out = {}
-    for eid, traj in trajectories.items():
-        p = _as_points(traj)
-        v = np.asarray(vis[str(eid)], bool) if str(eid) in vis else np.ones(len(p), bool)
-        if len(v) != len(p):
-            raise ValueError(f"{path}: entity {eid} has {len(p)} points but {len(v)} visibility flags")
-        out[str(eid)] = [_finite_or_none(q) if ok else None for q, ok in zip(p, v)]
-    Path(path).write_text(json.dumps(out))
-
-
-def read_trajectories(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
-    """One video's file -> (entity id -> (T, 2) with NaN for null points, entity id -> visible (T,))."""
-    raw = json.loads(Path(path).read_text())
-    if not isinstance(raw, dict):
-        raise ValueError(f"{path}: expected an object {{entity_id: [[x, y], ...]}}, got {type(raw).__name__}")
-    traj, vis = {}, {}
-    for eid, pts in raw.items():
-        p = _as_points(pts)
-        traj[str(eid)] = p
-        vis[str(eid)] = np.isfinite(p).all(axis=1)
-    return traj, vis
-
-
-def write_trajectory_dir(
-    directory: str | Path,
-    videos: Mapping[str, Mapping[str, object]],
-    visible: Mapping[str, Mapping[str, object]] | None = None,
-) -> list[Path]:
-    """Write ``<directory>/<video_id>.json`` per video; returns the paths."""
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for vid, ents in videos.items():
-        p = d / f"{vid}.json"
-        write_trajectories(p, ents, (visible or {}).get(vid))
-        paths.append(p)
-    return paths
-
-
-def read_trajectory_dir(directory: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
-    """All ``*.json`` of a directory -> (video_id -> trajectories, video_id -> visibility)."""
-    d = Path(directory)
-    if not d.is_dir():
-        raise FileNotFoundError(f"trajectory directory {d} does not exist")
-    trajs, vis = {}, {}
-    for p in sorted(d.glob("*.json")):
-        trajs[p.stem], vis[p.stem] = read_trajectories(p)
-    return trajs, vis
-
-
-def score_dirs(
-    gt_dir: str | Path,
-    pred_dir: str | Path,
-    pred_hw: tuple[int, int] | None = None,
-    gt_hw: tuple[int, int] | None = None,
-    eval_hw: tuple[int, int] | None = None,
-) -> ObjMCResult:
-    """``--gt DIR --pred DIR``: score every ground-truth video; null GT points are invisible frames.
-
-    Without sizes both directories are taken to be at the evaluation resolution
-    (the official script's assumption).
-    """
-    gt, vis = read_trajectory_dir(gt_dir)
-    pred, _ = read_trajectory_dir(pred_dir)
-    if not gt:
-        raise FileNotFoundError(f"no *.json trajectory files in the ground-truth directory {gt_dir}")
-    return score(pred, gt, vis, pred_hw, gt_hw, eval_hw)
 
 
 def format_report(result: ObjMCResult) -> str:
@@ -438,7 +398,10 @@ def format_report(result: ObjMCResult) -> str:
 
 
 __all__ = [
-    "OFFICIAL_GRID_SIZE",
+    "cotracker_grid",
+    "item_sums",
+    "official_center",
+    "query_grid",
     "EntityScore",
     "ItemScore",
     "ObjMCResult",
@@ -446,13 +409,8 @@ __all__ = [
     "format_report",
     "grid_points",
     "ground_truth_tracks",
-    "read_trajectories",
-    "read_trajectory_dir",
     "score",
-    "score_dirs",
     "score_item",
     "score_video",
     "track_entities",
-    "write_trajectories",
-    "write_trajectory_dir",
 ]

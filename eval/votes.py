@@ -32,9 +32,19 @@ finite (a checkpoint that won every vote, or a comparison graph in several
 pieces): each checkpoint plays ``prior`` virtual games, drawn half and half,
 against a fixed virtual opponent of strength 1. Ratings are reported on the
 familiar Elo scale, ``400 log10(p_i)``, shifted so the mean rating is 1000;
-intervals come from a nonparametric bootstrap that resamples the votes (all
-resamples are fitted together, vectorised; a tolerance of 1e-6 in log-strength
-is 0.0002 rating points).
+intervals come from a nonparametric bootstrap (all resamples are fitted together,
+vectorised; a tolerance of 1e-6 in log-strength is 0.0002 rating points).
+
+Interval units
+--------------
+Votes are not independent: one case (item) that a checkpoint renders badly draws
+every voter's vote against it, and one voter's taste runs through all their votes.
+Resampling single votes then treats 30 cases x 20 voters as 600 independent
+observations and gives intervals that are too narrow. ``unit=`` says what is
+resampled: ``"cases"`` (default: whole items with all their votes, the question
+"would another set of cases agree?"), ``"voters"`` (whole voters), or ``"votes"``
+(single votes: Wilson intervals for win rates, a multinomial bootstrap for
+Bradley-Terry, as before). Every table carries an ``interval`` column that says which.
 """
 
 from __future__ import annotations
@@ -46,8 +56,30 @@ import numpy as np
 import pandas as pd
 
 Ties = Literal["half", "exclude"]
+Unit = Literal["cases", "voters", "votes"]
 CHOICES = ("left", "right", "tie")
 ASPECTS = ("motion", "quality")
+UNIT_COLUMN = {"cases": "item_id", "voters": "voter"}
+DEFAULT_UNIT: Unit = "cases"
+
+
+def interval_label(unit: str, kind: str = "bootstrap") -> str:
+    """What an interval resampled, in words (the ``interval`` column and the page captions)."""
+    if unit == "votes":
+        return "Wilson (votes independent)" if kind == "wilson" else "percentile bootstrap over votes"
+    return f"percentile bootstrap over {unit}"
+
+
+def _clusters(votes: pd.DataFrame, unit: str) -> np.ndarray:
+    """The cluster (case or voter) of each vote, as integer codes."""
+    if unit not in ("cases", "voters", "votes"):
+        raise ValueError(f"unit must be 'cases', 'voters' or 'votes', got {unit!r}")
+    if unit == "votes":
+        return np.arange(len(votes))
+    col = UNIT_COLUMN[unit]
+    if col not in votes.columns:
+        raise ValueError(f"resampling {unit} needs the votes' {col!r} column")
+    return pd.factorize(votes[col].astype(str))[0]
 
 
 def _z(confidence: float) -> float:
@@ -117,19 +149,24 @@ def normalise_votes(votes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"aspect": votes["aspect"].astype(str).to_numpy(), "checkpoint_a": a, "checkpoint_b": b, "outcome": winner_side})
 
 
-def pair_win_rates(votes: pd.DataFrame, ties: Ties = "half", confidence: float = 0.95) -> pd.DataFrame:
-    """Win rate of ``checkpoint_a`` over ``checkpoint_b`` per aspect and pair, with Wilson intervals.
+def pair_win_rates(
+    votes: pd.DataFrame, ties: Ties = "half", confidence: float = 0.95, unit: Unit = DEFAULT_UNIT, n_boot: int = 1000, seed: int = 0
+) -> pd.DataFrame:
+    """Win rate of ``checkpoint_a`` over ``checkpoint_b`` per aspect and pair, with intervals.
 
     Columns: aspect, checkpoint_a, checkpoint_b, n (votes), wins_a, wins_b, ties,
     n_used (denominator of the rate), win_rate_a, win_rate_b, ci_low, ci_high
-    (interval of win_rate_a; that of b is 1 - high .. 1 - low).
+    (interval of win_rate_a; that of b is 1 - high .. 1 - low), interval (what it
+    resampled). ``unit="votes"``: Wilson intervals; ``"cases"`` / ``"voters"``: a
+    percentile bootstrap of the rate over whole cases / voters of that pair.
     """
     if ties not in ("half", "exclude"):
         raise ValueError(f"ties must be 'half' or 'exclude', got {ties!r}")
-    out_cols = ["aspect", "checkpoint_a", "checkpoint_b", "n", "wins_a", "wins_b", "ties", "n_used", "win_rate_a", "win_rate_b", "ci_low", "ci_high"]
+    out_cols = ["aspect", "checkpoint_a", "checkpoint_b", "n", "wins_a", "wins_b", "ties", "n_used", "win_rate_a", "win_rate_b", "ci_low", "ci_high", "interval"]
     v = normalise_votes(votes)
     if v.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c not in out_cols[:3] else "object") for c in out_cols})
+        return pd.DataFrame({c: pd.Series(dtype="float64" if c not in (*out_cols[:3], "interval") else "object") for c in out_cols})
+    v["cluster"] = _clusters(votes, unit)
     counts = (
         v.assign(one=1)
         .pivot_table(index=["aspect", "checkpoint_a", "checkpoint_b"], columns="outcome", values="one", aggfunc="sum", fill_value=0)
@@ -146,7 +183,10 @@ def pair_win_rates(votes: pd.DataFrame, ties: Ties = "half", confidence: float =
         succ, n_used = wins_a, wins_a + wins_b
     with np.errstate(invalid="ignore", divide="ignore"):
         rate = np.where(n_used > 0, succ / n_used, np.nan)
-    low, high = wilson_interval(succ, n_used, confidence)
+    if unit == "votes":
+        low, high = wilson_interval(succ, n_used, confidence)
+    else:
+        low, high = _cluster_rate_intervals(v, counts, ties, confidence, n_boot, seed)
     res = pd.DataFrame(
         {
             "aspect": counts["aspect"],
@@ -161,9 +201,27 @@ def pair_win_rates(votes: pd.DataFrame, ties: Ties = "half", confidence: float =
             "win_rate_b": 1.0 - rate,
             "ci_low": np.atleast_1d(low),
             "ci_high": np.atleast_1d(high),
+            "interval": interval_label(unit, "wilson"),
         }
     )
     return res.sort_values(["aspect", "checkpoint_a", "checkpoint_b"], ignore_index=True)
+
+
+def _cluster_rate_intervals(v: pd.DataFrame, counts: pd.DataFrame, ties: Ties, confidence: float, n_boot: int, seed: int):
+    """Per row of ``counts`` (aspect, pair): the rate's percentile bootstrap over that pair's clusters."""
+    from eval.bootstrap import bootstrap_ratio
+
+    low, high = np.full(len(counts), np.nan), np.full(len(counts), np.nan)
+    win = np.where(v["outcome"] == "a", 1.0, 0.0)
+    tie = (v["outcome"] == "tie").to_numpy(float)
+    v = v.assign(succ=win + (0.5 * tie if ties == "half" else 0.0), used=1.0 - (tie if ties == "exclude" else 0.0))
+    groups = v.groupby(["aspect", "checkpoint_a", "checkpoint_b"])
+    for i, key in enumerate(zip(counts["aspect"], counts["checkpoint_a"], counts["checkpoint_b"])):
+        per = groups.get_group(key).groupby("cluster")[["succ", "used"]].sum()
+        if per["used"].sum() > 0:
+            ci = bootstrap_ratio(per["succ"].to_numpy(), per["used"].to_numpy(), n_boot=n_boot, confidence=confidence, seed=seed)
+            low[i], high[i] = ci.low, ci.high
+    return low, high
 
 
 # ---------------------------------------------------------------- Bradley-Terry
@@ -287,27 +345,33 @@ def bradley_terry_bootstrap(
     prior: float = 1.0,
     max_iter: int = 2000,
     tol: float = 1e-6,
+    unit: Unit = DEFAULT_UNIT,
 ) -> pd.DataFrame:
-    """Bradley-Terry ratings with percentile bootstrap intervals (votes resampled with replacement).
+    """Bradley-Terry ratings with percentile bootstrap intervals over ``unit`` (module docstring).
 
-    Resampling N votes with replacement is a multinomial draw over the distinct
-    (pair, outcome) cells, which is what is done here (same distribution, much
-    faster than refitting from per-vote rows). Columns: those of
-    :func:`bradley_terry` plus ci_low, ci_high.
+    ``unit="votes"``: resampling N votes with replacement is a multinomial draw over the
+    distinct (pair, outcome) cells (same distribution, much faster than refitting from
+    per-vote rows). ``"cases"`` / ``"voters"``: whole clusters are drawn with replacement
+    and their votes' cell counts summed. Columns: those of :func:`bradley_terry` plus
+    ci_low, ci_high, interval.
     """
     point = bradley_terry(votes, aspect=aspect, prior=prior)
     if point.empty:
-        return point.assign(ci_low=pd.Series(dtype="float64"), ci_high=pd.Series(dtype="float64"))
+        return point.assign(ci_low=pd.Series(dtype="float64"), ci_high=pd.Series(dtype="float64"), interval=pd.Series(dtype="object"))
     v = normalise_votes(votes)
+    v["cluster"] = _clusters(votes, unit)
     if aspect is not None:
         v = v[v["aspect"] == aspect]
     players = sorted(set(v["checkpoint_a"]) | set(v["checkpoint_b"]))
     K = len(players)
     cells, counts = _tally(v, players)
-    flat = counts.ravel()
-    N = int(flat.sum())
     rng = np.random.default_rng(seed)
-    draws_counts = rng.multinomial(N, flat / N, size=n_boot).reshape(n_boot, *counts.shape)
+    if unit == "votes":
+        flat = counts.ravel()
+        N = int(flat.sum())
+        draws_counts = rng.multinomial(N, flat / N, size=n_boot).reshape(n_boot, *counts.shape)
+    else:
+        draws_counts = _cluster_draws(v, players, cells, n_boot, rng)
     ia, ib = np.divmod(cells, K)
     wa = draws_counts[..., 0] + 0.5 * draws_counts[..., 2]
     wb = draws_counts[..., 1] + 0.5 * draws_counts[..., 2]
@@ -317,8 +381,21 @@ def bradley_terry_bootstrap(
     elo = _elo(draws)
     alpha = (1.0 - confidence) / 2.0
     lo, hi = np.quantile(elo, [alpha, 1.0 - alpha], axis=0)
-    ci = pd.DataFrame({"checkpoint_id": players, "ci_low": lo, "ci_high": hi})
+    ci = pd.DataFrame({"checkpoint_id": players, "ci_low": lo, "ci_high": hi, "interval": interval_label(unit)})
     return point.merge(ci, on="checkpoint_id", how="left")
+
+
+def _cluster_draws(v: pd.DataFrame, players: list[str], cells: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, cells, 3) outcome counts of resamples that draw whole clusters with replacement."""
+    idx = {p: i for i, p in enumerate(players)}
+    K = len(players)
+    cell = (v["checkpoint_a"].map(idx).to_numpy() * K + v["checkpoint_b"].map(idx).to_numpy())
+    pos = np.searchsorted(cells, cell) * 3 + v["outcome"].map({"a": 0, "b": 1, "tie": 2}).to_numpy()
+    codes, cluster = np.unique(v["cluster"].to_numpy(), return_inverse=True)
+    per_cluster = np.zeros((len(codes), len(cells) * 3))
+    np.add.at(per_cluster, (cluster, pos), 1.0)
+    picks = rng.multinomial(len(codes), np.full(len(codes), 1.0 / len(codes)), size=n_boot)
+    return (picks @ per_cluster).reshape(n_boot, len(cells), 3)
 
 
 def votes_per_voter(votes: pd.DataFrame) -> pd.DataFrame:
@@ -341,9 +418,11 @@ def votes_per_voter(votes: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index().sort_values("votes", ascending=False, ignore_index=True)
 
 
-def head_to_head(votes: pd.DataFrame, a: str, b: str, aspects: Iterable[str] = ASPECTS, ties: Ties = "half") -> pd.DataFrame:
+def head_to_head(
+    votes: pd.DataFrame, a: str, b: str, aspects: Iterable[str] = ASPECTS, ties: Ties = "half", unit: Unit = DEFAULT_UNIT
+) -> pd.DataFrame:
     """The paper's style of table for one pair: per aspect, % for a and % for b (with a's interval)."""
-    rates = pair_win_rates(votes, ties=ties)
+    rates = pair_win_rates(votes, ties=ties, unit=unit)
     lo_, hi_ = sorted([a, b])
     sub = rates[(rates["checkpoint_a"] == lo_) & (rates["checkpoint_b"] == hi_)]
     rows = []

@@ -107,6 +107,7 @@ def labels(
     overrides: Optional[list[str]] = OverrideOpt,
     dataset: Optional[str] = typer.Option(None, help="dataset name in the tables (default: the data root's folder name)"),
     retry_rejects: bool = typer.Option(False, "--retry-rejects", help="try videos rejected before again"),
+    relabel: bool = typer.Option(False, "--relabel", help="replace labels made with other labels settings (frames, resolution, trajectory source, ...)"),
 ) -> None:
     """Entities, incircles and trajectories for every video of a split -> labels table."""
     _check_config(config, overrides)
@@ -114,9 +115,13 @@ def labels(
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
     from flows.labels import labels_flow
     from flows.runtime import run_flow
+    from tasks.labels_pending import LabelsChanged
 
-    summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir=_absolute(workdir),
-                       dataset=dataset, retry_rejects=retry_rejects)
+    try:
+        summary = run_flow(labels_flow, config, overrides, data_root=str(data_root.resolve()), split=split, workdir_url=_absolute(workdir),
+                           dataset=dataset, retry_rejects=retry_rejects, relabel=relabel)
+    except LabelsChanged as err:
+        _fail(str(err))
     typer.echo(json.dumps(summary))
 
 
@@ -135,7 +140,7 @@ def train(
     from tasks.train import CheckpointError
 
     try:
-        summary = run_flow(train_flow, config, overrides, workdir=_absolute(workdir), resume=resume, steps=steps)
+        summary = run_flow(train_flow, config, overrides, workdir_url=_absolute(workdir), resume=resume, steps=steps)
     except (CheckpointError, ValueError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary, default=str))
@@ -158,7 +163,7 @@ def generate(
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
+        summary = run_flow(generate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -190,7 +195,7 @@ def evaluate(
     from flows.runtime import run_flow
 
     try:
-        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir=_absolute(workdir))
+        summary = run_flow(evaluate_flow, config, overrides, checkpoint=checkpoint, suite=suite, workdir_url=_absolute(workdir))
     except (UnknownCheckpoint, ValueError, FileNotFoundError) as err:
         _fail(str(err))
     typer.echo(json.dumps(summary))
@@ -203,9 +208,12 @@ def evaluate_objmc(
     pred_size: Optional[str] = typer.Option(None, "--pred-size", help="HxW the predictions are given at (default: as the evaluation)"),
     gt_size: Optional[str] = typer.Option(None, "--gt-size", help="HxW the ground truth is given at (default: as the evaluation)"),
     eval_size: Optional[str] = typer.Option(None, "--eval-size", help="HxW to measure errors at (official: the original video size)"),
+    as_json: bool = typer.Option(False, "--json", help="print the result as JSON (full precision) instead of the report"),
 ) -> None:
-    """ObjMC between two trajectory folders in the official format (any method's outputs)."""
-    from eval.objmc import format_report, score_dirs
+    """ObjMC between two trajectory folders in the official format (any method's outputs): one flat mean over
+    every zipped (video, entity, frame), as the official script computes it."""
+    from eval.objmc import format_report
+    from tasks.evaluate import score_dirs
 
     for d in (gt, pred):
         if not d.is_dir():
@@ -222,9 +230,9 @@ def evaluate_objmc(
 
     try:
         result = score_dirs(gt, pred, pred_hw=hw(pred_size), gt_hw=hw(gt_size), eval_hw=hw(eval_size))
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    typer.echo(format_report(result))
+    typer.echo(json.dumps(result.summary()) if as_json else format_report(result))
 
 
 @app.command("pipeline")
@@ -250,30 +258,52 @@ def pipeline(
         _fail(f"--select must be missing, latest or all, got {select!r}")
     from flows.pipeline import pipeline_flow
     from flows.runtime import run_flow
+    from tasks.labels_pending import LabelsChanged
 
-    report = run_flow(
-        pipeline_flow, config, overrides, workdir=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None, dataset=dataset,
-        stages=[s.strip() for s in stages.split(",") if s.strip()], suites=[b.strip() for b in suites.split(",") if b.strip()],
-        checkpoints=checkpoint or None, select=select, train_steps=steps, progress=True,
-    )
+    try:
+        report = run_flow(
+            pipeline_flow, config, overrides, workdir_url=_absolute(workdir), data_root=str(data_root.resolve()) if data_root else None,
+            dataset=dataset, stages=[s.strip() for s in stages.split(",") if s.strip()],
+            suites=[b.strip() for b in suites.split(",") if b.strip()], checkpoints=checkpoint or None, select=select,
+            train_steps=steps, progress=True,
+        )
+    except LabelsChanged as err:
+        _fail(f"{err} (run `draganything labels --relabel` for that split first)")
     typer.echo(json.dumps(report, default=str))
 
 
 @app.command("status")
-def status(workdir: str = typer.Option(..., "--workdir", "-w"), as_json: bool = typer.Option(False, "--json")) -> None:
+def status(
+    workdir: str = typer.Option(..., "--workdir", "-w"),
+    as_json: bool = typer.Option(False, "--json"),
+    fail_on_regression: bool = typer.Option(
+        False, "--fail-on-regression", help="exit 1 when the newest trained checkpoint is significantly worse than the best (paired ObjMC)"
+    ),
+) -> None:
     """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
     from core.status import format_status, workdir_status
-    from core.tables import Workdir
 
-    st = workdir_status(Workdir(workdir))
+    wd = _existing_workdir(workdir)
+    st = workdir_status(wd)
     typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
+    if fail_on_regression:
+        from tasks.nightly import WORSE, describe, newest_verdict
+
+        suites = sorted(set(wd.read("metrics", columns=["suite"])["suite"]))
+        worse = [v for v in (newest_verdict(wd, b) for b in suites) if v and v["verdict"] == WORSE]
+        if worse:  # exit 1 (2 is a usage error): a schedule or CI alerts on it
+            typer.secho("regression: " + "; ".join(f"on {v['suite']}, {describe(v)}" for v in worse), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1)
 
 
 @app.command("dashboard")
 def dashboard(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     port: int = typer.Option(8501, help="port on this machine"),
-    address: Optional[str] = typer.Option(None, help="address to serve on (default: Streamlit's)"),
+    address: Optional[str] = typer.Option(
+        None, help="address to listen on (default 127.0.0.1: this machine only); another address exposes the dashboard, "
+        "so put it behind a TLS reverse proxy (docs/operations.md, Dashboard security)"
+    ),
     secrets: Optional[Path] = typer.Option(
         None, "--secrets", help="the secrets file with voter tokens or OIDC settings (default: .streamlit/secrets.toml here or in ~)"
     ),
@@ -337,7 +367,6 @@ def drag(
     import re as _re
 
     _check_config(config, overrides)
-    from model.segmentation import make_segmenter
     from tasks import drag as dg
 
     overrides = list(overrides or [])
@@ -352,61 +381,43 @@ def drag(
         _fail(f"workdir {workdir} does not exist; train a checkpoint into it first (`draganything train --workdir {workdir}`)")
     if out.suffix.lower() != ".mp4":
         _fail(f"--out {out} must end in .mp4 (the video is H.264 in an MP4 file)")
+    if save_case_dir is not None and save_case_dir.exists() and (not save_case_dir.is_dir() or any(save_case_dir.iterdir())):
+        _fail(f"--save-case {save_case_dir} already exists and is not empty; choose another folder (nothing was generated)")
     try:
-        from core.media import write_mp4
-        from core.tables import Workdir
-
-        wd = Workdir(workdir)
-        ckpt = dg.choose_checkpoint(wd, checkpoint)
-        height, width, num_frames = dg.checkpoint_hw_frames(ckpt)
-        use_crop = cfg.drag.crop_to_model_aspect if crop is None else crop
-        work = dg.load_image(image, cfg.drag.max_image_side, (height, width) if use_crop else None, name=str(image))
-        specs = []
+        entities = []
         for k, (c, p) in enumerate(zip(click, path), start=1):
             camera = c.strip().lower() in ("all", "camera", "whole")
-            positive = [] if camera else [tuple(q) for q in work.to_work(dg.parse_points(c, f"--click #{k}"))]
-            trail = [tuple(q) for q in work.to_work(dg.parse_points(p, f"--path #{k}"))]
-            specs.append(dg.EntitySpec(positive, [], trail, camera, None if mask_choice == "best" else int(mask_choice)))
+            entities.append(dg.EntityInput([] if camera else dg.parse_points(c, f"--click #{k}"), dg.parse_points(p, f"--path #{k}"), camera))
         for text in negative or []:
             m = _re.match(r"^\s*(\d+)\s*:(.*)$", text)
             target = int(m.group(1)) if m else None
-            point = tuple(work.to_work([dg.parse_point(m.group(2) if m else text, "--negative")])[0])
-            if target is not None and not 1 <= target <= len(specs):
-                _fail(f"--negative {text!r} names entity {target}, but there are {len(specs)} (count from 1)")
-            for i, s in enumerate(specs, start=1):
-                if target in (None, i) and not s.camera:
-                    s.negative.append(point)
-        segmenter = make_segmenter(cfg.drag.sam_checkpoint, cfg.drag.sam_model_type)
-        case = dg.build_case(work.image, specs, segmenter, cfg.drag.max_entities, anchor=not as_drawn,
-                             notes=work.notes, name=image.stem)
-        case.notes += case.model_notes(height, width)
-        for note in case.notes:
-            typer.secho(f"note: {note}", fg=typer.colors.YELLOW, err=True)
-        if preview is not None:
-            import cv2
-
-            shown = dg.render_overlay(case.image, dg.case_overlays(case), width=max(512, case.image.shape[1]))
-            preview.parent.mkdir(parents=True, exist_ok=True)
-            cv2.imwrite(str(preview), cv2.cvtColor(shown, cv2.COLOR_RGB2BGR))
+            point = dg.parse_point(m.group(2) if m else text, "--negative")
+            if target is not None and not 1 <= target <= len(entities):
+                _fail(f"--negative {text!r} names entity {target}, but there are {len(entities)} (count from 1)")
+            for i, e in enumerate(entities, start=1):
+                if target in (None, i) and not e.camera:
+                    e.negative.append(point)
+        request = dg.DragRequest(image, entities, workdir, out, checkpoint, seed, None if mask_choice == "best" else int(mask_choice),
+                                 anchor=not as_drawn, crop=crop, preview=preview, save_case=save_case_dir)
         from tqdm import tqdm
 
-        with tqdm(total=cfg.generate.num_inference_steps, unit="step", desc="denoising", file=sys.stderr) as bar:
-            def report(stage: str, done: int, total: int) -> None:
-                bar.set_description(stage, refresh=False)
-                bar.n = done
-                bar.refresh()
+        bars: list = []  # the bar starts with the generation, after the notes
 
-            frames = dg.generate_frames(wd, ckpt, case.to_item(num_frames), cfg, seed, report)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(Workdir(str(out.parent.resolve())), out.name, frames, cfg.generate.fps)
-        saved = str(dg.save_case(save_case_dir, case)) if save_case_dir is not None else None
+        def report(stage: str, done: int, total: int) -> None:
+            if not bars:
+                bars.append(tqdm(total=cfg.generate.num_inference_steps, unit="step", desc="denoising", file=sys.stderr))
+            bars[0].set_description(stage, refresh=False)
+            bars[0].n = done
+            bars[0].refresh()
+
+        try:
+            summary = dg.drag_files(request, cfg, report, note=lambda text: typer.secho(f"note: {text}", fg=typer.colors.YELLOW, err=True))
+        finally:
+            for bar in bars:
+                bar.close()
     except (dg.DragError, FileNotFoundError) as err:
         _fail(str(err))
-    typer.echo(json.dumps({
-        "video": str(out), "checkpoint": ckpt["checkpoint_id"], "frames": int(frames.shape[0]),
-        "height": int(frames.shape[1]), "width": int(frames.shape[2]), "segmentation": getattr(segmenter, "name", "?"),
-        "entities": len(case.entities), "case": saved, "notes": case.notes,
-    }))
+    typer.echo(json.dumps(summary))
 
 
 @app.command("strip")
@@ -445,15 +456,24 @@ def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: Optional[
     """Every checkpoint's ObjMC / FID / FVD on an evaluation suite, with 95% bootstrap intervals, as a markdown table."""
     suite = _suite(suite, benchmark)
     from core.status import metrics_table
-    from core.tables import Workdir
 
-    wd = Workdir(workdir)
+    wd = _existing_workdir(workdir)
     typer.echo(metrics_table(wd, suite))
-    from tasks.evaluate import control_effects
+    from tasks.nightly import control_effects
 
     for e in control_effects(wd, suite):
         typer.echo(f"\n{e['checkpoint_id']} against control off, ObjMC on {e['items']} items: {e['on']:.3g} vs {e['off']:.3g} px "
                    f"(ratio {e['ratio']:.2f}); difference {e['diff']:+.3g} px, 95% paired bootstrap [{e['low']:+.3g}, {e['high']:+.3g}]")
+
+
+def _existing_workdir(workdir: str):
+    """A workdir that must exist already (commands that only read never create one)."""
+    from core.tables import Workdir
+
+    try:
+        return Workdir(_absolute(workdir), create=False)
+    except FileNotFoundError as err:
+        _fail(str(err))
 
 
 def _check_config(config: str, overrides: Optional[list[str]]) -> None:

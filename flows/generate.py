@@ -1,4 +1,4 @@
-"""Flow ``generate``: a checkpoint's videos for every item of a suite -> ``samples`` (+ ``rejects``).
+"""Flow ``generate``: a checkpoint's videos for every item of a suite -> ``conditions`` + ``samples`` (+ ``rejects``).
 
 Thin wiring over ``tasks.generate``: each Ray task handles a chunk of items (the
 model loads once per task) and writes its own rows, so whatever finished survives
@@ -12,27 +12,28 @@ from prefect_ray.context import remote_options
 
 from core.checkpoints import resolve
 from core.config import Config, load_config
-from core.runtime import ray_task_options
+from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
 from flows.runtime import ProjectRayTaskRunner, chunks, gather
 from tasks import generate as gen
 
 
 @task(name="generate-items")
-def generate_chunk(workdir: str, checkpoint: dict, suite: str, item_ids: list[str], cfg: Config) -> dict:
-    rows, rejects = gen.generate_items(workdir, checkpoint, suite, item_ids, cfg)
-    wd = Workdir(workdir)
-    return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects)}
+def generate_chunk(workdir_url: str, checkpoint: dict, suite: str, item_ids: list[str], cfg: Config) -> dict:
+    rows, conditions, rejects = gen.generate_items(workdir_url, checkpoint, suite, item_ids, cfg)
+    wd = Workdir(workdir_url)
+    wd.append("conditions", conditions)  # what each video was asked to do, before the video counts as done
+    return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects), "node": node_id()}
 
 
 @flow(name="generate", task_runner=ProjectRayTaskRunner())
-def generate_flow(checkpoint: str, suite: str, workdir: str, config: str = "tiny", overrides: list[str] | None = None,
+def generate_flow(checkpoint: str, suite: str, workdir_url: str, config: str = "tiny", overrides: list[str] | None = None,
                   progress: bool = True) -> dict:
     cfg = load_config(config, overrides)
-    wd = Workdir(workdir)
+    wd = Workdir(workdir_url)
     ckpt = resolve(wd, checkpoint)
     todo, n_items = gen.pending_items(wd, checkpoint, suite, cfg)
     summary = {"items": n_items, "skipped": n_items - len(todo), "samples": 0, "rejects": 0}
     with remote_options(**ray_task_options(cfg.runtime)):
-        futures = [generate_chunk.submit(workdir, ckpt, suite, c, cfg) for c in chunks(todo, cfg.generate.items_per_task)]
+        futures = [generate_chunk.submit(workdir_url, ckpt, suite, c, cfg) for c in chunks(todo, cfg.generate.items_per_task)]
     return gather(futures, summary, ("samples", "rejects"), "items", len(todo), f"generate {checkpoint}/{suite}", "item", progress)

@@ -12,21 +12,22 @@ from prefect import flow, task
 from prefect_ray.context import remote_options
 
 from core.config import LabelsSettings, ModelSettings, load_config
-from core.runtime import ray_task_options
+from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
-from core.vipseg import Category, load_categories, read_split
+from core.vipseg import Category, load_categories, read_split_lines
 from flows.runtime import ProjectRayTaskRunner, chunks, gather
 from tasks.embeddings import pending_embeddings
-from tasks.labels import VideoRef, label_videos, pending_videos
+from tasks.labels import VideoRef, label_videos
+from tasks.labels_pending import pending_videos
 
 
 @task(name="label-videos")
-def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories: dict[int, Category], workdir: str) -> dict:
-    rows, rejects = label_videos(root, refs, cfg, categories, workdir)
-    wd = Workdir(workdir)
+def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories: dict[int, Category], workdir_url: str) -> dict:
+    rows, rejects = label_videos(root, refs, cfg, categories, workdir_url)
+    wd = Workdir(workdir_url)
     written = wd.append("labels", rows)
     rejected = wd.append("rejects", rejects)
-    return {"videos": len(refs), "rows": written, "rejects": rejected}
+    return {"videos": len(refs), "rows": written, "rejects": rejected, "node": node_id()}
 
 
 @task(name="embedding-extractor")
@@ -38,42 +39,48 @@ def extractor_id(model: ModelSettings) -> str:
 
 
 @task(name="embed-entities")
-def embed_chunk(workdir: str, rows: list[dict], model: ModelSettings) -> dict:
+def embed_chunk(workdir_url: str, rows: list[dict], model: ModelSettings) -> dict:
     from tasks.embeddings import embed_videos
 
-    out = embed_videos(workdir, rows, model)
-    return {"videos": len({r["video_id"] for r in rows}), "rows": Workdir(workdir).append("entity_embeddings", out)}
+    out = embed_videos(workdir_url, rows, model)
+    return {"videos": len({r["video_id"] for r in rows}), "rows": Workdir(workdir_url).append("entity_embeddings", out)}
 
 
 @flow(name="labels", task_runner=ProjectRayTaskRunner())
 def labels_flow(
     data_root: str,
     split: str,
-    workdir: str,
+    workdir_url: str,
     config: str = "tiny",
     overrides: list[str] | None = None,
     dataset: str | None = None,
     retry_rejects: bool = False,
+    relabel: bool = False,
     progress: bool = True,
 ) -> dict:
     cfg = load_config(config, overrides)
     root = Path(data_root)
     dataset = dataset or root.resolve().name
-    wd = Workdir(workdir)
-    refs = [VideoRef(dataset, split, v) for v in read_split(root, split)]
-    todo = pending_videos(wd, refs, retry_rejects)
+    wd = Workdir(workdir_url)
+    names, repeated = read_split_lines(root, split)
+    refs = [VideoRef(dataset, split, v) for v in names]
+    todo, retried = pending_videos(wd, refs, cfg.labels, retry_rejects=retry_rejects, relabel=relabel)
     categories = load_categories(root)
     size = cfg.labels.chunk_size
     summary = {"videos": len(refs), "skipped": len(refs) - len(todo), "rows": 0, "rejects": 0}
+    if retried:
+        summary["retried"] = retried  # rejects or labels made with other labels settings, tried again
+    if repeated:
+        summary["repeated_in_split_file"] = sorted(repeated)
     with remote_options(**ray_task_options(cfg.runtime)):
-        futures = [label_chunk.submit(str(root), c, cfg.labels, categories, workdir) for c in chunks(todo, size)]
+        futures = [label_chunk.submit(str(root), c, cfg.labels, categories, workdir_url) for c in chunks(todo, size)]
     gather(futures, summary, ("rows", "rejects"), "videos", len(todo), f"labels {dataset}/{split}", "video", progress)
 
     if cfg.labels.embeddings:
         with remote_options(**ray_task_options(cfg.runtime)):
             extractor = extractor_id.submit(cfg.model).result()
             videos = pending_embeddings(wd, dataset, split, extractor)
-            futures = [embed_chunk.submit(workdir, sum(c, []), cfg.model) for c in chunks(videos, size)]
+            futures = [embed_chunk.submit(workdir_url, sum(c, []), cfg.model) for c in chunks(videos, size)]
         summary["embeddings"] = sum(f.result()["rows"] for f in futures)
         summary["extractor"] = extractor
     return summary

@@ -26,7 +26,7 @@ STAGES = ("labels", "train", "generate", "evaluate")
 
 @flow(name="pipeline", task_runner=ProjectRayTaskRunner())
 def pipeline_flow(
-    workdir: str,
+    workdir_url: str,
     data_root: str | None = None,
     dataset: str = "sample",
     config: str = "tiny",
@@ -49,7 +49,7 @@ def pipeline_flow(
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise ValueError(f"unknown stages {sorted(unknown)}; stages: {', '.join(STAGES)}")
-    wd = Workdir(workdir)
+    wd = Workdir(workdir_url)
     report: dict = {}
     common = dict(config=config, overrides=overrides, progress=progress)
 
@@ -61,7 +61,7 @@ def pipeline_flow(
         fit = cfg.train.fit_base
         splits = ["train", "val"] + ([fit.split] if fit.enabled and fit.split not in (None, "train", "val") else [])
         report["labels"] = {
-            split: labels_flow(data_root=data_root, split=split, workdir=workdir, dataset=dataset, **common) for split in splits
+            split: labels_flow(data_root=data_root, split=split, workdir_url=workdir_url, dataset=dataset, **common) for split in splits
         }
 
         seconds["labels"] = round(time.perf_counter() - t0, 1)
@@ -69,10 +69,10 @@ def pipeline_flow(
         from flows.train import train_flow  # torch is imported only by runs that train
 
         t0 = time.perf_counter()
-
-        report["train"] = train_flow(workdir=workdir, resume=resume, steps=train_steps, **common)
+        report["train"] = train_flow(workdir_url=workdir_url, resume=resume, steps=train_steps, **common)
         seconds["train"] = round(time.perf_counter() - t0, 1)
 
+    evaluated: dict[str, list[str]] = {}
     for suite in suites:
         ids = checkpoints or to_evaluate(wd, suite, select, references, baselines)
         log.info(f"{suite}: checkpoints to generate/evaluate: {ids or 'none'}")
@@ -80,10 +80,28 @@ def pipeline_flow(
             key = f"{cid}/{suite}"
             t0 = time.perf_counter()
             if "generate" in stages:
-                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
+                report.setdefault("generate", {})[key] = generate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
                 seconds["generate"] = round(seconds.get("generate", 0.0) + time.perf_counter() - t0, 1)
             t0 = time.perf_counter()
             if "evaluate" in stages:
-                report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir=workdir, **common)
+                out = report.setdefault("evaluate", {})[key] = evaluate_flow(checkpoint=cid, suite=suite, workdir_url=workdir_url, **common)
                 seconds["evaluate"] = round(seconds.get("evaluate", 0.0) + time.perf_counter() - t0, 1)
+                if not out.get("skipped"):
+                    evaluated.setdefault(suite, []).append(cid)
+    report["verdicts"] = publish_report(wd, suites, evaluated)
     return report
+
+
+REPORT_KEY = "draganything-run-report"
+
+
+def publish_report(wd: Workdir, suites: list[str], evaluated: dict[str, list[str]]) -> list[dict]:
+    """The run's Prefect artifact (key ``draganything-run-report``): metrics, what was evaluated, verdicts."""
+    from prefect.artifacts import create_markdown_artifact
+
+    from tasks.nightly import run_report
+
+    markdown, verdicts = run_report(wd, suites, evaluated)
+    done = sum(len(v) for v in evaluated.values())
+    create_markdown_artifact(markdown=markdown, key=REPORT_KEY, description=f"{wd.url}: {done} checkpoint/suite pair(s) evaluated")
+    return verdicts

@@ -29,6 +29,9 @@ def prefect_api_url() -> str:
         return str(url)
     from prefect.server.api.server import SubprocessASGIServer
 
+    from core.lifetime import watch_descendants
+
+    watch_descendants()  # the temporary server ends with this process, even a SIGKILLed one
     server = SubprocessASGIServer()
     server.start()
     return server.api_url
@@ -82,10 +85,14 @@ def gather(futures, summary: dict, add: tuple[str, ...], count: str, total: int,
     from prefect.futures import as_completed
     from tqdm import tqdm
 
+    nodes = set()
     with tqdm(total=total, unit=unit, desc=desc, disable=not progress) as bar:
         for fut in as_completed(futures):
             out = fut.result()
             for k in add:
                 summary[k] += out[k]
+            nodes.add(out.get("node"))
             bar.update(out[count])
+    if nodes - {None}:
+        summary["nodes"] = sorted(nodes - {None})  # the Ray nodes the tasks ran on (results that name one)
     return summary

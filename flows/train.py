@@ -20,18 +20,54 @@ from tasks.train import run_training
 
 
 @task(name="train-controller")
-def train_task(workdir: str, cfg: Config, resume: str | None, steps: int | None, progress: bool) -> dict:
+def train_task(workdir_url: str, cfg: Config, resume: str | None, steps: int | None, progress: bool, cache_key: str | None = None) -> dict:
     import torch
 
     torch.set_num_threads(max(1, int(_cpus(cfg))))  # a reused Ray worker keeps the threads of its first task
-    return run_training(workdir, cfg, resume, steps, progress)
+    return run_training(workdir_url, cfg, resume, steps, progress, cache_key=cache_key)
+
+
+def preprocess_stage(workdir_url: str, cfg: Config) -> dict:
+    """Encode every training clip that lacks a cache, once: one Ray task per shard of ``labels.chunk_size``
+    videos, each with a GPU when ``train.use_gpu`` (or ``runtime.task_num_gpus``). Training ranks then only read.
+
+    With ``train.fit_base`` the base is fitted inside the training task, so that task encodes its clips itself.
+    """
+    import ray
+
+    from core.tables import Workdir
+    from tasks.preprocess import cache_key, missing, shards
+
+    if cfg.train.fit_base.enabled:
+        return {"encoded": [], "tasks": 0, "key": None}
+    key = cache_key(cfg)
+    todo = missing(Workdir(workdir_url), cfg, key=key)
+    opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
+    if cfg.train.use_gpu:
+        opts["num_gpus"] = 1
+    remote = ray.remote(_encode_shard).options(**opts)
+    results = ray.get([remote.remote(workdir_url, cfg.model_dump(mode="json"), shard) for shard in shards(todo, cfg.labels.chunk_size)])
+    return {"encoded": [f for r in results for f in r["encoded"]], "tasks": len(results), "key": key,
+            "devices": sorted({r["device"] for r in results})}
+
+
+def _encode_shard(workdir_url: str, cfg: dict, video_ids: list[str]) -> dict:
+    import torch
+
+    from tasks.preprocess import encode_clips
+
+    config = Config.model_validate(cfg)
+    torch.set_num_threads(max(1, int(_cpus(config))))
+    return encode_clips(workdir_url, config, video_ids)
 
 
 def _train_loop_per_worker(config: dict) -> None:
     import ray.train
 
-    out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False)
-    ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"]})
+    out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False,
+                       cache_key=config.get("cache_key"))
+    ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"],
+                      "encoded": out.get("encoded", 0)})
 
 
 def _cpus(cfg: Config) -> float:
@@ -39,42 +75,56 @@ def _cpus(cfg: Config) -> float:
     return cfg.train.cpus_per_worker or cfg.runtime.task_num_cpus
 
 
-def train_with_ray_train(workdir: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
+def train_with_ray_train(workdir_url: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
     """DDP over ``train.num_workers`` Ray Train workers (GPUs when ``train.use_gpu``)."""
     import ray
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
+    if cfg.train.fit_base.enabled:
+        raise ValueError("train.fit_base fits the tiny base in one process: train with train.num_workers=1 (the CPU demo), "
+                         "or set train.fit_base.enabled=false with a real base (model.base_model_path)")
     cpus = _cpus(cfg)
     need, have = cfg.train.num_workers * cpus, ray.cluster_resources().get("CPU", 0)
     if need > have and not ray_address(cfg.runtime):
         # a local Ray never grows: Ray Train would wait for the workers' CPUs forever
         raise ValueError(f"Ray Train needs {cfg.train.num_workers} workers x {cpus:g} CPUs = {need:g} CPUs, but the local "
                          f"Ray has {have:g}; lower train.num_workers or train.cpus_per_worker")
+    prepared = preprocess_stage(workdir_url, cfg)  # once per clip, before any rank starts
     trainer = TorchTrainer(
         _train_loop_per_worker,
-        train_loop_config={"workdir": workdir, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps},
+        train_loop_config={"workdir": workdir_url, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps,
+                           "cache_key": prepared["key"]},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
-        run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir}/cache/ray_train"),
+        run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir_url}/cache/ray_train"),
     )
     result = trainer.fit()
     if result.error:
         raise result.error
     # Rank 0 wrote the checkpoints: the newest one of this config is the run's result.
-    latest = latest_of_config(Workdir(workdir), cfg.digest())
+    latest = latest_of_config(Workdir(workdir_url), cfg.digest())
     return {"workers": cfg.train.num_workers, "latest": None if latest is None else latest["checkpoint_id"],
-            "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {})}
+            "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {}),
+            "encoded": len(prepared["encoded"])}
 
 
 @flow(name="train", task_runner=ProjectRayTaskRunner())
-def train_flow(workdir: str, config: str = "tiny", overrides: list[str] | None = None, resume: str | None = None,
+def train_flow(workdir_url: str, config: str = "tiny", overrides: list[str] | None = None, resume: str | None = None,
                steps: int | None = None, progress: bool = True) -> dict:
     cfg = load_config(config, overrides)
     if cfg.train.num_workers > 1:
-        return train_with_ray_train(workdir, cfg, resume, steps)
+        return train_with_ray_train(workdir_url, cfg, resume, steps)
+    prepared = preprocess_stage(workdir_url, cfg)
     opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
+    if cfg.runtime.check_resources:
+        import ray
+
+        from core.cluster import check_request
+
+        key = "train.use_gpu" if cfg.train.use_gpu and not ray.cluster_resources().get("GPU") else "train.cpus_per_worker"
+        check_request(ray.cluster_resources(), {"CPU": opts["num_cpus"], "GPU": opts.get("num_gpus", 0)}, key)
     with remote_options(**opts):
-        return train_task.submit(workdir, cfg, resume, steps, progress).result()
+        return train_task.submit(workdir_url, cfg, resume, steps, progress, prepared["key"]).result()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.utils.checkpoint
 import torch.nn.functional as F
 from diffusers.configuration_utils import ConfigMixin, register_to_config
 from diffusers.models.modeling_utils import ModelMixin
@@ -42,7 +43,7 @@ class ControlEncoder(ModelMixin, ConfigMixin):
     def __init__(
         self,
         in_channels: int = 160,
-        block_out_channels: tuple[int, ...] = (160, 32, 96, 256),
+        block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
         out_channels: int = 320,
         first_stride: int = 1,
         downsample: int = 8,
@@ -72,10 +73,28 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         self.conv_out = nn.Conv2d(c[3], out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
+        # set by ``enable_gradient_checkpointing`` on the controller (diffusers sets every submodule's flag)
+        self.gradient_checkpointing = False
 
-    def forward(self, maps: torch.Tensor) -> torch.Tensor:
-        """``(B, C, H, W)`` maps (frames folded into the batch) -> ``(B, out, H/downsample, W/downsample)``."""
+    def _checkpointed(self, fn, *args):
+        """``fn(*args)``; under gradient checkpointing its activations are recomputed in the backward pass, so
+        only the chunk's low-resolution output is kept, not its full-resolution activations."""
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False)
+        return fn(*args)
+
+    def _encode(self, maps: torch.Tensor) -> torch.Tensor:
         return self.conv_out(self.body(self.conv_in(maps)))
+
+    def forward(self, maps: torch.Tensor, frame_chunk: int | None = None) -> torch.Tensor:
+        """``(B, C, H, W)`` maps (frames folded into the batch) -> ``(B, out, H/downsample, W/downsample)``.
+
+        ``frame_chunk`` maps go through at a time (the encoder is per frame). Under ``no_grad`` that bounds the
+        full-resolution activations to one chunk's; with gradients it takes gradient checkpointing as well
+        (``gradient_checkpointing``), since backpropagation otherwise keeps every chunk's activations.
+        """
+        step = maps.shape[0] if not frame_chunk else frame_chunk
+        return torch.cat([self._checkpointed(self._encode, maps[i : i + step]) for i in range(0, maps.shape[0], step)], 0)
 
     # ----------------------------------------------------------------------------------
     # the fast path: the first convolution from per-entity kernels over disc masks
@@ -104,7 +123,7 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         if owner is None:
             owner = paint_owner(centers.float(), radii, height, width)
         owner = owner.reshape(t, -1)
-        r = _radii_tn(radii, t, n)
+        r = _radii_tn(radii, t, n, centers.device)
         with small_ops():
             self._add_entity_windows(out, kernels, owner, centers, r, height, width, s)
         return out
@@ -147,17 +166,21 @@ class ControlEncoder(ModelMixin, ConfigMixin):
 
         ``frame_chunk`` frames go through at a time (the encoder is per frame), so the only
         full-resolution activation alive is that of one chunk; ``None`` = all frames at once.
+        With gradients that holds only under gradient checkpointing (see ``forward``).
         """
         t = centers.shape[0]
         step = t if not frame_chunk else frame_chunk
         owner = paint_owner(centers.float(), radii, height, width)
-        inplace = not torch.is_grad_enabled()
-        outs = []
-        for i in range(0, t, step):
-            c = centers[i : i + step]
-            r = radii if torch.as_tensor(radii).dim() == 1 else radii[i : i + step]
-            h = self.first_conv_from_entities(vectors, c, r, height, width, owner=owner[i : i + step])
-            # the first SiLU in place: the full-resolution activation is the one big tensor here
-            h = F.silu(h, inplace=inplace)
-            outs.append(self.conv_out(self.body[1:](h)))
+        per_frame = torch.as_tensor(radii).dim() == 2
+
+        def chunk(vectors, c, r, own):
+            h = self.first_conv_from_entities(vectors, c, r, height, width, owner=own)
+            # the first SiLU in place when nothing needs its input: the full-resolution activation is the big tensor
+            h = F.silu(h, inplace=not torch.is_grad_enabled())
+            return self.conv_out(self.body[1:](h))
+
+        outs = [
+            self._checkpointed(chunk, vectors, centers[i : i + step], radii[i : i + step] if per_frame else radii, owner[i : i + step])
+            for i in range(0, t, step)
+        ]
         return torch.cat(outs, 0)

@@ -90,7 +90,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         num_frames: int = 25,
         conditioning: str = "entity+gaussian",
         entity_channels: int = 160,
-        encoder_block_out_channels: tuple[int, ...] = (160, 32, 96, 256),
+        encoder_block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
         encoder_first_stride: int = 1,
         pixel_scale: int = 8,
     ):
@@ -170,7 +170,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         unet,
         conditioning: str = "entity+gaussian",
         entity_channels: int = 160,
-        encoder_block_out_channels: tuple[int, ...] = (160, 32, 96, 256),
+        encoder_block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
         encoder_first_stride: int = 1,
         pixel_scale: int = 8,
         load_weights_from_unet: bool = True,
@@ -233,7 +233,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
             else:
                 if conditions is None or name not in conditions:
                     raise ValueError(f"conditioning '{self.config.conditioning}' needs conditions['{name}']")
-                out = encoder(conditions[name].flatten(0, 1).to(self.dtype))
+                out = encoder(conditions[name].flatten(0, 1).to(self.dtype), frame_chunk=frame_chunk)
             total = out if total is None else total + out
         return total
 

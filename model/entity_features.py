@@ -1,7 +1,12 @@
 """Entity vectors: one-step diffusion features of the first frame, averaged inside each entity's mask.
 
+0. With ``size`` (the model's height x width, as ``build_extractor`` sets it) the frame and
+   masks are first brought to that size the way the pipeline does (PIL bicubic; nearest
+   for masks), so training vectors and generation vectors see the same pixels.
 1. Encode the first frame with the VAE, noise its latent to timestep t with the forward
    process (x_t = sqrt(a_t) x_0 + sqrt(1 - a_t) eps), ``ensemble_size`` noise draws.
+   An SVD UNet also gets the image latent as its condition, unscaled (``mode()`` without
+   ``scaling_factor``), as SVD's own pipeline encodes it (``_encode_vae_image``).
 2. Run the UNet once; a forward hook on ``unet.up_blocks[layer]`` captures its output
    (the DIFT recipe; no UNet code is copied).
 3. Average the feature map over each entity's mask (area-weighted at the feature's
@@ -16,11 +21,16 @@ official code did.
 from __future__ import annotations
 
 import numpy as np
+import PIL.Image
 import torch
 import torch.nn.functional as F
 
 from .maps import downsample_mask
 from .tiny import SD15_LAYOUT, require_layout, weights_fingerprint
+from .vae_io import vae_encode
+
+# Bumped when the same weights give different vectors (v2: SVD's condition unscaled, size in the id).
+EXTRACTOR_VERSION = 2
 
 
 class EntityFeatureExtractor:
@@ -35,6 +45,7 @@ class EntityFeatureExtractor:
         pooled_channels: the vector size after average-pooling channels (official: 320 -> 160).
         ensemble_size: noise draws averaged (official: 8).
         text_embeddings: ``(1, L, D)`` empty-prompt embedding for an SD1.5 UNet.
+        size: ``(height, width)`` the vectors are computed at (the model's); None: as given.
     """
 
     def __init__(
@@ -48,8 +59,10 @@ class EntityFeatureExtractor:
         ensemble_size: int = 1,
         text_embeddings: torch.Tensor | None = None,
         seed: int = 0,
+        size: tuple[int, int] | None = None,
     ):
         self.unet, self.vae = unet, vae
+        self.size = None if size is None else (int(size[0]), int(size[1]))
         self.backbone, self.timestep, self.pooled_channels = backbone, int(timestep), int(pooled_channels)
         self.layer = layer if layer >= 0 else len(unet.up_blocks) + layer
         if not 0 <= self.layer < len(unet.up_blocks):
@@ -64,22 +77,24 @@ class EntityFeatureExtractor:
     @property
     def extractor_id(self) -> str:
         """Identifies backbone + weights + timestep + layer + size: vectors with different ids never mix."""
-        return f"{self.backbone}@{self.fingerprint}/t{self.timestep}/up{self.layer}/c{self.pooled_channels}/e{self.ensemble_size}"
+        at = "" if self.size is None else f"/{self.size[0]}x{self.size[1]}"
+        return f"{self.backbone}@{self.fingerprint}/t{self.timestep}/up{self.layer}/c{self.pooled_channels}/e{self.ensemble_size}{at}/v{EXTRACTOR_VERSION}"
 
     @property
     def layer_name(self) -> str:
         return f"up_blocks.{self.layer}"
 
     # ----------------------------------------------------------------------------------
-    def _unet_inputs(self, latents: torch.Tensor, x0: torch.Tensor):
-        """UNet call arguments for noisy latents ``(E, 4, h, w)`` at the configured timestep."""
+    def _unet_inputs(self, latents: torch.Tensor, cond: torch.Tensor):
+        """UNet call arguments for noisy latents ``(E, 4, h, w)`` at the configured timestep;
+        ``cond`` is the unscaled image latent an SVD UNet is conditioned on."""
         e = latents.shape[0]
         a = self.alphas_cumprod[self.timestep]
         dtype, device = latents.dtype, latents.device
         if self.is_video_unet:
             # SVD is an EDM model: sigma = sqrt((1 - a) / a), c_in * (x0 + sigma eps) == x_t, c_noise = log(sigma) / 4
             sigma = float(((1 - a) / a).sqrt())
-            cond = x0.expand(e, -1, -1, -1)  # the image latent SVD concatenates to its input
+            cond = cond.expand(e, -1, -1, -1)  # the image latent SVD concatenates to its input
             sample = torch.cat([latents, cond], 1)[:, None]  # a one-frame video
             cfg = self.unet.config
             hidden = torch.zeros(e, 1, cfg.cross_attention_dim if isinstance(cfg.cross_attention_dim, int) else cfg.cross_attention_dim[0], dtype=dtype, device=device)
@@ -97,20 +112,21 @@ class EntityFeatureExtractor:
     @torch.no_grad()
     def feature_map(self, image: torch.Tensor) -> torch.Tensor:
         """``(3, H, W)`` in [-1, 1] -> the hooked feature map ``(C, h', w')``, averaged over the ensemble."""
-        device = next(self.unet.parameters()).device
         dtype = next(self.unet.parameters()).dtype
-        x = image[None].to(device, self.vae.dtype)
-        x0 = self.vae.encode(x).latent_dist.mode() * self.vae.config.scaling_factor
-        x0 = x0.to(dtype)
+        # (the latent's device, not the UNet's parameters': with model offload they sit on the CPU until called)
+        latent = vae_encode(self.vae, image[None])
+        device = latent.device
+        cond = latent.to(dtype)  # SVD's pipeline conditions on mode() without the scaling factor
+        x0 = (latent * self.vae.config.scaling_factor).to(dtype)  # the space the UNet denoises in
         g = torch.Generator(device="cpu").manual_seed(self.seed)
-        eps = torch.randn((self.ensemble_size, *x0.shape[1:]), generator=g).to(device, dtype)
+        eps = torch.randn((self.ensemble_size, *x0.shape[1:]), generator=g, device="cpu").to(device, dtype)
         a = float(self.alphas_cumprod[self.timestep])
         xt = a**0.5 * x0 + (1 - a) ** 0.5 * eps
 
         captured: list[torch.Tensor] = []
         hook = self.unet.up_blocks[self.layer].register_forward_hook(lambda m, i, o: captured.append(o))
         try:
-            args, kwargs = self._unet_inputs(xt, x0)
+            args, kwargs = self._unet_inputs(xt, cond)
             self.unet(*args, **kwargs)
         finally:
             hook.remove()
@@ -121,9 +137,13 @@ class EntityFeatureExtractor:
         """One vector per entity ``(N, pooled_channels)``.
 
         image: ``(H, W, 3)`` uint8 or ``(3, H, W)`` float in [-1, 1]; masks: ``(N, H, W)`` bool.
-        The image is resized to a multiple of 8 if needed; masks follow.
+        With ``size``, a uint8 image of another size is first resized as the pipeline resizes
+        its input (``to_model_size``). The image is then resized to a multiple of 8 if needed;
+        masks follow.
         """
-        img = torch.as_tensor(image)
+        if self.size is not None and isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.shape[:2] != self.size:
+            image, masks = to_model_size(image, masks, *self.size)
+        img = torch.from_numpy(np.ascontiguousarray(image)) if isinstance(image, np.ndarray) else torch.as_tensor(image)
         if img.dtype == torch.uint8:
             img = img.permute(2, 0, 1).float() / 127.5 - 1
         h, w = img.shape[-2:]
@@ -131,12 +151,13 @@ class EntityFeatureExtractor:
         if (h8, w8) != (h, w):
             img = F.interpolate(img[None], size=(h8, w8), mode="bilinear", align_corners=False)[0]
         feats = self.feature_map(img)  # (C, h', w')
-        m = downsample_mask(torch.as_tensor(masks), *feats.shape[-2:])  # (N, h', w') area fractions
+        masks = torch.as_tensor(masks, device=feats.device)
+        m = downsample_mask(masks, *feats.shape[-2:])  # (N, h', w') area fractions
         weight = m.sum((1, 2))
         vec = torch.einsum("chw,nhw->nc", feats, m) / weight.clamp(min=1e-8)[:, None]
         # an entity smaller than one feature cell: take the cell under its mask's centroid
         for k in torch.nonzero(weight <= 1e-8).flatten().tolist():
-            ys, xs = torch.nonzero(torch.as_tensor(masks[k]), as_tuple=True)
+            ys, xs = torch.nonzero(masks[k], as_tuple=True)
             if len(ys) == 0:
                 raise ValueError(f"entity mask {k} is empty")
             cy = int(ys.float().mean() * feats.shape[1] / masks.shape[1])
@@ -145,6 +166,16 @@ class EntityFeatureExtractor:
         if self.pooled_channels != vec.shape[1]:
             vec = F.adaptive_avg_pool1d(vec[:, None], self.pooled_channels)[:, 0]
         return vec
+
+
+def to_model_size(image: np.ndarray, masks, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 ``(H, W, 3)`` frame and ``(N, H, W)`` masks at the model's size, as ``DragAnythingPipeline``
+    brings its inputs there: PIL bicubic for the frame (-> ``(3, h, w)`` in [-1, 1]), nearest for masks."""
+    pil = PIL.Image.fromarray(np.ascontiguousarray(image)).convert("RGB").resize((width, height), PIL.Image.BICUBIC)
+    pixels = torch.from_numpy(np.array(pil)).permute(2, 0, 1).float() / 255.0 * 2 - 1
+    m = torch.as_tensor(np.asarray(masks)).bool()
+    m = F.interpolate(m[:, None].float(), size=(height, width), mode="nearest")[:, 0].bool()
+    return pixels, m
 
 
 def load_sd15_backbone(path: str, device: str | torch.device = "cpu", torch_dtype=None):
@@ -175,11 +206,13 @@ def build_extractor(settings, base_parts: dict | None = None, device="cpu") -> E
         layer=settings.entity_layer,
         pooled_channels=settings.entity_channels,
         ensemble_size=settings.entity_ensemble,
+        size=(settings.height, settings.width),
     )
     if settings.entity_backbone == "sd15-unet":
         if not settings.entity_backbone_path:
             raise ValueError("model.entity_backbone is 'sd15-unet' but model.entity_backbone_path is not set")
         unet, vae, empty = load_sd15_backbone(settings.entity_backbone_path, device)
         return EntityFeatureExtractor(unet, vae, backbone="sd15-unet", text_embeddings=empty, **common)
-    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(getattr(settings, "dtype", "fp32")) if settings.base_model_path else None
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings), torch_dtype=dtype)
     return EntityFeatureExtractor(parts["unet"].to(device), parts["vae"].to(device), backbone="base-unet", **common)

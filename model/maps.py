@@ -82,6 +82,16 @@ def interpolate_path(points: np.ndarray | list, num_frames: int) -> np.ndarray:
     return out.astype(np.float32)
 
 
+def path_for_frames(points: np.ndarray | list, num_frames: int) -> np.ndarray:
+    """One point per frame: a path of exactly ``num_frames`` points is kept as given (point k is
+    where the entity is in frame k, pauses and speed changes included); any other path is a
+    drag, PCHIP-interpolated to ``num_frames`` points at constant speed (``interpolate_path``)."""
+    pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
+    if len(pts) == num_frames:
+        return pts.astype(np.float32)
+    return interpolate_path(pts, num_frames)
+
+
 def paint_order(radii: torch.Tensor) -> torch.Tensor:
     """Indices that sort entities large to small (by first-frame radius), so small ones are painted last."""
     r = radii if radii.dim() == 1 else radii[0]
@@ -103,8 +113,8 @@ def small_ops():
 # ---------------------------------------------------------------------------------------
 # windows: a fixed-size box per entity that follows it across frames
 # ---------------------------------------------------------------------------------------
-def _radii_tn(radii: torch.Tensor, t: int, n: int) -> torch.Tensor:
-    r = torch.as_tensor(radii, dtype=torch.float32)
+def _radii_tn(radii: torch.Tensor, t: int, n: int, device=None) -> torch.Tensor:
+    r = torch.as_tensor(radii, dtype=torch.float32, device=device)
     return r.expand(t, n) if r.dim() == 1 else r
 
 
@@ -125,8 +135,8 @@ def _window(center: torch.Tensor, half_h: int, half_w: int, height: int, width: 
         x0 = x0 - torch.remainder(x0, align)
         sh += align - 1 + (-(sh + align - 1)) % align
         sw += align - 1 + (-(sw + align - 1)) % align
-    ys = y0[:, None] + torch.arange(sh)
-    xs = x0[:, None] + torch.arange(sw)
+    ys = y0[:, None] + torch.arange(sh, device=center.device)
+    xs = x0[:, None] + torch.arange(sw, device=center.device)
     valid = ((ys >= 0) & (ys < height))[:, :, None] & ((xs >= 0) & (xs < width))[:, None, :]
     return ys, xs, valid
 
@@ -150,11 +160,11 @@ def _offsets(ys, xs, center):
 def paint_owner(centers: torch.Tensor, radii: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """``(T, H, W)`` long: the index of the entity whose disc covers each pixel (later wins), -1 for none."""
     t, n, _ = centers.shape
-    r = _radii_tn(radii, t, n)
+    r = _radii_tn(radii, t, n, centers.device)
     idx_all, val_all = [], []
     with small_ops():
         _owner_windows(centers, r, height, width, idx_all, val_all)
-    owner = torch.full((t, height * width), -1, dtype=torch.long)
+    owner = torch.full((t, height * width), -1, dtype=torch.long, device=centers.device)
     if idx_all:  # "later wins" = the largest index among the discs covering a pixel
         owner.scatter_reduce_(1, torch.cat(idx_all, 1), torch.cat(val_all, 1), reduce="amax")
     return owner.view(t, height, width)
@@ -182,8 +192,9 @@ def entity_maps(vectors: torch.Tensor, centers: torch.Tensor, radii: torch.Tenso
     """
     t = centers.shape[0]
     owner = paint_owner(centers, radii, height, width)
-    table = torch.cat([vectors.float(), torch.zeros(1, vectors.shape[1])], 0).t()  # (C, N+1); -1 -> zeros
-    out = torch.empty(t, vectors.shape[1], height, width, dtype=torch.float32)
+    vectors = vectors.to(centers.device)
+    table = torch.cat([vectors.float(), vectors.new_zeros(1, vectors.shape[1], dtype=torch.float32)], 0).t()  # (C, N+1); -1 -> zeros
+    out = torch.empty(t, vectors.shape[1], height, width, dtype=torch.float32, device=centers.device)
     for i in range(t):  # one frame at a time: the map is the only full-size allocation
         out[i] = table[:, owner[i]]
     return out
@@ -201,7 +212,7 @@ def _splat(
 ) -> torch.Tensor:
     """Render one window per entity per frame with ``value_fn(k, dy, dx) -> (T, C, Sh, Sw)`` and combine."""
     t, n, _ = centers.shape
-    out = torch.zeros(t, channels, height * width)
+    out = torch.zeros(t, channels, height * width, device=centers.device)
     for k in range(n):
         hh, hw = int(math.ceil(float(half_h[k]))), int(math.ceil(float(half_w[k])))
         if hh < 0 or hw < 0:
@@ -230,7 +241,7 @@ def gaussian_maps(
     at each entity's point; the maximum where they overlap. Entities with ``r < min_radius`` are skipped
     (the official code skips boxes under 5 px)."""
     t, n, _ = centers.shape
-    r = _radii_tn(radii, t, n)
+    r = _radii_tn(radii, t, n, centers.device)
     keep = r >= min_radius
     support = (r * support_ratio).clamp(min=0)
     sigma = (r * sigma_ratio).clamp(min=1e-3)
@@ -248,7 +259,7 @@ def gaussian_maps(
 def point_maps(centers: torch.Tensor, height: int, width: int, point_radius: float = 2.0) -> torch.Tensor:
     """``(T, 1, H, W)``: ones in a small disc at each entity's point (the 'point' representation)."""
     n = centers.shape[1]
-    half = torch.full((n,), float(point_radius))
+    half = [float(point_radius)] * n
 
     def value(k, dy, dx):
         return (dy * dy + dx * dx <= point_radius**2).float()[:, None]
@@ -265,8 +276,8 @@ def trajectory_maps(centers: torch.Tensor, height: int, width: int, point_radius
     """``(T, 2, H, W)``, MotionCtrl-style: the (dx, dy) displacement since the previous frame, in pixels
     divided by the map size, painted in a small disc at each entity's point."""
     n = centers.shape[1]
-    disp = _displacements(centers) / torch.tensor([width, height], dtype=torch.float32)
-    half = torch.full((n,), float(point_radius))
+    disp = _displacements(centers) / torch.tensor([width, height], dtype=torch.float32, device=centers.device)
+    half = [float(point_radius)] * n
 
     def value(k, dy, dx):
         inside = (dy * dy + dx * dx <= point_radius**2).float()
@@ -280,8 +291,8 @@ def flow_maps(centers: torch.Tensor, height: int, width: int, sigma_ratio: float
     into a dense flow (sigma = ``sigma_ratio * min(H, W)``, peak-normalised, support 3 sigma)."""
     n = centers.shape[1]
     sigma = max(sigma_ratio * min(height, width), 0.5)
-    disp = _displacements(centers) / torch.tensor([width, height], dtype=torch.float32)
-    half = torch.full((n,), 3 * sigma)
+    disp = _displacements(centers) / torch.tensor([width, height], dtype=torch.float32, device=centers.device)
+    half = [3 * sigma] * n
 
     def value(k, dy, dx):
         d2 = dy * dy + dx * dx
@@ -297,11 +308,11 @@ def box_maps(
     """``(T, 1, H, W)``, TrailBlazer-style: each entity's first-frame box ``(x0, y0, x1, y1)`` moved with its
     point. Without boxes, the square circumscribing the inscribed circle."""
     t, n, _ = centers.shape
-    r = _radii_tn(radii, t, n)[0]
+    r = _radii_tn(radii, t, n, centers.device)[0]
     if boxes is None:
         c0 = centers[0]
         boxes = torch.stack([c0[:, 0] - r, c0[:, 1] - r, c0[:, 0] + r, c0[:, 1] + r], 1)
-    boxes = torch.as_tensor(boxes, dtype=torch.float32)
+    boxes = torch.as_tensor(boxes, dtype=torch.float32, device=centers.device)
     # the box relative to the entity's frame-0 point, so it follows the trajectory
     left = centers[0, :, 0] - boxes[:, 0]
     right = boxes[:, 2] - centers[0, :, 0]

@@ -1,14 +1,15 @@
 """``DragAnythingPipeline``: Stable Video Diffusion img2vid steered by entity trajectories.
 
 Inputs: a first frame, one mask per entity (a mask covering the whole frame moves the
-camera) and one path per entity (any number of points; interpolated to one point per
-frame with PCHIP). Every knob the official pipeline hard-codes (fps, motion bucket, noise
+camera) and one path per entity: one point per frame (kept as given, its timing
+included), or any other number of points (a drag: PCHIP-interpolated to one point per
+frame at constant speed). Every knob the official pipeline hard-codes (fps, motion bucket, noise
 augmentation, guidance ramp, steps, seed) is an argument.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import PIL.Image
@@ -25,8 +26,9 @@ from core.geometry import incircle, rescale
 
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
-from .maps import condition_channels, interpolate_path, paint_order, render_conditions
+from .maps import condition_channels, paint_order, path_for_frames, render_conditions
 from .unet_control import controlled_prediction
+from .vae_io import vae_encode
 
 
 class DragAnythingPipeline(StableVideoDiffusionPipeline):
@@ -70,7 +72,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         hm, wm = m.shape[-2:]
         sx, sy = width / wm, height / hm
         m = F.interpolate(m[:, None].float(), size=(height, width), mode="nearest")[:, 0].bool()
-        paths = [interpolate_path(p, num_frames) for p in trajectories]
+        paths = [path_for_frames(p, num_frames) for p in trajectories]  # timed paths as given, drags interpolated
         centers = torch.from_numpy(np.stack(paths, 1))  # (T, N, 2) in mask pixels
         centers = rescale(centers, sx, sy)
         if radii is None:
@@ -95,7 +97,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         num_inference_steps: int = 25,
         min_guidance_scale: float = 1.0,
         max_guidance_scale: float = 3.0,
-        fps: int = 6,
+        fps: int = 7,
         motion_bucket_id: int = 127,
         noise_aug_strength: float = 0.02,
         conditioning_scale: float = 1.0,
@@ -108,6 +110,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         generator: torch.Generator | None = None,
         latents: torch.Tensor | None = None,
         output_type: str = "np",
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         return_dict: bool = True,
     ):
         """Generate one video.
@@ -115,15 +119,25 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         Args:
             image: the first frame (PIL, ``(H, W, 3)`` uint8, or ``(3, H, W)`` float in [0, 1]).
             masks: ``(N, Hm, Wm)`` bool, one per entity, at the resolution the paths are given in.
-            trajectories: N paths, each ``(K, 2)`` points ``(x, y)`` in mask pixels (K >= 1).
+            trajectories: N paths, each ``(K, 2)`` points ``(x, y)`` in mask pixels (K >= 1); K == num_frames
+                is kept as given (point k in frame k), other K are interpolated.
             radii: per-entity radius in mask pixels; default: each mask's inscribed circle.
             entity_vectors: ``(N, C)`` precomputed vectors; default: computed from the image and masks.
             boxes: ``(N, 4)`` first-frame boxes at ``(height, width)`` for the 'box' baseline.
+            fps: the frame rate SVD is micro-conditioned on; its time id is ``fps - 1`` (diffusers' convention:
+                the default 7 gives 6, what SVD and the controller's training use). Not the video's frame rate.
             entity_path: 'fast' (per-entity kernels) or 'dense' (official painted maps); same result.
+            decode_chunk_size: frames the VAE decodes at a time (default: all); fewer need less memory.
             seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
+            callback_on_step_end: as in diffusers' pipelines: ``callback(pipe, step, timestep, callback_kwargs)``
+                after each denoising step, ``callback_kwargs`` holding ``callback_on_step_end_tensor_inputs``;
+                a returned ``{"latents": ...}`` replaces the latents.
         Returns:
             ``StableVideoDiffusionPipelineOutput`` with ``frames``: ``(1, T, H, W, 3)`` float in [0, 1] for 'np'.
         """
+        bad = [k for k in callback_on_step_end_tensor_inputs if k not in self._callback_tensor_inputs]
+        if bad:
+            raise ValueError(f"callback_on_step_end_tensor_inputs {bad} are not among {self._callback_tensor_inputs}")
         num_frames = num_frames or self.unet.config.num_frames
         if generator is None and seed is not None:
             generator = torch.Generator(device="cpu").manual_seed(seed)
@@ -136,6 +150,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
 
         # 2. entities: masks, per-frame centres, radii (large first, so small ones are painted on top)
         ent_masks, centers, ent_radii, order = self.prepare_entities(masks, trajectories, num_frames, height, width, radii)
+        centers, ent_radii = centers.to(device), ent_radii.to(device)
 
         # 3. entity vectors, if this controller reads them
         needs = condition_channels(self.controlnet.config.conditioning, self.controlnet.config.entity_channels)
@@ -147,7 +162,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
                 extractor = self.entity_extractor or EntityFeatureExtractor(
                     self.unet, self.vae, pooled_channels=self.controlnet.config.entity_channels
                 )
-                vectors = extractor.extract(pixels[0] * 2 - 1, ent_masks).float()
+                vectors = extractor.extract(pixels[0] * 2 - 1, ent_masks)
+            vectors = vectors.to(device, torch.float32)
 
         # 4. SVD's own conditioning: CLIP image embedding, noise-augmented image latent, micro-conditioning
         image_embeddings = self._encode_image(pil, device, 1, self.do_classifier_free_guidance)
@@ -155,13 +171,15 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         noisy_image = noisy_image + noise_aug_strength * randn_tensor(
             noisy_image.shape, generator=generator, device=device, dtype=noisy_image.dtype
         )
-        image_latents = self._encode_vae_image(noisy_image, device, 1, self.do_classifier_free_guidance)
-        image_latents = image_latents.to(image_embeddings.dtype)[:, None].repeat(1, num_frames, 1, 1, 1)
+        image_latents = vae_encode(self.vae, noisy_image).to(device, image_embeddings.dtype)
+        if self.do_classifier_free_guidance:
+            image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
+        image_latents = image_latents[:, None].repeat(1, num_frames, 1, 1, 1)
         added_time_ids = self._get_add_time_ids(
             fps - 1, motion_bucket_id, noise_aug_strength, image_embeddings.dtype, 1, 1, self.do_classifier_free_guidance
         ).to(device)
 
-        # 5. the control maps (pixel scale), for both halves of the guidance batch
+        # 5. the control maps (pixel scale, on the device), for both halves of the guidance batch
         maps = render_conditions(
             self.controlnet.config.conditioning,
             centers,
@@ -175,10 +193,11 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
             dense_entity=entity_path == "dense",
         )
         copies = 2 if self.do_classifier_free_guidance else 1
-        conditions = {k: v[None].expand(copies, -1, -1, -1, -1).to(device, self.controlnet.dtype) for k, v in maps.items()}
+        cdtype = self.controlnet.dtype
+        conditions = {k: v[None].expand(copies, -1, -1, -1, -1).to(device, cdtype) for k, v in maps.items()}
         entities = None
         if vectors is not None and entity_path != "dense":
-            entities = [EntityInputs(vectors.to(device, self.controlnet.dtype), centers.to(device), ent_radii.to(device))] * copies
+            entities = [EntityInputs(vectors.to(cdtype), centers, ent_radii)] * copies
 
         # 6. noise and schedule
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -193,7 +212,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
 
         # 7. denoise with control
         with self.progress_bar(total=len(timesteps)) as progress:
-            for t in timesteps:
+            for i, t in enumerate(timesteps):
                 model_input = torch.cat([latents] * copies)
                 model_input = self.scheduler.scale_model_input(model_input, t)
                 noise_pred = controlled_prediction(
@@ -212,14 +231,18 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
                 if self.do_classifier_free_guidance:
                     uncond, cond = noise_pred.chunk(2)
                     noise_pred = uncond + self.guidance_scale * (cond - uncond)
-                latents = self.scheduler.step(noise_pred, t, latents).prev_sample
+                latents = self.scheduler.step(noise_pred.to(latents.dtype), t, latents).prev_sample
+                if callback_on_step_end is not None:
+                    here = locals()
+                    out = callback_on_step_end(self, i, t, {k: here[k] for k in callback_on_step_end_tensor_inputs})
+                    latents = (out or {}).pop("latents", latents)
                 progress.update()
 
-        # 8. decode
+        # 8. decode, ``decode_chunk_size`` frames at a time
         if output_type == "latent":
             frames = latents
         else:
-            frames = self.decode_latents(latents, num_frames, decode_chunk_size or num_frames)
+            frames = self.decode_latents(latents.to(self.vae.dtype), num_frames, decode_chunk_size or num_frames)
             frames = self.video_processor.postprocess_video(video=frames, output_type=output_type)
         self.maybe_free_model_hooks()
         if not return_dict:
@@ -239,6 +262,11 @@ def _to_pil(image) -> PIL.Image.Image:
 
 
 def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlNetModel:
+    """``vae``: the base's VAE, or its spatial factor (an int) when the VAE itself is not loaded."""
+    return _fresh_controlnet(settings, unet, vae if isinstance(vae, int) else 2 ** (len(vae.config.block_out_channels) - 1), seed)
+
+
+def _fresh_controlnet(settings, unet, pixel_scale: int, seed: int) -> DragAnythingControlNetModel:
     """A fresh controller for ``ModelSettings`` (copy of the UNet encoder, zero-initialised outputs).
 
     The conditioning encoders' random initialisation is drawn from ``seed``, not from whatever
@@ -252,22 +280,23 @@ def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlN
             entity_channels=settings.entity_channels,
             encoder_block_out_channels=tuple(settings.encoder_channels),
             encoder_first_stride=2 if settings.encoder == "strided" else 1,
-            pixel_scale=2 ** (len(vae.config.block_out_channels) - 1),
+            pixel_scale=pixel_scale,
         )
 
 
-def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None) -> DragAnythingPipeline:
+def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None, torch_dtype=None) -> DragAnythingPipeline:
     """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh)."""
     from .tiny import base_components, require_layout, tiny_sizes
 
-    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings))
+    parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings), torch_dtype=torch_dtype)
     if controlnet_path:
         p = require_layout(
             controlnet_path,
             ("config.json",),
             "a directory written by DragAnythingControlNetModel.save_pretrained (config.json + diffusion_pytorch_model.safetensors)",
         )
-        controlnet = DragAnythingControlNetModel.from_pretrained(p, local_files_only=True)
+        kw = {} if torch_dtype is None else {"torch_dtype": torch_dtype}
+        controlnet = DragAnythingControlNetModel.from_pretrained(p, local_files_only=True, **kw)
     else:
         controlnet = build_controlnet(settings, parts["unet"], parts["vae"])
     pipe = DragAnythingPipeline(controlnet=controlnet.eval(), **parts)

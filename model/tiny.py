@@ -239,9 +239,12 @@ def _plain(v):
 
 
 def base_components(base_model_path: str | None, sizes: TinySizes = TinySizes(), torch_dtype=None) -> dict:
-    """A real SVD directory when a path is configured, else the embedded tiny model (shipped or random weights)."""
+    """A real SVD directory when a path is configured (a local path or an fsspec URL of a folder
+    published whole, downloaded once into the local cache), else the embedded tiny model (shipped or random weights)."""
     if base_model_path:
-        return load_svd_components(base_model_path, torch_dtype=torch_dtype)
+        from core.objectstore import local_folder
+
+        return load_svd_components(local_folder(base_model_path), torch_dtype=torch_dtype)
     return load_tiny_base(sizes) if sizes.pretrained else build_tiny_svd(sizes)
 
 
@@ -266,3 +269,21 @@ def weights_fingerprint(module: torch.nn.Module, samples_per_tensor: int = 1024)
         h.update(str(tuple(t.shape)).encode())
         h.update(flat[::step].to(torch.float32).cpu().numpy().tobytes())
     return h.hexdigest()[:12]
+
+
+def vae_factor(vae_config) -> int:
+    """The VAE's spatial factor (SVD: 8): every down block but the last halves."""
+    return 2 ** (len(vae_config["block_out_channels"]) - 1)
+
+
+def load_base_unet(base_model_path: str | Path | None, sizes: TinySizes = TinySizes(), torch_dtype=None):
+    """The frozen base UNet alone (controller training needs nothing else of the base: the preprocess stage
+    encoded the clips) and the VAE's spatial factor, read from its config file. -> (unet, factor)."""
+    if not base_model_path:
+        parts = build_tiny_svd(sizes)
+        unet = parts["unet"] if torch_dtype is None else parts["unet"].to(torch_dtype)
+        return unet, vae_factor(parts["vae"].config)
+    p = require_layout(base_model_path, ("unet", "vae/config.json"), SVD_LAYOUT)
+    kw = dict(local_files_only=True) | ({"torch_dtype": torch_dtype} if torch_dtype is not None else {})
+    unet = UNetSpatioTemporalConditionModel.from_pretrained(p / "unet", **kw).eval().requires_grad_(False)
+    return unet, vae_factor(AutoencoderKLTemporalDecoder.load_config(p / "vae"))

@@ -24,7 +24,14 @@ def unet_forward_with_control(
     down_block_additional_residuals: tuple[torch.Tensor, ...] | None = None,
     mid_block_additional_residual: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``(B, T, 2C, h, w)`` -> ``(B, T, C, h, w)`` (SVD: C = 4 latent channels): the UNet's prediction, with control added."""
+    """``(B, T, 2C, h, w)`` -> ``(B, T, C, h, w)`` (SVD: C = 4 latent channels): the UNet's prediction, with control added.
+
+    This walks the UNet's modules instead of calling its ``forward``, so a model-offload hook
+    (``enable_model_cpu_offload``) is triggered here, as diffusers' ``apply_forward_hook`` does.
+    """
+    hook = getattr(unet, "_hf_hook", None)
+    if hook is not None:
+        hook.pre_forward(unet)
     up_factor = 2**unet.num_upsamplers
     forward_upsample_size = any(s % up_factor != 0 for s in sample.shape[-2:])
     upsample_size = None
@@ -104,11 +111,14 @@ def controlled_prediction(
     if image_latents.dim() == 4:
         image_latents = image_latents[:, None].expand(-1, noisy_latents.shape[1], -1, -1, -1)
     sample = torch.cat([noisy_latents, image_latents.to(noisy_latents.dtype)], dim=2)
+    # each model reads its inputs in its own dtype (a bf16 UNet under an fp32 controller, say); under autocast
+    # these casts change nothing
+    cdt, udt = controlnet.dtype, unet.dtype
     down, mid = controlnet(
-        sample,
+        sample.to(cdt),
         timestep,
-        encoder_hidden_states=image_embeddings,
-        added_time_ids=added_time_ids,
+        encoder_hidden_states=image_embeddings.to(cdt),
+        added_time_ids=added_time_ids.to(cdt),
         conditions=conditions,
         entities=entities,
         conditioning_scale=conditioning_scale,
@@ -117,10 +127,10 @@ def controlled_prediction(
     )
     return unet_forward_with_control(
         unet,
-        sample,
+        sample.to(udt),
         timestep,
-        encoder_hidden_states=image_embeddings,
-        added_time_ids=added_time_ids,
-        down_block_additional_residuals=down,
-        mid_block_additional_residual=mid,
+        encoder_hidden_states=image_embeddings.to(udt),
+        added_time_ids=added_time_ids.to(udt),
+        down_block_additional_residuals=tuple(r.to(udt) for r in down),
+        mid_block_additional_residual=mid.to(udt),
     )

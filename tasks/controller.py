@@ -7,6 +7,7 @@ included); the controller weights are ``<path>/controlnet`` in diffusers layout.
 from __future__ import annotations
 
 import json
+from typing import Callable
 
 import numpy as np
 import torch
@@ -20,6 +21,38 @@ def checkpoint_model_settings(checkpoint: dict) -> ModelSettings:
     return ModelSettings.model_validate(cfg["model"])
 
 
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def generation_device(gen_settings) -> torch.device:
+    """The device ``generate.device`` names; ``auto`` = the task's GPU when it has one (Ray sets
+    ``CUDA_VISIBLE_DEVICES`` to the task's GPUs), else the CPU."""
+    if gen_settings.device == "cuda" or (gen_settings.device == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("generate.device is 'cuda' but this process sees no GPU; give the task one "
+                               "(runtime.task_num_gpus: 1) or set generate.device=auto")
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def place_pipeline(pipe, gen_settings):
+    """Put a built pipeline and its entity extractor on ``generate.device`` in ``generate.dtype``,
+    or behind diffusers' model CPU offload (``generate.cpu_offload``: each model on the GPU only while it runs)."""
+    device, dtype = generation_device(gen_settings), DTYPES[gen_settings.dtype]
+    pipe.to(dtype=dtype)
+    extractor = pipe.entity_extractor
+    if extractor is not None and extractor.unet is not pipe.unet:  # its own backbone (SD1.5): placed whole
+        extractor.unet.to(device, dtype)
+        extractor.vae.to(device, dtype)
+        if extractor.text_embeddings is not None:
+            extractor.text_embeddings = extractor.text_embeddings.to(device, dtype)
+    if gen_settings.cpu_offload and device.type == "cuda":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    return pipe
+
+
 class ControllerGenerator:
     """``DragAnythingPipeline`` with a trained controller, loaded once and reused for every item."""
 
@@ -27,24 +60,34 @@ class ControllerGenerator:
         self.pipe, self.model, self.gen = pipe, model, gen_settings
 
     @classmethod
-    def from_checkpoint(cls, workdir: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
+    def from_checkpoint(cls, wd: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
+        from model.entity_features import build_extractor
         from model.pipeline import build_pipeline
 
         model = checkpoint_model_settings(checkpoint)
-        from model.entity_features import build_extractor
-
-        pipe = build_pipeline(model, controlnet_path=workdir.local_path(checkpoint["path"], "controlnet"))
+        # loaded in generate.dtype (a real base never sits in memory in fp32 first)
+        pipe = build_pipeline(model, controlnet_path=str(wd.local_dir(checkpoint["path"], only="controlnet") / "controlnet"),
+                              torch_dtype=DTYPES[cfg.generate.dtype] if model.base_model_path else None)
         # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
-        pipe.set_entity_extractor(build_extractor(model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
-        return cls(pipe, model, cfg.generate)
+        pipe.set_entity_extractor(build_extractor(model.model_copy(update={"dtype": cfg.generate.dtype}),
+                                                  base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
+        return cls(place_pipeline(pipe, cfg.generate), model, cfg.generate)
 
-    def __call__(self, item: SuiteItem, seed: int) -> np.ndarray:
+    def __call__(self, item: SuiteItem, seed: int, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """The video ``(T, H, W, 3)`` uint8; ``on_step(done, total)`` after each denoising step."""
         m, g = self.model, self.gen
         # A suite's paths are timed (point k is where the entity is in frame k) and every
         # generator makes one frame per point, so ObjMC compares the same frames for every
         # checkpoint and reference. SVD runs at any length; resampling the path to
         # model.num_frames would change its speed and score frame k against another time.
         paths = list(item.trajectories)
+        callback = None
+        if on_step is not None:
+            def callback(pipe, i, t, kwargs):
+                on_step(i + 1, g.num_inference_steps)
+                return {}
+
+            on_step(0, g.num_inference_steps)
         with torch.no_grad():
             out = self.pipe(
                 image=item.image,
@@ -57,16 +100,18 @@ class ControllerGenerator:
                 num_inference_steps=g.num_inference_steps,
                 min_guidance_scale=g.min_guidance_scale,
                 max_guidance_scale=g.max_guidance_scale,
-                fps=g.fps,
+                fps=m.fps,
                 motion_bucket_id=g.motion_bucket_id,
                 noise_aug_strength=g.noise_aug_strength,
                 conditioning_scale=m.conditioning_scale,
-                entity_path=g.entity_path,
+                entity_path="dense" if m.encoder == "dense" else "fast",  # model.encoder, as in training
                 gaussian_sigma_ratio=m.gaussian_sigma_ratio,
                 gaussian_support_ratio=m.gaussian_support_ratio,
                 frame_chunk=m.frame_chunk,
+                decode_chunk_size=g.decode_chunk_size,
                 seed=int(seed),
                 output_type="np",
+                callback_on_step_end=callback,
             ).frames[0]
         # At the model's size, as generated: ObjMC tracks a video where it was made and maps
         # the points to the evaluation size (as the official protocol does with SVD's 320x576).

@@ -26,25 +26,26 @@ def pending_embeddings(wd: Workdir, dataset: str, split: str, extractor: str) ->
     return [g.to_dict("records") for _, g in todo.groupby("video_id", sort=True)]
 
 
-def embed_videos(workdir_url: str, label_rows: list[dict], model_settings) -> list[dict]:
+def embed_videos(workdir_url: str, label_rows: list[dict], model_settings, extractor=None) -> list[dict]:
     """One ``entity_embeddings`` row per label row (entities of the same video share one UNet pass).
 
     ``extractor`` names backbone, weights fingerprint, timestep, layer, vector size and ensemble,
-    so vectors from a different backbone or checkpoint never share a key.
+    so vectors from a different backbone or checkpoint never share a key. ``extractor``: one already
+    loaded (the preprocess stage's, on its device); by default one is built from ``model_settings``.
     """
     from model.entity_features import build_extractor
 
     if not label_rows:
         return []
-    workdir = Workdir(workdir_url)
-    extractor = build_extractor(model_settings)
+    wd = Workdir(workdir_url)
+    extractor = extractor or build_extractor(model_settings)
     by_video: dict[tuple, list[dict]] = defaultdict(list)
     for row in label_rows:
         by_video[(row["dataset"], row["video_id"], row["frames_path"])].append(row)
 
     out: list[dict] = []
     for (dataset, video_id, frames_path), rows in by_video.items():
-        frames, ids = load_cached_clip(workdir, frames_path)
+        frames, ids = load_cached_clip(wd, frames_path)
         # At the model's size, as the pipeline computes them for the image it is given: features of
         # the label-resolution frame are another distribution (the UNet sees 16x the latent area).
         frames, ids = resize_clip(frames[:1], ids[:1], (model_settings.height, model_settings.width))

@@ -1,30 +1,44 @@
-"""The evaluate stage's units of work: samples in, ``objmc`` and ``metrics`` rows out.
+"""The evaluate stage's units of work: samples and their conditions in, ``objmc`` and ``metrics`` rows out.
 
-- ``objmc_items``: track each entity in each generated video, score against the
-  suite's trajectories at the original video size (official flat mean).
-- ``cache_features``: FID frame features and FVD clip features of a video,
-  computed once per (backbone, video) and kept under ``features/`` — the real
-  clips' features are shared by every checkpoint.
-- ``summarize``: the metrics with bootstrap confidence intervals over items.
+- ``objmc_items``: track each entity in each generated video with the configured
+  protocol's rules (``eval.protocol``), score against the trajectories the video was
+  asked to follow (the ``conditions`` table, frozen at generate time) at the evaluation
+  size, official flat mean. The predicted tracks are stored with the errors.
+- ``summarize``: the metrics of a checkpoint on a suite from *all* its scored items
+  (ObjMC with a bootstrap interval over items; FID/FVD in ``tasks.features``), each with
+  its identity; the flow replaces the metric rows and keeps the old values as history.
+- the official trajectory JSON folders (``score_dirs``: ``draganything evaluate objmc``).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from core.config import Config
-from core.media import load_cached_clip, read_frames, read_npz, resize_clip, write_npz
+from core.media import read_frames, resize_clip
+from core.suites import SUITES
 from core.tables import Workdir, now_utc
-from eval.bootstrap import ItemFeatures, bootstrap_frechet, bootstrap_ratio
-from eval.features import clip_extractor, frame_extractor, video_features
-from eval.objmc import EntityScore, ItemScore, ObjMCResult, score_video
+from eval.bootstrap import bootstrap_ratio
+from eval.objmc import (
+    EntityScore,
+    ItemScore,
+    ObjMCResult,
+    as_points,
+    item_sums,
+    score,
+    score_video,
+)
+from eval.protocol import objmc_identity
 from eval.trackers import tracker_for
-from tasks.suites import SuiteItem
-from tasks.generate import load_suite
+from tasks.conditions import read_conditions, starts_of, trajectories_of, visible_of
+from tasks.features import feature_jobs, frechet_metrics, items_digest
+from tasks.generate import current_protocol, tracker_description
+from tasks.suites import ground_truth_identity
 
 STAGE = "evaluate"
 
@@ -47,228 +61,250 @@ def _mean_over_seeds(item_id: str, scores: list[ItemScore]) -> ItemScore:
     return ItemScore(item_id, ents, scores[0].missing_entities, scores[0].extra_entities)
 
 
-def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> list[dict]:
-    """``objmc`` rows for these items' samples (all seeds)."""
+def objmc_identity_of(cfg: Config, suite: str) -> str:
+    """The identity of this config's ObjMC numbers on a suite (protocol, tracker, rules, eval size)."""
+    spec = SUITES[suite]
+    size = "original video size" if spec.kind == "labels" else f"{spec.resolution[0]}x{spec.resolution[1]}"
+    return objmc_identity(current_protocol(cfg), tracker_description(cfg), size)
+
+
+def expected_ground_truth(cfg: Config, suite: str) -> str | None:
+    """How this config makes a suite's ground truth (None: nothing to check, e.g. user-study paths)."""
+    spec = SUITES[suite]
+    if spec.kind != "labels":
+        return None
+    protocol = current_protocol(cfg)
+    return "labels" if protocol.ground_truth != "tracked" else ground_truth_identity(protocol, tracker_description(cfg), spec)
+
+
+def _same_ground_truth(stored: str, expected: str | None) -> bool:
+    return expected is None or (str(stored).startswith("labels") if expected == "labels" else stored == expected)
+
+
+def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> tuple[list[dict], list[dict]]:
+    """``objmc`` rows for these items' samples (all seeds), and rejects for items that cannot be scored."""
     wd = Workdir(workdir_url)
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
-    items = {i.item_id: i for i in load_suite(wd, suite, cfg, item_ids)[0]}
+    conds = read_conditions(wd, checkpoint_id, suite, item_ids)
+    protocol, identity = current_protocol(cfg), objmc_identity_of(cfg, suite)
+    expected = expected_ground_truth(cfg, suite)
     tracker = tracker_for(cfg.evaluate.tracker)
-    scores = []
+    rules = dict(grid_size=protocol.grid_size, add_centers=protocol.add_centers, layout=protocol.grid_layout,
+                 integer=protocol.integer_points, interp_shape=protocol.interp_shape)
+    rows, rejects = [], []
+
+    def reject(item_id: str, reason: str) -> None:
+        rejects.append(dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{item_id}/objmc", reason=reason, at=now_utc()))
+
     for item_id in item_ids:
-        item = items.get(item_id)
-        rows = samples[samples["item_id"] == item_id].sort_values("seed")
-        if item is None or rows.empty:
+        seeds = samples[samples["item_id"] == item_id].sort_values("seed")
+        cond = conds[conds["item_id"] == item_id].set_index("seed")
+        if seeds.empty:
             continue
-        per_seed = []
-        for _, s in rows.iterrows():
-            frames = read_frames(wd, s["video_path"].replace(".mp4", ".npz"))
-            score, _ = score_video(
-                item_id,
-                frames,
-                item.trajectories,
-                item.entity_ids,
-                item.visible,
-                gt_hw=item.hw,
-                eval_hw=item.orig_hw,
-                tracker=tracker,
-                grid_size=cfg.evaluate.grid_size,
-                add_centers=cfg.evaluate.add_centers,
-            )
-            per_seed.append(score)
-        scores.append(_mean_over_seeds(item_id, per_seed))
-    return ObjMCResult(scores).rows(checkpoint_id, suite, tracker_name(cfg))
+        if cond.empty:
+            reject(item_id, "no conditions recorded for its video (generated before the conditions table existed); "
+                            "generate it again into a fresh workdir to score it")
+            continue
+        try:
+            c = cond.iloc[0]
+            if not _same_ground_truth(c["ground_truth"], expected):
+                reject(item_id, f"its video was asked to follow ground truth made as '{c['ground_truth']}', but evaluate.* now "
+                                f"makes it as '{expected}'; evaluate with the settings it was generated with (evaluate.protocol, "
+                                "evaluate.tracker), or generate into a fresh workdir")
+                continue
+            gt, vis, starts = trajectories_of(c), visible_of(c), starts_of(c)
+            item_hw, eval_hw = (int(c["height"]), int(c["width"])), (int(c["eval_height"]), int(c["eval_width"]))
+            per_seed, tracks, tracked_hw = [], [], None
+            for _, s in seeds.iterrows():
+                frames = read_frames(wd, s["video_path"].replace(".mp4", ".npz"))
+                if protocol.track_at == "eval":  # the official scripts track videos resized to the original size
+                    frames = resize_clip(frames, np.zeros(frames.shape[:3], np.int32), eval_hw)[0]
+                score_s, pred = score_video(item_id, frames, gt, list(c["entity_ids"]), vis, gt_hw=item_hw, eval_hw=eval_hw,
+                                            tracker=tracker, starts=starts, **rules)
+                per_seed.append(score_s)
+                tracks.append(pred)
+                tracked_hw = frames.shape[1:3]
+        except (OSError, MemoryError):
+            raise
+        except Exception as err:  # noqa: BLE001 - one item's failure is that item's reject
+            reject(item_id, f"{type(err).__name__} while scoring: {err}")
+            continue
+        item = _mean_over_seeds(item_id, per_seed)
+        seed_list = [int(x) for x in seeds["seed"]]
+        for e in item.entities:
+            rows.append(dict(
+                checkpoint_id=checkpoint_id, suite=suite, item_id=item_id, entity_id=int(e.entity_id),
+                error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=cfg.evaluate.tracker.kind,
+                identity=identity, seeds=seed_list, tracks=[np.asarray(t[e.entity_id], np.float32).tolist() for t in tracks],
+                video_height=int(tracked_hw[0]), video_width=int(tracked_hw[1]),
+            ))
+    return rows, rejects
 
 
-def tracker_name(cfg: Config) -> str:
-    return cfg.evaluate.tracker.kind
+def objmc_rows(result: ObjMCResult, checkpoint_id: str, suite: str, tracker: str, identity: str) -> list[dict]:
+    """Rows of the ``objmc`` table from a scored result (entity ids must be integers there)."""
+    return [
+        dict(checkpoint_id=checkpoint_id, suite=suite, item_id=item.item_id, entity_id=int(e.entity_id),
+             error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=tracker, identity=identity)
+        for item in result.items
+        for e in item.entities
+    ]
 
 
-# --- features --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Extractors:
-    frames: object
-    clips: object
-
-    @property
-    def backbones(self) -> tuple[str, str]:
-        return self.frames.name, self.clips.name  # type: ignore[attr-defined]
-
-
-_EXTRACTORS: dict[tuple, Extractors] = {}
-
-
-def extractors(cfg: Config) -> Extractors:
-    """FID/FVD backbones from the configured local files (fallbacks without), built once per process."""
-    key = (cfg.evaluate.inception_path, cfg.evaluate.i3d_path)
-    if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = Extractors(frame_extractor(cfg.evaluate.inception_path), clip_extractor(cfg.evaluate.i3d_path))
-    return _EXTRACTORS[key]
-
-
-def feature_path(backbones: tuple[str, str], video_ref: str, frames: int, hw: tuple[int, int]) -> str:
-    digest = hashlib.sha1(f"{video_ref}|{frames}|{hw}".encode()).hexdigest()[:24]
-    return f"features/{backbones[0]}+{backbones[1]}/{digest}.npz"
-
-
-def _load_video(wd: Workdir, ref: str, frames: int, hw: tuple[int, int]) -> np.ndarray:
-    """A sample's frames (``samples/...npz``) or a real clip from the frames cache, at ``hw``."""
-    if ref.startswith("frames/"):
-        clip, ids = load_cached_clip(wd, ref)
-        clip, _ = resize_clip(clip[:frames], ids[:frames], hw)
-        return clip
-    return read_frames(wd, ref)[:frames]
-
-
-def cached_features(wd: Workdir, cfg: Config, ref: str, frames: int, hw: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(frame features (T, D1), clip feature (1, D2)) of one video, computed at most once."""
-    ex = extractors(cfg)
-    path = feature_path(ex.backbones, ref, frames, hw)
-    if wd.exists(path):
-        z = read_npz(wd, path)
-        return z["frames"], z["clip"]
-    video = _load_video(wd, ref, frames, hw)
-    ff, cf = video_features(video, ex.frames, ex.clips)
-    write_npz(wd, path, frames=ff.astype(np.float32), clip=cf.astype(np.float32))
-    return ff, cf
-
-
-def feature_refs(samples: pd.DataFrame, items: list[SuiteItem]) -> list[tuple[str, int, tuple[int, int]]]:
-    """Every video whose features the metrics need: the samples and the suite's real clips."""
-    shape = {i.item_id: (i.trajectories.shape[1], i.hw) for i in items}
-    refs = [(s.video_path.replace(".mp4", ".npz"), *shape[s.item_id]) for s in samples.itertuples() if s.item_id in shape]
-    refs += [(i.reference, i.trajectories.shape[1], i.hw) for i in items if i.reference]
-    return refs
-
-
-def cache_features(workdir_url: str, refs: list[tuple[str, int, tuple[int, int]]], cfg: Config) -> int:
+def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> tuple[list[dict], list[dict]]:
+    """``metrics`` rows recomputed from every scored item (the current identity's), and rejects for metrics not reported."""
     wd = Workdir(workdir_url)
-    for ref, frames, hw in refs:
-        cached_features(wd, cfg, ref, frames, tuple(hw))
-    return len(refs)
+    ev = cfg.evaluate
+    identity = objmc_identity_of(cfg, suite)
+    rows: list[dict] = []
+    objmc = wd.read("objmc")
+    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["suite"] == suite) & (objmc["identity"] == identity)]
+    if not objmc.empty:
+        sums = item_sums(objmc)
+        ci = bootstrap_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
+        rows.append(dict(
+            checkpoint_id=checkpoint_id, suite=suite, metric="objmc", backbone=f"tracker:{ev.tracker.kind}", identity=identity,
+            protocol=ev.protocol, value=float(ci.value), ci_low=float(ci.low), ci_high=float(ci.high), ci_method=ci.method,
+            n=len(sums), items_digest=items_digest(sums["item_id"]), replicates=None, created_at=now_utc(),
+        ))
+    samples = wd.read("samples")
+    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
+    conds = read_conditions(wd, checkpoint_id, suite)
+    samples = samples[samples["item_id"].isin(set(conds["item_id"]))]
+    rejects = []
+    if not samples.empty:
+        frechet, why = frechet_metrics(wd, cfg, checkpoint_id, suite, samples, conds)
+        rows += frechet
+        rejects = [dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{w.split(':', 1)[0]}", reason=w.split(': ', 1)[1], at=now_utc()) for w in why]
+    return rows, rejects
 
 
-# --- the stage's work list ------------------------------------------------------
-
-
-@dataclass(frozen=True)
+@dataclass
 class Pending:
-    """What an evaluation of (checkpoint, suite) has to do."""
+    """What evaluating a checkpoint on a suite has to do."""
 
     items: list[str]  # every item with a sample
-    objmc: list[str]  # items without ObjMC rows yet
-    features: list[tuple[str, int, tuple[int, int]]]  # videos whose features the metrics need
-    up_to_date: bool  # nothing new since the last evaluation
+    objmc: list[str]  # items without ObjMC rows of the current identity yet
+    features: list[tuple[str, int]]  # videos whose features the metrics need
+    up_to_date: bool  # nothing new since the last evaluation: the metrics already hold every scored item
 
 
 def pending(wd: Workdir, checkpoint_id: str, suite: str, cfg: Config) -> Pending:
-    """The work of evaluating a checkpoint on a suite; a ``ValueError`` when it has no samples."""
+    """The work of evaluating a checkpoint on a suite; a ``ValueError`` when it has no samples.
+
+    Up to date only when no item is waiting for ObjMC and the current ObjMC metric was computed
+    from every scored item (so a metric never stays behind its items).
+    """
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
     if samples.empty:
         raise ValueError(f"no samples of '{checkpoint_id}' on '{suite}' in {wd.url}; run `draganything generate` first")
-    scored = {(c, b, i) for c, b, i, _ in wd.keys("objmc")}
+    identity = objmc_identity_of(cfg, suite)
+    scored = {i for c, b, i, _, idn in wd.keys("objmc") if c == checkpoint_id and b == suite and idn == identity}
     items = sorted(set(samples["item_id"]))
-    todo = [i for i in items if (checkpoint_id, suite, i) not in scored]
-    done = {m for c, b, m, _ in wd.keys("metrics") if c == checkpoint_id and b == suite}
-    if not todo and "objmc" in done:
+    todo = [i for i in items if i not in scored]
+    metrics = wd.read("metrics")
+    current = metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["suite"] == suite) & (metrics["identity"] == identity)]
+    if not todo and len(current) and int(current["n"].iloc[0]) == len(scored):
         return Pending(items, [], [], True)
-    return Pending(items, todo, feature_refs(samples, load_suite(wd, suite, cfg, items)[0]), False)
+    conditions = read_conditions(wd, checkpoint_id, suite)
+    return Pending(items, todo, feature_jobs(samples, conditions), False)
 
 
-def metric_values(wd: Workdir, checkpoint_id: str, suite: str) -> dict[str, float]:
-    """``{"metric[backbone]": value}`` of a checkpoint on a suite (for a run's summary)."""
+def metric_values(wd: Workdir, checkpoint_id: str, suite: str, protocol: str | None = None) -> dict[str, float]:
+    """``{"metric[backbone]": value}`` of a checkpoint on a suite (for a run's summary), of one protocol."""
     metrics = wd.read("metrics")
     metrics = metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["suite"] == suite)]
+    if protocol is not None:
+        metrics = metrics[metrics["protocol"] == protocol]
     return {f"{m.metric}[{m.backbone}]": round(m.value, 4) for m in metrics.itertuples()}
 
 
-# --- metrics ---------------------------------------------------------------------
+def history_rows(metric_rows: list[dict]) -> list[dict]:
+    """The ``metrics_history`` rows of freshly computed metrics (every value a metric ever had)."""
+    cols = ("checkpoint_id", "suite", "metric", "backbone", "identity", "value", "ci_low", "ci_high", "n", "created_at")
+    return [{k: r[k] for k in cols} for r in metric_rows]
 
 
-def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> list[dict]:
-    """``metrics`` rows: ObjMC, FID, FVD with bootstrap intervals over items."""
-    wd = Workdir(workdir_url)
-    ev = cfg.evaluate
-    rows = []
-    objmc = wd.read("objmc")
-    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["suite"] == suite)]
-    if not objmc.empty:
-        sums = objmc_sums(objmc)
-        ci = bootstrap_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, suite, "objmc", f"tracker:{objmc['tracker'].iloc[0]}", ci.value, ci.low, ci.high, len(sums)))
-
-    samples = wd.read("samples")
-    samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)].sort_values(["item_id", "seed"])
-    if samples.empty:
-        return rows
-    items = {i.item_id: i for i in load_suite(wd, suite, cfg, sorted(set(samples["item_id"])))[0]}
-    ex = extractors(cfg)
-    gen_frames, gen_clips, real_frames, real_clips = [], [], [], []
-    for item_id, group in samples.groupby("item_id", sort=True):
-        item = items.get(item_id)
-        if item is None:
-            continue
-        L, hw = item.trajectories.shape[1], item.hw
-        feats = [cached_features(wd, cfg, s.replace(".mp4", ".npz"), L, hw) for s in group["video_path"]]
-        gen_frames.append(np.concatenate([f for f, _ in feats]))
-        gen_clips.append(np.concatenate([c for _, c in feats]))
-        if item.reference:
-            rf, rc = cached_features(wd, cfg, item.reference, L, hw)
-        else:  # stills (user study): the input image is the only real frame there is
-            rf, rc = ex.frames(item.image[None]), None
-        real_frames.append(rf)
-        if rc is not None:
-            real_clips.append(rc)
-    n_boot = ev.bootstrap_frechet
-    if len(gen_frames) >= 1 and sum(len(f) for f in gen_frames) >= 2:
-        ci = bootstrap_frechet(ItemFeatures(gen_frames), ItemFeatures(real_frames), paired=True, n_boot=n_boot, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, suite, "fid", ex.backbones[0], ci.value, ci.low, ci.high, len(gen_frames)))
-    if len(real_clips) == len(gen_clips) and len(gen_clips) >= 2:
-        ci = bootstrap_frechet(ItemFeatures(gen_clips), ItemFeatures(real_clips), paired=True, n_boot=n_boot, confidence=ev.confidence)
-        rows.append(_metric(checkpoint_id, suite, "fvd", ex.backbones[1], ci.value, ci.low, ci.high, len(gen_clips)))
-    return rows
+# --- official trajectory JSON folders -------------------------------------------
+# One file ``<video_id>.json`` per video holding ``{entity_id: [[x, y], ...]}`` (pixel
+# coordinates, one point per frame; the official files hold ints, and tracker points
+# off the frame: negative or beyond it). Extension: a point may be ``null`` for a frame
+# where the entity is invisible (written only for ground truth with visibility).
 
 
-def objmc_sums(objmc: pd.DataFrame) -> pd.DataFrame:
-    """Per item of ``objmc`` rows (one checkpoint, one suite): summed error and counted (entity, frame) pairs."""
-    per_frame = objmc.groupby("item_id")["per_frame"].apply(lambda s: np.concatenate([np.asarray(x, float) for x in s]))
-    return pd.DataFrame({"total": per_frame.apply(np.nansum).astype(float), "count": per_frame.apply(lambda a: np.isfinite(a).sum()).astype(float)})
+def _finite_or_none(p: np.ndarray) -> list | None:
+    return [float(p[0]), float(p[1])] if np.all(np.isfinite(p)) else None
 
 
-def control_effects(wd: Workdir, suite: str, n_boot: int = 2000, confidence: float = 0.95) -> list[dict]:
-    """Each trained checkpoint against the same model with control off (``<id>~nocontrol``) on ObjMC:
-    both flat means, their ratio and a paired bootstrap interval of (on - off) over the items both scored."""
-    from core.checkpoints import NO_CONTROL
-    from eval.bootstrap import paired_ratio_difference
-
-    objmc = wd.read("objmc")
-    objmc = objmc[objmc["suite"] == suite]
-    out = []
-    for off_id in sorted({c for c in objmc["checkpoint_id"] if c.endswith(NO_CONTROL)}):
-        on_id = off_id[: -len(NO_CONTROL)]
-        on, off = (objmc_sums(objmc[objmc["checkpoint_id"] == c]) for c in (on_id, off_id))
-        items = sorted(set(on.index) & set(off.index))
-        if not items:
-            continue
-        on, off = on.loc[items], off.loc[items]
-        d = paired_ratio_difference(on["total"], on["count"], off["total"], off["count"], n_boot=n_boot, confidence=confidence)
-        a, b = on["total"].sum() / on["count"].sum(), off["total"].sum() / off["count"].sum()
-        out.append(dict(checkpoint_id=on_id, on=float(a), off=float(b), ratio=float(a / b), diff=d.value, low=d.low, high=d.high, items=len(items)))
-    return out
+def write_trajectories(path: str | Path, trajectories: Mapping[str, object], visible: Mapping[str, object] | None = None) -> None:
+    """One video's file: ``{entity_id: [[x, y], ...]}``; invisible (or non-finite) points as null."""
+    vis = {str(k): v for k, v in (visible or {}).items()}
+    out = {}
+    for eid, traj in trajectories.items():
+        p = as_points(traj)
+        v = np.asarray(vis[str(eid)], bool) if str(eid) in vis else np.ones(len(p), bool)
+        if len(v) != len(p):
+            raise ValueError(f"{path}: entity {eid} has {len(p)} points but {len(v)} visibility flags")
+        out[str(eid)] = [_finite_or_none(q) if ok else None for q, ok in zip(p, v)]
+    Path(path).write_text(json.dumps(out))
 
 
-def _metric(cid: str, suite: str, metric: str, backbone: str, value: float, lo: float, hi: float, n: int) -> dict:
-    return dict(
-        checkpoint_id=cid,
-        suite=suite,
-        metric=metric,
-        backbone=backbone,
-        value=float(value),
-        ci_low=float(lo),
-        ci_high=float(hi),
-        n=int(n),
-        created_at=now_utc(),
-    )
+def read_trajectories(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """One video's file -> (entity id -> (T, 2) with NaN for null points, entity id -> visible (T,))."""
+    raw = json.loads(Path(path).read_text())
+    if not isinstance(raw, dict):
+        raise ValueError(f"{path}: expected an object {{entity_id: [[x, y], ...]}}, got {type(raw).__name__}")
+    traj, vis = {}, {}
+    for eid, pts in raw.items():
+        p = as_points(pts)
+        traj[str(eid)] = p
+        vis[str(eid)] = np.isfinite(p).all(axis=1)
+    return traj, vis
+
+
+def write_trajectory_dir(
+    directory: str | Path,
+    videos: Mapping[str, Mapping[str, object]],
+    visible: Mapping[str, Mapping[str, object]] | None = None,
+) -> list[Path]:
+    """Write ``<directory>/<video_id>.json`` per video; returns the paths."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for vid, ents in videos.items():
+        p = d / f"{vid}.json"
+        write_trajectories(p, ents, (visible or {}).get(vid))
+        paths.append(p)
+    return paths
+
+
+def read_trajectory_dir(directory: str | Path) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, dict[str, np.ndarray]]]:
+    """All ``*.json`` of a directory -> (video_id -> trajectories, video_id -> visibility)."""
+    d = Path(directory)
+    if not d.is_dir():
+        raise FileNotFoundError(f"trajectory directory {d} does not exist")
+    trajs, vis = {}, {}
+    for p in sorted(d.glob("*.json")):
+        trajs[p.stem], vis[p.stem] = read_trajectories(p)
+    return trajs, vis
+
+
+def score_dirs(
+    gt_dir: str | Path,
+    pred_dir: str | Path,
+    pred_hw: tuple[int, int] | None = None,
+    gt_hw: tuple[int, int] | None = None,
+    eval_hw: tuple[int, int] | None = None,
+) -> ObjMCResult:
+    """``--gt DIR --pred DIR``: score every ground-truth video; null GT points are invisible frames.
+
+    Without sizes both directories are taken to be at the evaluation resolution
+    (the official script's assumption).
+    """
+    gt, vis = read_trajectory_dir(gt_dir)
+    pred, _ = read_trajectory_dir(pred_dir)
+    if not gt:
+        raise FileNotFoundError(f"no *.json trajectory files in the ground-truth directory {gt_dir}")
+    return score(pred, gt, vis, pred_hw, gt_hw, eval_hw)

@@ -119,7 +119,7 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
         cond = torch.where(drop[:, None, None, None], torch.zeros_like(cond), cond)
         emb = torch.where(drop[:, None, None], torch.zeros_like(emb), emb)
         sample = torch.cat([noisy * c_in.reshape(-1, 1, 1, 1, 1), cond[:, None].expand(-1, x0.shape[1], -1, -1, -1)], 2)
-        pred = unet_forward_with_control(unet, sample, c_noise, emb, T.time_ids(g.fps, g.motion_bucket_id, g.noise_aug_strength, len(idx)))
+        pred = unet_forward_with_control(unet, sample, c_noise, emb, T.time_ids(m.fps, g.motion_bucket_id, g.noise_aug_strength, len(idx)))
         loss = T.masked_mse(T.denoise(pred, noisy, sigma), x0, None, T.loss_weight(sigma))
         opt.zero_grad()
         loss.backward()
@@ -147,7 +147,7 @@ def fit_tiny_base(wd: Workdir, cfg: Config, progress: bool = True) -> str:
     digest = hashlib.sha1(json.dumps([m.tiny.model_dump(mode="json"), m.num_frames, m.height, m.width, fb.model_dump(mode="json"),
                                       cfg.train.dataset, split], sort_keys=True).encode()).hexdigest()[:10]
     rel = f"base/tiny-{digest}"
-    if wd.exists(rel, "model_index.json"):
+    if wd.has_dir(rel):
         return rel
     labels = wd.read("labels", columns=["dataset", "split", "video_id", "frames_path"],
                      filter=(pc.field("dataset") == cfg.train.dataset) & (pc.field("split") == split))

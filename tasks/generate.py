@@ -13,12 +13,16 @@ from typing import Callable, Protocol
 
 import numpy as np
 
+from core import checkpoints as ckpts
 from core.config import Config
 from core.media import write_frames, write_mp4
+from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
 from eval.trackers import tracker_for
-from tasks.suites import SUITES, SuiteItem, ItemError, folder_items, labels_items
+from tasks.conditions import condition_row, write_inputs
+from tasks.suites import ItemError, SuiteItem, labels_items
+from tasks.user_study import folder_items
 
 STAGE = "generate"
 
@@ -43,41 +47,61 @@ class WarpGenerator:
         return warp_video(item.image, item.masks, item.trajectories)
 
 
+REFERENCES: dict[str, type] = {"static": StaticGenerator, "warp": WarpGenerator}  # core.checkpoints.REFERENCE_GENERATORS
 _CACHE: dict[str, Generator] = {}
 
 
-def get_generator(checkpoint: dict, cfg: Config, workdir: Workdir) -> Generator:
+def get_generator(checkpoint: dict, cfg: Config, wd: Workdir) -> Generator:
     """The generator of a ``checkpoints`` row, built once per process."""
-    key = f"{workdir.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
+    key = f"{wd.url}|{checkpoint['checkpoint_id']}|{checkpoint.get('config_hash')}"
     if key not in _CACHE:
-        kind = json.loads(checkpoint["config"] or "{}").get("generator")  # set on model-free rows
-        if kind == "static":
-            _CACHE[key] = StaticGenerator()
-        elif kind == "warp":
-            _CACHE[key] = WarpGenerator()
+        if ckpts.kind(checkpoint) == ckpts.REFERENCE:  # its config names the generator
+            _CACHE[key] = REFERENCES[json.loads(checkpoint["config"])["generator"]]()
         else:
             from tasks.controller import ControllerGenerator
 
-            _CACHE[key] = ControllerGenerator.from_checkpoint(workdir, checkpoint, cfg)
+            _CACHE[key] = ControllerGenerator.from_checkpoint(wd, checkpoint, cfg)
     return _CACHE[key]
 
 
+def current_protocol(cfg: Config):
+    """The ``eval.protocol.Protocol`` the config names (project knobs applied)."""
+    from eval.protocol import protocol_for
+
+    ev = cfg.evaluate
+    return protocol_for(ev.protocol, grid_size=ev.grid_size, add_centers=ev.add_centers, ground_truth=ev.ground_truth)
+
+
+def tracker_description(cfg: Config) -> str:
+    from eval.protocol import tracker_label
+
+    t = cfg.evaluate.tracker
+    return tracker_label(t.kind, (t.lk if t.kind == "lk" else t.cotracker).model_dump())
+
+
 def load_suite(
-    workdir: Workdir, name: str, cfg: Config, item_ids: list[str] | None = None
+    wd: Workdir, name: str, cfg: Config, item_ids: list[str] | None = None
 ) -> tuple[list[SuiteItem], list[tuple[str, str]]]:
-    """The items of a suite (all, or ``item_ids``), and (item, reason) for those that cannot be read."""
+    """The items of a suite (all, or ``item_ids``), and (item, reason) for those that cannot be read.
+
+    The ground truth of each item is made here, with the configured protocol, and frozen in
+    the ``conditions`` table when its video is generated.
+    """
     if name not in SUITES:
         raise ValueError(f"unknown suite '{name}'; suites: {', '.join(SUITES)}")
     spec = SUITES[name]
     only = set(item_ids) if item_ids is not None else None
     if spec.kind == "labels":
-        ev = cfg.evaluate
-        tracker = tracker_for(ev.tracker) if ev.ground_truth == "tracked" else None
-        return labels_items(workdir, spec, only, tracker, ev.grid_size, ev.add_centers), []
+        protocol = current_protocol(cfg)
+        tracker = tracker_for(cfg.evaluate.tracker) if protocol.ground_truth == "tracked" else None
+        return labels_items(wd, spec, only, protocol, tracker, tracker_description(cfg)), []
     folder = cfg.evaluate.user_study_dir
     if not folder:
         raise FileNotFoundError("the user-study suite needs evaluate.user_study_dir: a folder of cases (demo.jpg, demo.json, masks)")
-    return folder_items(folder, spec.resolution, spec.frames, only=only)
+    items, bad = folder_items(folder, spec.resolution, spec.frames, only=only, fit=cfg.evaluate.user_study_fit)
+    for it in items:
+        it.protocol = cfg.evaluate.protocol
+    return items, bad
 
 
 def sample_paths(checkpoint_id: str, suite: str, item_id: str, seed: int) -> tuple[str, str]:
@@ -105,13 +129,19 @@ def generate_items(
     item_ids: list[str],
     cfg: Config,
     progress: Callable[[int], None] | None = None,
-) -> tuple[list[dict], list[dict]]:
-    """Videos for (checkpoint, suite, item, seed); skips what exists. -> (samples rows, rejects)."""
+) -> tuple[list[dict], list[dict], list[dict]]:
+    """Videos for (checkpoint, suite, item, seed); skips what exists. -> (samples, conditions, rejects).
+
+    Each video's conditions row (what it was asked to do) is returned with its samples row;
+    write the conditions first. An item that fails for any reason but the machine's (disk,
+    memory) is a reject naming the exception, and the others go on.
+    """
     wd = Workdir(workdir_url)
     cid = checkpoint["checkpoint_id"]
     wanted = set(item_ids)
     items, bad = load_suite(wd, suite, cfg, item_ids)
-    rows, rejects = [], [dict(stage=STAGE, item=f"{cid}/{suite}/{i}", reason=r, at=now_utc()) for i, r in bad if i in wanted]
+    rows, conds = [], []
+    rejects = [dict(stage=STAGE, item=f"{cid}/{suite}/{i}", reason=r, at=now_utc()) for i, r in bad if i in wanted]
     done = {k for k in wd.keys("samples") if k[0] == cid and k[1] == suite}
     generator = None
     for item in (i for i in items if i.item_id in wanted):
@@ -124,11 +154,19 @@ def generate_items(
                 t0 = time.perf_counter()
                 frames = generator(item, seed)
                 seconds = time.perf_counter() - t0
-            except (ItemError, ValueError) as err:
-                rejects.append(dict(stage=STAGE, item=f"{cid}/{suite}/{item.item_id}/seed{seed}", reason=str(err), at=now_utc()))
+                if frames.shape[0] != item.trajectories.shape[1]:
+                    raise ItemError(f"the generator made {frames.shape[0]} frames for a {item.trajectories.shape[1]}-point path; every frame needs its point")
+            except (OSError, MemoryError):
+                raise  # the machine, not the item: fail the task (Ray retries it)
+            except Exception as err:  # noqa: BLE001 - any failure of one item is that item's reject
+                reason = str(err) if isinstance(err, ItemError) else f"{type(err).__name__} while generating: {err}"
+                rejects.append(dict(stage=STAGE, item=f"{cid}/{suite}/{item.item_id}/seed{seed}", reason=reason, at=now_utc()))
                 continue
+            cond = condition_row(cid, suite, item, seed)
+            write_inputs(wd, cond["inputs_path"], item)
             write_frames(wd, npz, frames)
             write_mp4(wd, mp4, frames, cfg.generate.fps)
+            conds.append(cond)
             rows.append(
                 dict(
                     checkpoint_id=cid,
@@ -144,4 +182,4 @@ def generate_items(
             )
         if progress:
             progress(1)
-    return rows, rejects
+    return rows, conds, rejects

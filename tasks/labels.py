@@ -16,7 +16,8 @@ import numpy as np
 from core.config import LabelsSettings
 from core.geometry import incircles
 from core.media import frames_cache_path, save_cached_clip
-from core.tables import Workdir, now_utc
+from core.rejects import is_infrastructure_error, reject_row
+from core.tables import Workdir
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
 from eval.trackers import seed_points, track_center, tracker_for
 
@@ -34,10 +35,12 @@ class VideoRef:
         return f"{self.dataset}/{self.split}/{self.video_id}"
 
 
-def load_clip(root: Path, video_id: str, cfg: LabelsSettings) -> tuple[np.ndarray, np.ndarray, list[int], tuple[int, int]]:
+def load_clip(root: Path, video_id: str, cfg: LabelsSettings, categories: dict[int, Category] | None = None
+              ) -> tuple[np.ndarray, np.ndarray, list[int], tuple[int, int]]:
     """Sampled frames (T, h, w, 3) and panoptic ids (T, h, w) at label resolution.
 
-    Returns frames, ids, the original frame indices and the original (H, W).
+    Returns frames, ids, the original frame indices and the original (H, W). Every
+    file's header is checked against ``labels.max_frame_pixels`` before it is decoded.
     """
     files = list_video(root, video_id)
     need = cfg.frames.needed()
@@ -50,8 +53,8 @@ def load_clip(root: Path, video_id: str, cfg: LabelsSettings) -> tuple[np.ndarra
     h, w = cfg.resolution
     frames, ids, orig = [], [], None
     for i in idx:
-        f = read_frame(files.frames[i])
-        m = read_mask(files.masks[i])
+        f = read_frame(files.frames[i], cfg.max_frame_pixels)
+        m = read_mask(files.masks[i], cfg.max_frame_pixels, categories)
         if f.shape[:2] != m.shape:
             raise VideoError(
                 f"mask {files.masks[i].name} is {m.shape[0]}x{m.shape[1]} but its frame is {f.shape[0]}x{f.shape[1]}; "
@@ -83,7 +86,7 @@ def label_video(
     tracker=None,
 ) -> tuple[list[dict], np.ndarray, np.ndarray]:
     """Label rows for every first-frame entity, plus the clip (frames, ids) they describe."""
-    frames, ids, frame_idx, (H, W) = load_clip(root, ref.video_id, cfg)
+    frames, ids, frame_idx, (H, W) = load_clip(root, ref.video_id, cfg, categories)
     entities = first_frame_entities(ids[0], cfg)
     if len(entities) == 0:
         raise VideoError(
@@ -135,20 +138,10 @@ def label_video(
                 orig_height=int(H),
                 orig_width=int(W),
                 frames_path=None,
+                config_digest=cfg.digest(),
             )
         )
     return rows, frames, ids
-
-
-def pending_videos(wd: Workdir, refs: list[VideoRef], retry_rejects: bool) -> list[VideoRef]:
-    """Videos with neither labels nor (unless retried: their rejects are dropped) a reject."""
-    done = {(d, s, v) for d, s, v, _ in wd.keys("labels")}
-    rejected = {item for stage, item in wd.keys("rejects") if stage == STAGE}
-    if retry_rejects:
-        stale = [(STAGE, r.item) for r in refs if r.item in rejected]
-        wd.delete("rejects", stale)
-        rejected = set()
-    return [r for r in refs if (r.dataset, r.split, r.video_id) not in done and r.item not in rejected]
 
 
 def label_videos(
@@ -159,20 +152,25 @@ def label_videos(
     workdir_url: str,
 ) -> tuple[list[dict], list[dict]]:
     """A chunk of videos -> (label rows, reject rows). Writes each clip to the frames cache."""
-    workdir = Workdir(workdir_url)
+    wd = Workdir(workdir_url)
     tracker = None
     if cfg.trajectory_source == "tracker":
         tracker = tracker_for(cfg.tracker)
-    rows, rejects = [], []
-    for ref in refs:
+    rows, rejects, digest = [], [], cfg.digest()
+    hint = "check this video's files, or drop it from the split file (a re-run with --retry-rejects tries it again)"
+    for ref in dict.fromkeys(refs):  # a video listed twice is labelled once
         try:
             video_rows, frames, ids = label_video(Path(root), ref, cfg, categories, tracker)
-        except VideoError as err:
-            rejects.append(dict(stage=STAGE, item=ref.item, reason=str(err), at=now_utc()))
+            rel = frames_cache_path(ref.dataset, ref.split, ref.video_id) if cfg.frames_cache else None
+            if rel:
+                wd.path(rel)  # the cache path stays inside the workdir, or the video is rejected
+        except Exception as err:  # any per-video failure is that video's reject
+            if is_infrastructure_error(err):
+                raise
+            rejects.append(reject_row(STAGE, ref.item, err, hint, digest))
             continue
-        if cfg.frames_cache:
-            rel = frames_cache_path(ref.dataset, ref.split, ref.video_id)
-            save_cached_clip(workdir, rel, frames, ids)
+        if rel:
+            save_cached_clip(wd, rel, frames, ids)  # a failure here is the workdir's (disk full ...): it stops the run
             for r in video_rows:
                 r["frames_path"] = rel
         rows.extend(video_rows)

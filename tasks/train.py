@@ -1,62 +1,61 @@
 """The training stage: label tables -> controller checkpoints (+ ``checkpoints``, ``train_log``).
 
-- ``run_training``: the stage (what ``draganything train`` and the ``train`` flow run):
-  the run's id, where it resumes, the untrained step-0 checkpoint, then the loop.
-- ``controller_loss``: the masked EDM loss through the frozen UNet with the controller.
-- ``train_loop``: AdamW on the controller only; checkpoints every N steps with the
-  optimizer, scheduler, EMA and RNG state; one function for one process and for
-  each Ray Train (DDP) worker.
+- The preprocess stage (``tasks.preprocess``) encodes every clip once, on the accelerators,
+  into ``cache/train/``; ``tasks.train_data`` turns the caches into clips and batches (a
+  pure function of (seed, step, rank), so a resumed run sees the batches an uninterrupted one would).
+- ``train_loop``: AdamW on the controller only, through the frozen base UNet (the only base
+  model a training rank loads); checkpoints every N steps (``tasks.checkpoint_files``); one
+  function for one process and for each Ray Train (DDP) worker.
 
-Clips, their cache and the batches are ``tasks/train_data.py``; the tiny base fit
-(for the CPU demo) is ``tasks/fit_base.py``.
+The tiny base fit (for the CPU demo) is ``tasks/fit_base.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import random
+import gc
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
 from core.config import Config
-from core.tables import Workdir, now_utc
+from core import checkpoints as ckpts
+from core.tables import Workdir
 from model import training as T
-from model.maps import condition_channels
 from model.unet_control import controlled_prediction
+from tasks.checkpoint_files import (  # noqa: F401 - re-exported: the stage's checkpoint API
+    CheckpointError,
+    checkpoint_sizes,
+    load_checkpoint_state,
+    prune_training_state,
+    raw_weights_folder,
+    save_checkpoint,
+)
 from tasks.fit_base import fit_tiny_base
-from tasks.train_data import Batch, Clip, batch_for_step, conditioning_latents, load_clips
+from tasks.train_data import Batch, Clip, batch_for_step, load_clips  # noqa: F401
 
 STAGE = "train"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint cannot be read; the message says which file and what to do."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --- the step ----------------------------------------------------------------------
 
 
 def controller_loss(pipe, controlnet, batch: Batch, cfg: Config, gen: torch.Generator, autocast=contextlib.nullcontext) -> torch.Tensor:
-    """The masked EDM loss of one batch through the frozen UNet with the controller's residuals."""
+    """The masked EDM loss of one batch through the frozen UNet (``pipe.unet``) with the controller's residuals."""
     tr, g = cfg.train, cfg.generate
     edm = T.EDM(tr.p_mean, tr.p_std)
     B, device = batch.latents.shape[0], batch.latents.device
     sigma = edm.sample_sigmas(B, gen, device)
     noisy = T.add_noise(batch.latents, sigma, gen)
     _, _, c_in, c_noise = T.precondition(sigma)
-    with torch.no_grad():
-        image_latents = conditioning_latents(pipe, batch.pixels, g.noise_aug_strength, gen)
-    ids = T.time_ids(g.fps, g.motion_bucket_id, g.noise_aug_strength, B, device)
+    ids = T.time_ids(cfg.model.fps, g.motion_bucket_id, g.noise_aug_strength, B, device)
     with autocast():
         pred = controlled_prediction(
-            pipe.unet, controlnet, noisy * c_in.reshape(-1, 1, 1, 1, 1), image_latents, batch.embeddings, ids, c_noise,
+            pipe.unet, controlnet, noisy * c_in.reshape(-1, 1, 1, 1, 1), batch.image_latents, batch.embeddings, ids, c_noise,
             conditions=batch.conditions or None, entities=batch.entities, conditioning_scale=cfg.model.conditioning_scale,
             frame_chunk=cfg.model.frame_chunk,
         )
@@ -65,59 +64,6 @@ def controller_loss(pipe, controlnet, batch: Batch, cfg: Config, gen: torch.Gene
 
 
 # --- checkpoints ---------------------------------------------------------------------
-
-
-def run_id(cfg: Config, parent: str | None) -> str:
-    """Deterministic: the same config trained from the same parent is the same run (so a re-run resumes it)."""
-    return "run-" + hashlib.sha1(f"{cfg.digest()}|{parent or 'scratch'}".encode()).hexdigest()[:10]
-
-
-def checkpoint_id(run: str, step: int) -> str:
-    return f"{run}-s{step:06d}"
-
-
-def save_checkpoint(wd: Workdir, cid: str, controlnet, state: dict, cfg: Config) -> str:
-    """Write ``checkpoints/<id>/`` whole or not at all: a temp folder renamed into place."""
-    rel = f"checkpoints/{cid}"
-
-    def write(folder: Path) -> None:
-        controlnet.save_pretrained(folder / "controlnet", safe_serialization=True)
-        torch.save(state, folder / "state.pt")
-        (folder / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=1))
-
-    wd.write_dir_atomic(rel, write)  # a retried step never overwrites a good checkpoint
-    return rel
-
-
-def load_checkpoint_state(wd: Workdir, row: dict) -> tuple[dict, Path]:
-    """The training state of a ``checkpoints`` row; a clear error if it is missing or damaged."""
-    if not row.get("path"):
-        raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' has no weights (a reference generator); resume from a trained one")
-    folder = Path(wd.local_path(row["path"]))
-    state_file, weights = folder / "state.pt", folder / "controlnet" / "diffusion_pytorch_model.safetensors"
-    for f in (state_file, weights):
-        if not f.is_file():
-            raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is incomplete: {f} is missing; resume from another checkpoint")
-    try:
-        state = torch.load(state_file, map_location="cpu", weights_only=False)
-        from safetensors import safe_open
-
-        with safe_open(str(weights), "pt"):
-            pass
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same problem for the user
-        raise CheckpointError(f"checkpoint '{row['checkpoint_id']}' is damaged ({type(err).__name__} reading {folder}); resume from another checkpoint") from None
-    return state, folder
-
-
-def checkpoint_row(cid: str, parent: str | None, cfg: Config, step: int, path: str) -> dict:
-    return dict(
-        checkpoint_id=cid, parent=parent, config=json.dumps(cfg.model_dump(mode="json")), config_hash=cfg.digest(),
-        step=int(step), path=path, created_at=now_utc(),
-    )
-
-
-def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
 
 
 # --- the loop ------------------------------------------------------------------------
@@ -133,8 +79,13 @@ class TrainResult:
 
 
 def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], start_step: int = 0, parent: str | None = None,
-               state: dict | None = None, steps: int | None = None, progress: bool = True, run: str | None = None) -> TrainResult:
-    """Optimise the controller for ``steps`` steps from ``start_step``; checkpoint every N steps."""
+               state: dict | None = None, steps: int | None = None, progress: bool = True, run: str | None = None,
+               ema_weights: list[torch.Tensor] | None = None) -> TrainResult:
+    """Optimise the controller for ``steps`` steps from ``start_step``; checkpoint every N steps.
+
+    ``pipe``: anything with the frozen base ``unet``; ``controlnet``: the trained (raw) weights;
+    ``ema_weights``: the EMA to continue (a resumed run's ``controlnet/``), else a copy of the raw weights.
+    """
     tr = cfg.train
     steps = tr.steps if steps is None else steps
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -142,9 +93,8 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     model = controlnet
 
     device = torch.device("cuda", torch.cuda.current_device()) if tr.use_gpu and torch.cuda.is_available() else torch.device("cpu")
-    for part in (pipe.unet, pipe.vae, pipe.image_encoder):
-        part.to(device).eval().requires_grad_(False)
-    controlnet.to(device)
+    pipe.unet.to(device).eval().requires_grad_(False)  # the only base model training needs: the clips are encoded
+    controlnet.to(device, DTYPES[tr.controller_dtype])
     controlnet.train().requires_grad_(True)
     if tr.gradient_checkpointing:
         controlnet.enable_gradient_checkpointing()
@@ -154,17 +104,19 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     params = [p for p in controlnet.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tr.warmup_steps) if tr.warmup_steps else 1.0)
-    ema = [p.detach().clone() for p in params] if tr.ema_decay else None
+    ema = None
+    if tr.ema_decay:  # kept in fp32 whatever the controller's dtype (a decay of 0.9999 is below bf16's resolution)
+        ema = [e.detach().to(device, torch.float32).clone() for e in (ema_weights or params)]
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        if ema is not None and state.get("ema") is not None:
-            ema = [e.clone() for e in state["ema"]]
+        if ema is not None and state.get("ema") is not None:  # a checkpoint written before controlnet_raw/ existed
+            ema = [e.to(device, torch.float32).clone() for e in state["ema"]]
     use_amp = tr.mixed_precision != "no" and torch.cuda.is_available()
     autocast = (lambda: torch.autocast("cuda", dtype=getattr(torch, "bfloat16" if tr.mixed_precision == "bf16" else "float16"))) if use_amp else contextlib.nullcontext
     scaler = torch.amp.GradScaler("cuda") if use_amp and tr.mixed_precision == "fp16" else None
 
-    run = run or run_id(cfg, parent)
+    run = run or ckpts.run_id(cfg, parent)
     made, losses, log_rows = [], [], []
     prev = parent
     end = start_step + steps
@@ -187,30 +139,37 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
         if ema is not None:
             with torch.no_grad():
                 for e, p in zip(ema, params):
-                    e.lerp_(p.detach(), 1 - tr.ema_decay)
+                    e.lerp_(p.detach().float(), 1 - tr.ema_decay)
         losses.append(total)
         done = step + 1
         seconds = time.perf_counter() - t0
-        upcoming = checkpoint_id(run, min(end, (done + tr.checkpoint_every - 1) // tr.checkpoint_every * tr.checkpoint_every))
+        upcoming = ckpts.checkpoint_id(run, min(end, (done + tr.checkpoint_every - 1) // tr.checkpoint_every * tr.checkpoint_every))
         if done % tr.log_every == 0 or done == end:
             log_rows.append(dict(checkpoint_id=upcoming, step=done, loss=total, lr=sched.get_last_lr()[0], seconds=seconds,
                                  samples_per_s=tr.batch_size * tr.grad_accum / seconds))
         bar.set_postfix(loss=f"{total:.4f}", refresh=False)
         bar.update(1)
         if rank == 0 and (done % tr.checkpoint_every == 0 or done == end):
-            cid = checkpoint_id(run, done)
-            state_out = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "ema": ema, "step": done,
-                         "rng": _rng_state(), "run": run}
-            weights = controlnet
-            if ema is not None:  # generation uses the EMA weights; the raw ones live in the optimizer's state
-                weights = _with_params(controlnet, ema)
-            path = save_checkpoint(wd, cid, weights, state_out, cfg)
+            cid = ckpts.checkpoint_id(run, done)
+            state_out = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done,
+                         "rng": {"torch": torch.get_rng_state()}, "run": run}
+            # generation uses the EMA weights; the raw ones are kept beside them, and resume continues from those
+            weights, raw = (controlnet, None) if ema is None else (_with_params(controlnet, ema), controlnet)
+            path = save_checkpoint(wd, cid, weights, state_out, cfg, raw=raw)
             wd.append("train_log", log_rows)
-            wd.append("checkpoints", [checkpoint_row(cid, prev, cfg, done, path)])
+            wd.append("checkpoints", [ckpts.trained_row(cid, prev, cfg, done, path)])
+            _prune(wd, run, tr.keep_last)
             log_rows, prev = [], cid
             made.append(cid)
     bar.close()
     return TrainResult(run, made, start_step, end, losses)
+
+
+def _prune(wd: Workdir, run: str, keep_last: int) -> None:
+    """Only the run's last ``keep_last`` checkpoints keep their training state (``tasks.checkpoint_files``)."""
+    table = wd.read("checkpoints", columns=["checkpoint_id", "step", "path"])
+    mine = table[table["checkpoint_id"].str.startswith(run + "-") & table["path"].notna()].sort_values("step")
+    prune_training_state(wd, list(dict.fromkeys(mine["path"])), keep_last)
 
 
 def _with_params(module, values: list[torch.Tensor]):
@@ -222,91 +181,108 @@ def _with_params(module, values: list[torch.Tensor]):
             p.copy_(v)
     return clone
 
-
 # --- the stage ------------------------------------------------------------------------
 
 
-def run_key(cfg: Config) -> str:
-    """The config without ``train.steps`` (how long, not what): part of the run id."""
-    payload = cfg.model_dump(mode="json", exclude={"profile"})
-    payload["train"].pop("steps", None)
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
 def resolve_resume(wd: Workdir, resume: str) -> dict:
-    table = wd.read("checkpoints")
-    trained = table[table["path"].notna() & ~table["checkpoint_id"].str.contains("~", regex=False)].sort_values(["created_at", "step"])
+    """The row ``--resume`` names: a checkpoint id, or ``latest`` (the newest trained controller)."""
     if resume == "latest":
-        if trained.empty:
+        rows = ckpts.trained(wd)
+        if not rows:
             raise CheckpointError(f"--resume latest: no trained checkpoint in {wd.url}; train from scratch first")
-        return trained.iloc[-1].to_dict()
+        return rows[-1]
+    table = ckpts.read(wd)
     row = table[table["checkpoint_id"] == resume]
     if row.empty:
         raise CheckpointError(f"checkpoint '{resume}' is not in {wd.url}/tables/checkpoints; `draganything status -w {wd.url}` lists them")
     return row.iloc[0].to_dict()
 
 
-def _ensure_embeddings(wd: Workdir, cfg: Config, extractor_id: str) -> int:
-    from tasks.embeddings import embed_videos, pending_embeddings
+def preprocess_in_process(workdir: str, cfg: Config) -> dict:
+    """The preprocess stage in this process (one shard of every clip lacking a cache); its encoders are freed after."""
+    from tasks.preprocess import encode_clips, missing
 
-    todo = sum(pending_embeddings(wd, cfg.train.dataset, cfg.train.split, extractor_id), [])
-    return wd.append("entity_embeddings", embed_videos(wd.url, todo, cfg.model)) if todo else 0
+    from tasks.preprocess import cache_key
+
+    todo = missing(Workdir(workdir), cfg)
+    out = encode_clips(workdir, cfg, todo) if todo else {"encoded": [], "embedded": 0, "key": cache_key(cfg)}
+    gc.collect()
+    return out
 
 
-def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: int | None = None, progress: bool = True) -> dict:
-    """Train (or continue) one run; returns what was done. Re-running a finished run does nothing."""
+def with_base(cfg: Config, wd: Workdir, progress: bool, dist: bool, rank: int) -> Config:
+    """The config with the tiny base fitted (``train.fit_base``, rank 0) and its folder as the base model."""
+    if not cfg.train.fit_base.enabled:
+        return cfg
+    base = fit_tiny_base(wd, cfg, progress) if rank == 0 else None
+    if dist:
+        holder = [base]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        base = holder[0]
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model_path": wd.location(base)})})
+
+
+@dataclass
+class _Base:
+    unet: torch.nn.Module
+
+
+def run_training(workdir: str, cfg: Config, resume: str | None = None, steps: int | None = None, progress: bool = True,
+                 cache_key: str | None = None) -> dict:
+    """Train (or continue) one run; returns what was done. Re-running a finished run does nothing.
+
+    ``cache_key``: the preprocess stage ran before (``flows/train.py``) and reported it; the run
+    reads the caches and no file of the base but the UNet's. Without it, in one process, the
+    missing caches are encoded here first; under DDP a rank that finds a cache missing stops
+    with a clear error.
+    """
     from model.controlnet import DragAnythingControlNetModel
-    from model.entity_features import build_extractor
-    from model.pipeline import build_pipeline
+    from model.pipeline import build_controlnet
+    from model.tiny import load_base_unet, tiny_sizes
 
     wd = Workdir(workdir)
     dist = torch.distributed.is_available() and torch.distributed.is_initialized()
     rank = torch.distributed.get_rank() if dist else 0
     steps = cfg.train.steps if steps is None else steps
-    if cfg.train.fit_base.enabled:
-        base = fit_tiny_base(wd, cfg, progress) if rank == 0 else None
-        if dist:
-            holder = [base]
-            torch.distributed.broadcast_object_list(holder, src=0)
-            base = holder[0]
-        cfg = cfg.model_copy(update={"model": cfg.model.model_copy(update={"base_model_path": wd.local_path(base)})})
+    given = cfg  # the run id comes from the config as given, not the fitted base's location: one id wherever the workdir lives
+    cfg = with_base(cfg, wd, progress, dist, rank)
 
     origin = resolve_resume(wd, resume) if resume else None
-    run = "run-" + hashlib.sha1(f"{run_key(cfg)}|{origin['checkpoint_id'] if origin else 'scratch'}".encode()).hexdigest()[:10]
+    run = ckpts.run_id(given, origin["checkpoint_id"] if origin else None)
     target = (int(origin["step"]) if origin else 0) + steps
-    mine = wd.read("checkpoints")
-    mine = mine[mine["checkpoint_id"].str.startswith(run + "-")].sort_values("step")
-    start_row = mine.iloc[-1].to_dict() if not mine.empty else origin
+    mine = [r for r in ckpts.run_checkpoints(wd, run) if r["kind"] == ckpts.TRAINED]
+    start_row = mine[-1] if mine else origin
     start = int(start_row["step"]) if start_row else 0
-    if start >= target and not mine.empty:
+    if start >= target and mine:
         return {"run": run, "trained_steps": 0, "checkpoints": [], "latest": start_row["checkpoint_id"], "step": start}
 
-    pipe = build_pipeline(cfg.model)
-    state = None
+    prepared = {"encoded": [], "key": cache_key} if dist or cache_key else preprocess_in_process(workdir, cfg)
+    clips = load_clips(wd, cfg, prepared["key"])
+    m = cfg.model
+    unet, factor = load_base_unet(m.base_model_path, tiny_sizes(m), torch_dtype=DTYPES[m.dtype])
+    base = _Base(unet)
+    state, ema_weights = None, None
     if start_row:
         state, folder = load_checkpoint_state(wd, start_row)
-        pipe.controlnet = DragAnythingControlNetModel.from_pretrained(folder / "controlnet", local_files_only=True)
-    extractor = None
-    if "entity" in condition_channels(cfg.model.conditioning, cfg.model.entity_channels):
-        extractor = build_extractor(cfg.model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)).extractor_id
-        if rank == 0:
-            _ensure_embeddings(wd, cfg, extractor)
-    if dist:
-        torch.distributed.barrier()
-    clips = load_clips(wd, cfg, pipe, extractor)
+        controlnet = DragAnythingControlNetModel.from_pretrained(raw_weights_folder(folder), local_files_only=True)
+        if cfg.train.ema_decay and (folder / "controlnet_raw").is_dir():
+            ema = DragAnythingControlNetModel.from_pretrained(folder / "controlnet", local_files_only=True)
+            ema_weights = [p.detach() for p in ema.parameters()]
+    else:
+        controlnet = build_controlnet(m, unet, factor)
 
     made = []
     if start_row is None and rank == 0:  # the untrained controller: the floor every trained one must beat
-        cid = checkpoint_id(run, 0)
-        path = save_checkpoint(wd, cid, pipe.controlnet, {"optimizer": None, "scheduler": None, "ema": None, "step": 0, "run": run}, cfg)
-        wd.append("checkpoints", [checkpoint_row(cid, None, cfg, 0, path)])
+        cid = ckpts.checkpoint_id(run, 0)
+        path = save_checkpoint(wd, cid, controlnet, {"optimizer": None, "scheduler": None, "step": 0, "run": run}, cfg)
+        wd.append("checkpoints", [ckpts.trained_row(cid, None, cfg, 0, path)])
         made.append(cid)
     if state is not None and state.get("optimizer") is None:
         state = None  # a step-0 checkpoint has no optimizer yet
-    parent = start_row["checkpoint_id"] if start_row else checkpoint_id(run, 0)
-    result = train_loop(wd, cfg, pipe, pipe.controlnet, clips, start_step=start, parent=parent, state=state,
-                        steps=target - start, progress=progress, run=run)
+    parent = start_row["checkpoint_id"] if start_row else ckpts.checkpoint_id(run, 0)
+    result = train_loop(wd, cfg, base, controlnet, clips, start_step=start, parent=parent, state=state,
+                        steps=target - start, progress=progress, run=run, ema_weights=ema_weights)
     made += result.checkpoints
     return {"run": run, "trained_steps": target - start, "checkpoints": made, "latest": made[-1] if made else None,
-            "step": target, "loss_first": result.losses[0] if result.losses else None,
+            "step": target, "encoded": len(prepared["encoded"]), "loss_first": result.losses[0] if result.losses else None,
             "loss_last": float(np.mean(result.losses[-10:])) if result.losses else None}

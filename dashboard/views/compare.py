@@ -36,21 +36,28 @@ with c2:
     b = ui.pick("Checkpoint B", [i for i in ids if i != a], key="cmp_b", default=ids[0])
 
 objmc = queries.read(
-    url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "error_px"],
+    url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "error_px", "per_frame", "identity", "seeds", "tracks", "video_height", "video_width"],
     filters=[("suite", "==", suite), ("checkpoint_id", "in", (a, b))],
 )
-items = data.per_item_objmc(objmc, a, b)
 
 st.subheader("Metric deltas")
-deltas = data.metric_deltas(metrics, suite, a, b, items)
+deltas = data.metric_deltas(metrics, suite, a, b, objmc)
 if deltas.empty:
-    st.info("These two checkpoints share no (metric, backbone) on this suite; deltas are only taken within one backbone.")
+    st.info("These two checkpoints share no metric measured the same way (protocol, tracker or backbone, sizes) on this suite; deltas are only taken within one identity.")
 else:
     st.dataframe(
         deltas, hide_index=True, width="stretch",
         column_config={k: st.column_config.NumberColumn(format="%.2f") for k in ("A", "B", "delta (B - A)")},
     )
-    st.caption("delta = B - A; lower is better for all three metrics, so a negative delta favours B. 'better' names a side only when the interval excludes 0.")
+    st.caption(
+        "delta = B - A; lower is better for all three metrics, so a negative delta favours B. 'better' names a side only where "
+        "the paired interval excludes 0: ObjMC, a paired bootstrap of the difference of the two flat means over their shared items; "
+        "FID/FVD, a paired jackknife over the same items."
+    )
+
+identities = sorted(set(objmc["identity"])) if not objmc.empty else []
+identity = ui.pick("ObjMC measured as", identities, key="cmp_identity") if len(identities) > 1 else (identities[0] if identities else None)
+items = data.per_item_objmc(objmc, a, b, identity)
 
 st.subheader("Per-item ObjMC")
 if items.empty:
@@ -77,23 +84,21 @@ scatter = (
 )
 diag = alt.Chart(pd.DataFrame({"x": [0, hi], "y": [0, hi]})).mark_line(color="#888", strokeDash=[4, 4]).encode(x="x:Q", y="y:Q")
 st.altair_chart(scatter + diag, width="stretch")
-st.caption("One dot per item: mean ObjMC error over its entities. Below the diagonal, B tracks the trajectory better.")
+st.caption("One dot per item: its flat-mean ObjMC error (over its entities' frames). Below the diagonal, B tracks the trajectory better.")
 
 st.subheader("Where they differ most")
 top = items.head(15).rename(columns={"a": "A error (px)", "b": "B error (px)", "diff": "B - A (px)"})
 st.dataframe(top, hide_index=True, width="stretch", column_config={c: st.column_config.NumberColumn(format="%.1f") for c in top.columns if c != "item_id"})
 
 item = ui.pick("Item to watch", items["item_id"].tolist()[:200], key="cmp_item")
-show_tracked = st.toggle("Draw tracked trajectories (LK re-tracked here)", value=True, key="cmp_tracked")
 samples = queries.read(
     url, "samples", columns=["checkpoint_id", "item_id", "seed", "video_path", "height", "width"],
     filters=[("suite", "==", suite), ("item_id", "==", item)],
 )
-labels = queries.read(url, "labels", columns=["dataset", "split", "video_id", "entity_id", "centers", "radii", "visible", "height", "width"])
-label_rows = data.resolve_labels(labels, item, suite)
-entity_ids = set(objmc.loc[objmc["item_id"] == item, "entity_id"].astype(int)) or None
-if label_rows.empty:
-    st.caption("No labels found for this item, so no ground-truth trajectory can be drawn.")
+conditions = queries.read(
+    url, "conditions", columns=["checkpoint_id", "seed", "entity_ids", "trajectories", "visible", "radii", "height", "width", "notes", "ground_truth"],
+    filters=[("suite", "==", suite), ("item_id", "==", item), ("checkpoint_id", "in", (a, b))],
+)
 
 wd = queries.get_workdir(url)
 cols = st.columns(2)
@@ -107,19 +112,23 @@ for col, (side, ck) in zip(cols, (("A", a), ("B", b))):
         r = rows.iloc[0]
         err = items.loc[items["item_id"] == item, "a" if side == "A" else "b"]
         caption = f"seed {int(r['seed'])}" + (f" · ObjMC {float(err.iloc[0]):.1f} px" if len(err) else "")
+        cond = conditions[(conditions["checkpoint_id"] == ck) & (conditions["seed"] == r["seed"])]
+        scored = objmc[(objmc["checkpoint_id"] == ck) & (objmc["item_id"] == item) & (objmc["identity"] == identity)]
         try:
-            hw = (int(r["height"]), int(r["width"])) if pd.notna(r["height"]) and pd.notna(r["width"]) else None
-            if hw is None:
-                frames, _ = media.read_video(wd, r["video_path"])
-                hw = frames.shape[1:3]
-            gt = media.label_tracks(label_rows, hw, entity_ids) if not label_rows.empty else []
-            tracks = list(gt)
-            if show_tracked and gt:
-                frames, _ = media.read_video(wd, r["video_path"])
-                tracks += media.tracked_tracks(frames, gt, frames.shape[1:3])
+            hw = (int(r["height"]), int(r["width"]))
+            tracks = media.condition_tracks(cond.iloc[0], hw) if len(cond) else []
+            tracks += media.stored_tracks(scored, int(r["seed"]), hw)
             path = media.overlay_video(wd, r["video_path"], tracks, tag="compare") if tracks else None
         except media.MediaError as e:
             st.error(str(e))
             continue
         ui.show_video(url, r["video_path"], path=path, caption=caption)
-st.caption("Green: ground-truth trajectory (labels). Red: the same start point tracked in the generated video with OpenCV LK, recomputed here for display; the ObjMC numbers come from the evaluate stage's own tracker.")
+        if len(cond):
+            for note in list(cond.iloc[0]["notes"] if cond.iloc[0]["notes"] is not None else []):
+                st.caption(f"note: {note}")
+        elif not len(cond):
+            st.caption("No conditions recorded for this video (generated before they were stored): no target path to draw.")
+st.caption(
+    "Green: the trajectory the video was asked to follow (its conditions, frozen at generate time). Red: the track the "
+    "evaluate stage measured, the one that produced the ObjMC number (stored, not re-tracked here)."
+)

@@ -1,7 +1,7 @@
 """Drag: click an entity (SAM or GrabCut gives its mask), click along its path, generate the video.
 
-The logic lives in ``tasks.drag`` (shared with ``draganything drag``); this page keeps
-the clicks in the session, draws them, and runs the generation as a Ray task (or in
+The logic lives in ``tasks.drag`` (shared with ``draganything drag``: both generate with
+``tasks.drag.run_drag``); the clicks live in the session (``dashboard/drag_state.py``); this page draws them, and runs the generation as a Ray task (or in
 this process with ``drag.executor: inline``). The config profile comes from
 ``-- --config NAME`` after ``streamlit run`` or $DRAGANYTHING_CONFIG (default: tiny).
 Videos are written under ``<workdir>/drag/`` at paths derived from the case's digest.
@@ -14,7 +14,6 @@ import hashlib
 import logging
 import os
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,19 +21,17 @@ import cv2
 import streamlit as st
 
 from core.config import ConfigError, load_config
-from core.geometry import rescale, scale_points
+from core.geometry import rescale
 from core.media import load_cached_clip
-from dashboard import media, queries, ui
+from dashboard import auth, media, queries, ui
+from dashboard.drag_state import FLASH, MODES, RESULT, S, active, cb_click, cb_clear, cb_new_entity, cb_remove_entity, cb_typed, cb_undo, new_entity, state
+from dashboard.segmenting import MemoSegmenter, segmenter_for
 from tasks import drag as dg
 from tasks.controller import checkpoint_model_settings
 
 log = logging.getLogger(__name__)
 
 ENV_CONFIG = "DRAGANYTHING_CONFIG"
-S = "drag_state"  # the session's clicks: {"key", "entities": [...], "seg": {...}}
-FLASH = "drag_flash"
-RESULT = "drag_result"
-MODES = {"select": "Select (click on it)", "exclude": "Exclude (click off it)", "path": "Path (click where it goes)"}
 DISPLAY_SIDE = 640
 
 try:  # a well-kept click component; without it the page still works with typed points
@@ -51,43 +48,6 @@ def config_name() -> str:
     return args.config or os.environ.get(ENV_CONFIG) or "tiny"
 
 
-@st.cache_resource(show_spinner=False)
-def segmenter_for(checkpoint: str | None, model_type: str):
-    """(segmenter, what the page says about it, a problem to show or None)."""
-    from model.segmentation import GrabCutSegmenter, make_segmenter
-
-    if not checkpoint:
-        return GrabCutSegmenter(), "OpenCV GrabCut seeded by your clicks (the fallback: no SAM checkpoint is configured, set `drag.sam_checkpoint`)", None
-    try:
-        return make_segmenter(checkpoint, model_type), f"SAM {model_type} (`{checkpoint}`)", None
-    except (FileNotFoundError, ValueError) as err:
-        return GrabCutSegmenter(), "OpenCV GrabCut seeded by your clicks (SAM could not be loaded)", str(err)
-
-
-@st.cache_resource(show_spinner=False)
-def segmenter_lock() -> threading.Lock:
-    """One segmentation at a time: the segmenter (SAM's cached embedding) is shared by every session."""
-    return threading.Lock()
-
-
-class MemoSegmenter:
-    """The session's segmenter with results kept per click set (GrabCut takes a second; reruns are many)."""
-
-    KEEP = 24  # results kept per session (each holds image-sized masks)
-
-    def __init__(self, inner, memo: dict):
-        self.inner, self.memo, self.name = inner, memo, getattr(inner, "name", "?")
-
-    def segment(self, image, positive, negative=(), **kw):
-        key = (tuple(map(tuple, positive)), tuple(map(tuple, negative)), tuple(sorted(kw.items())))
-        if key not in self.memo:
-            with segmenter_lock():
-                self.memo[key] = self.inner.segment(image, positive, negative, **kw)
-            while len(self.memo) > self.KEEP:
-                self.memo.pop(next(iter(self.memo)))
-        return self.memo[key]
-
-
 @st.cache_data(show_spinner=False, max_entries=4)
 def load_upload(data: bytes, max_side: int, aspect: tuple[int, int] | None, name: str) -> dg.WorkImage:
     """Decode and prepare an upload once (a large JPEG takes a while to decode, and reruns are many)."""
@@ -97,103 +57,6 @@ def load_upload(data: bytes, max_side: int, aspect: tuple[int, int] | None, name
 @st.cache_data(show_spinner=False, max_entries=8)
 def case_zip(case_id: str, name: str, _case: dg.DragCase) -> bytes:
     return dg.case_zip(_case, name)
-
-
-def flash(kind: str, text: str) -> None:
-    st.session_state[FLASH] = (kind, text)
-
-
-def new_entity(camera: bool = False) -> dict:
-    return {"positive": [], "negative": [], "path": [], "camera": camera, "choice": None}
-
-
-def state() -> dict:
-    return st.session_state[S]
-
-
-def active() -> dict:
-    s = state()
-    return s["entities"][st.session_state.get("drag_active", 0)]
-
-
-# ----------------------------------------------------------------------------- callbacks
-def cb_new_entity(max_entities: int, camera: bool = False) -> None:
-    s = state()
-    if len(s["entities"]) >= max_entities:
-        flash("error", f"At most {max_entities} entities can be controlled in one video (drag.max_entities); remove one first.")
-        return
-    if camera and any(e["camera"] for e in s["entities"]):
-        flash("warning", "The whole image (camera motion) is already an entity; draw its path, or remove it first.")
-        return
-    s["entities"].append(new_entity(camera))
-    st.session_state["drag_active"] = len(s["entities"]) - 1
-    st.session_state["drag_mode"] = "path" if camera else "select"
-
-
-def cb_remove_entity() -> None:
-    s = state()
-    k = st.session_state.get("drag_active", 0)
-    del s["entities"][k]
-    if not s["entities"]:
-        s["entities"].append(new_entity())
-    st.session_state["drag_active"] = max(0, min(k, len(s["entities"]) - 1))
-    st.session_state.pop(RESULT, None)
-
-
-def cb_undo() -> None:
-    e = active()
-    mode = st.session_state.get("drag_mode", "select")
-    lst = {"select": e["positive"], "exclude": e["negative"], "path": e["path"]}[mode]
-    if lst:
-        lst.pop()
-    else:
-        flash("info", f"Nothing to undo in {MODES[mode].split(' (')[0]} mode for this entity.")
-
-
-def cb_clear() -> None:
-    e = active()
-    e.update({k: [] for k in ("positive", "negative", "path")})
-
-
-def add_points(points: list[tuple[float, float]]) -> None:
-    """Clicks (image pixels) for the active entity in the current mode."""
-    e = active()
-    mode = st.session_state.get("drag_mode", "select")
-    if mode in ("select", "exclude") and e["camera"]:
-        flash("warning", "This entity is the whole image (camera motion): it needs no selection. Switch to Path and click where the view should move.")
-        return
-    target = {"select": e["positive"], "exclude": e["negative"], "path": e["path"]}[mode]
-    target.extend((round(float(x), 1), round(float(y), 1)) for x, y in points)
-    if mode == "select" and len(e["positive"]) == len(points) and not e["path"]:
-        # The first click on a new entity is where it is grabbed: its path starts there, and goes on in Path mode.
-        e["path"].append(e["positive"][0])
-        st.session_state["drag_mode"] = "path"
-
-
-def cb_click(key: str, hw: tuple[int, int]) -> None:
-    value = st.session_state.get(key)
-    if not value or "x" not in value:
-        return
-    s = state()
-    stamp = value.get("unix_time")
-    if stamp is not None and stamp == s.get("last_click"):
-        return
-    s["last_click"] = stamp
-    H, W = hw
-    shown_hw = (max(float(value.get("height") or H), 1.0), max(float(value.get("width") or W), 1.0))
-    x, y = scale_points([float(value["x"]), float(value["y"])], shown_hw, hw)
-    add_points([(x, y)])
-
-
-def cb_typed() -> None:
-    text = st.session_state.get("drag_points", "")
-    try:
-        pts = dg.parse_points(text, "the typed points")
-    except dg.DragError as err:
-        flash("error", str(err))
-        return
-    add_points(pts)
-    st.session_state["drag_points"] = ""
 
 
 # ----------------------------------------------------------------------------- the page
@@ -417,9 +280,12 @@ st.subheader("4. Generate")
 g1, g2, g3 = st.columns([1, 1, 2])
 seed = int(g1.number_input("Seed", min_value=0, value=0, step=1, key="drag_seed"))
 steps = int(g2.number_input("Denoising steps", min_value=1, max_value=200, value=int(cfg.generate.num_inference_steps), step=1, key="drag_steps"))
-ready = checkpoint is not None and case is not None and not problems and not todo
+may_drag, not_allowed = auth.drag_permission()  # generating and saving write into the workdir: voters only
+ready = checkpoint is not None and case is not None and not problems and not todo and may_drag
 go = g3.button("Generate", key="drag_generate", type="primary", disabled=not ready, icon=":material/movie:")
-if not ready:
+if not may_drag:
+    st.warning(not_allowed)
+elif not ready:
     why = ("train a checkpoint first" if checkpoint is None else
            "select an entity and give it a path" if case is None else "fix or finish the entities above")
     st.caption(f"Generate is available once everything is in place ({why}).")
@@ -453,7 +319,7 @@ if go and ready:
                 finally:
                     job.close()
             else:
-                out = dg.generate_video(url, checkpoint, item, gen_cfg, seed, relpath, show)
+                out = dg.run_drag(url, checkpoint, item, gen_cfg, seed, relpath, show)
             bar.progress(1.0, text=f"done in {time.perf_counter() - t0:.1f} s")
             st.session_state[RESULT] = {"relpath": out["video_path"], "case": case.case_id(),
                                         "note": f"{out['frames']} frames, {out['width']}x{out['height']}, {out['seconds']:.1f} s"}
@@ -487,7 +353,7 @@ else:
     with s2:
         st.caption(f"Saved into `{root}`, the user-study suite's format (add it with `evaluate.user_study_dir`).")
         bs1, bs2 = st.columns(2)
-        save = bs1.button("Save case", key="drag_save", icon=":material/save:")
+        save = bs1.button("Save case", key="drag_save", icon=":material/save:", disabled=not may_drag)
         try:
             safe = dg.check_case_name(name)
             bs2.download_button("Download case (.zip)", case_zip(case.case_id(), safe, case), file_name=f"{safe}.zip", mime="application/zip",
@@ -496,6 +362,8 @@ else:
             safe = None
     if save:
         try:
+            if not may_drag:
+                raise dg.DragError(not_allowed)
             safe = dg.check_case_name(name)
             if "://" in root or not (cfg.drag.cases_dir or cfg.evaluate.user_study_dir or wd.is_local):
                 raise dg.DragError(f"cases can only be saved to a local folder here ({root} is not one); download the zip instead")

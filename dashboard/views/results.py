@@ -47,16 +47,23 @@ tie_label = st.radio(
     help="Half: the two sides' rates add up to 100% (the paper's style). Leave out: rate among decisive votes; the tie count is shown either way.",
 )
 ties = "half" if tie_label.startswith("count") else "exclude"
+unit_label = st.radio(
+    "Intervals resample", ["cases", "voters", "votes"], horizontal=True, key="res_unit",
+    help="Votes on one case (or by one voter) are not independent. Cases: whole items with all their votes are resampled "
+    "(would another set of cases agree?); voters: whole voters; votes: single votes (Wilson; too narrow when cases differ).",
+)
+unit = unit_label
 
 st.subheader("Win rates per pair")
-rates = vm.pair_win_rates(votes, ties=ties)
+rates = vm.pair_win_rates(votes, ties=ties, unit=unit)
+ci_label = f"A 95% CI ({vm.interval_label(unit, 'wilson')})"
 show = rates.assign(
     **{
         "A wins %": rates["win_rate_a"],
         "B wins %": rates["win_rate_b"],
-        "A 95% CI (Wilson)": [data.fmt_ci(lo * 100, hi * 100, 0) + " %" if pd.notna(lo) else "" for lo, hi in zip(rates["ci_low"], rates["ci_high"])],
+        ci_label: [data.fmt_ci(lo * 100, hi * 100, 0) + " %" if pd.notna(lo) else "" for lo, hi in zip(rates["ci_low"], rates["ci_high"])],
     }
-)[["aspect", "checkpoint_a", "checkpoint_b", "n", "wins_a", "wins_b", "ties", "A wins %", "B wins %", "A 95% CI (Wilson)"]]
+)[["aspect", "checkpoint_a", "checkpoint_b", "n", "wins_a", "wins_b", "ties", "A wins %", "B wins %", ci_label]]
 st.dataframe(
     show, hide_index=True, width="stretch",
     column_config={"A wins %": st.column_config.NumberColumn(format="percent"), "B wins %": st.column_config.NumberColumn(format="percent")},
@@ -66,17 +73,17 @@ pairs = sorted({(a, b) for a, b in zip(rates["checkpoint_a"], rates["checkpoint_
 if pairs:
     pair = ui.pick("Head to head", [f"{a}  vs  {b}" for a, b in pairs], key="res_pair")
     a, b = pair.split("  vs  ")
-    h2h = vm.head_to_head(votes, a, b, ties=ties)
+    h2h = vm.head_to_head(votes, a, b, ties=ties, unit=unit)
     st.dataframe(
         h2h, hide_index=True,
         column_config={c: st.column_config.NumberColumn(format="percent") for c in (a, b, "ci_low", "ci_high")},
     )
-    st.caption(f"Share of votes preferring each checkpoint (the paper's '63% vs 37%' table); interval: Wilson 95% for {a}.")
+    st.caption(f"Share of votes preferring each checkpoint (the paper's '63% vs 37%' table); 95% interval for {a}: {vm.interval_label(unit, 'wilson')}.")
 
 st.subheader("Bradley-Terry ratings")
 n_boot = st.select_slider("Bootstrap resamples", [100, 200, 500, 1000], value=200, key="res_boot")
 with st.spinner("Fitting Bradley-Terry with bootstrap..."):
-    bt = queries.ratings(url, None if bm_choice in (None, "(all)") else bm_choice, n_boot=n_boot)
+    bt = queries.ratings(url, None if bm_choice in (None, "(all)") else bm_choice, n_boot=n_boot, unit=unit)
 if not bt.empty:
     chart = (
         alt.Chart(bt)
@@ -88,7 +95,7 @@ if not bt.empty:
         bt[["aspect", "checkpoint_id", "rating", "ci_low", "ci_high", "n", "wins"]], hide_index=True, width="stretch",
         column_config={c: st.column_config.NumberColumn(format="%.0f") for c in ("rating", "ci_low", "ci_high")},
     )
-    st.caption(f"Bradley-Terry fit (maximum likelihood, MM iteration; ties = half a win each; weak prior of one drawn game against a reference). Intervals: percentile bootstrap over votes, {n_boot} resamples.")
+    st.caption(f"Bradley-Terry fit (maximum likelihood, MM iteration; ties = half a win each; weak prior of one drawn game against a reference). Intervals: {vm.interval_label(unit)}, {n_boot} resamples.")
 
 st.subheader("Coverage")
 cov = rates.groupby(["checkpoint_a", "checkpoint_b"])["n"].max().reset_index()

@@ -91,7 +91,8 @@ def _old_part(wd: Workdir, table: str, rows: list[dict], name: str) -> None:
 
     from core.tables import TABLES
 
-    schema = pa.schema([f.with_name("benchmark") if f.name == "suite" else f for f in TABLES[table].schema])
+    present = set().union(*rows)  # only the columns old workdirs had (no identity, protocol, ...)
+    schema = pa.schema([f.with_name("benchmark") if f.name == "suite" else f for f in TABLES[table].schema if f.name in present])
     old = [{("benchmark" if k == "suite" else k): v for k, v in r.items()} for r in rows]
     os.makedirs(wd.table_dir(table), exist_ok=True)
     pq.write_table(pa.Table.from_pylist(old, schema=schema), os.path.join(wd.table_dir(table), name))
@@ -104,15 +105,18 @@ def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
 
     wd = Workdir(tmp_path)
     _old_part(wd, "metrics", [_metric("static", "sample", 9.7), _metric("warp", "sample", 0.9)], "part-old.parquet")
-    wd.append("metrics", [_metric("run-s1000", "sample", 8.0), _metric("warp", "sample", 0.5)])  # warp's key exists: dropped
+    from core.tables import LEGACY_IDENTITY
+
+    legacy = {"identity": LEGACY_IDENTITY}  # an old part's rows read with this identity
+    wd.append("metrics", [_metric("run-s1000", "sample", 8.0) | legacy, _metric("warp", "sample", 0.5) | legacy])  # warp's key exists: dropped
     df = wd.read("metrics")
     assert "benchmark" not in df.columns
     assert sorted(zip(df["checkpoint_id"], df["suite"], df["value"])) == [("run-s1000", "sample", 8.0), ("static", "sample", 9.7), ("warp", "sample", 0.9)]
-    assert ("static", "sample", "objmc", "tracker:lk") in wd.keys("metrics")
+    assert ("static", "sample", "objmc", "tracker:lk", LEGACY_IDENTITY) in wd.keys("metrics")
     only = wd.read("metrics", columns=["checkpoint_id"], filter=pc.field("suite") == "sample")
     assert sorted(only["checkpoint_id"]) == ["run-s1000", "static", "warp"]
     assert "| warp |" in metrics_table(wd, "sample")  # `draganything report` on an old demo workdir
-    assert wd.delete("metrics", [("static", "sample", "objmc", "tracker:lk")]) == 1  # the old part is rewritten, renamed
+    assert wd.delete("metrics", [("static", "sample", "objmc", "tracker:lk", LEGACY_IDENTITY)]) == 1  # the old part is rewritten, renamed
     import pyarrow.parquet as pq
 
     assert "suite" in pq.read_schema(os.path.join(wd.table_dir("metrics"), "part-old.parquet")).names

@@ -30,10 +30,11 @@ def pipeline_workdir(sample_root, tmp_path_factory):
     for cid in ("static", "warp", trained):
         row = reference_row(cid) if cid in ("static", "warp") else {"checkpoint_id": cid, **checkpoints.loc[cid].to_dict()}
         wd.append("checkpoints", [row])
-        samples, _ = generate_items(str(root), row, "sample", ["sample_0003", "sample_0007"], cfg)
+        samples, conditions, _ = generate_items(str(root), row, "sample", ["sample_0003", "sample_0007"], cfg)
+        wd.append("conditions", conditions)
         wd.append("samples", samples)
-        wd.append("objmc", objmc_items(str(root), cid, "sample", ["sample_0003", "sample_0007"], cfg))
-        wd.append("metrics", summarize(str(root), cid, "sample", cfg))
+        wd.append("objmc", objmc_items(str(root), cid, "sample", ["sample_0003", "sample_0007"], cfg)[0])
+        wd.replace("metrics", summarize(str(root), cid, "sample", cfg)[0])
     return root
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-
 ALL = ["leaderboard", "compare", "training", "vote", "results"]
 EMPTY_HINT = {
     "leaderboard": "draganything evaluate",
@@ -36,57 +35,57 @@ def test_missing_workdir_is_named(make_app, open_page, page_text, tmp_path):
 def test_leaderboard_filled(make_app, open_page, page_text, filled_workdir):
     at = open_page(make_app(filled_workdir), "leaderboard")
     df = at.dataframe[0].value
-    measured = df[df["source"] == "measured"]
-    assert set(measured["checkpoint"]) == {"ck-000", "ck-001", "ck-002"}
+    assert set(df["checkpoint"]) == {"ck-000", "ck-001", "ck-002"}
     # Lower ObjMC is better: rank 1 has the smallest value.
-    objmc_col = next(c for c in df.columns if c.startswith("ObjMC ["))
-    assert measured.sort_values("rank")[objmc_col].is_monotonic_increasing
-    # The paper's rows are there, marked published and unranked.
-    pub = df[df["source"].str.startswith("published")]
-    assert len(pub) == 2 and pub["rank"].isna().all()
-    assert sorted(pub[objmc_col].tolist()) == [305.7, 324.6]
-    assert "ObjMC 95% CI" in df.columns
+    assert df.sort_values("rank")["ObjMC"].is_monotonic_increasing
+    assert "ObjMC 95% CI" in df.columns and "ObjMC vs next" in df.columns
+    # 'better than next' only where the paired interval excludes 0 (2 items: the bootstrap can still decide or not)
+    assert set(df["ObjMC vs next"]) <= {"", "better than next", "worse than next", "no clear difference"}
+    # The paper's rows are in their own table with their own protocol label, never in the ranked one.
+    assert not df["checkpoint"].str.contains("DragAnything|DragNUWA").any()
+    pub = next(d.value for d in at.dataframe if "method" in d.value.columns)
+    assert sorted(pub["ObjMC"].tolist()) == [305.7, 324.6]
+    assert (pub["protocol"] == "paper: pytorch-fid / TF I3D / CoTracker2").all()
+    assert "Published (paper: pytorch-fid / TF I3D / CoTracker2)" in [s.value for s in at.subheader]
+    # the history shows ObjMC changed (an earlier evaluation on fewer items)
+    assert any("Metrics that changed" in e.label for e in at.expander)
 
 
-def test_leaderboard_never_mixes_backbones(make_app, open_page, filled_workdir):
+def test_leaderboard_never_mixes_identities(make_app, open_page, filled_workdir):
     at = open_page(make_app(filled_workdir), "leaderboard")
-    fid = at.selectbox(key="lb_bb_fid")
-    assert fid.options == ["inception-2015-12-05", "fixed-seed-tiny"]
-    col = "FID [inception-2015-12-05]"
-    values = at.dataframe[0].value
-    assert col in values.columns
-    inception = values[values["source"] == "measured"][col]
-    fid.set_value("fixed-seed-tiny").run()
-    df = at.dataframe[0].value
-    col2 = "FID [fixed-seed-tiny]"
-    assert col2 in df.columns and col not in df.columns
-    measured = df[df["source"] == "measured"].set_index("checkpoint")
-    # ck-002 has no fixed-seed FID: it is blank, not filled from the other backbone.
-    assert measured.loc["ck-002", col2] != measured.loc["ck-002", col2]  # NaN
-    assert not set(measured[col2].dropna()) & set(inception)
+    fid = at.selectbox(key="lb_id_fid")
+    assert [o.split(" | ")[1] for o in fid.options] == ["inception-2015-12-05", "fixed-seed-tiny"]
+    inception = at.dataframe[0].value.set_index("checkpoint")["FID"]
+    fid.set_value(fid.options[1]).run()
+    measured = at.dataframe[0].value.set_index("checkpoint")
+    # ck-002 has no fixed-seed FID: it is blank, not filled from the other identity.
+    assert measured.loc["ck-002", "FID"] != measured.loc["ck-002", "FID"]  # NaN
+    assert not set(measured["FID"].dropna()) & set(inception)
 
 
 def test_leaderboard_sort_and_suite_filter(make_app, open_page, filled_workdir):
     at = open_page(make_app(filled_workdir), "leaderboard")
     at.selectbox(key="lb_sort").set_value("FVD").run()
     df = at.dataframe[0].value
-    m = df[df["source"] == "measured"].sort_values("rank")
-    assert m["FVD [i3d-kinetics400]"].is_monotonic_increasing
+    assert df.sort_values("rank")["FVD"].is_monotonic_increasing and "FVD vs next" in df.columns
 
 
 def test_compare_filled_shows_deltas_scatter_and_videos(make_app, open_page, page_text, filled_workdir):
     at = open_page(make_app(filled_workdir), "compare")
     deltas = at.dataframe[0].value
     assert {"ObjMC", "FID", "FVD"} <= set(deltas["metric"])
-    # one delta row per (metric, backbone) both have: FID on the shared backbone(s) only
-    assert set(deltas.loc[deltas["metric"] == "FID", "backbone"]) <= {"inception-2015-12-05", "fixed-seed-tiny"}
+    # one delta row per (metric, identity) both have
+    assert set(deltas.loc[deltas["metric"] == "FID", "identity"].str.split(" | ", regex=False).str[1]) <= {"inception-2015-12-05", "fixed-seed-tiny"}
     objmc = deltas[deltas["metric"] == "ObjMC"].iloc[0]
-    assert "paired bootstrap" in objmc["interval"]
+    assert "paired bootstrap of the flat-mean difference" in objmc["interval"]
+    fvd = deltas[deltas["metric"] == "FVD"].iloc[0]
+    assert "paired jackknife" in fvd["interval"]
     assert len(at.get("vega_lite_chart")) >= 1
     videos = at.get("video")
     assert len(videos) == 2
-    # overlays (ground truth + tracked) were rendered into the workdir's cache
+    # overlays (the conditions' target paths + the stored measured tracks) were rendered into the workdir's cache
     assert list((filled_workdir / "cache" / "dashboard").glob("*.mp4"))
+    assert "note: synthetic row" in page_text(at)
 
 
 def test_training_filled(make_app, open_page, filled_workdir):

@@ -96,7 +96,7 @@ def test_no_voters_configured_means_nobody_votes(make_app, open_page, page_text,
 
 def test_oidc_signed_in_user_votes_under_email(make_app, open_page, page_text, filled_workdir):
     at = make_app(filled_workdir, voters=None, secrets={"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x"}})
-    at.user = {"is_logged_in": True, "email": "carol@lab.org"}
+    at.user = {"is_logged_in": True, "email": "carol@lab.org", "email_verified": True}
     open_page(at, "vote")
     answer(at, "B (right)", "B (right)")
     assert set(store_of(filled_workdir).frame()["voter"]) == {"carol@lab.org"}
@@ -105,7 +105,7 @@ def test_oidc_signed_in_user_votes_under_email(make_app, open_page, page_text, f
 def test_oidc_allowlist_turns_others_into_readers(make_app, open_page, page_text, filled_workdir):
     secrets = {"auth": {"redirect_uri": "http://localhost:8501/oauth2callback", "cookie_secret": "x"}, "dashboard": {"allowed_domains": ["lab.org"]}}
     at = make_app(filled_workdir, voters=None, secrets=secrets)
-    at.user = {"is_logged_in": True, "email": "mallory@elsewhere.com"}
+    at.user = {"is_logged_in": True, "email": "mallory@elsewhere.com", "email_verified": True}
     open_page(at, "vote")
     assert "not on this study's voter list" in page_text(at)
     assert not at.radio

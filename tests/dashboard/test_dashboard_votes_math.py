@@ -42,27 +42,27 @@ def test_pair_win_rates_fold_sides_and_handle_ties():
         + [("motion", "y", "x", "left")] * 2  # y wins 2
         + [("motion", "x", "y", "tie")] * 2
     )
-    half = vm.pair_win_rates(votes, ties="half").iloc[0]
+    half = vm.pair_win_rates(votes, ties="half", unit="votes").iloc[0]
     assert (half.checkpoint_a, half.checkpoint_b) == ("x", "y")
     assert (half.n, half.wins_a, half.wins_b, half.ties) == (10, 6, 2, 2)
     assert half.win_rate_a == pytest.approx(0.7) and half.win_rate_b == pytest.approx(0.3)
     assert half.ci_low < 0.7 < half.ci_high
-    excl = vm.pair_win_rates(votes, ties="exclude").iloc[0]
+    excl = vm.pair_win_rates(votes, ties="exclude", unit="votes").iloc[0]
     assert excl.n_used == 8 and excl.win_rate_a == pytest.approx(0.75) and excl.ties == 2
     with pytest.raises(ValueError):
-        vm.pair_win_rates(votes, ties="drop")
+        vm.pair_win_rates(votes, ties="drop", unit="votes")
 
 
 def test_bad_votes_are_rejected():
     with pytest.raises(ValueError, match="choice"):
-        vm.pair_win_rates(V([("motion", "x", "y", "maybe")]))
+        vm.pair_win_rates(V([("motion", "x", "y", "maybe")]), unit="votes")
     with pytest.raises(ValueError, match="itself"):
-        vm.pair_win_rates(V([("motion", "x", "x", "left")]))
+        vm.pair_win_rates(V([("motion", "x", "x", "left")]), unit="votes")
 
 
 def test_head_to_head_is_the_papers_table_shape():
     votes = V([("motion", "DA", "DN", "left")] * 63 + [("motion", "DN", "DA", "left")] * 37 + [("quality", "DA", "DN", "tie")] * 10)
-    t = vm.head_to_head(votes, "DA", "DN").set_index("aspect")
+    t = vm.head_to_head(votes, "DA", "DN", unit="votes").set_index("aspect")
     assert t.loc["motion", "DA"] == pytest.approx(0.63) and t.loc["motion", "DN"] == pytest.approx(0.37)
     assert t.loc["quality", "DA"] == pytest.approx(0.5)
     assert t.loc["motion", "ci_low"] == pytest.approx(vm.wilson_interval(63, 100)[0])
@@ -107,12 +107,12 @@ def test_bradley_terry_stays_finite_for_undefeated_and_disconnected():
 
 
 def test_bootstrap_intervals_cover_point_and_shrink_with_data():
-    small = vm.bradley_terry_bootstrap(simulate({"a": 1, "b": 3}, 40), n_boot=200, seed=1).set_index("checkpoint_id")
-    big = vm.bradley_terry_bootstrap(simulate({"a": 1, "b": 3}, 4000), n_boot=200, seed=1).set_index("checkpoint_id")
+    small = vm.bradley_terry_bootstrap(simulate({"a": 1, "b": 3}, 40), n_boot=200, seed=1, unit="votes").set_index("checkpoint_id")
+    big = vm.bradley_terry_bootstrap(simulate({"a": 1, "b": 3}, 4000), n_boot=200, seed=1, unit="votes").set_index("checkpoint_id")
     for t in (small, big):
         assert (t["ci_low"] <= t["rating"] + 1e-6).all() and (t["rating"] <= t["ci_high"] + 1e-6).all()
     assert (big["ci_high"] - big["ci_low"]).max() < (small["ci_high"] - small["ci_low"]).min()
-    again = vm.bradley_terry_bootstrap(simulate({"a": 1, "b": 3}, 40), n_boot=200, seed=1).set_index("checkpoint_id")
+    again = vm.bradley_terry_bootstrap(simulate({"a": 1, "b": 3}, 40), n_boot=200, seed=1, unit="votes").set_index("checkpoint_id")
     pd.testing.assert_frame_equal(small, again)  # seeded: reproducible
 
 
@@ -151,21 +151,23 @@ def test_media_paths_are_confined_to_the_workdir(tmp_path):
             resolve_media(wd, bad)
 
 
-def test_leaderboard_ranks_within_one_backbone_only():
+def test_leaderboard_ranks_within_one_identity_only():
     from dashboard import data
 
     t = pd.Timestamp("2026-01-01", tz="UTC")
     m = pd.DataFrame(
         [
-            dict(checkpoint_id="a", suite="b", metric="fid", backbone="inception", value=10.0, ci_low=9, ci_high=11, n=5, created_at=t),
-            dict(checkpoint_id="b", suite="b", metric="fid", backbone="tiny", value=1.0, ci_low=0, ci_high=2, n=5, created_at=t),
-            dict(checkpoint_id="c", suite="b", metric="fid", backbone="inception", value=5.0, ci_low=4, ci_high=6, n=5, created_at=t),
+            dict(checkpoint_id="a", suite="b", metric="fid", identity="project | inception", value=10.0, ci_low=9, ci_high=11, n=5, created_at=t),
+            dict(checkpoint_id="b", suite="b", metric="fid", identity="project | tiny", value=1.0, ci_low=0, ci_high=2, n=5, created_at=t),
+            dict(checkpoint_id="c", suite="b", metric="fid", identity="project | inception", value=5.0, ci_low=4, ci_high=6, n=5, created_at=t),
+            dict(checkpoint_id="d", suite="b", metric="fid", identity="official | inception", value=2.0, ci_low=1, ci_high=3, n=5, created_at=t),
         ]
     )
-    opts = data.backbone_options(m, "b")
-    assert opts == {"fid": ["inception", "tiny"]}
-    lb = data.leaderboard(m, pd.DataFrame(), "b", {"fid": "inception"}, sort_by="fid")
-    assert lb["checkpoint_id"].tolist() == ["c", "a"] and lb["rank"].tolist() == [1, 2]
+    opts = data.identity_options(m, "b")
+    assert opts == {"fid": ["project | inception", "official | inception", "project | tiny"]}
+    lb = data.leaderboard(m, pd.DataFrame(), "b", {"fid": "project | inception"}, sort_by="fid")
+    assert lb["checkpoint_id"].tolist() == ["c", "a"] and lb["rank"].tolist() == [1, 2]  # d: same backbone, other protocol
+    assert lb["vs_next"].iloc[0].startswith("no paired interval")  # no replicates stored: no verdict
 
 
 def test_resolve_labels_by_item_id_forms():

@@ -87,18 +87,30 @@ def ray_cleanup():
         ray.shutdown()
 
 
+DRAGGER = ("dragger", "tok-drag")  # a voter signed in on the Drag page (generating and saving need an identity)
+
+
 @pytest.fixture
 def drag_page(monkeypatch):
-    """drag_page(workdir, config=None): an AppTest of the real app, switched to the Drag page."""
+    """drag_page(workdir, config=None, signed_in=True, secrets=None, user=None): an AppTest of the real app on the Drag page."""
+    import hashlib
+
     from streamlit.testing.v1 import AppTest
 
-    def make(workdir: Path, config: str | None = None):
+    def make(workdir: Path, config: str | None = None, signed_in: bool = True, secrets: dict | None = None, user: dict | None = None):
         monkeypatch.setenv("DRAGANYTHING_WORKDIR", str(workdir))
         if config:
             monkeypatch.setenv("DRAGANYTHING_CONFIG", config)
         else:
             monkeypatch.delenv("DRAGANYTHING_CONFIG", raising=False)
         at = AppTest.from_file(str(APP), default_timeout=120)
+        at.secrets["voters"] = {DRAGGER[0]: DRAGGER[1]}
+        for k, v in (secrets or {}).items():
+            at.secrets[k] = v
+        if user is not None:
+            at.user = user
+        if signed_in:
+            at.session_state["voter_identity"] = {"voter": DRAGGER[0], "digest": hashlib.sha256(DRAGGER[1].encode()).hexdigest()}
         at.run()
         at.switch_page("views/drag.py").run()
         assert not at.exception, [e.message for e in at.exception]

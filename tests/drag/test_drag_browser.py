@@ -44,6 +44,8 @@ def drag_app(drag_workdir, profile, tmp_path):
         "--server.headless", "true", "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
         "--", "--workdir", str(drag_workdir),
     ]
+    (tmp_path / ".streamlit").mkdir(exist_ok=True)  # a single-user dashboard on loopback: anyone there may drag
+    (tmp_path / ".streamlit" / "secrets.toml").write_text('[drag]\nallowed = ["*"]\n')
     log = open(tmp_path / "streamlit.log", "w")
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"

@@ -21,7 +21,7 @@ def _image(tmp_path, scene_png) -> Path:
 def test_cli_writes_an_h264_mp4_and_the_case(drag_workdir, tmp_path, scene_png):
     import av
 
-    from tasks.suites import read_user_study_case
+    from tasks.user_study import read_user_study_case
 
     out = tmp_path / "out" / "video.mp4"
     args = [
@@ -92,3 +92,15 @@ def test_cli_bad_image_workdir_and_checkpoint(drag_workdir, empty_workdir, tmp_p
     assert code == 2 and "SAM checkpoint not found at '/nope/sam.pth'" in text
     code, text = _run(["--image", image, "--workdir", str(drag_workdir), "--set", "drag.max_entities=0", *args])
     assert code == 2 and "drag.max_entities" in text
+
+
+def test_a_non_empty_save_case_folder_is_refused_before_generating(drag_workdir, tmp_path, scene_png):
+    taken = tmp_path / "case"
+    taken.mkdir()
+    (taken / "demo.jpg").write_bytes(b"someone else's case")
+    out = tmp_path / "video.mp4"
+    code, text = _run(["--image", str(_image(tmp_path, scene_png)), "--click", "170,120", "--path", "170,120 230,100",
+                       "--workdir", str(drag_workdir), "--out", str(out), "--steps", "2", "--save-case", str(taken)])
+    assert code == 2 and "--save-case" in text and "not empty" in text and "nothing was generated" in text
+    assert not out.exists() and "denoising" not in text
+    assert (taken / "demo.jpg").read_bytes() == b"someone else's case"

@@ -12,7 +12,7 @@ from PIL import Image
 
 from model.segmentation import GrabCutSegmenter, Segmentation
 from tasks import drag as dg
-from tasks.suites import read_user_study_case
+from tasks.user_study import read_user_study_case
 
 
 def _png(arr: np.ndarray, mode: str | None = None) -> bytes:

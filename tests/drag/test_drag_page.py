@@ -36,7 +36,7 @@ def _type(at, text: str):
 def test_upload_click_path_generate_play_and_save(drag_page, drag_workdir, scene_png, page_text, ray_cleanup):
     import av
 
-    from tasks.suites import read_user_study_case
+    from tasks.user_study import read_user_study_case
 
     at = drag_page(drag_workdir)
     assert "Upload an image" in page_text(at) and "GrabCut" in page_text(at)

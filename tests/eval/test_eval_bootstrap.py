@@ -6,8 +6,8 @@ import pytest
 from eval.bootstrap import (
     ItemFeatures,
     bootstrap_ci,
-    bootstrap_frechet,
     bootstrap_ratio,
+    frechet_interval,
     resample_counts,
     resample_indices,
 )
@@ -78,21 +78,19 @@ def test_item_features_weighted_stats_equal_repeated_rows():
     np.testing.assert_allclose(s.cov, ref.cov, rtol=1e-10, atol=1e-12)
 
 
-def test_bootstrap_frechet():
+def test_frechet_interval():
     rng = np.random.default_rng(4)
     gen = ItemFeatures([rng.normal(size=(4, 5)) + 0.5 for _ in range(30)])
     real = ItemFeatures([rng.normal(size=(4, 5)) for _ in range(30)])
-    ci = bootstrap_frechet(gen, real, n_boot=100, seed=0)
+    ci = frechet_interval(gen, real)
     assert ci.value == pytest.approx(gen.stats().frechet(real.stats()))
-    assert ci.low < ci.high and ci.low > 0
-    assert bootstrap_frechet(gen, real, n_boot=100, seed=0) == ci
-    # Fixed reference statistics: only the generated side is resampled.
-    fixed = bootstrap_frechet(gen, real.stats(), n_boot=100, seed=0)
-    assert fixed.value == pytest.approx(ci.value)
-    unpaired = bootstrap_frechet(gen, real, paired=False, n_boot=100, seed=0)
-    assert unpaired.value == pytest.approx(ci.value)
-    with pytest.raises(ValueError, match="paired"):
-        bootstrap_frechet(gen, ItemFeatures([np.zeros((1, 5))] * 3), n_boot=5)
+    assert ci.low < ci.high and ci.low > 0 and ci.low <= ci.estimate <= ci.high
+    assert frechet_interval(gen, real) == ci  # deterministic: groups by item order
+    # Fixed reference statistics: only the generated side loses items.
+    fixed = frechet_interval(gen, real.stats())
+    assert fixed.value == pytest.approx(ci.value) and fixed.replicates != ci.replicates
+    with pytest.raises(ValueError, match="pairs item i"):
+        frechet_interval(gen, ItemFeatures([np.zeros((1, 5))] * 3))
 
 
 def test_paired_difference_is_narrower_than_unpaired_and_finds_a_small_gain():

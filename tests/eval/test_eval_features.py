@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from eval.bootstrap import ItemFeatures, bootstrap_frechet
+from eval.bootstrap import ItemFeatures, frechet_interval
 from eval.features import (
     FallbackClipFeatures,
     FallbackFrameFeatures,
@@ -119,8 +119,8 @@ def test_per_video_features_and_bootstrap(clips):
     per_video = [video_features(v, fx, cx) for v in clips[:6]]
     noisy = [video_features(v, fx, cx) for v in _noise(clips[:6], 24)]
     assert per_video[0][0].shape == (8, fx.dim) and per_video[0][1].shape == (1, cx.dim)
-    fid = bootstrap_frechet(ItemFeatures([f for f, _ in noisy]), ItemFeatures([f for f, _ in per_video]), n_boot=20, seed=0)
-    same = bootstrap_frechet(ItemFeatures([f for f, _ in per_video]), ItemFeatures([f for f, _ in per_video]), n_boot=20, seed=0)
+    fid = frechet_interval(ItemFeatures([f for f, _ in noisy]), ItemFeatures([f for f, _ in per_video]))
+    same = frechet_interval(ItemFeatures([f for f, _ in per_video]), ItemFeatures([f for f, _ in per_video]))
     assert same.value == pytest.approx(0.0, abs=1e-6) and fid.value > 0
     # Streaming over videos gives the same statistics as all features at once.
     acc = GaussianStats.empty(fx.dim)

@@ -13,11 +13,14 @@ from eval.objmc import (
     entity_errors,
     format_report,
     grid_points,
-    read_trajectory_dir,
     score,
-    score_dirs,
     score_video,
     track_entities,
+)
+from tasks.evaluate import (
+    objmc_rows,
+    read_trajectory_dir,
+    score_dirs,
     write_trajectory_dir,
 )
 
@@ -116,7 +119,7 @@ def test_reads_official_files(tmp_path):
 def test_rows_fit_the_objmc_table():
     pred = {"v1": {"1": PRED["v1"]["a"], "2": PRED["v1"]["b"]}}  # the table's entity ids are integers
     r = score(pred, {"v1": {"1": GT["v1"]["a"], "2": GT["v1"]["b"]}}, {"v1": {"2": VIS["v1"]["b"]}})
-    table = to_arrow("objmc", r.rows("ckpt", "sample", "lk"))
+    table = to_arrow("objmc", objmc_rows(r, "ckpt", "sample", "lk", "project | lk"))
     assert table.num_rows == 2
     assert table.column("error_px").to_pylist() == pytest.approx([5 / 3, 0.0])
 

@@ -8,7 +8,7 @@ from flows.cli import app
 
 def _workdir(tmp_path) -> str:
     wd = Workdir(tmp_path)
-    wd.append("metrics", [dict(checkpoint_id=c, suite=s, metric="objmc", backbone="tracker:lk", value=v, ci_low=v - 1, ci_high=v + 1,
+    wd.append("metrics", [dict(checkpoint_id=c, suite=s, metric="objmc", backbone="tracker:lk", identity="project | lk", protocol="project", value=v, ci_low=v - 1, ci_high=v + 1,
                                n=3, created_at=now_utc()) for c, s, v in (("warp", "sample", 0.9), ("static", "user-study", 9.7))])
     return str(tmp_path)
 

@@ -31,13 +31,13 @@ def test_killed_worker_mid_generate_is_retried_without_duplicates(tmp_path, orch
     data = tmp_path / "data"
     write_sample_dataset(data, n_videos=16, n_frames=16, seed=3)  # 4 val videos
     workdir = str(tmp_path / "work")
-    run_flow(labels_flow, data_root=str(data), split="val", workdir=workdir, dataset="sample", progress=False)
+    run_flow(labels_flow, data_root=str(data), split="val", workdir_url=workdir, dataset="sample", progress=False)
 
     stop, killed = threading.Event(), []
     killer = threading.Thread(target=_kill_first_worker_running, args=("ray::generate-items", stop, killed))
     killer.start()
     try:
-        out = run_flow(generate_flow, checkpoint="warp", suite="sample", workdir=workdir, overrides=["generate.items_per_task=1", "generate.seeds=[0,1,2]"], progress=False)
+        out = run_flow(generate_flow, checkpoint="warp", suite="sample", workdir_url=workdir, overrides=["generate.items_per_task=1", "generate.seeds=[0,1,2]"], progress=False)
     finally:
         stop.set()
         killer.join()

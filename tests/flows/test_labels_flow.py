@@ -21,7 +21,7 @@ def test_labels_flow_writes_tables_and_reruns_idempotently(sample_root, tmp_path
     (data / "imgs" / "sample_0004" / "00000002.jpg").write_bytes(b"not a jpeg")  # one bad video
     workdir = str(tmp_path / "work")
 
-    first = run_flow(labels_flow, data_root=str(data), split="train", workdir=workdir, dataset="sample", progress=False)
+    first = run_flow(labels_flow, data_root=str(data), split="train", workdir_url=workdir, dataset="sample", progress=False)
     wd = Workdir(workdir)
     labels, rejects = wd.read("labels"), wd.read("rejects")
     assert first["videos"] == 6 and first["skipped"] == 0
@@ -31,13 +31,13 @@ def test_labels_flow_writes_tables_and_reruns_idempotently(sample_root, tmp_path
     assert not labels.duplicated(["dataset", "split", "video_id", "entity_id"]).any()
     assert all(wd.exists(p) for p in labels["frames_path"].unique())
 
-    again = run_flow(labels_flow, data_root=str(data), split="train", workdir=workdir, dataset="sample", progress=False)
+    again = run_flow(labels_flow, data_root=str(data), split="train", workdir_url=workdir, dataset="sample", progress=False)
     assert again["skipped"] == 6 and again["rows"] == 0 and again["rejects"] == 0
     assert len(wd.read("labels")) == len(labels)
 
     # Fixed data + --retry-rejects: the video is labelled and its reject is gone.
     shutil.copy(sample_root / "imgs" / "sample_0004" / "00000002.jpg", data / "imgs" / "sample_0004" / "00000002.jpg")
-    fixed = run_flow(labels_flow, data_root=str(data), split="train", workdir=workdir, dataset="sample", retry_rejects=True, progress=False)
+    fixed = run_flow(labels_flow, data_root=str(data), split="train", workdir_url=workdir, dataset="sample", retry_rejects=True, progress=False)
     assert fixed["skipped"] == 5 and fixed["rows"] > 0
     assert wd.read("rejects").empty
     assert "sample_0004" in set(wd.read("labels")["video_id"])

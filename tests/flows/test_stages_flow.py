@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from core.tables import Workdir
-from eval.objmc import write_trajectory_dir
+from tasks.evaluate import write_trajectory_dir
 from flows.labels import labels_flow
 from flows.runtime import run_flow
 from core.checkpoints import UnknownCheckpoint
@@ -19,17 +19,18 @@ pytestmark = pytest.mark.integration
 
 def test_generate_and_evaluate_flows(sample_root, tmp_path, orchestration_ready):
     workdir = str(tmp_path / "work")
-    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir=workdir, dataset="sample", progress=False)
-    first = run_flow(generate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir_url=workdir, dataset="sample", progress=False)
+    first = run_flow(generate_flow, checkpoint="static", suite="sample", workdir_url=workdir, progress=False)
+    assert len(first.pop("nodes")) == 1  # the one local Ray node
     assert first == {"items": 2, "skipped": 0, "samples": 2, "rejects": 0}
-    assert run_flow(generate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)["skipped"] == 2
-    out = run_flow(evaluate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)
+    assert run_flow(generate_flow, checkpoint="static", suite="sample", workdir_url=workdir, progress=False)["skipped"] == 2
+    out = run_flow(evaluate_flow, checkpoint="static", suite="sample", workdir_url=workdir, progress=False)
     assert out["metrics_written"] == 3 and out["objmc[tracker:lk]"] > 5
     wd = Workdir(workdir)
     assert not wd.read("objmc").duplicated(["checkpoint_id", "suite", "item_id", "entity_id"]).any()
-    assert run_flow(evaluate_flow, checkpoint="static", suite="sample", workdir=workdir, progress=False)["metrics_written"] == 0  # nothing twice
+    assert run_flow(evaluate_flow, checkpoint="static", suite="sample", workdir_url=workdir, progress=False)["metrics_written"] == 0  # nothing twice
     with pytest.raises(UnknownCheckpoint, match="train one"):
-        run_flow(generate_flow, checkpoint="nope", suite="sample", workdir=workdir, progress=False)
+        run_flow(generate_flow, checkpoint="nope", suite="sample", workdir_url=workdir, progress=False)
 
 
 def test_objmc_cli_scores_official_json_folders(tmp_path):

@@ -75,9 +75,9 @@ def test_missing_weights_path_is_one_sentence_naming_path_and_layout(tmp_path, t
 
 
 def test_embed_videos_reads_the_frames_cache(tmp_path, tiny_settings):
+    from core.media import save_cached_clip
     from core.tables import TABLES, Workdir
     from tasks.embeddings import embed_videos
-    from core.media import save_cached_clip
 
     wd = Workdir(str(tmp_path / "wd"))
     ids = np.zeros((2, 64, 64), np.int32)
@@ -90,3 +90,43 @@ def test_embed_videos_reads_the_frames_cache(tmp_path, tiny_settings):
     assert set(out[0]) == set(TABLES["entity_embeddings"].schema.names)
     assert len(out[0]["vector"]) == tiny_settings.entity_channels and out[0]["extractor"] == out[1]["extractor"]
     assert out[0]["vector"] != out[1]["vector"] and out[0]["layer"].startswith("up_blocks.")
+
+
+def test_svd_unet_is_conditioned_on_the_unscaled_image_latent(tiny_parts, extractor):
+    # SVD's pipeline concatenates vae.encode(image).latent_dist.mode() to the noisy latent,
+    # without the scaling factor (0.18215 here); the extractor must feed the UNet the same.
+    img = _image()
+    seen = []
+    hook = tiny_parts["unet"].register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        extractor.extract(img, _masks())
+    finally:
+        hook.remove()
+    x = torch.from_numpy(img).permute(2, 0, 1).float()[None] / 127.5 - 1
+    with torch.no_grad():
+        latent = tiny_parts["vae"].encode(x).latent_dist.mode()
+    c = latent.shape[1]
+    cond = seen[0][0, 0, c:]  # (sample batch, frame 0, condition channels)
+    torch.testing.assert_close(cond, latent[0], rtol=1e-5, atol=1e-5)
+
+
+def test_training_vectors_are_the_vectors_the_pipeline_computes(tiny_parts, tiny_settings):
+    # Labels are at 256 x 256, the tiny model runs at 64 x 64: the vectors stored for training
+    # must be those the pipeline computes from the same frame at generation time.
+    from model.pipeline import build_pipeline
+
+    img = np.kron(_image(), np.ones((4, 4, 1), np.uint8))  # 256 x 256
+    masks = np.kron(_masks()[:1], np.ones((4, 4), bool))
+    ext = build_extractor(tiny_settings, base_parts=tiny_parts)
+    assert ext.size == (64, 64) and ext.extractor_id.endswith("/64x64/v2")
+    stored = ext.extract(img, masks)
+    pipe = build_pipeline(tiny_settings, base_parts=tiny_parts)
+    pipe.set_entity_extractor(ext)
+    seen = []
+    plain = ext.extract
+    ext.extract = lambda *a, **k: seen.append(plain(*a, **k)) or seen[-1]
+    try:
+        pipe(img, masks, [[[100, 60]]], height=64, width=64, num_frames=2, num_inference_steps=1, seed=0)
+    finally:
+        ext.extract = plain
+    torch.testing.assert_close(stored, seen[0], rtol=1e-5, atol=1e-6)

@@ -5,9 +5,10 @@ import numpy as np
 import pytest
 
 from core.config import load_config
-from core.tables import Workdir
-from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize
 from core.media import read_frames
+from core.tables import Workdir
+from tasks.evaluate import objmc_items, summarize
+from tasks.features import cache_features, feature_jobs
 from core.checkpoints import reference_row
 from tasks.generate import generate_items, load_suite
 from tasks.labels import VideoRef, label_videos
@@ -25,11 +26,14 @@ def bench_workdir(sample_root, tmp_path_factory):
     wd.append("labels", rows)
     for name in ("static", "warp"):
         wd.append("checkpoints", [reference_row(name)])
-        samples, rejects = generate_items(str(root), reference_row(name), "sample", VAL, cfg)
+        samples, conditions, rejects = generate_items(str(root), reference_row(name), "sample", VAL, cfg)
         assert not rejects
+        wd.append("conditions", conditions)
         wd.append("samples", samples)
-        wd.append("objmc", objmc_items(str(root), name, "sample", VAL, cfg))
-        wd.append("metrics", summarize(str(root), name, "sample", cfg))
+        rows, rejects = objmc_items(str(root), name, "sample", VAL, cfg)
+        assert not rejects
+        wd.append("objmc", rows)
+        wd.replace("metrics", summarize(str(root), name, "sample", cfg)[0])
     return wd
 
 
@@ -63,7 +67,7 @@ def test_samples_are_browser_playable_h264(bench_workdir):
 
 def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
     cfg = load_config("tiny")
-    again, _ = generate_items(bench_workdir.url, reference_row("warp"), "sample", VAL, cfg)
+    again, _, _ = generate_items(bench_workdir.url, reference_row("warp"), "sample", VAL, cfg)
     assert again == []  # everything exists
     items, _ = load_suite(bench_workdir, "sample", cfg, VAL[:1])
     from tasks.generate import WarpGenerator
@@ -76,11 +80,13 @@ def test_rerun_skips_existing_and_is_deterministic(bench_workdir):
 def test_feature_cache_is_reused(bench_workdir):
     cfg = load_config("tiny")
     samples = bench_workdir.read("samples")
-    items, _ = load_suite(bench_workdir, "sample", cfg, VAL)
-    refs = feature_refs(samples, items)
-    assert len(refs) == 4 + 2  # 2 generators x 2 items + the 2 real clips, once
+    conditions = bench_workdir.read("conditions")
+    refs = []
+    for cid in ("warp", "static"):
+        refs += feature_jobs(samples[samples["checkpoint_id"] == cid], conditions[conditions["checkpoint_id"] == cid])
+    assert len(refs) == 4 + 2 + 2  # 2 generators x 2 items + the 2 real clips (listed per generator, computed once)
     before = {p: bench_workdir.fs.modified(p) for p in bench_workdir.fs.find(bench_workdir.path("features"))}
-    cache_features(bench_workdir.url, refs, cfg)
+    cache_features(bench_workdir.url, refs, "sample", cfg)
     after = {p: bench_workdir.fs.modified(p) for p in bench_workdir.fs.find(bench_workdir.path("features"))}
     assert before == after and len(after) == 6
 
@@ -94,7 +100,7 @@ def test_a_bad_user_study_case_is_rejected_and_the_rest_generated(sample_root, t
     next(bad.glob("mask_*.jpg")).unlink()
     cfg = load_config("tiny", {"evaluate.user_study_dir": str(cases)})
     ids = sorted(p.name for p in cases.iterdir())
-    rows, rejects = generate_items(str(tmp_path / "w"), reference_row("warp"), "user-study", ids, cfg)
+    rows, _, rejects = generate_items(str(tmp_path / "w"), reference_row("warp"), "user-study", ids, cfg)
     assert [r["item"] for r in rejects] == [f"warp/user-study/{bad.name}"]
     assert "missing" in rejects[0]["reason"]
     assert {r["item_id"] for r in rows} == set(ids) - {bad.name}

@@ -13,9 +13,10 @@ from core.media import read_frames
 from core.tables import Workdir
 from eval.bootstrap import paired_ratio_difference
 from tasks.embeddings import embed_videos
-from tasks.evaluate import control_effects, objmc_items, objmc_sums
+from tasks.evaluate import objmc_items
 from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
+from tasks.nightly import control_effects, objmc_per_item
 from tasks.train import run_training
 
 QUICK = ["train.steps=2", "train.checkpoint_every=2", "train.log_every=1", "generate.num_inference_steps=2"]
@@ -37,24 +38,25 @@ def scored(sample_root, tmp_path_factory):
     trained = run_training(str(root), cfg, progress=False)["latest"]
     for cid in (trained, trained + "~nocontrol"):
         row = resolve(wd, cid)
-        samples, _ = generate_items(str(root), row, "sample", VAL, cfg)
+        samples, conditions, _ = generate_items(str(root), row, "sample", VAL, cfg)
+        wd.append("conditions", conditions)
         wd.append("samples", samples)
-        wd.append("objmc", objmc_items(str(root), cid, "sample", VAL, cfg))
+        wd.append("objmc", objmc_items(str(root), cid, "sample", VAL, cfg)[0])
     return root, trained, cfg
 
 
 def test_control_effect_is_the_paired_difference_of_the_two_flat_means(scored):
     root, trained, _ = scored
     wd = Workdir(root)
-    (effect,) = control_effects(wd, "sample", n_boot=500)
-    objmc = wd.read("objmc")
-    on = objmc_sums(objmc[objmc["checkpoint_id"] == trained])
-    off = objmc_sums(objmc[objmc["checkpoint_id"] == trained + "~nocontrol"])
+    (effect,) = control_effects(wd, "sample")
+    per_item = objmc_per_item(wd, "sample")
+    on = per_item[per_item["checkpoint_id"] == trained].set_index("item_id").sort_index()
+    off = per_item[per_item["checkpoint_id"] == trained + "~nocontrol"].set_index("item_id").sort_index()
     assert effect["checkpoint_id"] == trained and effect["items"] == 2
     assert effect["on"] == pytest.approx(on["total"].sum() / on["count"].sum())
     assert effect["off"] == pytest.approx(off["total"].sum() / off["count"].sum())
     assert effect["ratio"] == pytest.approx(effect["on"] / effect["off"])
-    d = paired_ratio_difference(on["total"], on["count"], off["total"], off["count"], n_boot=500)
+    d = paired_ratio_difference(on["total"], on["count"], off["total"], off["count"], seed=0)
     assert (effect["diff"], effect["low"], effect["high"]) == pytest.approx((d.value, d.low, d.high))
     assert effect["low"] <= effect["diff"] <= effect["high"]
 

@@ -1,14 +1,12 @@
-import json
-import shutil
 
-import cv2
 import numpy as np
-import pytest
 
 from core.config import load_config
+from core.suites import SUITES
 from core.tables import Workdir
-from tasks.suites import SUITES, folder_items, labels_items, read_user_study_case, write_user_study_case
 from tasks.labels import VideoRef, label_videos
+from tasks.suites import labels_items
+from tasks.user_study import folder_items, read_user_study_case, write_user_study_case
 
 
 def test_sample_suite_items_from_labels(sample_root, tmp_path):
@@ -48,7 +46,7 @@ def test_user_study_odd_size_jpeg_mask_and_outside_points(tmp_path):
     case = _odd_case(tmp_path / "case1")
     item = read_user_study_case(case, (256, 256), 14)
     assert item.image.shape == (256, 256, 3)
-    assert any("outside the image and were clipped" in n for n in item.notes)
+    assert any("fell outside the frame and were clipped" in n for n in item.notes)
     assert item.trajectories[..., 0].max() <= 255 and item.trajectories.min() >= 0
     # JPEG noise around the mask edge does not leak into the mask: it stays one solid block.
     frac = item.masks[0].sum() / ((180 - 100) * (300 - 200) * (256 / 301) ** 2)

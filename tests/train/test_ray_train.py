@@ -9,7 +9,7 @@ from core.tables import Workdir
 pytestmark = [pytest.mark.slow, pytest.mark.integration]
 
 
-def test_two_ddp_workers_train_and_rank0_writes_once(labelled, fast_overrides, tmp_path, orchestration_ready):
+def test_two_ddp_workers_train_on_clips_encoded_once_and_rank0_writes_once(labelled, fast_overrides, tmp_path, orchestration_ready):
     import ray
 
     from core.config import load_config
@@ -29,6 +29,9 @@ def test_two_ddp_workers_train_and_rank0_writes_once(labelled, fast_overrides, t
     finally:
         ray.shutdown()
     assert out["step"] == 2
+    # preprocessing ran once per clip (3 videos and their mirror images), before the ranks, which encoded nothing
+    assert out["encoded"] == 6 and out["metrics"]["encoded"] == 0
+    assert len(list((workdir / "cache" / "train").rglob("*.pt"))) == 6
     wd = Workdir(workdir)
     ckpts = wd.read("checkpoints")
     assert sorted(ckpts["step"]) == [0, 2] and not ckpts.duplicated("checkpoint_id").any()

@@ -14,7 +14,13 @@ from model.pipeline import build_pipeline
 from core.media import load_cached_clip
 from tasks.labels import VideoRef, label_videos
 from tasks.fit_base import _random_crops, fit_tiny_base
+from tasks.train import preprocess_in_process
 from tasks.train_data import Clip, batch_for_step, load_clips
+
+
+def _clips(wd, cfg):
+    preprocess_in_process(wd.url, cfg)
+    return load_clips(wd, cfg)
 
 FIT = ["train.fit_base.enabled=true", "train.fit_base.vae_steps=2", "train.fit_base.unet_steps=2", "train.fit_base.batch_size=1",
        "train.fit_base.split=pretrain", "train.hflip=false", "model.num_frames=4"]
@@ -52,7 +58,8 @@ def test_fit_uses_its_own_split_sets_unit_variance_and_is_reused(two_splits, mon
     fitted = cfg.model.model_copy(update={"base_model_path": wd.local_path(rel)})
     pipe = build_pipeline(fitted)
     assert pipe.vae.config.scaling_factor != pytest.approx(0.18215), "the fit sets a unit-variance scaling factor"
-    clips = load_clips(wd, cfg.model_copy(update={"model": fitted}), pipe, None)
+    plain = cfg.model_copy(update={"train": cfg.train.model_copy(update={"fit_base": cfg.train.fit_base.model_copy(update={"enabled": False})})})
+    clips = _clips(wd, plain.model_copy(update={"model": fitted}))
     assert [c.video_id for c in clips] == ["sample_0001"]
     assert 0.5 < float(clips[0].latents.std()) < 2.0
 
@@ -82,14 +89,13 @@ def test_hflip_adds_a_mirrored_copy_of_every_clip(two_splits):
     wd = Workdir(two_splits)
     cfg = load_config("tiny", ["train.fit_base.enabled=false", "model.num_frames=4", "train.hflip=true", "train.windows=false",
                                "train.reverse=false"])
-    pipe = build_pipeline(cfg.model)
-    plain, mirrored = load_clips(wd, cfg, pipe, None)
+    plain, mirrored = _clips(wd, cfg)
     assert mirrored.video_id == plain.video_id + "~hflip"
     W = cfg.model.width
     assert torch.allclose(mirrored.centers[..., 0], W - 1 - plain.centers[..., 0])
     assert torch.equal(mirrored.centers[..., 1], plain.centers[..., 1])
-    assert np.array_equal(mirrored.ids, plain.ids[:, :, ::-1])
-    assert torch.equal(mirrored.first_frames[0][0], plain.first_frames[0][0].flip(-1))
+    assert torch.equal(mirrored.mask_counts, plain.mask_counts.flip(-1))  # the loss mask, at latent resolution
+    assert not torch.allclose(mirrored.first_frames[0][0], plain.first_frames[0][0].flip(-1))  # conditioning re-encoded too
     # encoded from the mirrored frames, not a flip of the latents
     assert not torch.allclose(mirrored.latents, plain.latents.flip(-1))
 
@@ -99,8 +105,7 @@ def test_views_are_windows_of_the_labelled_frames_forwards_and_backwards(two_spl
     L = 4
     cfg = load_config("tiny", ["train.fit_base.enabled=false", f"model.num_frames={L}", "train.hflip=false", "train.windows=true",
                                "train.reverse=true", "train.batch_size=1", "train.max_entities=1"])
-    pipe = build_pipeline(cfg.model)
-    (clip,) = load_clips(wd, cfg, pipe, None)
+    (clip,) = _clips(wd, cfg)
     n = len(clip.latents)
     assert n == cfg.labels.frames.count > L
     assert set(clip.views) <= {(s, b) for s in range(n - L + 1) for b in (False, True)}
@@ -111,8 +116,8 @@ def test_views_are_windows_of_the_labelled_frames_forwards_and_backwards(two_spl
         (view,) = [v for v in clip.views if torch.equal(batch.latents[0], clip.latents[Clip.window(*v, L)])]
         frames = Clip.window(*view, L)
         seen.add(view)
-        pixels, embedding = clip.first_frames[int(frames[0])]
-        assert torch.equal(batch.pixels[0], pixels) and torch.equal(batch.embeddings[0], embedding)
+        draws, embedding = clip.first_frames[int(frames[0])]
+        assert any(torch.equal(batch.image_latents[0], d) for d in draws) and torch.equal(batch.embeddings[0], embedding)
         # the Gaussian of the drawn entity sits on its centres in those frames, in that order
         gauss = batch.conditions["gaussian"][0, :, 0]
         if not gauss.any():
@@ -128,7 +133,7 @@ def test_views_are_windows_of_the_labelled_frames_forwards_and_backwards(two_spl
 
     one = load_config("tiny", ["train.fit_base.enabled=false", f"model.num_frames={L}", "train.hflip=false", "train.windows=false",
                                "train.reverse=false"])
-    (plain,) = load_clips(wd, one, pipe, None)
+    (plain,) = _clips(wd, one)
     assert plain.views == [(0, False)]
     assert torch.equal(batch_for_step([plain], 0, one).latents[0], plain.latents[:L])
 

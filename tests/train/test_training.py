@@ -12,7 +12,7 @@ from model import training as T
 from model.pipeline import build_pipeline
 from tasks.embeddings import embed_videos
 from tasks.labels import VideoRef, label_videos
-from tasks.train import CheckpointError, controller_loss, resolve_resume, run_training, save_checkpoint, train_loop
+from tasks.train import CheckpointError, controller_loss, preprocess_in_process, resolve_resume, run_training, save_checkpoint, train_loop
 from tasks.train_data import batch_for_step, load_clips
 
 FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
@@ -25,12 +25,9 @@ def _copy(labelled, tmp_path) -> str:
 
 
 def _setup(workdir, overrides=()):
-    from model.entity_features import build_extractor
-
     cfg = load_config("tiny", [*FAST, *overrides])
-    pipe = build_pipeline(cfg.model)
-    ext = build_extractor(cfg.model, base_parts=dict(unet=pipe.unet, vae=pipe.vae)).extractor_id
-    return cfg, pipe, load_clips(Workdir(workdir), cfg, pipe, ext)
+    preprocess_in_process(str(workdir), cfg)
+    return cfg, build_pipeline(cfg.model), load_clips(Workdir(workdir), cfg)
 
 
 def test_steps_lower_the_loss_on_a_fixed_batch_and_only_the_controller_moves(labelled):

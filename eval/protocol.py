@@ -1,0 +1,117 @@
+"""Evaluation protocols: one switch (``evaluate.protocol``) with named settings.
+
+``official`` reproduces the DragAnything paper's scripts; ``project`` is this
+project's improved rules. docs/evaluation.md lists both, each deviation with its
+reason. A number's *identity* (``identity``) names the protocol, the tracker and
+its settings, the sizes and the backbone; numbers with different identities are
+never ranked together.
+
+Facts behind ``official`` (read from the public scripts, not copied):
+  * ground truth and prediction: CoTracker2 on the video at the *original* video
+    size (the scripts track "..._OriginalSize" videos), ``grid_size`` 100 (both shell
+    scripts pass ``--grid_size 100``; 10 is only argparse's default), the grid laid
+    out by CoTracker's ``get_points_on_a_grid`` on the model's interpolation shape
+    (384 x 512 for CoTracker2): ``linspace(m, extent - m, size)`` on each axis with
+    m = interp width / 64, tracks scaled back by (W - 1) / (interp W - 1);
+  * an entity's start: ``cv2.distanceTransform(mask, DIST_L2, 5)`` on the unpadded
+    first-frame mask and ``minMaxLoc``'s first maximum (row-major), so the frame
+    border is not a boundary; the track whose frame-0 point is nearest (first
+    minimum) is the entity's; points are written as ``int(x), int(y)``;
+  * ObjMC: one flat mean of the Euclidean distance over every zipped
+    (video, entity, frame) of the ground-truth and predicted JSON files;
+  * FVD: StyleGAN-V's protocol, 16-frame clips (shorter videos discarded) and
+    covariances divided by N.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+PROTOCOLS = ("official", "project")
+COTRACKER2_INTERP_SHAPE = (384, 512)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """The rules that make an evaluation number (docs/evaluation.md explains each)."""
+
+    name: str
+    grid_layout: str  # "cotracker": CoTracker's get_points_on_a_grid; "cells": centres of equal cells
+    grid_size: int
+    add_centers: bool  # also track the exact start points (the chosen track starts on the centre)
+    center_rule: str  # "official": unpadded distance transform, first maximum; "ridge": padded, ridge centroid
+    integer_points: bool  # tracks truncated to int, as the official JSON files hold them
+    track_at: str  # "eval": the video is resized to the evaluation size first; "video": tracked at its own size
+    ground_truth: str  # "tracked": the real clip tracked from the start points; "labels": the label trajectories
+    fvd_frames: int | None  # clip length FVD needs (shorter videos are refused); None: the suite's length
+    fid_ddof: int = 1
+    fvd_ddof: int = 0
+    interp_shape: tuple[int, int] = COTRACKER2_INTERP_SHAPE
+
+    def objmc_rules(self) -> str:
+        layout = "CoTracker grid" if self.grid_layout == "cotracker" else "cell grid"
+        parts = [f"{layout} {self.grid_size}", "+centres" if self.add_centers else "grid only", f"centre {self.center_rule}"]
+        parts.append("tracked at eval size" if self.track_at == "eval" else "tracked at video size")
+        if self.integer_points:
+            parts.append("int points")
+        parts.append(f"gt {self.ground_truth}")
+        return ", ".join(parts)
+
+
+OFFICIAL = Protocol(
+    name="official",
+    grid_layout="cotracker",
+    grid_size=100,
+    add_centers=False,
+    center_rule="official",
+    integer_points=True,
+    track_at="eval",
+    ground_truth="tracked",
+    fvd_frames=16,
+)
+
+PROJECT = Protocol(
+    name="project",
+    grid_layout="cells",
+    grid_size=10,
+    add_centers=True,
+    center_rule="ridge",
+    integer_points=False,
+    track_at="video",
+    ground_truth="tracked",
+    fvd_frames=None,
+)
+
+
+def protocol_for(name: str, grid_size: int | None = None, add_centers: bool | None = None, ground_truth: str | None = None) -> Protocol:
+    """The named protocol; ``project`` takes the configurable knobs (``official`` has none)."""
+    if name == "official":
+        return OFFICIAL
+    if name != "project":
+        raise ValueError(f"evaluate.protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
+    changes = {k: v for k, v in dict(grid_size=grid_size, add_centers=add_centers, ground_truth=ground_truth).items() if v is not None}
+    return replace(PROJECT, **changes)
+
+
+def tracker_label(kind: str, settings: dict | None = None) -> str:
+    """The tracker and the settings that change its tracks, e.g. 'lk(win 9, levels 3, fb 1.0)'."""
+    s = settings or {}
+    if kind == "lk":
+        return f"lk(win {s.get('win_size', 9)}, levels {s.get('max_level', 3)}, fb {s.get('fb_threshold_px', 1.0)})"
+    if kind == "cotracker":
+        ckpt = str(s.get("checkpoint") or "?").rsplit("/", 1)[-1]
+        return f"cotracker({ckpt})"
+    return kind
+
+
+def objmc_identity(protocol: Protocol, tracker: str, eval_size: str) -> str:
+    """Identity of an ObjMC number: protocol, tracker with its settings, rules, evaluation size."""
+    return f"{protocol.name} | {tracker} | {protocol.objmc_rules()} | eval {eval_size}"
+
+
+def fid_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frames: str = "all frames") -> str:
+    return f"{protocol.name} | {backbone} | {frames} at {size[0]}x{size[1]} | ddof {protocol.fid_ddof}"
+
+
+def fvd_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frames: int) -> str:
+    return f"{protocol.name} | {backbone} | {frames}-frame clips at {size[0]}x{size[1]} | ddof {protocol.fvd_ddof}"

@@ -1,0 +1,88 @@
+"""Inputs are validated before they are decoded: pixel budget from the header, masks whose ids cannot be trusted."""
+
+from __future__ import annotations
+
+import struct
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.imageheader import HeaderError, image_header
+from core.vipseg import Category, VideoError, read_frame, read_mask
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _bomb(path: Path, height: int = 30000, width: int = 30000) -> Path:
+    """A real ~20 KB JPEG whose frame header claims ``height`` x ``width``."""
+    rng = np.random.default_rng(0)
+    ok, buf = cv2.imencode(".jpg", rng.integers(0, 255, (120, 160, 3), dtype=np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 80])
+    data = bytearray(buf.tobytes())
+    i = data.index(b"\xff\xc0")
+    data[i + 5 : i + 9] = struct.pack(">HH", height, width)
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_a_small_jpeg_claiming_30000x30000_is_refused_without_allocating_it(tmp_path):
+    bomb = _bomb(tmp_path / "00000000.jpg")
+    assert bomb.stat().st_size < 40_000
+    code = textwrap.dedent(f"""
+        import resource, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from core.vipseg import VideoError, read_frame
+        base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        try:
+            read_frame({str(bomb)!r})
+            print("decoded")
+        except VideoError as err:
+            print("refused:", err)
+        print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    verdict, grown_mb = out.stdout.strip().splitlines()
+    assert verdict.startswith("refused:") and "claims 30000x30000" in verdict and "not decoded" in verdict
+    assert int(grown_mb) < 100, f"reading the header grew the process by {grown_mb} MB"
+
+
+def test_the_budget_is_configurable_and_real_frames_pass(tmp_path):
+    img = np.zeros((100, 200, 3), np.uint8)
+    cv2.imwrite(str(tmp_path / "f.png"), img)
+    assert read_frame(tmp_path / "f.png").shape == (100, 200, 3)
+    with pytest.raises(VideoError, match="over the 0 MP budget"):
+        read_frame(tmp_path / "f.png", max_pixels=10_000)
+
+
+@pytest.mark.parametrize("data, why", [(b"", "empty"), (b"GIF89a....", "not a JPEG or PNG"), (b"\xff\xd8\xff\xe0\x00", "truncated")])
+def test_headers_that_say_nothing_are_refused(data, why):
+    with pytest.raises(HeaderError, match=why):
+        image_header(data)
+
+
+def _mask(path: Path, ids: np.ndarray) -> Path:
+    cv2.imwrite(str(path), ids)
+    return path
+
+
+CATEGORIES = {1: Category(1, "sky", False), 61: Category(61, "cat", True), 62: Category(62, "cup", True)}
+
+
+def test_an_8bit_mask_cannot_hold_the_categories_thing_ids(tmp_path):
+    true_ids = np.array([[1, 2, 3], [6101, 6201, 6101]], np.int64)
+    wrapped = _mask(tmp_path / "m.png", (true_ids % 256).astype(np.uint8))  # [57, 213]: silently wrong before
+    with pytest.raises(VideoError, match="8-bit PNG, but the categories file has thing categories up to 62"):
+        read_mask(wrapped, categories=CATEGORIES)
+    sixteen = _mask(tmp_path / "m16.png", true_ids.astype(np.uint16))
+    assert read_mask(sixteen, categories=CATEGORIES).tolist() == true_ids.tolist()
+
+
+def test_an_8bit_mask_with_thing_ids_and_no_categories_is_refused(tmp_path):
+    with pytest.raises(VideoError, match="holding thing ids"):
+        read_mask(_mask(tmp_path / "t.png", np.array([[1, 213]], np.uint8)), categories={})
+    stuff_only = _mask(tmp_path / "s.png", np.array([[1, 57, 124]], np.uint8))
+    assert read_mask(stuff_only, categories={}).tolist() == [[1, 57, 124]]  # 8 bits hold stuff ids fine

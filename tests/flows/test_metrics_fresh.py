@@ -1,0 +1,68 @@
+"""Metrics are a function of the scored items, always current: evaluate 4 cases, then 27, through the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from core.tables import Workdir
+from tasks.user_study import write_user_study_case
+
+pytestmark = pytest.mark.integration
+
+
+def _cases(root, names):
+    rng = np.random.default_rng(0)
+    for k, name in enumerate(names):
+        img = rng.integers(0, 255, (96, 128, 3), dtype=np.uint8)
+        mask = np.zeros((96, 128), bool)
+        y, x = 20 + (k * 7) % 50, 20 + (k * 13) % 80
+        mask[y : y + 18, x : x + 18] = True
+        img[mask] = (230, 120, 40)
+        write_user_study_case(root / name, img, [mask], [np.array([[x + 9.0, y + 9.0], [x + 9.0 + (k % 5) * 6, y + 9.0 + (k % 3) * 4]])])
+
+
+def _flat_mean(wd, checkpoint):
+    o = wd.read("objmc")
+    o = o[o["checkpoint_id"] == checkpoint]
+    per = np.concatenate([np.asarray(p, float) for p in o["per_frame"]])
+    return float(np.nansum(per) / np.isfinite(per).sum()), o["item_id"].nunique()
+
+
+def test_metric_is_recomputed_from_all_items_and_the_old_value_kept(tmp_path, orchestration_ready):
+    from flows.cli import app
+
+    cases, work = tmp_path / "cases", tmp_path / "work"
+    names = [f"case{k:02d}" for k in range(27)]
+    _cases(cases, names[:4])
+    runner = CliRunner()
+    opts = ["--workdir", str(work), "--set", f"evaluate.user_study_dir={cases}", "--set", "generate.items_per_task=27"]
+
+    def run(*args):
+        res = runner.invoke(app, [*args, *opts], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout.strip().splitlines()[-1])
+
+    run("generate", "--checkpoint", "warp", "--suite", "user-study")
+    run("evaluate", "--checkpoint", "warp", "--suite", "user-study")
+    wd = Workdir(work)
+    first = wd.read("metrics").set_index("metric").loc["objmc"]
+    assert first["n"] == 4
+    _cases(cases, names[4:])  # 23 more cases arrive
+    run("generate", "--checkpoint", "warp", "--suite", "user-study")
+    out = run("evaluate", "--checkpoint", "warp", "--suite", "user-study")
+    assert out["metrics_written"] >= 1
+    metrics = wd.read("metrics")
+    objmc = metrics[metrics["metric"] == "objmc"]
+    assert len(objmc) == 1  # replaced, not appended
+    value, items = _flat_mean(wd, "warp")
+    assert items == 27 and objmc["n"].iloc[0] == 27
+    assert objmc["value"].iloc[0] == pytest.approx(value, abs=1e-9)
+    history = wd.read("metrics_history")
+    h = history[history["metric"] == "objmc"].sort_values("created_at")
+    assert h["n"].tolist() == [4, 27] and h["value"].iloc[0] == pytest.approx(first["value"])
+    # nothing new: a third evaluate changes nothing
+    assert run("evaluate", "--checkpoint", "warp", "--suite", "user-study")["metrics_written"] == 0
+    report = runner.invoke(app, ["report", "--workdir", str(work), "-s", "user-study"]).output
+    assert "protocol: **project**" in report and "paper: pytorch-fid / TF I3D / CoTracker2" in report

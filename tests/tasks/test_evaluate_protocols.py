@@ -1,0 +1,87 @@
+"""Evaluate scores each video against its frozen conditions, with the protocol it names; bad items are rejects."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from core.config import load_config
+from core.tables import Workdir
+from tasks.evaluate import objmc_items
+from core.checkpoints import reference_row
+from tasks.generate import generate_items
+from tasks.labels import VideoRef, label_videos
+
+VAL = ["sample_0003", "sample_0007"]
+
+
+def _world(sample_root, root, cfg):
+    wd = Workdir(root)
+    rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", v) for v in VAL], cfg.labels, {}, str(root))
+    wd.append("labels", rows)
+    samples, conditions, rejects = generate_items(str(root), reference_row("warp"), "sample", VAL, cfg)
+    assert not rejects
+    wd.append("conditions", conditions)
+    wd.append("samples", samples)
+    return wd
+
+
+def test_official_protocol_end_to_end_on_the_sample_suite(sample_root, tmp_path):
+    cfg = load_config("tiny", ["evaluate.protocol=official"])
+    wd = _world(sample_root, tmp_path, cfg)
+    cond = wd.read("conditions").iloc[0]
+    assert cond["ground_truth"].startswith("official: real clip tracked at the original size") and "CoTracker grid 100" in cond["ground_truth"]
+    # the ground truth was tracked at the original 240 x 320 and truncated to int there
+    from core.geometry import scale_points
+
+    traj = np.array([[list(p) for p in t] for t in cond["trajectories"]])
+    at_eval = scale_points(traj, (int(cond["height"]), int(cond["width"])), (int(cond["eval_height"]), int(cond["eval_width"])))
+    np.testing.assert_allclose(at_eval, np.round(at_eval), atol=1e-3)
+    rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
+    assert not rejects and rows
+    assert all(r["identity"].startswith("official |") and "CoTracker grid 100" in r["identity"] for r in rows)
+    track = np.array(rows[0]["tracks"][0])
+    assert np.array_equal(track, np.trunc(track)) and (rows[0]["video_height"], rows[0]["video_width"]) == (240, 320)
+
+
+def test_videos_made_against_another_ground_truth_are_rejects_not_rescored(sample_root, tmp_path):
+    wd = _world(sample_root, tmp_path, load_config("tiny"))  # generated with the project protocol
+    rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, load_config("tiny", ["evaluate.protocol=official"]))
+    assert rows == [] and len(rejects) == 2
+    assert "asked to follow ground truth made as 'project:" in rejects[0]["reason"] and "evaluate.protocol" in rejects[0]["reason"]
+
+
+def test_a_damaged_video_is_a_reject_and_the_other_item_is_scored(sample_root, tmp_path):
+    cfg = load_config("tiny")
+    wd = _world(sample_root, tmp_path, cfg)
+    s = wd.read("samples").set_index("item_id")
+    with open(wd.path(s.loc[VAL[0], "video_path"].replace(".mp4", ".npz")), "wb") as f:
+        f.write(b"not an npz")
+    rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
+    assert {r["item_id"] for r in rows} == {VAL[1]}
+    assert [r["item"] for r in rejects] == [f"warp/sample/{VAL[0]}/objmc"] and rejects[0]["reason"].startswith("ValueError while scoring")
+
+
+def test_videos_without_conditions_are_a_reject_that_says_what_to_do(sample_root, tmp_path):
+    cfg = load_config("tiny")
+    wd = _world(sample_root, tmp_path, cfg)
+    wd.delete("conditions", wd.keys("conditions"))
+    rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
+    assert rows == [] and "no conditions recorded" in rejects[0]["reason"] and "generate it again" in rejects[0]["reason"]
+
+
+def test_compare_delta_is_on_the_flat_mean_not_on_per_item_means():
+    from dashboard import data
+
+    # item x: one entity; item y: three entities. The flat mean weighs y's frames 3x.
+    def rows(cid, ex, ey):
+        out = [dict(checkpoint_id=cid, item_id="x", entity_id=1, per_frame=[ex] * 4, identity="i")]
+        out += [dict(checkpoint_id=cid, item_id="y", entity_id=k, per_frame=[ey] * 4, identity="i") for k in range(3)]
+        return out
+
+    objmc = pd.DataFrame(rows("a", 10.0, 2.0) + rows("b", 2.0, 4.0))
+    t = pd.Timestamp("2026-01-01", tz="UTC")
+    flat = {"a": (10 + 3 * 2) / 4, "b": (2 + 3 * 4) / 4}
+    metrics = pd.DataFrame([dict(checkpoint_id=c, suite="s", metric="objmc", identity="i", value=v, ci_low=v, ci_high=v, n=2, created_at=t) for c, v in flat.items()])
+    d = data.metric_deltas(metrics, "s", "a", "b", objmc).iloc[0]
+    assert d["delta (B - A)"] == pytest.approx(flat["b"] - flat["a"])  # -0.5; per-item means would say (2 + 4) / 2 - (10 + 2) / 2 = -3
+    assert "flat-mean difference over 2 shared items" in d["interval"]
