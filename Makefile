@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 DEMO   ?= demo
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 
-.PHONY: install demo test test-all test-gpu bench clean
+.PHONY: install demo lint test test-all test-gpu bench clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,9 @@ demo: install
 	@echo "then go to http://127.0.0.1:8501 and, on the Vote page, sign in as the demo voter with the token:"
 	@echo "  $$($(VENV)/bin/draganything voters add --secrets $(DEMO)/secrets.toml --name demo)"
 	@echo "(a new random token on every run; $(DEMO)/secrets.toml keeps only its digest)"
+
+lint: install
+	$(PY) -m ruff check --no-cache .
 
 test: install
 	$(PY) -m pytest

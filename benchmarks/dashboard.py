@@ -43,11 +43,12 @@ def build(root: str, checkpoints: int, suites: int, items: int, votes: int) -> d
     store = VoteStore(default_db_path(root))
     rng = random.Random(0)
     cks = summary["checkpoints"]
-    shown = dt.datetime.now(dt.timezone.utc)
+    shown = dt.datetime.now(dt.UTC)
     batch = []
     for i in range(votes):
         a, b = rng.sample(cks, 2)
-        batch.append(Vote(f"voter{i % 30}", ("motion", "quality")[i % 2], sorted(names)[0], f"sample_{(i // 2) % items:04d}", a, b, rng.choice(["left", "right", "tie"]), shown_at=shown))
+        batch.append(Vote(f"voter{i % 30}", ("motion", "quality")[i % 2], sorted(names)[0], f"sample_{(i // 2) % items:04d}", a, b,
+                          rng.choice(["left", "right", "tie"]), shown_at=shown))
     for k in range(0, len(batch), 500):
         store.record(batch[k : k + 500])
     return {"build_s": time.perf_counter() - t0, "votes_stored": store.count()}
@@ -109,7 +110,7 @@ def load(voters: int = 20, per_voter: int = 50) -> dict:
     """The issue's load test (20 processes x 50 votes) on a fresh store: votes/s."""
     import multiprocessing as mp
 
-    from dashboard.votes_store import Vote, VoteStore
+    from dashboard.votes_store import VoteStore
 
     d = tempfile.mkdtemp(prefix="votes-load-")
     path = os.path.join(d, "votes.sqlite")
@@ -133,7 +134,7 @@ def _load_worker(path: str, k: int, per_voter: int, barrier) -> None:
     from dashboard.votes_store import Vote, VoteStore
 
     store = VoteStore(path)
-    shown = dt.datetime.now(dt.timezone.utc)
+    shown = dt.datetime.now(dt.UTC)
     votes = [Vote(f"v{k}", ("motion", "quality")[i % 2], "bm", f"item{i // 2}", "ck-a", f"ck-{'bcd'[i % 3]}", "left", shown_at=shown) for i in range(per_voter)]
     barrier.wait()
     for v in votes:

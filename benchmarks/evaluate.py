@@ -15,13 +15,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PeakRSS, labelled_workdir  # noqa: E402
+from _common import PeakRSS, labelled_workdir  # noqa: E402 - after the sys.path line that makes the repository importable
 
-from core.config import load_config  # noqa: E402
-from core.tables import Workdir  # noqa: E402
-from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize  # noqa: E402
-from core.checkpoints import reference_row, trained_row  # noqa: E402
-from tasks.generate import generate_items, load_suite  # noqa: E402
+from core.checkpoints import reference_row, trained_row  # noqa: E402 - after the sys.path line that makes the repository importable
+from core.config import load_config  # noqa: E402 - after the sys.path line that makes the repository importable
+from core.tables import Workdir  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.generate import generate_items, load_suite  # noqa: E402 - after the sys.path line that makes the repository importable
 
 
 def _tiny_checkpoint(wd: Workdir, cfg) -> dict:

@@ -77,7 +77,7 @@ def bench_training(torch, unet, steps: int) -> list[dict]:
         def step():
             opt.zero_grad(set_to_none=True)
             with torch.autocast("cuda", dtype=torch.bfloat16):
-                pred = controlled_prediction(unet, cn, x, img, emb, ids, torch.tensor(0.5, device=dev), conditions=conds, entities=[ent])
+                pred = controlled_prediction(unet, cn, x, img, emb, ids, torch.tensor(0.5, device=dev), conditions=conds, entities=[ent])  # noqa: B023 - step() runs inside this iteration only
             pred.float().square().mean().backward()
             opt.step()
 
@@ -111,10 +111,9 @@ def checkpoint_sizes(torch, cn, opt) -> dict:
 
 
 def bench_generation(torch, unet, cn) -> list[dict]:
+    import numpy as np
     from diffusers import AutoencoderKLTemporalDecoder
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    import numpy as np
 
     from model.entity_features import EntityFeatureExtractor
     from model.pipeline import DragAnythingPipeline

@@ -21,7 +21,7 @@ from core.vipseg import list_video, load_categories, read_frame, read_mask, read
 from tasks.labels import VideoRef, label_videos
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CLIP  # noqa: E402
+from _common import CLIP  # noqa: E402 - after the sys.path line that makes the repository importable
 
 
 def decode_floor(root: Path, videos: list[str], indices: list[int]) -> float:

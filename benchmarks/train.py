@@ -17,14 +17,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PeakRSS, labelled_workdir  # noqa: E402
+from _common import PeakRSS, labelled_workdir  # noqa: E402 - after the sys.path line that makes the repository importable
 
-from core.config import load_config  # noqa: E402
-from core.tables import Workdir  # noqa: E402
-from model.pipeline import build_pipeline  # noqa: E402
-from tasks.checkpoint_files import checkpoint_sizes  # noqa: E402
-from tasks.train import preprocess_in_process, train_loop  # noqa: E402
-from tasks.train_data import load_clips  # noqa: E402
+from core.config import load_config  # noqa: E402 - after the sys.path line that makes the repository importable
+from core.tables import Workdir  # noqa: E402 - after the sys.path line that makes the repository importable
+from model.pipeline import build_pipeline  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.checkpoint_files import checkpoint_sizes  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.train import preprocess_in_process, train_loop  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.train_data import load_clips  # noqa: E402 - after the sys.path line that makes the repository importable
 
 
 def main() -> None:

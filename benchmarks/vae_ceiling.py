@@ -20,14 +20,14 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from core.config import load_config  # noqa: E402
-from core.tables import Workdir  # noqa: E402
-from eval.objmc import score_video  # noqa: E402
-from model.pipeline import build_pipeline  # noqa: E402
-from tasks.generate import load_suite  # noqa: E402
-from core.media import load_cached_clip, resize_clip  # noqa: E402
-from eval.trackers import tracker_for  # noqa: E402
-from tasks.train_data import encode_clip  # noqa: E402
+from core.config import load_config  # noqa: E402 - after the sys.path line that makes the repository importable
+from core.media import load_cached_clip, resize_clip  # noqa: E402 - after the sys.path line that makes the repository importable
+from core.tables import Workdir  # noqa: E402 - after the sys.path line that makes the repository importable
+from eval.objmc import score_video  # noqa: E402 - after the sys.path line that makes the repository importable
+from eval.trackers import tracker_for  # noqa: E402 - after the sys.path line that makes the repository importable
+from model.pipeline import build_pipeline  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.generate import load_suite  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.train_data import encode_clip  # noqa: E402 - after the sys.path line that makes the repository importable
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ class GenerateSettings(_Section):
     decode_chunk_size: int = Field(8, ge=1, description="frames the VAE decodes at a time (diffusers' decode_chunk_size)")
 
     @model_validator(mode="after")
-    def _guidance_ramp(self) -> "GenerateSettings":
+    def _guidance_ramp(self) -> GenerateSettings:
         if self.min_guidance_scale > self.max_guidance_scale:
             raise ValueError(
                 f"generate.min_guidance_scale ({self.min_guidance_scale:g}) is above generate.max_guidance_scale "
@@ -229,7 +229,7 @@ class ModelSettings(_Section):
     conditioning_scale: float = Field(1.0, ge=0)
 
     @model_validator(mode="after")
-    def _entity_layer_in_range(self) -> "ModelSettings":
+    def _entity_layer_in_range(self) -> ModelSettings:
         depth, what = self.backbone_depth()
         if depth and not -depth <= self.entity_layer < depth:
             raise ValueError(

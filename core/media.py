@@ -27,7 +27,6 @@ import numpy as np
 from core.paths import fits_name
 from core.tables import Workdir
 
-
 # --- blobs and arrays -----------------------------------------------------------------
 
 

@@ -195,15 +195,15 @@ def make_scene(index: int, n_frames: int, seed: int, roles: list[str] | None = N
             assert mover_path is not None, "an occluded entity needs a mover first"
             far_right = mover_path[0, 0] < W / 2
             y = np.clip(mover_path[0, 1] - axes[1] * 0.6, a + 1, H - a - 2)
-            start = _clear_start(look, placed, a, lambda: np.array([look.uniform(W / 2, W - a - 2) if far_right else look.uniform(a + 1, W / 2), y]))
+            start = _clear_start(look, placed, a, lambda: np.array([look.uniform(W / 2, W - a - 2) if far_right else look.uniform(a + 1, W / 2), y]))  # noqa: B023 - called at once, in this iteration
             target = mover_path[n_frames // 2] + np.array([0.0, -axes[1] * 0.6])
             end = np.clip(2 * target - start, pad, [W - pad, H - pad])
             z_order = 5
         elif role == "leaver":
             # Starts clear of the others on the mover's far side and leaves through that edge.
             right = mover_path is None or mover_path[0, 0] < W / 2
-            start = _clear_start(look, placed, a, lambda: np.array([look.uniform(0.6 * W, W - a - 2) if right else look.uniform(a + 1, 0.4 * W),
-                                                                      look.uniform(a + 1, H * 0.7)]))
+            start = _clear_start(look, placed, a, lambda: np.array([look.uniform(0.6 * W, W - a - 2) if right else look.uniform(a + 1, 0.4 * W),  # noqa: B023 - called at once, in this iteration
+                                                                      look.uniform(a + 1, H * 0.7)]))  # noqa: B023 - called at once, in this iteration
             end = np.array([W + 3 * a if right else -3 * a, start[1] + move.uniform(-10, 10)])
             z_order = 7
         elif role == "tiny":

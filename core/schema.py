@@ -219,7 +219,7 @@ def _old_schema(schema: pa.Schema) -> pa.Schema:
 
 
 def now_utc() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc)
+    return dt.datetime.now(dt.UTC)
 
 
 class SchemaError(ValueError):

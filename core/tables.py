@@ -20,8 +20,9 @@ import shutil
 import tempfile
 import time
 import uuid
+from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import fsspec
 import pandas as pd
@@ -30,12 +31,8 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
-from core.paths import PathError, confined, fits_name
-
-log = logging.getLogger(__name__)
-TMP_MAX_AGE_S = 3600.0  # a `.tmp-*` file this old in a table folder is a killed writer's leftover
-
 from core import objectstore
+from core.paths import PathError, confined, fits_name
 from core.schema import (  # noqa: F401 - the table contract is read from here by every stage
     LEGACY_IDENTITY,
     RENAMED_COLUMNS,
@@ -48,6 +45,8 @@ from core.schema import (  # noqa: F401 - the table contract is read from here b
     to_arrow,
 )
 
+log = logging.getLogger(__name__)
+TMP_MAX_AGE_S = 3600.0  # a `.tmp-*` file this old in a table folder is a killed writer's leftover
 
 
 class Workdir:

@@ -191,7 +191,7 @@ def read_frame(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
-def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, categories: dict[int, "Category"] | None = None) -> np.ndarray:
+def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, categories: dict[int, Category] | None = None) -> np.ndarray:
     """Panoptic ids (H, W) int32 from an 8/16-bit single-channel PNG.
 
     An 8-bit mask is refused when its ids cannot be the panoptic ids: when the
@@ -210,7 +210,7 @@ def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, categories: dict
     return m.astype(np.int32)
 
 
-def check_8bit_mask(path: Path, m: np.ndarray, categories: dict[int, "Category"]) -> None:
+def check_8bit_mask(path: Path, m: np.ndarray, categories: dict[int, Category]) -> None:
     things = [c.id for c in categories.values() if c.isthing]
     top = max(things, default=0)
     if top * 100 > 255:

@@ -13,9 +13,9 @@ _ROOT = Path(__file__).resolve().parent.parent
 if str(_ROOT) not in sys.path:  # `streamlit run` puts only dashboard/ on the path
     sys.path.insert(0, str(_ROOT))
 
-import streamlit as st  # noqa: E402
+import streamlit as st  # noqa: E402 - after the sys.path line that makes the repository importable
 
-from dashboard import auth, ui  # noqa: E402
+from dashboard import auth, ui  # noqa: E402 - after the sys.path line that makes the repository importable
 
 st.set_page_config(page_title="DragAnything dashboard", page_icon=":material/gesture:", layout="wide")
 

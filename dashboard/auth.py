@@ -40,9 +40,10 @@ import os
 import re
 import secrets as _random
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import streamlit as st
 

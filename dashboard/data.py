@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -317,7 +318,7 @@ def resolve_labels(labels: pd.DataFrame, item_id: str, suite: str | None = None)
         for (ds, sp), g in groups:
             if str(ds).lower() in bm and str(sp).lower() in bm:
                 return g
-        for (ds, sp), g in groups:
+        for (_, sp), g in groups:
             if str(sp).lower() in bm:
                 return g
     return next(iter(groups))[1]

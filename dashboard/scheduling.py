@@ -19,8 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import random
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 import pandas as pd
 

@@ -23,8 +23,8 @@ import hashlib
 import os
 import sqlite3
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import pandas as pd
 
@@ -114,8 +114,8 @@ class Vote:
 
 def _iso(t: dt.datetime) -> str:
     if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.astimezone(dt.timezone.utc).isoformat(timespec="microseconds")
+        t = t.replace(tzinfo=dt.UTC)
+    return t.astimezone(dt.UTC).isoformat(timespec="microseconds")
 
 
 def default_db_path(workdir: Workdir | str) -> str:
@@ -155,7 +155,7 @@ class VoteStore:
             raise
 
     @classmethod
-    def for_workdir(cls, workdir: Workdir | str) -> "VoteStore":
+    def for_workdir(cls, workdir: Workdir | str) -> VoteStore:
         return cls(default_db_path(workdir))
 
     @contextlib.contextmanager

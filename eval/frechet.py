@@ -101,11 +101,11 @@ class GaussianStats:
     outer: np.ndarray
 
     @classmethod
-    def empty(cls, dim: int) -> "GaussianStats":
+    def empty(cls, dim: int) -> GaussianStats:
         return cls(0.0, np.zeros(dim, np.float64), np.zeros((dim, dim), np.float64))
 
     @classmethod
-    def from_features(cls, feats: np.ndarray) -> "GaussianStats":
+    def from_features(cls, feats: np.ndarray) -> GaussianStats:
         f = np.asarray(feats, np.float64)
         if f.ndim != 2:
             raise ValueError(f"features must be (N, D), got shape {f.shape}")
@@ -115,7 +115,7 @@ class GaussianStats:
     def dim(self) -> int:
         return int(self.total.shape[0])
 
-    def update(self, feats: np.ndarray) -> "GaussianStats":
+    def update(self, feats: np.ndarray) -> GaussianStats:
         """Add a batch (N, D) in place; returns self."""
         f = np.asarray(feats, np.float64)
         if f.ndim != 2 or f.shape[1] != self.dim:
@@ -125,7 +125,7 @@ class GaussianStats:
         self.outer += f.T @ f
         return self
 
-    def merge(self, other: "GaussianStats") -> "GaussianStats":
+    def merge(self, other: GaussianStats) -> GaussianStats:
         """A new accumulator holding both sets of samples."""
         if other.dim != self.dim:
             raise ValueError(f"cannot merge statistics of dimension {self.dim} and {other.dim}")
@@ -154,14 +154,14 @@ class GaussianStats:
         c = (self.outer - self.n * np.outer(mu, mu)) / (self.n - float(ddof))
         return 0.5 * (c + c.T)
 
-    def frechet(self, other: "GaussianStats", ddof: int = 1) -> float:
+    def frechet(self, other: GaussianStats, ddof: int = 1) -> float:
         return frechet_distance(self.mean, self.covariance(ddof), other.mean, other.covariance(ddof))
 
     def save(self, path: str | Path) -> None:
         np.savez(path, n=np.float64(self.n), total=self.total, outer=self.outer)
 
     @classmethod
-    def load(cls, path: str | Path) -> "GaussianStats":
+    def load(cls, path: str | Path) -> GaussianStats:
         with np.load(path) as z:
             return cls(float(z["n"]), z["total"].astype(np.float64), z["outer"].astype(np.float64))
 

@@ -50,7 +50,8 @@ Bradley-Terry, as before). Every table carries an ``interval`` column that says 
 from __future__ import annotations
 
 import math
-from typing import Iterable, Literal
+from collections.abc import Iterable
+from typing import Literal
 
 import numpy as np
 import pandas as pd

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -37,7 +36,7 @@ SuiteOpt = typer.Option(None, "--suite", "-s", help=_SUITE_HELP)
 OldSuiteOpt = typer.Option(None, "--benchmark", "-b", hidden=True)
 
 
-def _suite(suite: Optional[str], old: Optional[str], flag: str = "--benchmark", new_flag: str = "--suite", default: str = "sample") -> str:
+def _suite(suite: str | None, old: str | None, flag: str = "--benchmark", new_flag: str = "--suite", default: str = "sample") -> str:
     """The suite(s) given, from the new option or its deprecated alias (with a warning)."""
     if old is not None:
         if suite is not None and suite != old:
@@ -71,7 +70,7 @@ def sample_data(
 def fit_base(
     out: Path = typer.Option(..., "--out", help="folder to write the tiny base to (an SVD folder in diffusers layout + fit.json)"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
+    overrides: list[str] | None = OverrideOpt,
     seed: int = typer.Option(0, help="seed of the fit's draws (frames, noise levels, noise)"),
     videos: int = typer.Option(384, min=2, help="sample videos to fit on"),
     variants: int = typer.Option(16, min=1, help="motions per scene in those videos"),
@@ -104,8 +103,8 @@ def labels(
     split: str = typer.Option("train", help="split file to read: train, val or test"),
     workdir: str = typer.Option(..., "--workdir", "-w", help="workdir (local path or fsspec URL)"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
-    dataset: Optional[str] = typer.Option(None, help="dataset name in the tables (default: the data root's folder name)"),
+    overrides: list[str] | None = OverrideOpt,
+    dataset: str | None = typer.Option(None, help="dataset name in the tables (default: the data root's folder name)"),
     retry_rejects: bool = typer.Option(False, "--retry-rejects", help="try videos rejected before again"),
     relabel: bool = typer.Option(False, "--relabel", help="replace labels made with other labels settings (frames, resolution, trajectory source, ...)"),
 ) -> None:
@@ -129,9 +128,9 @@ def labels(
 def train(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
-    resume: Optional[str] = typer.Option(None, help="checkpoint id to continue from, or 'latest'"),
-    steps: Optional[int] = typer.Option(None, min=0, help="optimizer steps to run (default: train.steps)"),
+    overrides: list[str] | None = OverrideOpt,
+    resume: str | None = typer.Option(None, help="checkpoint id to continue from, or 'latest'"),
+    steps: int | None = typer.Option(None, min=0, help="optimizer steps to run (default: train.steps)"),
 ) -> None:
     """Train the controller from the label tables; checkpoints + train_log rows. Re-running continues the run."""
     _check_config(config, overrides)
@@ -149,11 +148,11 @@ def train(
 @app.command("generate")
 def generate(
     checkpoint: str = typer.Option(..., "--checkpoint", help="checkpoint id from the checkpoints table, or 'static' / 'warp'"),
-    suite: Optional[str] = SuiteOpt,
+    suite: str | None = SuiteOpt,
     workdir: str = typer.Option(..., "--workdir", "-w"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
-    benchmark: Optional[str] = OldSuiteOpt,
+    overrides: list[str] | None = OverrideOpt,
+    benchmark: str | None = OldSuiteOpt,
 ) -> None:
     """One checkpoint's videos of an evaluation suite: mp4 (H.264) + raw frames + samples rows."""
     suite = _suite(suite, benchmark)
@@ -176,12 +175,12 @@ app.add_typer(evaluate_app, name="evaluate")
 @evaluate_app.callback(invoke_without_command=True)
 def evaluate(
     ctx: typer.Context,
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint id (or 'static' / 'warp')"),
-    suite: Optional[str] = SuiteOpt,
-    workdir: Optional[str] = typer.Option(None, "--workdir", "-w"),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="checkpoint id (or 'static' / 'warp')"),
+    suite: str | None = SuiteOpt,
+    workdir: str | None = typer.Option(None, "--workdir", "-w"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
-    benchmark: Optional[str] = OldSuiteOpt,
+    overrides: list[str] | None = OverrideOpt,
+    benchmark: str | None = OldSuiteOpt,
 ) -> None:
     """ObjMC, FID and FVD with bootstrap intervals -> objmc and metrics tables."""
     if ctx.invoked_subcommand is not None:
@@ -205,9 +204,9 @@ def evaluate(
 def evaluate_objmc(
     gt: Path = typer.Option(..., "--gt", help="folder of ground-truth trajectory JSON files ({entity_id: [[x, y], ...]} per video)"),
     pred: Path = typer.Option(..., "--pred", help="folder of predicted trajectory JSON files, same format"),
-    pred_size: Optional[str] = typer.Option(None, "--pred-size", help="HxW the predictions are given at (default: as the evaluation)"),
-    gt_size: Optional[str] = typer.Option(None, "--gt-size", help="HxW the ground truth is given at (default: as the evaluation)"),
-    eval_size: Optional[str] = typer.Option(None, "--eval-size", help="HxW to measure errors at (official: the original video size)"),
+    pred_size: str | None = typer.Option(None, "--pred-size", help="HxW the predictions are given at (default: as the evaluation)"),
+    gt_size: str | None = typer.Option(None, "--gt-size", help="HxW the ground truth is given at (default: as the evaluation)"),
+    eval_size: str | None = typer.Option(None, "--eval-size", help="HxW to measure errors at (official: the original video size)"),
     as_json: bool = typer.Option(False, "--json", help="print the result as JSON (full precision) instead of the report"),
 ) -> None:
     """ObjMC between two trajectory folders in the official format (any method's outputs): one flat mean over
@@ -219,7 +218,7 @@ def evaluate_objmc(
         if not d.is_dir():
             _fail(f"{d} is not a folder of trajectory JSON files")
 
-    def hw(text: Optional[str]):
+    def hw(text: str | None):
         if not text:
             return None
         try:
@@ -238,18 +237,18 @@ def evaluate_objmc(
 @app.command("pipeline")
 def pipeline(
     workdir: str = typer.Option(..., "--workdir", "-w"),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", help="VIPSeg-layout data for the labels stage"),
+    data_root: Path | None = typer.Option(None, "--data-root", help="VIPSeg-layout data for the labels stage"),
     dataset: str = typer.Option("sample", help="dataset name in the tables"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
+    overrides: list[str] | None = OverrideOpt,
     stages: str = typer.Option("labels,train,generate,evaluate", help="comma-separated stages to run"),
-    suites: Optional[str] = typer.Option(
+    suites: str | None = typer.Option(
         None, "--suites", help="comma-separated evaluation suites (default: sample); --benchmarks is its deprecated alias, removed in the next release"
     ),
-    checkpoint: Optional[list[str]] = typer.Option(None, "--checkpoint", help="evaluate these checkpoints (default: by --select)"),
+    checkpoint: list[str] | None = typer.Option(None, "--checkpoint", help="evaluate these checkpoints (default: by --select)"),
     select: str = typer.Option("missing", help="missing: checkpoints without metrics; latest: the newest; all"),
-    steps: Optional[int] = typer.Option(None, help="training steps (default: the config's)"),
-    benchmarks: Optional[str] = typer.Option(None, "--benchmarks", hidden=True),
+    steps: int | None = typer.Option(None, help="training steps (default: the config's)"),
+    benchmarks: str | None = typer.Option(None, "--benchmarks", hidden=True),
 ) -> None:
     """The whole DAG: labels -> train -> generate -> evaluate, skipping what is done."""
     suites = _suite(suites, benchmarks, "--benchmarks", "--suites")
@@ -300,11 +299,11 @@ def status(
 def dashboard(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     port: int = typer.Option(8501, help="port on this machine"),
-    address: Optional[str] = typer.Option(
+    address: str | None = typer.Option(
         None, help="address to listen on (default 127.0.0.1: this machine only); another address exposes the dashboard, "
         "so put it behind a TLS reverse proxy (docs/operations.md, Dashboard security)"
     ),
-    secrets: Optional[Path] = typer.Option(
+    secrets: Path | None = typer.Option(
         None, "--secrets", help="the secrets file with voter tokens or OIDC settings (default: .streamlit/secrets.toml here or in ~)"
     ),
 ) -> None:
@@ -347,21 +346,21 @@ def drag(
     path: list[str] = typer.Option(
         ..., "--path", help="where that entity goes: 'X1,Y1 X2,Y2 ...' from where it is grabbed; one --path per --click, in order (one point keeps it still)"
     ),
-    negative: Optional[list[str]] = typer.Option(
+    negative: list[str] | None = typer.Option(
         None, "--negative", help="a point NOT on the entity: X,Y (for every entity) or K:X,Y (entity K, counted from 1); repeatable"
     ),
     workdir: str = typer.Option(..., "--workdir", "-w", help="the workdir whose checkpoints table holds the controller"),
     out: Path = typer.Option(..., "--out", "-o", help="the video to write (H.264 mp4)"),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="checkpoint id (default: the newest trained one)"),
-    save_case_dir: Optional[Path] = typer.Option(None, "--save-case", help="also save the case here in the user-study folder format"),
-    preview: Optional[Path] = typer.Option(None, "--preview", help="also write a PNG of the selections and the paths"),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="checkpoint id (default: the newest trained one)"),
+    save_case_dir: Path | None = typer.Option(None, "--save-case", help="also save the case here in the user-study folder format"),
+    preview: Path | None = typer.Option(None, "--preview", help="also write a PNG of the selections and the paths"),
     seed: int = typer.Option(0, help="sampling seed"),
-    steps: Optional[int] = typer.Option(None, min=1, help="denoising steps (default: the config's generate.num_inference_steps)"),
+    steps: int | None = typer.Option(None, min=1, help="denoising steps (default: the config's generate.num_inference_steps)"),
     mask_choice: str = typer.Option("best", "--mask-choice", help="SAM only: best, or 0/1/2 for SAM's small/medium/large mask"),
     as_drawn: bool = typer.Option(False, "--as-drawn", help="use the paths as given instead of starting them at each entity's centre"),
-    crop: Optional[bool] = typer.Option(None, "--crop/--no-crop", help="centre-crop to the model's aspect ratio (default: drag.crop_to_model_aspect)"),
+    crop: bool | None = typer.Option(None, "--crop/--no-crop", help="centre-crop to the model's aspect ratio (default: drag.crop_to_model_aspect)"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
+    overrides: list[str] | None = OverrideOpt,
 ) -> None:
     """Move entities of an image along paths: click each (SAM or GrabCut gives its mask), give its path, get a video."""
     import re as _re
@@ -424,12 +423,12 @@ def drag(
 def strip(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     out: Path = typer.Option(..., "--out", "-o", help="the PNG to write (e.g. docs/control_strip.png)"),
-    checkpoint: Optional[str] = typer.Option(None, "--checkpoint", help="a trained checkpoint (default: the newest trained one)"),
-    item: Optional[list[str]] = typer.Option(None, "--item", help="suite items to show (repeatable; default: the first 3)"),
+    checkpoint: str | None = typer.Option(None, "--checkpoint", help="a trained checkpoint (default: the newest trained one)"),
+    item: list[str] | None = typer.Option(None, "--item", help="suite items to show (repeatable; default: the first 3)"),
     suite: str = typer.Option("sample", "--suite", "-s", help="evaluation suite the videos were generated for"),
     seed: int = typer.Option(0, help="the sampling seed of the videos to show"),
     config: str = ConfigOpt,
-    overrides: Optional[list[str]] = OverrideOpt,
+    overrides: list[str] | None = OverrideOpt,
 ) -> None:
     """A PNG per item: first frame with the entities and their paths, then control on and control off frame by frame."""
     _check_config(config, overrides)
@@ -452,7 +451,7 @@ def strip(
 
 
 @app.command("report")
-def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: Optional[str] = SuiteOpt, benchmark: Optional[str] = OldSuiteOpt) -> None:
+def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: str | None = SuiteOpt, benchmark: str | None = OldSuiteOpt) -> None:
     """Every checkpoint's ObjMC / FID / FVD on an evaluation suite, with 95% bootstrap intervals, as a markdown table."""
     suite = _suite(suite, benchmark)
     from core.status import metrics_table
@@ -476,7 +475,7 @@ def _existing_workdir(workdir: str):
         _fail(str(err))
 
 
-def _check_config(config: str, overrides: Optional[list[str]]) -> None:
+def _check_config(config: str, overrides: list[str] | None) -> None:
     try:
         load_config(config, overrides)
     except ConfigError as err:

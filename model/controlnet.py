@@ -174,7 +174,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         encoder_first_stride: int = 1,
         pixel_scale: int = 8,
         load_weights_from_unet: bool = True,
-    ) -> "DragAnythingControlNetModel":
+    ) -> DragAnythingControlNetModel:
         """A controller shaped like ``unet``'s encoder, initialised from its weights (the ControlNet recipe)."""
         c = unet.config
         model = cls(

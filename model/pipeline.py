@@ -9,7 +9,7 @@ augmentation, guidance ramp, steps, seed) is an argument.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import PIL.Image

@@ -10,9 +10,10 @@ fallback: OpenCV GrabCut seeded by the clicks.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Literal
 
 import cv2
 import numpy as np

@@ -7,7 +7,7 @@ included); the controller weights are ``<path>/controlnet`` in diffusers layout.
 from __future__ import annotations
 
 import json
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ import torch
 from core.config import Config, ModelSettings
 from core.tables import Workdir
 from tasks.suites import SuiteItem
+
 
 def checkpoint_model_settings(checkpoint: dict) -> ModelSettings:
     cfg = json.loads(checkpoint["config"])
@@ -60,7 +61,7 @@ class ControllerGenerator:
         self.pipe, self.model, self.gen = pipe, model, gen_settings
 
     @classmethod
-    def from_checkpoint(cls, wd: Workdir, checkpoint: dict, cfg: Config) -> "ControllerGenerator":
+    def from_checkpoint(cls, wd: Workdir, checkpoint: dict, cfg: Config) -> ControllerGenerator:
         from model.entity_features import build_extractor
         from model.pipeline import build_pipeline
 

@@ -247,7 +247,7 @@ def _random_crops(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch
     return torch.stack([img[:, y : y + h, x0 : x0 + w] for img, y, x0 in zip(x, ys, xs)])
 
 
-def _framewise_decoder(vae) -> "callable":
+def _framewise_decoder(vae) -> callable:
     """Switch the temporal decoder's time mixing off, so frames decode independently.
 
     Fitted on single frames, the tiny VAE cannot also learn its temporal layers; with every

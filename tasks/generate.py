@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Callable, Protocol
+from collections.abc import Callable
+from typing import Protocol
 
 import numpy as np
 

@@ -35,8 +35,8 @@ import torch
 
 from core.config import Config
 from core.geometry import rescale
-from core.tables import Workdir
 from core.media import load_cached_clip, read_blob, resize_clip, write_blob
+from core.tables import Workdir
 
 STAGE = "preprocess"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

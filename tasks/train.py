@@ -21,8 +21,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from core.config import Config
 from core import checkpoints as ckpts
+from core.config import Config
 from core.tables import Workdir
 from model import training as T
 from model.unet_control import controlled_prediction
@@ -35,7 +35,7 @@ from tasks.checkpoint_files import (  # noqa: F401 - re-exported: the stage's ch
     save_checkpoint,
 )
 from tasks.fit_base import fit_tiny_base
-from tasks.train_data import Batch, Clip, batch_for_step, load_clips  # noqa: F401
+from tasks.train_data import Batch, Clip, batch_for_step, load_clips  # noqa: F401 - re-exported: other modules import it from here
 
 STAGE = "train"
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -200,9 +200,7 @@ def resolve_resume(wd: Workdir, resume: str) -> dict:
 
 def preprocess_in_process(workdir: str, cfg: Config) -> dict:
     """The preprocess stage in this process (one shard of every clip lacking a cache); its encoders are freed after."""
-    from tasks.preprocess import encode_clips, missing
-
-    from tasks.preprocess import cache_key
+    from tasks.preprocess import cache_key, encode_clips, missing
 
     todo = missing(Workdir(workdir), cfg)
     out = encode_clips(workdir, cfg, todo) if todo else {"encoded": [], "embedded": 0, "key": cache_key(cfg)}

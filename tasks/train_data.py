@@ -102,7 +102,7 @@ class Batch:
     mask: torch.Tensor  # (B, T, 1, h, w) entity-pixel fraction at latent size
     video_ids: list[str]
 
-    def to(self, device) -> "Batch":
+    def to(self, device) -> Batch:
         ents = None if self.entities is None else [EntityInputs(e.vectors.to(device), e.centers.to(device), e.radii.to(device)) for e in self.entities]
         return Batch(self.latents.to(device), self.image_latents.to(device), self.embeddings.to(device),
                      {k: v.to(device) for k, v in self.conditions.items()}, ents, self.mask.to(device), self.video_ids)

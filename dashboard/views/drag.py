@@ -24,7 +24,7 @@ from core.config import ConfigError, load_config
 from core.geometry import rescale
 from core.media import load_cached_clip
 from dashboard import auth, media, queries, ui
-from dashboard.drag_state import FLASH, MODES, RESULT, S, active, cb_click, cb_clear, cb_new_entity, cb_remove_entity, cb_typed, cb_undo, new_entity, state
+from dashboard.drag_state import FLASH, MODES, RESULT, S, active, cb_clear, cb_click, cb_new_entity, cb_remove_entity, cb_typed, cb_undo, new_entity, state
 from dashboard.segmenting import MemoSegmenter, segmenter_for
 from tasks import drag as dg
 from tasks.controller import checkpoint_model_settings
@@ -181,7 +181,8 @@ with right:
     if memo_seg.name.startswith("sam"):
         choices = {None: "SAM's best", 0: "small", 1: "medium", 2: "large"}
         e = active()
-        picked = st.selectbox("SAM mask", list(choices), index=list(choices).index(e["choice"]), format_func=choices.get, key=f"drag_choice_{image_key}_{st.session_state['drag_active']}")
+        picked = st.selectbox("SAM mask", list(choices), index=list(choices).index(e["choice"]), format_func=choices.get,
+                              key=f"drag_choice_{image_key}_{st.session_state['drag_active']}")
         e["choice"] = picked
 
 # resolve what can be resolved: masks of selected entities, trajectories of those with paths

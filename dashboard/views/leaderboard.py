@@ -41,7 +41,8 @@ for metric, ids in options.items():
     )
 multi = {m: i for m, i in options.items() if len(i) > 1}
 if multi:
-    st.caption("Several identities measured on this suite (" + ", ".join(f"{data.METRIC_LABELS[m]}: {len(i)}" for m, i in multi.items()) + "); each column shows the one picked above.")
+    counts = ", ".join(f"{data.METRIC_LABELS[m]}: {len(i)}" for m, i in multi.items())
+    st.caption(f"Several identities measured on this suite ({counts}); each column shows the one picked above.")
 
 try:
     ratings = queries.ratings(url, suite)

@@ -15,7 +15,7 @@ url = ui.workdir_or_stop()
 
 try:
     votes = queries.votes(url)
-except Exception as err:  # noqa: BLE001
+except Exception as err:  # noqa: BLE001 - any failure here means the same thing to the caller
     st.error(f"The vote store cannot be read: {err}")
     st.stop()
 
@@ -88,29 +88,39 @@ if not bt.empty:
     chart = (
         alt.Chart(bt)
         .mark_rule()
-        .encode(y=alt.Y("checkpoint_id:N", sort="-x", title=None), x=alt.X("ci_low:Q", title="rating (Elo scale, mean 1000)", scale=alt.Scale(zero=False)), x2="ci_high:Q", color="aspect:N")
-    ) + alt.Chart(bt).mark_point(filled=True).encode(y=alt.Y("checkpoint_id:N", sort="-x"), x="rating:Q", color="aspect:N", tooltip=["checkpoint_id", "aspect", alt.Tooltip("rating:Q", format=".0f"), "n"])
+        .encode(y=alt.Y("checkpoint_id:N", sort="-x", title=None),
+                x=alt.X("ci_low:Q", title="rating (Elo scale, mean 1000)", scale=alt.Scale(zero=False)), x2="ci_high:Q", color="aspect:N")
+    ) + alt.Chart(bt).mark_point(filled=True).encode(
+        y=alt.Y("checkpoint_id:N", sort="-x"), x="rating:Q", color="aspect:N",
+        tooltip=["checkpoint_id", "aspect", alt.Tooltip("rating:Q", format=".0f"), "n"],
+    )
     st.altair_chart(chart.properties(height=max(120, 28 * bt["checkpoint_id"].nunique())), width="stretch")
     st.dataframe(
         bt[["aspect", "checkpoint_id", "rating", "ci_low", "ci_high", "n", "wins"]], hide_index=True, width="stretch",
         column_config={c: st.column_config.NumberColumn(format="%.0f") for c in ("rating", "ci_low", "ci_high")},
     )
-    st.caption(f"Bradley-Terry fit (maximum likelihood, MM iteration; ties = half a win each; weak prior of one drawn game against a reference). Intervals: {vm.interval_label(unit)}, {n_boot} resamples.")
+    st.caption("Bradley-Terry fit (maximum likelihood, MM iteration; ties = half a win each; weak prior of one drawn game against a "
+               f"reference). Intervals: {vm.interval_label(unit)}, {n_boot} resamples.")
 
 st.subheader("Coverage")
 cov = rates.groupby(["checkpoint_a", "checkpoint_b"])["n"].max().reset_index()
 if not cov.empty:
     st.altair_chart(
-        alt.Chart(cov).mark_rect().encode(x=alt.X("checkpoint_a:N", title=None), y=alt.Y("checkpoint_b:N", title=None), color=alt.Color("n:Q", title="judgements"), tooltip=["checkpoint_a", "checkpoint_b", "n"]).properties(height=max(120, 24 * cov["checkpoint_b"].nunique())),
+        alt.Chart(cov).mark_rect()
+        .encode(x=alt.X("checkpoint_a:N", title=None), y=alt.Y("checkpoint_b:N", title=None), color=alt.Color("n:Q", title="judgements"),
+                tooltip=["checkpoint_a", "checkpoint_b", "n"])
+        .properties(height=max(120, 24 * cov["checkpoint_b"].nunique())),
         width="stretch",
     )
 
 st.subheader("Votes per voter")
-st.dataframe(vm.votes_per_voter(votes), hide_index=True, width="stretch", column_config={"tie_share": st.column_config.NumberColumn(format="percent")})
+st.dataframe(vm.votes_per_voter(votes), hide_index=True, width="stretch",
+             column_config={"tie_share": st.column_config.NumberColumn(format="percent")})
 
 st.subheader("Export")
 c1, c2, c3 = st.columns(3)
-export_cols = [c for c in ("vote_id", "voter", "aspect", "suite", "item_id", "left_checkpoint", "right_checkpoint", "choice", "winner", "shown_at", "voted_at") if c in votes.columns]
+EXPORTED = ("vote_id", "voter", "aspect", "suite", "item_id", "left_checkpoint", "right_checkpoint", "choice", "winner", "shown_at", "voted_at")
+export_cols = [c for c in EXPORTED if c in votes.columns]
 c1.download_button("Votes (CSV)", votes[export_cols].to_csv(index=False).encode(), "votes.csv", "text/csv", key="res_dl_votes")
 c2.download_button("Win rates (CSV)", rates.to_csv(index=False).encode(), "win_rates.csv", "text/csv", key="res_dl_rates")
 c3.download_button("Ratings (CSV)", bt.to_csv(index=False).encode(), "ratings.csv", "text/csv", key="res_dl_bt")

@@ -11,8 +11,8 @@ point the model was trained to move): the entity then moves by exactly the drawn
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 Point = tuple[float, float]
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

@@ -6,9 +6,9 @@ same pieces as the Drag page (image, case, checkpoint choice, :func:`run_drag`).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from core.config import Config
 from core.tables import Workdir

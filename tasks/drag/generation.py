@@ -21,7 +21,6 @@ from core.tables import Workdir
 from tasks.drag.common import Progress
 from tasks.suites import SuiteItem
 
-
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _PIPE_LOCK = threading.Lock()  # one generation at a time per process (a pipe's scheduler has state)
 

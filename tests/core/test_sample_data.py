@@ -31,7 +31,7 @@ def test_val_holds_out_motions_of_scenes_train_also_shows(tmp_path):
     train = (tmp_path / "train.txt").read_text().split()
     val = (tmp_path / "val.txt").read_text().split()
     assert val == ["sample_0003", "sample_0007"]
-    first = lambda v: (tmp_path / "imgs" / v / "00000000.jpg").read_bytes()  # noqa: E731
+    first = lambda v: (tmp_path / "imgs" / v / "00000000.jpg").read_bytes()  # noqa: E731 - a one-line helper read next to its use
     for v in val:
         scene = int(v[-4:]) // 4
         siblings = [t for t in train if int(t[-4:]) // 4 == scene]

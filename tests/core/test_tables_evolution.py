@@ -13,7 +13,7 @@ def _old_metrics_part(wd: Workdir) -> None:
     old = pa.table({
         "checkpoint_id": ["static"], "benchmark": ["sample"], "metric": ["objmc"], "backbone": ["tracker:lk"],
         "value": [9.7], "ci_low": [8.4], "ci_high": [11.0], "n": pa.array([12], pa.int64()),
-        "created_at": pa.array([dt.datetime(2026, 11, 21, tzinfo=dt.timezone.utc)], pa.timestamp("us", tz="UTC")),
+        "created_at": pa.array([dt.datetime(2026, 11, 21, tzinfo=dt.UTC)], pa.timestamp("us", tz="UTC")),
     })
     d = wd.table_dir("metrics")
     wd.fs.makedirs(d, exist_ok=True)
@@ -34,7 +34,7 @@ def test_an_old_metrics_part_reads_with_defaults_for_new_columns(tmp_path):
 def test_replace_keeps_one_row_per_key_and_leaves_other_rows(tmp_path):
     wd = Workdir(tmp_path)
     _old_metrics_part(wd)
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     row = dict(checkpoint_id="warp", suite="sample", metric="objmc", backbone="tracker:lk", identity="project | lk", value=1.3, n=4, created_at=now)
     assert wd.replace("metrics", [row]) == 1
     assert wd.replace("metrics", [{**row, "value": 4.2, "n": 27}]) == 1

@@ -135,7 +135,7 @@ class CDP:
     def close(self) -> None:
         try:
             self.ws.close()
-        except Exception:  # noqa: BLE001
+        except Exception:  # noqa: BLE001 - any failure here means the same thing to the caller
             pass
 
 

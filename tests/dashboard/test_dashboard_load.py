@@ -13,7 +13,7 @@ def _voter(path: str, k: int, barrier, out) -> None:
     from dashboard.votes_store import Vote, VoteStore
 
     store = VoteStore(path)
-    shown = dt.datetime.now(dt.timezone.utc)
+    shown = dt.datetime.now(dt.UTC)
     votes = [
         Vote(
             voter=f"voter{k:02d}", aspect=("motion", "quality")[i % 2], suite="vipseg-val", item_id=f"item{i // 2:03d}",

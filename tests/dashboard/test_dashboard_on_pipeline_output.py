@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from core.checkpoints import reference_row
 from core.config import load_config
 from core.tables import Workdir
 from tasks.embeddings import embed_videos
 from tasks.evaluate import objmc_items, summarize
-from core.checkpoints import reference_row
 from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
 from tasks.train import run_training

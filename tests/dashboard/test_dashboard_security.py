@@ -84,7 +84,7 @@ def _held_lock(path: str):
 
 def _vote(i: int = 0) -> Vote:
     return Vote(voter=f"v{i}", aspect="motion", suite="b", item_id=f"i{i}", left_checkpoint="a", right_checkpoint="b",
-                choice="left", shown_at=dt.datetime.now(dt.timezone.utc))
+                choice="left", shown_at=dt.datetime.now(dt.UTC))
 
 
 def test_a_held_lock_makes_the_vote_fail_within_the_store_timeout(tmp_path):

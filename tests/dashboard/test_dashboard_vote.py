@@ -140,7 +140,7 @@ def test_results_and_export_after_votes(make_app, open_page, page_text, filled_w
 
 
 def _vote(i: int, voter: str = "v", choice: str = "left") -> Vote:
-    t = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    t = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     return Vote(voter, "motion", "bm", f"item{i}", "ck-a", "ck-b", choice, shown_at=t)
 
 

@@ -28,7 +28,7 @@ def add_checkpoint(workdir: Path, checkpoint_id: str = CHECKPOINT_ID, step: int 
         build_pipeline(cfg.model).controlnet.save_pretrained(wd.path("checkpoints", checkpoint_id, "controlnet"))
     row = dict(
         checkpoint_id=checkpoint_id, parent=None, config=json.dumps(cfg.model_dump(mode="json")), config_hash=cfg.digest(),
-        step=step, path=f"checkpoints/{checkpoint_id}", created_at=created_at or dt.datetime.now(dt.timezone.utc),
+        step=step, path=f"checkpoints/{checkpoint_id}", created_at=created_at or dt.datetime.now(dt.UTC),
     )
     wd.append("checkpoints", [row])
     return row

@@ -217,7 +217,7 @@ def test_checkpoint_choice(empty_workdir, make_checkpoint):
     wd = Workdir(str(empty_workdir))
     with pytest.raises(dg.DragError, match=r"no trained checkpoint yet: train one first .*or pass --checkpoint ID"):
         dg.choose_checkpoint(wd)
-    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    t0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
     make_checkpoint(empty_workdir, "old", step=100, created_at=t0)
     make_checkpoint(empty_workdir, "new", step=200, created_at=t0 + dt.timedelta(hours=1))
     make_checkpoint(empty_workdir, "gone", step=300, created_at=t0 + dt.timedelta(hours=2), weights=False)

@@ -147,8 +147,8 @@ def test_page_without_a_checkpoint_says_to_train_first(drag_page, empty_workdir,
 
 
 def test_a_suite_items_first_frame_can_be_dragged(drag_page, drag_workdir, scene_image, page_text):
-    from core.tables import Workdir
     from core.media import save_cached_clip
+    from core.tables import Workdir
 
     img, truth = scene_image
     wd = Workdir(str(drag_workdir))

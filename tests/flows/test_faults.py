@@ -7,9 +7,9 @@ import psutil
 import pytest
 
 from core.tables import Workdir
+from flows.generate import generate_flow
 from flows.labels import labels_flow
 from flows.runtime import run_flow
-from flows.generate import generate_flow
 
 pytestmark = pytest.mark.integration
 

@@ -6,13 +6,13 @@ import sys
 import numpy as np
 import pytest
 
-from core.tables import Workdir
-from tasks.evaluate import write_trajectory_dir
-from flows.labels import labels_flow
-from flows.runtime import run_flow
 from core.checkpoints import UnknownCheckpoint
+from core.tables import Workdir
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
+from flows.labels import labels_flow
+from flows.runtime import run_flow
+from tasks.evaluate import write_trajectory_dir
 
 pytestmark = pytest.mark.integration
 

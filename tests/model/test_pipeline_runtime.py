@@ -7,8 +7,8 @@ import torch
 from core.config import load_config
 from model.pipeline import build_pipeline
 from model.tiny import TinySizes, build_tiny_svd
-from tasks.suites import SuiteItem
 from tasks.controller import ControllerGenerator, place_pipeline
+from tasks.suites import SuiteItem
 
 
 def _item(frames=4):

@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.checkpoints import reference_row
 from core.config import load_config
 from core.tables import Workdir
 from tasks.evaluate import objmc_items
-from core.checkpoints import reference_row
 from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
 

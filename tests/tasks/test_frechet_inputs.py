@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from core.checkpoints import reference_row
 from core.config import load_config
 from core.media import write_frames
 from core.tables import Workdir
 from tasks import features as feats
-from core.checkpoints import reference_row
 from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
 

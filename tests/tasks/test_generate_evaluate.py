@@ -4,12 +4,12 @@ import av
 import numpy as np
 import pytest
 
+from core.checkpoints import reference_row
 from core.config import load_config
 from core.media import read_frames
 from core.tables import Workdir
 from tasks.evaluate import objmc_items, summarize
 from tasks.features import cache_features, feature_jobs
-from core.checkpoints import reference_row
 from tasks.generate import generate_items, load_suite
 from tasks.labels import VideoRef, label_videos
 

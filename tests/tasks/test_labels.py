@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 
 from core.config import load_config
+from core.geometry import scale_points
+from core.media import load_cached_clip
 from core.sample_data import read_truth
 from core.tables import Workdir
 from core.vipseg import load_categories, read_split
-from core.geometry import scale_points
 from eval.trackers import make_tracker
-from core.media import load_cached_clip
 from tasks.labels import VideoRef, label_video, label_videos
 
 VIDEOS = [f"sample_{i:04d}" for i in range(8)]

@@ -17,7 +17,7 @@ BASE = np.random.default_rng(0).uniform(4.0, 12.0, size=(len(ITEMS), 2, 8))  # i
 
 def add_checkpoint(wd: Workdir, cid: str, minutes: int, shift: float, noise: float = 0.0, seed: int = 1) -> None:
     """A trained checkpoint scored on 12 items: the base errors moved by ``shift`` px (plus noise)."""
-    created = dt.datetime(2026, 12, 1, tzinfo=dt.timezone.utc) + dt.timedelta(minutes=minutes)
+    created = dt.datetime(2026, 12, 1, tzinfo=dt.UTC) + dt.timedelta(minutes=minutes)
     wd.append("checkpoints", [dict(checkpoint_id=cid, kind="trained", parent=None, config="{}", config_hash="h", step=minutes,
                                    path=f"checkpoints/{cid}", created_at=created)])
     err = BASE + shift + np.random.default_rng(seed).normal(0, noise, BASE.shape)

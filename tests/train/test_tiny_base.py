@@ -9,11 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from core.config import load_config
+from core.media import load_cached_clip
 from core.tables import Workdir
 from model.pipeline import build_pipeline
-from core.media import load_cached_clip
-from tasks.labels import VideoRef, label_videos
 from tasks.fit_base import _random_crops, fit_tiny_base
+from tasks.labels import VideoRef, label_videos
 from tasks.train import preprocess_in_process
 from tasks.train_data import Clip, batch_for_step, load_clips
 

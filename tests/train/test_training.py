@@ -10,8 +10,6 @@ from core.config import load_config
 from core.tables import Workdir
 from model import training as T
 from model.pipeline import build_pipeline
-from tasks.embeddings import embed_videos
-from tasks.labels import VideoRef, label_videos
 from tasks.train import CheckpointError, controller_loss, preprocess_in_process, resolve_resume, run_training, save_checkpoint, train_loop
 from tasks.train_data import batch_for_step, load_clips
 
