@@ -16,19 +16,23 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(VENV)/bin/draganything sample-data --out $(DEMO)/data --videos 192 --variants 16 --val-every 16
+	$(VENV)/bin/draganything sample-data --out $(DEMO)/data --videos 192 --variants 16 --val-every 16 --world large
 	$(VENV)/bin/draganything pipeline --workdir $(DEMO)/work --data-root $(DEMO)/data --dataset sample \
 		--suites sample,user-study --select all --set evaluate.user_study_dir=$(abspath $(DEMO))/data/user_study
 	@echo
 	$(VENV)/bin/draganything report --workdir $(DEMO)/work --suite sample
 	@echo
+	$(VENV)/bin/draganything strip --workdir $(DEMO)/work --out $(DEMO)/control_strip.png
+	@echo
 	$(VENV)/bin/draganything status --workdir $(DEMO)/work
 	@echo
 	@echo "Demo finished. Results:"
 	@echo "  dataset:     $(DEMO)/data (VIPSeg layout; ground truth in ground_truth/, user-study cases in user_study/)"
-	@echo "  tables:      $(DEMO)/work/tables/<table>/part-*.parquet  (labels, checkpoints, train_log, samples, objmc, metrics, rejects)"
+	@echo "  tables:      $(DEMO)/work/tables/<table>/part-*.parquet  (labels, entity_embeddings, checkpoints, train_log, samples,"
+	@echo "               conditions, objmc, metrics, metrics_history, rejects; docs/tables.md)"
 	@echo "  checkpoints: $(DEMO)/work/checkpoints/<id>/controlnet"
 	@echo "  videos:      $(DEMO)/work/samples/<checkpoint>/<suite>/<item>/seed0.mp4"
+	@echo "  strip:       $(DEMO)/control_strip.png (first frame and paths, then control on and control off)"
 	@echo
 	@echo "Open the dashboard (leaderboard, compare, training, vote, study results, drag) on this machine:"
 	@echo "  $(VENV)/bin/draganything dashboard --workdir $(DEMO)/work --secrets $(DEMO)/secrets.toml"
