@@ -29,6 +29,7 @@ def test_an_unexplained_noqa_is_found():
 
 def test_every_noqa_in_the_repository_gives_its_reason():
     files = subprocess.run(["git", "ls-files", "*.py"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = [f for f in files if f != "tests/test_lint.py"]  # this file plants bare noqa comments in strings
     bad = [f"{f}:{n}" for f in files for n in unexplained_noqa((REPO / f).read_text())]
     assert not bad, "noqa without ': CODE - reason': " + ", ".join(bad)
 
