@@ -103,7 +103,7 @@ def drag_page(monkeypatch):
             monkeypatch.setenv("DRAGANYTHING_CONFIG", config)
         else:
             monkeypatch.delenv("DRAGANYTHING_CONFIG", raising=False)
-        at = AppTest.from_file(str(APP), default_timeout=120)
+        at = AppTest.from_file(str(APP), default_timeout=360)  # a Ray generation on a loaded 2-core machine; 3x headroom
         at.secrets["voters"] = {DRAGGER[0]: DRAGGER[1]}
         for k, v in (secrets or {}).items():
             at.secrets[k] = v
