@@ -163,12 +163,16 @@ def to_evaluate(
 ) -> list[str]:
     """Which checkpoints a pipeline run generates and scores on ``suite``: the trained ones (all, or
     the latest), the references, and the latest with its control off; ``missing``: those without ObjMC."""
-    ids = [r["checkpoint_id"] for r in trained(wd)]
+    rows = trained(wd)
+    ids = [r["checkpoint_id"] for r in rows]
     chosen = ids[-1:] if select == "latest" else ids
+    if baselines and rows:
+        # A run's step-0 checkpoint is its untrained, zero-initialised controller: its videos are the
+        # latest model's with control off (same base, same config), so only the baseline is generated.
+        untrained = {r["checkpoint_id"] for r in rows[:-1] if r["step"] == 0 and r["config_hash"] == rows[-1]["config_hash"]}
+        chosen = [c for c in chosen if c not in untrained] + [ids[-1] + NO_CONTROL]  # the latest model with control switched off
     if references:
         chosen = list(REFERENCE_GENERATORS) + chosen
-    if baselines and ids:
-        chosen.append(ids[-1] + NO_CONTROL)  # the latest model with control switched off
     if select == "missing":
         scored = {(c, s) for c, s, m, *_ in wd.keys("metrics") if m == "objmc"}
         chosen = [c for c in chosen if (c, suite) not in scored]

@@ -19,12 +19,14 @@ from core.config import RuntimeSettings
 # telemetry: there is no network to send it to, and its heartbeat fails with a traceback. No INFO
 # lines from Prefect (a temporary server's run links die with it; PREFECT_LOGGING_LEVEL=INFO brings
 # them back). A temporary server gets 2 minutes to start: Prefect's 20 s run out on a slow or busy
-# machine while it creates its database.
+# machine while it creates its database. No "Loading weights" bars from transformers/diffusers (every
+# load is from a local folder and takes milliseconds; the bars only bury the run's progress).
 QUIET_ENV = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
     "PREFECT_LOGGING_LEVEL": os.environ.get("PREFECT_LOGGING_LEVEL", "WARNING"),
     "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120"),
     "RAY_DEDUP_LOGS": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS", "1"),
 }
 
 

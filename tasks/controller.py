@@ -40,7 +40,9 @@ def place_pipeline(pipe, gen_settings):
     """Put a built pipeline and its entity extractor on ``generate.device`` in ``generate.dtype``,
     or behind diffusers' model CPU offload (``generate.cpu_offload``: each model on the GPU only while it runs)."""
     device, dtype = generation_device(gen_settings), DTYPES[gen_settings.dtype]
-    pipe.to(dtype=dtype)
+    for part in pipe.components.values():  # only what is not in dtype yet: diffusers warns on every cast
+        if isinstance(part, torch.nn.Module) and part.dtype != dtype:
+            part.to(dtype=dtype)
     extractor = pipe.entity_extractor
     if extractor is not None and extractor.unet is not pipe.unet:  # its own backbone (SD1.5): placed whole
         extractor.unet.to(device, dtype)
