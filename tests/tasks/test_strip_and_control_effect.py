@@ -77,7 +77,8 @@ def test_strip_shows_the_first_frame_and_both_videos_frame_by_frame(scored):
         block = img[row_no * size : (row_no + 1) * size]
         right = block[:, -size:]  # the last frame's tile, at the right end of its row
         same = (np.abs(right.astype(int) - want.astype(int)).max(-1) <= 2).mean()
-        assert same > 0.8, f"row {row_no} is not {cid}'s last frame ({same:.2f} of pixels match)"
+        # the tile also carries the entities' circles and paths (the large world's movers cover ~20% of it)
+        assert same > 0.65, f"row {row_no} is not {cid}'s last frame ({same:.2f} of pixels match)"
     left = img[:size, LABEL_W : LABEL_W + size]
     assert (np.abs(left.astype(int) - cv2.resize(read_frames(wd, s["video_path"].replace(".mp4", ".npz"))[0], (size, size)).astype(int)) > 20).any(), \
         "the first frame carries the entities and their paths"
