@@ -21,6 +21,7 @@ import numpy as np
 
 from core.config import Config
 from core.media import read_frames, resize_clip
+from core.rejects import is_infrastructure_error
 from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.bootstrap import bootstrap_ratio
@@ -94,8 +95,8 @@ def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list
                  integer=protocol.integer_points, interp_shape=protocol.interp_shape)
     rows, rejects = [], []
 
-    def reject(item_id: str, reason: str) -> None:
-        rejects.append(dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{item_id}/objmc", reason=reason, at=now_utc()))
+    def reject(item_id: str, reason: str, error: str = "ItemError") -> None:
+        rejects.append(dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{item_id}/objmc", reason=reason, at=now_utc(), error=error))
 
     for item_id in item_ids:
         seeds = samples[samples["item_id"] == item_id].sort_values("seed")
@@ -125,10 +126,10 @@ def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list
                 per_seed.append(score_s)
                 tracks.append(pred)
                 tracked_hw = frames.shape[1:3]
-        except (OSError, MemoryError):
-            raise
         except Exception as err:  # noqa: BLE001 - one item's failure is that item's reject
-            reject(item_id, f"{type(err).__name__} while scoring: {err}")
+            if is_infrastructure_error(err):
+                raise  # the machine (disk full, out of memory ...), not the item: fail the task
+            reject(item_id, f"{type(err).__name__} while scoring: {err}", type(err).__name__)
             continue
         item = _mean_over_seeds(item_id, per_seed)
         seed_list = [int(x) for x in seeds["seed"]]

@@ -17,6 +17,7 @@ import numpy as np
 from core import checkpoints as ckpts
 from core.config import Config
 from core.media import write_frames, write_mp4
+from core.rejects import is_infrastructure_error
 from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.reference import static_video, warp_video
@@ -157,11 +158,12 @@ def generate_items(
                 seconds = time.perf_counter() - t0
                 if frames.shape[0] != item.trajectories.shape[1]:
                     raise ItemError(f"the generator made {frames.shape[0]} frames for a {item.trajectories.shape[1]}-point path; every frame needs its point")
-            except (OSError, MemoryError):
-                raise  # the machine, not the item: fail the task (Ray retries it)
             except Exception as err:  # noqa: BLE001 - any failure of one item is that item's reject
+                if is_infrastructure_error(err):
+                    raise  # the machine (disk full, out of memory ...), not the item: fail the task (Ray retries it)
                 reason = str(err) if isinstance(err, ItemError) else f"{type(err).__name__} while generating: {err}"
-                rejects.append(dict(stage=STAGE, item=f"{cid}/{suite}/{item.item_id}/seed{seed}", reason=reason, at=now_utc()))
+                rejects.append(dict(stage=STAGE, item=f"{cid}/{suite}/{item.item_id}/seed{seed}", reason=reason, at=now_utc(),
+                                    error=type(err).__name__))
                 continue
             cond = condition_row(cid, suite, item, seed)
             write_inputs(wd, cond["inputs_path"], item)

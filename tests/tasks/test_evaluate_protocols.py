@@ -85,3 +85,25 @@ def test_compare_delta_is_on_the_flat_mean_not_on_per_item_means():
     d = data.metric_deltas(metrics, "s", "a", "b", objmc).iloc[0]
     assert d["delta (B - A)"] == pytest.approx(flat["b"] - flat["a"])  # -0.5; per-item means would say (2 + 4) / 2 - (10 + 2) / 2 = -3
     assert "flat-mean difference over 2 shared items" in d["interval"]
+
+
+def test_a_missing_video_file_is_a_reject_but_a_full_disk_stops_the_task(sample_root, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    import tasks.evaluate as ev
+
+    cfg = load_config("tiny")
+    wd = _world(sample_root, tmp_path, cfg)
+    s = wd.read("samples").set_index("item_id")
+    os.remove(wd.path(s.loc[VAL[0], "video_path"].replace(".mp4", ".npz")))  # an item's file, gone: that item's problem
+    rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
+    assert {r["item_id"] for r in rows} == {VAL[1]}
+    assert [r["error"] for r in rejects] == ["FileNotFoundError"] and "while scoring" in rejects[0]["reason"]
+
+    def full_disk(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(ev, "read_frames", full_disk)  # the machine's problem: the task fails (and is retried)
+    with pytest.raises(OSError, match="No space left"):
+        objmc_items(wd.url, "warp", "sample", VAL[1:], cfg)
