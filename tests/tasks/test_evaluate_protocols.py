@@ -107,3 +107,28 @@ def test_a_missing_video_file_is_a_reject_but_a_full_disk_stops_the_task(sample_
     monkeypatch.setattr(ev, "read_frames", full_disk)  # the machine's problem: the task fails (and is retried)
     with pytest.raises(OSError, match="No space left"):
         objmc_items(wd.url, "warp", "sample", VAL[1:], cfg)
+
+
+def test_a_tracker_setting_alone_changes_the_identity_of_the_number(sample_root, tmp_path):
+    cfg = load_config("tiny")
+    wd = _world(sample_root, tmp_path, cfg)
+    base, _ = objmc_items(wd.url, "warp", "sample", VAL[:1], cfg)
+    assert base and all("win 9" in r["identity"] for r in base)
+    # the same videos under a wider LK window: another ground truth, so not scored as if it were the same number
+    wider, rejects = objmc_items(wd.url, "warp", "sample", VAL[:1], load_config("tiny", ["evaluate.tracker.lk.win_size=15"]))
+    assert wider == [] and len(rejects) == 1
+    assert "win 15" in rejects[0]["reason"] and "win 9" in rejects[0]["reason"], rejects[0]["reason"]
+
+
+def test_a_video_path_that_leaves_the_workdir_is_a_reject_and_is_not_opened(sample_root, tmp_path):
+    cfg = load_config("tiny")
+    wd = _world(sample_root, tmp_path / "wd", cfg)
+    outside = tmp_path / "outside.npz"
+    np.savez(outside, frames=np.zeros((8, 64, 64, 3), np.uint8))
+    s = wd.read("samples")
+    wd.delete("samples", wd.keys("samples"))
+    s.loc[s["item_id"] == VAL[0], "video_path"] = "../outside.mp4"  # a planted table value
+    wd.append("samples", s)
+    rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
+    assert {r["item_id"] for r in rows} == {VAL[1]}
+    assert len(rejects) == 1 and "outside" in rejects[0]["reason"] and rejects[0]["error"] == "PathError"
