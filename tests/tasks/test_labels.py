@@ -184,3 +184,26 @@ def test_frames_cache_holds_the_labelled_clip(sample_root, tmp_path):
     assert frames.shape == (14, 256, 256, 3) and frames.dtype == np.uint8
     assert set(np.unique(ids[0])) >= {r["entity_id"] for r in rows}
     assert read_split(sample_root, "val") == ["sample_0003", "sample_0007"]
+
+
+class _NotYetKnown(Exception):
+    """An error type no code in the project knows of: a future poison pill."""
+
+
+@pytest.mark.parametrize("error", [KeyError("frame 7"), _NotYetKnown("an unforeseen failure"), RecursionError("too deep")])
+def test_any_error_of_one_video_is_its_reject_with_the_exception_type(sample_root, tmp_path, monkeypatch, error):
+    import tasks.labels as tl
+
+    real = tl.label_video
+
+    def poisoned(root, ref, *a, **k):
+        if ref.video_id == "sample_0003":
+            raise error
+        return real(root, ref, *a, **k)
+
+    monkeypatch.setattr(tl, "label_video", poisoned)
+    cfg = load_config("tiny", CLIP).labels
+    refs = [VideoRef("d", "val", "sample_0003"), VideoRef("d", "val", "sample_0007")]
+    rows, rejects = label_videos(str(sample_root), refs, cfg, {}, str(tmp_path))
+    assert [r["item"] for r in rejects] == ["d/val/sample_0003"] and rejects[0]["error"] == type(error).__name__
+    assert type(error).__name__ in rejects[0]["reason"] and rows and {r["video_id"] for r in rows} == {"sample_0007"}
