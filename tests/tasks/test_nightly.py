@@ -14,6 +14,8 @@ REPO = Path(__file__).resolve().parents[2]
 ITEMS = [f"sample/val/v{i:02d}" for i in range(12)]
 BASE = np.random.default_rng(0).uniform(4.0, 12.0, size=(len(ITEMS), 2, 8))  # item x entity x frame errors (px)
 
+IDENTITY = "project | lk(win 9, levels 3, fb 1.0) | test rows | eval 64x64"  # objmc and metrics rows are keyed by how they were measured
+
 
 def add_checkpoint(wd: Workdir, cid: str, minutes: int, shift: float, noise: float = 0.0, seed: int = 1) -> None:
     """A trained checkpoint scored on 12 items: the base errors moved by ``shift`` px (plus noise)."""
@@ -22,9 +24,9 @@ def add_checkpoint(wd: Workdir, cid: str, minutes: int, shift: float, noise: flo
                                    path=f"checkpoints/{cid}", created_at=created)])
     err = BASE + shift + np.random.default_rng(seed).normal(0, noise, BASE.shape)
     wd.append("objmc", [dict(checkpoint_id=cid, suite="sample", item_id=item, entity_id=e, error_px=float(err[i, e].mean()),
-                             per_frame=err[i, e].tolist(), tracker="lk") for i, item in enumerate(ITEMS) for e in range(2)])
+                             per_frame=err[i, e].tolist(), tracker="lk", identity=IDENTITY) for i, item in enumerate(ITEMS) for e in range(2)])
     wd.append("metrics", [dict(checkpoint_id=cid, suite="sample", metric="objmc", backbone="tracker:lk", value=float(err.mean()),
-                               ci_low=None, ci_high=None, n=len(ITEMS), created_at=created)])
+                               ci_low=None, ci_high=None, n=len(ITEMS), created_at=created, identity=IDENTITY)])
 
 
 def test_verdicts_against_the_current_best(tmp_path):

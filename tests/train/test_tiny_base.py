@@ -152,5 +152,5 @@ def test_vae_preview_makes_latents_follow_the_image(two_splits):
         vae = build_pipeline(cfg.model.model_copy(update={"base_model_path": wd.local_path(rel)})).vae
         with torch.no_grad():
             latent = vae.encode(x).latent_dist.mode()
-        gaps[weight] = float(F.mse_loss(latent[:, :3], F.avg_pool2d(x, 8)))
+        gaps[weight] = float(F.mse_loss(latent[:, :3], F.avg_pool2d(x, x.shape[-1] // latent.shape[-1])))  # the VAE's factor (4 in the tiny profile)
     assert gaps[1.0] < 0.2 * gaps[0.0], gaps
