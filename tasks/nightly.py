@@ -36,14 +36,19 @@ def objmc_per_item(wd: Workdir, suite: str) -> pd.DataFrame:
     return objmc.groupby(["checkpoint_id", "item_id"], as_index=False)[["total", "count"]].sum()
 
 
+def _on_common_items(per_item: pd.DataFrame, a_id: str, b_id: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The per-item rows of two checkpoints, restricted to the items both were scored on (same order)."""
+    a = per_item[per_item["checkpoint_id"] == a_id].set_index("item_id")
+    b = per_item[per_item["checkpoint_id"] == b_id].set_index("item_id")
+    common = sorted(set(a.index) & set(b.index))
+    return a.loc[common], b.loc[common]
+
+
 def paired_objmc_difference(per_item: pd.DataFrame, candidate: str, best: str, seed: int = 0) -> Interval | None:
     """ObjMC(candidate) - ObjMC(best) on the items both were scored on, with its paired bootstrap interval."""
-    a = per_item[per_item["checkpoint_id"] == candidate].set_index("item_id")
-    b = per_item[per_item["checkpoint_id"] == best].set_index("item_id")
-    common = sorted(set(a.index) & set(b.index))
-    if not common:
+    a, b = _on_common_items(per_item, candidate, best)
+    if a.empty:
         return None
-    a, b = a.loc[common], b.loc[common]
     return paired_ratio_difference(a["total"], a["count"], b["total"], b["count"], seed=seed)
 
 
@@ -59,12 +64,10 @@ def control_effects(wd: Workdir, suite: str) -> list[dict]:
         d = paired_objmc_difference(per_item, on_id, off_id)
         if d is None:
             continue
-        on, off = (per_item[per_item["checkpoint_id"] == c] for c in (on_id, off_id))
-        common = sorted(set(on["item_id"]) & set(off["item_id"]))
-        on, off = on[on["item_id"].isin(common)], off[off["item_id"].isin(common)]
+        on, off = _on_common_items(per_item, on_id, off_id)
         a, b = on["total"].sum() / on["count"].sum(), off["total"].sum() / off["count"].sum()
         out.append(dict(checkpoint_id=on_id, on=float(a), off=float(b), ratio=float(a / b), diff=d.value, low=d.low, high=d.high,
-                        items=len(common)))
+                        items=len(on)))
     return out
 
 
