@@ -205,8 +205,8 @@ SHIPPED_BASE = Path(__file__).resolve().parent / "tiny_base"
 FIT_COMMAND = "draganything fit-base --out {path}"
 
 
-def load_tiny_base(sizes: TinySizes = TinySizes(), path: str | Path = SHIPPED_BASE) -> dict:
-    """The pre-fitted tiny base (an SVD folder; the package ships one at ``SHIPPED_BASE``).
+def shipped_base_folder(sizes: TinySizes = TinySizes(), path: str | Path = SHIPPED_BASE) -> Path:
+    """The pre-fitted tiny base's folder (an SVD folder; the package ships one at ``SHIPPED_BASE``), checked.
 
     Refused with one sentence when a file is missing or the folder was fitted for other
     sizes than ``sizes`` asks for (frame counts aside: the weights do not depend on them).
@@ -229,7 +229,12 @@ def load_tiny_base(sizes: TinySizes = TinySizes(), path: str | Path = SHIPPED_BA
             raise MissingWeightsError(f"the tiny base in {p} was fitted with other sizes: {part} {', '.join(diff)}; set model.tiny "
                                       f"to its sizes, fit one for these with `{FIT_COMMAND.format(path='DIR')}` and point "
                                       "model.base_model_path at it, or set model.tiny.pretrained=false")
-    parts = load_svd_components(p)
+    return p
+
+
+def load_tiny_base(sizes: TinySizes = TinySizes(), path: str | Path = SHIPPED_BASE) -> dict:
+    """The pre-fitted tiny base's components (``shipped_base_folder``)."""
+    parts = load_svd_components(shipped_base_folder(sizes, path))
     parts["unet"].register_to_config(num_frames=sizes.num_frames)  # the pipeline's default length; no weight depends on it
     return parts
 
@@ -279,11 +284,12 @@ def vae_factor(vae_config) -> int:
 def load_base_unet(base_model_path: str | Path | None, sizes: TinySizes = TinySizes(), torch_dtype=None):
     """The frozen base UNet alone (controller training needs nothing else of the base: the preprocess stage
     encoded the clips) and the VAE's spatial factor, read from its config file. -> (unet, factor)."""
-    if not base_model_path:
+    if not base_model_path and not sizes.pretrained:
         parts = build_tiny_svd(sizes)
         unet = parts["unet"] if torch_dtype is None else parts["unet"].to(torch_dtype)
         return unet, vae_factor(parts["vae"].config)
-    p = require_layout(base_model_path, ("unet", "vae/config.json"), SVD_LAYOUT)
+    # the tiny profile's shipped base: the UNet that generation and the preprocess stage load (base_components)
+    p = require_layout(base_model_path, ("unet", "vae/config.json"), SVD_LAYOUT) if base_model_path else shipped_base_folder(sizes)
     kw = dict(local_files_only=True) | ({"torch_dtype": torch_dtype} if torch_dtype is not None else {})
     unet = UNetSpatioTemporalConditionModel.from_pretrained(p / "unet", **kw).eval().requires_grad_(False)
     return unet, vae_factor(AutoencoderKLTemporalDecoder.load_config(p / "vae"))

@@ -128,7 +128,12 @@ def files_fingerprint(folder: str | Path, parts: tuple[str, ...]) -> str:
 def cache_key(cfg: Config) -> str:
     """Everything a cache file's contents depend on, besides the clip itself."""
     m, tr = cfg.model, cfg.train
-    base = files_fingerprint(m.base_model_path, ("vae", "image_encoder", "unet")) if m.base_model_path else m.tiny.model_dump(mode="json")
+    if m.base_model_path or m.tiny.pretrained:  # a folder (a real SVD, or the tiny profile's shipped base): its files
+        from model.tiny import SHIPPED_BASE
+
+        base = files_fingerprint(m.base_model_path or SHIPPED_BASE, ("vae", "image_encoder", "unet"))
+    else:
+        base = m.tiny.model_dump(mode="json")  # random weights: the sizes and seed say it all
     sd15 = files_fingerprint(m.entity_backbone_path, ("unet", "vae", "text_encoder")) if m.entity_backbone == "sd15-unet" and m.entity_backbone_path else None
     payload = dict(base=base, sd15=sd15, hw=[m.height, m.width], frames=m.num_frames, entity=[m.conditioning, m.entity_backbone, m.entity_timestep,
                    m.entity_layer, m.entity_channels, m.entity_ensemble], noise_aug=cfg.generate.noise_aug_strength,

@@ -141,7 +141,7 @@ generate: {{num_inference_steps: 2, dtype: bf16, max_guidance_scale: 1.0, decode
 
     ckpts = pd.read_parquet(work / "tables" / "checkpoints").sort_values("step")
     assert list(ckpts["step"]) == [0, 2]
-    _, seconds, mem = _cli("generate", "--checkpoint", ckpts.iloc[-1]["checkpoint_id"], "--benchmark", "sample", *common)
+    _, seconds, mem = _cli("generate", "--checkpoint", ckpts.iloc[-1]["checkpoint_id"], "--suite", "sample", *common)
     report["generate"] = dict(seconds=round(seconds, 1), peak_rss_gb=round(mem.total / 2**30, 2), largest_process_gb=round(mem.single / 2**30, 2))
     samples = pd.read_parquet(work / "tables" / "samples")
     assert len(samples) >= 1 and (work / samples.iloc[0]["video_path"]).stat().st_size > 0

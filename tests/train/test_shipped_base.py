@@ -123,3 +123,35 @@ def test_a_built_wheel_carries_the_shipped_base(tmp_path):
     names = set(zipfile.ZipFile(wheel).namelist())
     shipped = {str(p.relative_to(root)) for p in SHIPPED_BASE.rglob("*") if p.is_file()}
     assert shipped and shipped <= names, sorted(shipped - names)
+
+
+def test_controller_training_runs_on_the_base_that_generation_loads():
+    """Training reads only the base UNet (``load_base_unet``); it must be the shipped one the pipeline and the
+    preprocess stage load, not random weights of the same sizes (a controller trained against another UNet
+    steers nothing at generation). With ``pretrained=false`` both are the seed's random weights."""
+    from model.tiny import load_base_unet
+
+    cfg = load_config("tiny")
+    for pretrained in (True, False):
+        m = cfg.model.model_copy(update={"tiny": cfg.model.tiny.model_copy(update={"pretrained": pretrained})})
+        trained_on, factor = load_base_unet(None, tiny_sizes(m))
+        generated_with = build_pipeline(m)
+        assert weights_fingerprint(trained_on) == weights_fingerprint(generated_with.unet), f"pretrained={pretrained}"
+        assert factor == 2 ** (len(generated_with.vae.config.block_out_channels) - 1) == m.tiny.vae_downsample
+    record = json.loads((SHIPPED_BASE / "fit.json").read_text())
+    assert weights_fingerprint(load_base_unet(None, tiny_sizes(cfg.model))[0]) == record["fingerprints"]["unet"]
+
+
+def test_the_preprocess_cache_key_follows_the_shipped_base_files(tmp_path, monkeypatch):
+    """Caches encoded with one shipped base are not read with another (a refitted base changes the key)."""
+    import model.tiny as tiny
+    from tasks.preprocess import cache_key
+
+    cfg = load_config("tiny")
+    before = cache_key(cfg)
+    copy = tmp_path / "tiny_base"
+    shutil.copytree(SHIPPED_BASE, copy)
+    cfgjson = copy / "unet" / "config.json"
+    cfgjson.write_text(cfgjson.read_text().replace("{", '{"_refit": 1, ', 1))
+    monkeypatch.setattr(tiny, "SHIPPED_BASE", copy)
+    assert cache_key(cfg) != before
