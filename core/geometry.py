@@ -8,9 +8,10 @@ in the project writes that formula.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
-from scipy import ndimage
+
+# cv2 and scipy are imported where the inscribed circles need them: the rescaling here is all a
+# GPU machine's model code (model/pipeline.py) needs, and such a machine may lack both.
 
 
 def incircle(mask: np.ndarray) -> tuple[float, float, float]:
@@ -41,6 +42,9 @@ def _incircle_crop(padded: np.ndarray) -> tuple[float, float, float]:
     pixel noise away; delta = max(0.25 r, 1 px). Measured on the sample data at
     256x256: 0.4 px worst error against the true centre, where argmax was 5 px off.
     """
+    import cv2
+    from scipy import ndimage
+
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
     r = float(dist.max())
     floor = r - max(0.25 * r, 1.0)
@@ -59,6 +63,8 @@ def incircles(ids: np.ndarray, entity_ids: list[int] | np.ndarray) -> tuple[np.n
 
     Returns centres (E, 2) (nan where absent), radii (E,), areas (E,) in pixels.
     """
+    from scipy import ndimage
+
     entity_ids = np.asarray(entity_ids)
     E = len(entity_ids)
     centers = np.full((E, 2), np.nan, np.float64)

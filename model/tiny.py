@@ -22,6 +22,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import (
@@ -35,7 +36,8 @@ from transformers import (
     CLIPVisionModelWithProjection,
 )
 
-from core.config import ModelSettings
+if TYPE_CHECKING:  # pydantic is not needed to build or load a model (a bare GPU machine has none)
+    from core.config import ModelSettings
 
 SVD_LAYOUT = (
     "a diffusers StableVideoDiffusionPipeline directory: model_index.json, unet/, vae/, image_encoder/, "
