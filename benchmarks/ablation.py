@@ -91,13 +91,16 @@ def run_row(workdir: Path, conditioning: str, mask: bool, seed: int, steps: int,
     items, _ = gen.load_suite(wd, SUITE, cfg)
     ids = [i.item_id for i in items]
     t1 = time.perf_counter()
-    samples, rejects = gen.generate_items(str(workdir), row, SUITE, ids, cfg)
+    samples, conditions, rejects = gen.generate_items(str(workdir), row, SUITE, ids, cfg)
+    wd.append("conditions", conditions)  # before the samples, as the generate stage writes them
     wd.append("samples", samples)
     wd.append("rejects", rejects)
-    scored = {(c, b, i) for c, b, i, _ in wd.keys("objmc")}
+    scored = {(c, b, i) for c, b, i, *_ in wd.keys("objmc")}
     todo = [i for i in ids if (cid, SUITE, i) not in scored]
     if todo:
-        wd.append("objmc", ev.objmc_items(str(workdir), cid, SUITE, todo, cfg))
+        rows, rejects = ev.objmc_items(str(workdir), cid, SUITE, todo, cfg)
+        wd.append("objmc", rows)
+        wd.append("rejects", rejects)
     s = wd.read("samples")
     s = s[(s["checkpoint_id"] == cid) & (s["suite"] == SUITE)]
     ev.cache_features(str(workdir), ev.feature_refs(s, items), cfg)

@@ -39,6 +39,9 @@ from transformers import (
 if TYPE_CHECKING:  # pydantic is not needed to build or load a model (a bare GPU machine has none)
     from core.config import ModelSettings
 
+# The config's dtype names (model.dtype, generate.dtype, train.controller_dtype).
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
 SVD_LAYOUT = (
     "a diffusers StableVideoDiffusionPipeline directory: model_index.json, unet/, vae/, image_encoder/, "
     "scheduler/ and feature_extractor/ (e.g. stabilityai/stable-video-diffusion-img2vid saved with "

@@ -14,46 +14,14 @@ import torch
 
 from core.config import Config, ModelSettings
 from core.tables import Workdir
+from model.pipeline import place_pipeline
+from model.tiny import DTYPES
 from tasks.suites import SuiteItem
 
 
 def checkpoint_model_settings(checkpoint: dict) -> ModelSettings:
     cfg = json.loads(checkpoint["config"])
     return ModelSettings.model_validate(cfg["model"])
-
-
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def generation_device(gen_settings) -> torch.device:
-    """The device ``generate.device`` names; ``auto`` = the task's GPU when it has one (Ray sets
-    ``CUDA_VISIBLE_DEVICES`` to the task's GPUs), else the CPU."""
-    if gen_settings.device == "cuda" or (gen_settings.device == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("generate.device is 'cuda' but this process sees no GPU; give the task one "
-                               "(runtime.task_num_gpus: 1) or set generate.device=auto")
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
-
-
-def place_pipeline(pipe, gen_settings):
-    """Put a built pipeline and its entity extractor on ``generate.device`` in ``generate.dtype``,
-    or behind diffusers' model CPU offload (``generate.cpu_offload``: each model on the GPU only while it runs)."""
-    device, dtype = generation_device(gen_settings), DTYPES[gen_settings.dtype]
-    for part in pipe.components.values():  # only what is not in dtype yet: diffusers warns on every cast
-        if isinstance(part, torch.nn.Module) and part.dtype != dtype:
-            part.to(dtype=dtype)
-    extractor = pipe.entity_extractor
-    if extractor is not None and extractor.unet is not pipe.unet:  # its own backbone (SD1.5): placed whole
-        extractor.unet.to(device, dtype)
-        extractor.vae.to(device, dtype)
-        if extractor.text_embeddings is not None:
-            extractor.text_embeddings = extractor.text_embeddings.to(device, dtype)
-    if gen_settings.cpu_offload and device.type == "cuda":
-        pipe.enable_model_cpu_offload(device=device)
-    else:
-        pipe.to(device)
-    return pipe
 
 
 class ControllerGenerator:

@@ -39,7 +39,6 @@ from core.media import load_cached_clip, read_blob, resize_clip, write_blob
 from core.tables import Workdir
 
 STAGE = "preprocess"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def window(start: int, backwards: bool, length: int) -> np.ndarray:
@@ -179,7 +178,7 @@ class Encoders:
 
         from model.entity_features import build_extractor
         from model.maps import condition_channels
-        from model.tiny import base_components, tiny_sizes
+        from model.tiny import DTYPES, base_components, tiny_sizes
 
         m = cfg.model
         parts = base_components(m.base_model_path, tiny_sizes(m), torch_dtype=DTYPES[m.dtype] if m.base_model_path else None)

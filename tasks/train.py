@@ -25,6 +25,7 @@ from core import checkpoints as ckpts
 from core.config import Config
 from core.tables import Workdir
 from model import training as T
+from model.tiny import DTYPES
 from model.unet_control import controlled_prediction
 from tasks.checkpoint_files import (  # noqa: F401 - re-exported: the stage's checkpoint API
     CheckpointError,
@@ -38,7 +39,6 @@ from tasks.fit_base import fit_tiny_base
 from tasks.train_data import Batch, Clip, batch_for_step, load_clips  # noqa: F401 - re-exported: other modules import it from here
 
 STAGE = "train"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 # --- the step ----------------------------------------------------------------------

@@ -122,3 +122,16 @@ def test_generation_with_model_cpu_offload(parts):
     frames = _call(pipe)
     assert np.isfinite(frames).all()
     assert next(pipe.unet.parameters()).device.type == "cpu"  # offloaded again after the call
+
+
+def test_place_pipeline_puts_the_pipeline_and_a_separate_extractor_backbone_on_the_gpu():
+    """What the generate stage does with ``generate.device=auto`` in a task that has a GPU (``place_pipeline``)."""
+    from model.pipeline import place_pipeline
+
+    pipe = _pipeline(build_tiny_svd(TinySizes(num_frames=8)), torch.float32)
+    other = build_tiny_svd(TinySizes(num_frames=8))  # an extractor with its own backbone, as SD1.5 is
+    pipe.set_entity_extractor(EntityFeatureExtractor(other["unet"], other["vae"], pooled_channels=16))
+    place_pipeline(pipe, SimpleNamespace(device="auto", dtype="bf16", cpu_offload=False))
+    for module in (pipe.unet, pipe.vae, pipe.controlnet, pipe.image_encoder, pipe.entity_extractor.unet, pipe.entity_extractor.vae):
+        assert {(p.device.type, p.dtype) for p in module.parameters()} == {("cuda", torch.bfloat16)}
+    assert np.isfinite(_call(pipe)).all()

@@ -5,9 +5,9 @@ import pytest
 import torch
 
 from core.config import load_config
-from model.pipeline import build_pipeline
+from model.pipeline import build_pipeline, place_pipeline
 from model.tiny import TinySizes, build_tiny_svd
-from tasks.controller import ControllerGenerator, place_pipeline
+from tasks.controller import ControllerGenerator
 from tasks.suites import SuiteItem
 
 
@@ -103,3 +103,14 @@ def test_callback_on_step_end_sees_every_step_and_can_replace_the_latents():
     progress = []
     gen(it, 0, on_step=lambda done, total: progress.append((done, total)))
     assert progress == [(0, 1), (1, 1)]
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_where_the_process_sees_no_gpu_is_one_clear_error():
+    from types import SimpleNamespace
+
+    from model.pipeline import generation_device, place_pipeline
+
+    assert generation_device(SimpleNamespace(device="auto")).type == "cpu"
+    with pytest.raises(RuntimeError, match=r"generate.device is 'cuda' but this process sees no GPU; give the task one \(runtime.task_num_gpus: 1\)"):
+        place_pipeline(None, SimpleNamespace(device="cuda", dtype="fp32", cpu_offload=False))

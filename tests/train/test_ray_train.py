@@ -31,8 +31,12 @@ def test_two_ddp_workers_train_on_clips_encoded_once_and_rank0_writes_once(label
     assert out["step"] == 2
     # preprocessing ran once per clip (3 videos and their mirror images), before the ranks, which encoded nothing
     assert out["encoded"] == 6 and out["metrics"]["encoded"] == 0
-    assert len(list((workdir / "cache" / "train").rglob("*.pt"))) == 6
+    caches = list((workdir / "cache" / "train").rglob("*.pt"))
+    assert len(caches) == 6
     wd = Workdir(workdir)
     ckpts = wd.read("checkpoints")
+    # every cache file was written before the ranks began (rank 0 writes the step-0 checkpoint first), and none after
+    began = ckpts.loc[ckpts["step"] == 0, "created_at"].iloc[0].timestamp()
+    assert max(f.stat().st_mtime for f in caches) < began
     assert sorted(ckpts["step"]) == [0, 2] and not ckpts.duplicated("checkpoint_id").any()
     assert sorted(wd.read("train_log")["step"]) == [1, 2]
