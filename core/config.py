@@ -274,6 +274,8 @@ class BaseFitSettings(_Section):
     )
     cond_dropout: float = Field(0.1, ge=0, le=1, description="drop the image conditioning this often (for guidance)")
     cosine: bool = Field(False, description="decay both learning rates along a cosine to 5% over the fit (for long fits)")
+    p_mean: float = Field(0.7, description="the base UNet's EDM noise levels, log sigma ~ N(p_mean, p_std^2) (SVD's); the controller's are train.p_mean/p_std")
+    p_std: float = Field(1.6, gt=0)
 
 
 class TrainSettings(_Section):

@@ -104,7 +104,7 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
     unet = pipe.unet.train().requires_grad_(True)
     opt = torch.optim.AdamW(unet.parameters(), lr=fb.lr)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, fb.unet_steps, fb.cosine))
-    edm = T.EDM(cfg.train.p_mean, cfg.train.p_std)
+    edm = T.EDM(fb.p_mean, fb.p_std)
     losses = []
     for _ in tqdm(range(fb.unet_steps), desc="fit tiny base UNet", disable=not progress, mininterval=10):
         idx = rng.integers(0, len(clips), fb.batch_size)
@@ -207,7 +207,7 @@ def fit_shipped_base(out: Path, cfg: Config, seed: int, n_videos: int, variants:
         "data": {"generator": "core.sample_data", "videos": n_videos, "variants": variants, "seed": data_seed, "world": world,
                  "frames": int(clips.shape[1]), "size": [int(clips.shape[-2]), int(clips.shape[-1])], "seconds": data_seconds},
         "fit_base": cfg.train.fit_base.model_dump(mode="json"),
-        "edm": {"p_mean": cfg.train.p_mean, "p_std": cfg.train.p_std},
+        "edm": {"p_mean": cfg.train.fit_base.p_mean, "p_std": cfg.train.fit_base.p_std},
         "model_tiny": cfg.model.tiny.model_dump(mode="json"),
         **record,
         "torch": torch.__version__,
