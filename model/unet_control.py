@@ -113,7 +113,8 @@ def controlled_prediction(
     sample = torch.cat([noisy_latents, image_latents.to(noisy_latents.dtype)], dim=2)
     # each model reads its inputs in its own dtype (a bf16 UNet under an fp32 controller, say); under autocast
     # these casts change nothing
-    cdt, udt = controlnet.dtype, unet.dtype
+    # (under DDP the controller comes wrapped, and a DistributedDataParallel has no dtype: its module has)
+    cdt, udt = getattr(controlnet, "module", controlnet).dtype, unet.dtype
     down, mid = controlnet(
         sample.to(cdt),
         timestep,

@@ -145,3 +145,27 @@ def test_every_conditioning_runs_forward_and_backward(tiny_parts, conditioning):
     out.square().mean().backward()
     trainable = [p for p in cn.parameters() if p.grad is not None]
     assert trainable and all(p.grad is None for p in unet.parameters())
+
+
+def test_a_ddp_wrapped_controller_runs_the_training_forward_as_the_bare_one(tiny_parts, tmp_path):
+    """Ray Train wraps the controller in DistributedDataParallel (which has no ``dtype``); the training
+    forward must run through the wrapper (so gradients are synchronised) and give the same result."""
+    import torch.distributed as dist
+
+    unet = tiny_parts["unet"]
+    cn = DragAnythingControlNetModel.from_unet(unet, entity_channels=16, encoder_block_out_channels=(16, 8, 8, 16))
+    _randomise_outputs(cn)
+    x, img, emb, ids, t = _inputs(unet, b=1)
+    v, c, r = _entities(t=8)
+    conds = {"gaussian": render_conditions("gaussian", c, r, 64, 64)["gaussian"][None]}
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        wrapped = torch.nn.parallel.DistributedDataParallel(cn)
+        out = controlled_prediction(unet, wrapped, x, img, emb, ids, t, conditions=conds, entities=[EntityInputs(v, c, r)])
+        out.float().pow(2).mean().backward()
+    finally:
+        dist.destroy_process_group()
+    with torch.no_grad():
+        bare = controlled_prediction(unet, cn, x, img, emb, ids, t, conditions=conds, entities=[EntityInputs(v, c, r)])
+    assert torch.allclose(out.detach(), bare, atol=1e-6)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in cn.parameters())
