@@ -134,9 +134,14 @@ def cache_key(cfg: Config) -> str:
     else:
         base = m.tiny.model_dump(mode="json")  # random weights: the sizes and seed say it all
     sd15 = files_fingerprint(m.entity_backbone_path, ("unet", "vae", "text_encoder")) if m.entity_backbone == "sd15-unet" and m.entity_backbone_path else None
-    payload = dict(base=base, sd15=sd15, hw=[m.height, m.width], frames=m.num_frames, entity=[m.conditioning, m.entity_backbone, m.entity_timestep,
+    from model.maps import condition_channels
+
+    # the conditioning matters only through whether entity vectors are in the files: the conditionings
+    # that read them (entity, entity+gaussian ...) share one cache, those that do not share another
+    vectors = "entity" in condition_channels(m.conditioning, m.entity_channels)
+    payload = dict(base=base, sd15=sd15, hw=[m.height, m.width], frames=m.num_frames, entity=[vectors, m.entity_backbone, m.entity_timestep,
                    m.entity_layer, m.entity_channels, m.entity_ensemble], noise_aug=cfg.generate.noise_aug_strength,
-                   draws=tr.cond_noise_draws, seed=tr.seed, dtype=m.dtype, version=2)
+                   draws=tr.cond_noise_draws, seed=tr.seed, dtype=m.dtype, version=3)
     return hashlib.sha1(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

@@ -155,3 +155,11 @@ def test_the_preprocess_cache_key_follows_the_shipped_base_files(tmp_path, monke
     cfgjson.write_text(cfgjson.read_text().replace("{", '{"_refit": 1, ', 1))
     monkeypatch.setattr(tiny, "SHIPPED_BASE", copy)
     assert cache_key(cfg) != before
+
+
+def test_conditionings_that_read_the_same_files_share_one_preprocess_cache():
+    """entity and entity+gaussian need the entity vectors, none and gaussian do not: two caches, not four."""
+    from tasks.preprocess import cache_key
+
+    key = {c: cache_key(load_config("tiny", [f"model.conditioning={c}"])) for c in ("none", "gaussian", "entity", "entity+gaussian")}
+    assert key["entity"] == key["entity+gaussian"] != key["gaussian"] == key["none"]
