@@ -77,6 +77,7 @@ def run_row(workdir: Path, conditioning: str, mask: bool, seed: int, steps: int,
     from core.config import load_config
     from core.tables import Workdir
     from tasks import evaluate as ev
+    from tasks import features as ft
     from tasks import generate as gen
     from tasks.train import run_training
 
@@ -103,7 +104,8 @@ def run_row(workdir: Path, conditioning: str, mask: bool, seed: int, steps: int,
         wd.append("rejects", rejects)
     s = wd.read("samples")
     s = s[(s["checkpoint_id"] == cid) & (s["suite"] == SUITE)]
-    ev.cache_features(str(workdir), ev.feature_refs(s, items), cfg)
+    c = wd.read("conditions")
+    ft.cache_features(str(workdir), ft.feature_jobs(s, c[(c["checkpoint_id"] == cid) & (c["suite"] == SUITE)]), SUITE, cfg)
     log(f"{conditioning:16s} mask={mask!s:5s} seed {seed}: {cid} trained {out['trained_steps']} steps in {trained:.0f}s, "
         f"generated + scored in {time.perf_counter() - t1:.0f}s")
     return cid
@@ -112,7 +114,7 @@ def run_row(workdir: Path, conditioning: str, mask: bool, seed: int, steps: int,
 def unit_stats(workdir: Path, cid: str, cfg) -> dict:
     """Per item: ObjMC (summed error, counted pairs), FID frame features, FVD clip features, and the real clip's."""
     from core.tables import Workdir
-    from tasks import evaluate as ev
+    from tasks import features as ft
     from tasks import generate as gen
 
     wd = Workdir(str(workdir))
@@ -125,9 +127,9 @@ def unit_stats(workdir: Path, cid: str, cfg) -> dict:
     out = {}
     for s in samples.itertuples():
         it = items[s.item_id]
-        L, hw = it.trajectories.shape[1], it.hw
-        ff, cf = ev.cached_features(wd, cfg, s.video_path.replace(".mp4", ".npz"), L, hw)
-        rf, rc = ev.cached_features(wd, cfg, it.reference, L, hw)
+        L = it.trajectories.shape[1]
+        ff, cf = ft.features_of(wd, cfg, s.video_path.replace(".mp4", ".npz"), L, SUITE)
+        rf, rc = ft.features_of(wd, cfg, it.reference, L, SUITE)
         e = per[s.item_id]
         out[s.item_id] = dict(num=float(np.nansum(e)), den=float(np.isfinite(e).sum()), ff=ff, cf=cf, rf=rf, rc=rc)
     return out

@@ -107,13 +107,16 @@ def feature_jobs(samples: pd.DataFrame, conditions: pd.DataFrame) -> list[tuple[
     return jobs
 
 
+def features_of(wd: Workdir, cfg: Config, ref: str, frames: int, suite: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """One video's (frame features, clip feature) as the suite's metrics use them (cached)."""
+    return video_features(wd, cfg, network_inputs(load_video(wd, ref, frames), eval_size(suite)), _clip_frames(cfg, frames))
+
+
 def cache_features(workdir_url: str, jobs: list[tuple[str, int]], suite: str, cfg: Config) -> int:
     """Features of these videos (a Ray task's share), so the metrics step only reads them."""
     wd = Workdir(workdir_url)
-    size = eval_size(suite)
     for ref, frames in jobs:
-        video = network_inputs(load_video(wd, ref, frames), size)
-        video_features(wd, cfg, video, _clip_frames(cfg, frames))
+        features_of(wd, cfg, ref, frames, suite)
     return len(jobs)
 
 
