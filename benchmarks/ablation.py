@@ -11,7 +11,7 @@ stage's (ObjMC with LK, FID and FVD on the fallback backbones). Every row is com
 ``none`` by a paired bootstrap over (item, seed) units: one draw of units resamples both
 rows, so the interval is for the difference on the same videos' first frames and paths.
 
-    .venv/bin/python benchmarks/ablation.py [--workdir runs/ablation] [--steps 600] [--seeds 0 1 2] [--write-readme]
+    .venv/bin/python benchmarks/ablation.py [--workdir runs/ablation] [--steps 200] [--seeds 0 1 2] [--write-readme]
 
 It writes the sample data and labels into the workdir when they are missing, keeps every
 run's checkpoints and videos there (a re-run skips what exists), prints the table, and with
@@ -205,7 +205,7 @@ def verdict(result: dict) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "ablation"))
-    ap.add_argument("--steps", type=int, default=600, help="training steps of every run")
+    ap.add_argument("--steps", type=int, default=200, help="training steps of every run (200: the 15 runs take about half an hour on 2 cores)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--n-boot", type=int, default=2000)
     ap.add_argument("--n-boot-frechet", type=int, default=200)
