@@ -55,6 +55,11 @@ def condition_channels(conditioning: str, entity_channels: int) -> dict[str, int
     return table[conditioning]
 
 
+def reads_entity_vectors(conditioning: str) -> bool:
+    """Whether a conditioning reads entity vectors (so training caches them and generation extracts them)."""
+    return "entity" in condition_channels(conditioning, 1)
+
+
 # ---------------------------------------------------------------------------------------
 # paths
 # ---------------------------------------------------------------------------------------

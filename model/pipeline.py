@@ -26,7 +26,7 @@ from core.geometry import incircle, rescale
 
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
-from .maps import condition_channels, paint_order, path_for_frames, render_conditions
+from .maps import paint_order, path_for_frames, reads_entity_vectors, render_conditions
 from .tiny import DTYPES
 from .unet_control import controlled_prediction
 from .vae_io import vae_encode
@@ -154,9 +154,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         centers, ent_radii = centers.to(device), ent_radii.to(device)
 
         # 3. entity vectors, if this controller reads them
-        needs = condition_channels(self.controlnet.config.conditioning, self.controlnet.config.entity_channels)
         vectors = None
-        if "entity" in needs:
+        if reads_entity_vectors(self.controlnet.config.conditioning):
             if entity_vectors is not None:
                 vectors = torch.as_tensor(entity_vectors, dtype=torch.float32)[order]
             else:

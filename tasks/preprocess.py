@@ -37,6 +37,7 @@ from core.config import Config
 from core.geometry import rescale
 from core.media import load_cached_clip, read_blob, resize_clip, write_blob
 from core.tables import Workdir
+from model.maps import reads_entity_vectors
 
 STAGE = "preprocess"
 
@@ -134,11 +135,9 @@ def cache_key(cfg: Config) -> str:
     else:
         base = m.tiny.model_dump(mode="json")  # random weights: the sizes and seed say it all
     sd15 = files_fingerprint(m.entity_backbone_path, ("unet", "vae", "text_encoder")) if m.entity_backbone == "sd15-unet" and m.entity_backbone_path else None
-    from model.maps import condition_channels
-
     # the conditioning matters only through whether entity vectors are in the files: the conditionings
     # that read them (entity, entity+gaussian ...) share one cache, those that do not share another
-    vectors = "entity" in condition_channels(m.conditioning, m.entity_channels)
+    vectors = reads_entity_vectors(m.conditioning)
     payload = dict(base=base, sd15=sd15, hw=[m.height, m.width], frames=m.num_frames, entity=[vectors, m.entity_backbone, m.entity_timestep,
                    m.entity_layer, m.entity_channels, m.entity_ensemble], noise_aug=cfg.generate.noise_aug_strength,
                    draws=tr.cond_noise_draws, seed=tr.seed, dtype=m.dtype, version=3)
@@ -182,7 +181,6 @@ class Encoders:
         from diffusers import StableVideoDiffusionPipeline
 
         from model.entity_features import build_extractor
-        from model.maps import condition_channels
         from model.tiny import DTYPES, base_components, tiny_sizes
 
         m = cfg.model
@@ -193,7 +191,7 @@ class Encoders:
         self.pipe = StableVideoDiffusionPipeline(**parts).to(device)
         self.device = device
         self.extractor = None
-        if "entity" in condition_channels(m.conditioning, m.entity_channels):
+        if reads_entity_vectors(m.conditioning):
             self.extractor = build_extractor(m, base_parts=dict(unet=self.pipe.unet, vae=self.pipe.vae), device=device)
 
     @torch.no_grad()

@@ -21,7 +21,7 @@ import torch
 from core.config import Config
 from core.tables import Workdir
 from model.controlnet import EntityInputs
-from model.maps import condition_channels, paint_order, render_conditions
+from model.maps import paint_order, reads_entity_vectors, render_conditions
 from tasks.preprocess import cache_file, cache_key, clip_specs, missing, read_cache, window
 
 
@@ -63,7 +63,7 @@ def load_clips(wd: Workdir, cfg: Config, key: str | None = None) -> list[Clip]:
             f"{len(lacking)} of {len(specs)} training clips have no preprocess cache in {wd.url}/cache/train (first: "
             f"{lacking[0]}); run the preprocess stage first (`draganything train` runs it before training)"
         )
-    needs_vectors = "entity" in condition_channels(m.conditioning, m.entity_channels)
+    needs_vectors = reads_entity_vectors(m.conditioning)
     clips = []
     for spec in specs:
         for mirrored in (False, True)[: 1 + tr.hflip]:
