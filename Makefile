@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	touch $@
 
 demo: install
-	$(VENV)/bin/draganything sample-data --out $(DEMO)/data --videos 192 --variants 16 --val-every 16 --world large
+	$(VENV)/bin/draganything sample-data --out $(DEMO)/data --videos 192 --variants 192 --val-every 16 --frames 8 --world large
 	$(VENV)/bin/draganything pipeline --workdir $(DEMO)/work --data-root $(DEMO)/data --dataset sample \
 		--suites sample,user-study --select all --set evaluate.user_study_dir=$(abspath $(DEMO))/data/user_study
 	@echo
