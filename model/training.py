@@ -13,6 +13,7 @@ Plain functions on tensors; no I/O.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -27,6 +28,15 @@ class EDM:
     def sample_sigmas(self, batch: int, generator: torch.Generator | None = None, device="cpu") -> torch.Tensor:
         z = torch.randn(batch, generator=generator, device="cpu").to(device)
         return torch.exp(self.p_mean + self.p_std * z)
+
+
+def lr_factor(step: int, total: int, cosine: bool, warmup: int = 0) -> float:
+    """The learning-rate multiplier at optimizer step ``step`` of ``total``: a linear warmup over
+    ``warmup`` steps, then 1 throughout, or a cosine from 1 down to 0.05 at the last step."""
+    warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    if not cosine or total <= 1:
+        return warm
+    return warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(step, total - 1) / (total - 1))))
 
 
 def precondition(sigma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

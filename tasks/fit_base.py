@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import tempfile
 import time
@@ -36,13 +35,6 @@ from model.unet_control import unet_forward_with_control
 from tasks.train_data import conditioning_latents
 
 FIT_RECORD = "fit.json"
-
-
-def _lr_factor(step: int, total: int, cosine: bool) -> float:
-    """1 throughout, or a cosine from 1 down to 0.05 over the fit."""
-    if not cosine or total <= 1:
-        return 1.0
-    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * step / (total - 1)))
 
 
 def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True) -> tuple[object, dict]:
@@ -68,7 +60,7 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
     vae = pipe.vae.train().requires_grad_(True)
     restore = _framewise_decoder(vae)
     opt = torch.optim.AdamW([p for p in vae.parameters() if p.requires_grad], lr=fb.vae_lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, fb.vae_steps, fb.cosine))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(s, fb.vae_steps, fb.cosine))
     T_, n_frames = clips.shape[1], 4 * fb.batch_size
     losses = []
     for _ in tqdm(range(fb.vae_steps), desc="fit tiny VAE", disable=not progress, mininterval=10):
@@ -103,7 +95,7 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
         embeds = torch.stack([pipe._encode_image(_pil(v[0]), "cpu", 1, False)[0] for v in clips])
     unet = pipe.unet.train().requires_grad_(True)
     opt = torch.optim.AdamW(unet.parameters(), lr=fb.lr)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, fb.unet_steps, fb.cosine))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(s, fb.unet_steps, fb.cosine))
     edm = T.EDM(fb.p_mean, fb.p_std)
     losses = []
     for _ in tqdm(range(fb.unet_steps), desc="fit tiny base UNet", disable=not progress, mininterval=10):

@@ -102,8 +102,9 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     if dist:
         model = torch.nn.parallel.DistributedDataParallel(controlnet, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in controlnet.parameters() if p.requires_grad]
+    end = start_step + steps  # the schedule's length: the run's last step (a resumed run keeps its place on it)
     opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / tr.warmup_steps) if tr.warmup_steps else 1.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(s, end, tr.cosine, tr.warmup_steps))
     ema = None
     if tr.ema_decay:  # kept in fp32 whatever the controller's dtype (a decay of 0.9999 is below bf16's resolution)
         ema = [e.detach().to(device, torch.float32).clone() for e in (ema_weights or params)]
@@ -119,7 +120,6 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     run = run or ckpts.run_id(cfg, parent)
     made, losses, log_rows = [], [], []
     prev = parent
-    end = start_step + steps
     bar = tqdm(total=steps, desc=f"train {run}", unit="step", disable=not progress or rank != 0, mininterval=10)
     for step in range(start_step, end):
         t0 = time.perf_counter()

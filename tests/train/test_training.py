@@ -99,6 +99,18 @@ def test_resume_reproduces_the_uninterrupted_run(labelled, tmp_path):
     assert run_training(straight, cfg, steps=4, progress=False)["trained_steps"] == 0
 
 
+def test_the_cosine_schedule_decays_the_learning_rate_to_5_percent_at_the_runs_last_step(labelled, tmp_path):
+    assert [round(T.lr_factor(s, 5, cosine=True), 4) for s in range(5)] == [1.0, 0.8609, 0.525, 0.1891, 0.05]
+    assert [T.lr_factor(s, 5, cosine=False, warmup=2) for s in range(3)] == [0.5, 1.0, 1.0]
+    workdir = _copy(labelled, tmp_path)
+    cfg = load_config("tiny", [*FAST, "train.cosine=true"])
+    run_training(workdir, cfg, steps=4, progress=False)
+    log = Workdir(workdir).read("train_log").sort_values("step")
+    # each row logs the rate the next step uses; the last steps run at the floor
+    assert log["lr"].tolist() == pytest.approx([1e-3 * T.lr_factor(s, 4, cosine=True) for s in (1, 2, 3, 4)])
+    assert log["lr"].iloc[-1] == pytest.approx(5e-5)
+
+
 def test_corrupt_or_missing_checkpoint_is_a_clear_error_and_good_ones_stay(labelled, tmp_path):
     workdir = _copy(labelled, tmp_path)
     cfg = load_config("tiny", FAST)
