@@ -17,7 +17,7 @@ from core.checkpoints import resolve
 from core.config import Config, load_config
 from core.runtime import ray_task_options
 from core.tables import Workdir
-from flows.runtime import ProjectRayTaskRunner, chunks
+from flows.runtime import ProjectRayTaskRunner, chunks, use_reserved_cpus
 from tasks import evaluate as ev
 from tasks import features as feats
 
@@ -32,6 +32,7 @@ def objmc_chunk(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list
 
 @task(name="video-features")
 def features_chunk(workdir_url: str, jobs: list, suite: str, cfg: Config) -> int:
+    use_reserved_cpus(cfg.runtime.task_num_cpus)
     return feats.cache_features(workdir_url, jobs, suite, cfg)
 
 

@@ -14,12 +14,13 @@ from core.checkpoints import resolve
 from core.config import Config, load_config
 from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
-from flows.runtime import ProjectRayTaskRunner, chunks, gather
+from flows.runtime import ProjectRayTaskRunner, chunks, gather, use_reserved_cpus
 from tasks import generate as gen
 
 
 @task(name="generate-items")
 def generate_chunk(workdir_url: str, checkpoint: dict, suite: str, item_ids: list[str], cfg: Config) -> dict:
+    use_reserved_cpus(cfg.runtime.task_num_cpus)
     rows, conditions, rejects = gen.generate_items(workdir_url, checkpoint, suite, item_ids, cfg)
     wd = Workdir(workdir_url)
     wd.append("conditions", conditions)  # what each video was asked to do, before the video counts as done

@@ -15,15 +15,13 @@ from core.checkpoints import latest_of_config
 from core.config import Config, load_config
 from core.runtime import ray_address, ray_task_options
 from core.tables import Workdir
-from flows.runtime import ProjectRayTaskRunner
+from flows.runtime import ProjectRayTaskRunner, use_reserved_cpus
 from tasks.train import run_training
 
 
 @task(name="train-controller")
 def train_task(workdir_url: str, cfg: Config, resume: str | None, steps: int | None, progress: bool, cache_key: str | None = None) -> dict:
-    import torch
-
-    torch.set_num_threads(max(1, int(_cpus(cfg))))  # a reused Ray worker keeps the threads of its first task
+    use_reserved_cpus(_cpus(cfg))
     return run_training(workdir_url, cfg, resume, steps, progress, cache_key=cache_key)
 
 
@@ -52,19 +50,19 @@ def preprocess_stage(workdir_url: str, cfg: Config) -> dict:
 
 
 def _encode_shard(workdir_url: str, cfg: dict, video_ids: list[str]) -> dict:
-    import torch
-
     from tasks.preprocess import encode_clips
 
     config = Config.model_validate(cfg)
-    torch.set_num_threads(max(1, int(_cpus(config))))
+    use_reserved_cpus(_cpus(config))
     return encode_clips(workdir_url, config, video_ids)
 
 
 def _train_loop_per_worker(config: dict) -> None:
     import ray.train
 
-    out = run_training(config["workdir"], Config.model_validate(config["cfg"]), config["resume"], config["steps"], progress=False,
+    cfg = Config.model_validate(config["cfg"])
+    use_reserved_cpus(_cpus(cfg))
+    out = run_training(config["workdir"], cfg, config["resume"], config["steps"], progress=False,
                        cache_key=config.get("cache_key"))
     ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"],
                       "encoded": out.get("encoded", 0)})

@@ -42,3 +42,26 @@ def test_objmc_cli_scores_official_json_folders(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert "1.25" in out.stdout  # (0 + 5 + 0 + 0) / 4 pairs
+
+
+def test_a_generation_task_runs_with_the_threads_of_its_own_reservation(sample_root, tmp_path, orchestration_ready):
+    # A reused Ray worker keeps the torch threads of its first task; the 2-CPU training task left 2
+    # behind, and two 1-CPU generation tasks then ran 4 threads on 2 cores.
+    import torch
+
+    from core.checkpoints import resolve
+    from core.config import load_config
+    from flows.generate import generate_chunk
+    from tasks.generate import pending_items
+
+    workdir = str(tmp_path / "work")
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir_url=workdir, dataset="sample", progress=False)
+    cfg = load_config("tiny", ["runtime.task_num_cpus=1"])
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        todo, _ = pending_items(Workdir(workdir), "static", "sample", cfg)
+        out = generate_chunk.fn(workdir, resolve(Workdir(workdir), "static"), "sample", todo[:1], cfg)
+        assert out["samples"] == 1 and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
