@@ -288,7 +288,10 @@ class TrainSettings(_Section):
     grad_accum: int = Field(1, ge=1)
     lr: float = Field(1e-5, gt=0)
     warmup_steps: int = Field(0, ge=0)
-    cosine: bool = Field(False, description="decay the learning rate along a cosine to 5% at the run's last step (after any warmup); a run continued to a later step stretches what is left of it")
+    cosine: bool = Field(
+        False, description="decay the learning rate along a cosine to 5% at the run's last step (after any warmup); a run continued "
+        "to a later step stretches what is left of it"
+    )
     weight_decay: float = Field(1e-2, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     checkpoint_every: int = Field(500, ge=1)
