@@ -87,9 +87,10 @@ def fit_base(
     cfg = load_config(config, overrides)
     if cfg.model.base_model_path:
         _fail("fit-base fits the embedded tiny model; unset model.base_model_path (a real SVD is never refitted)")
-    import torch
+    from flows.runtime import use_reserved_cpus
+    from flows.train import training_cpus
 
-    torch.set_num_threads(max(1, int(cfg.train.cpus_per_worker or cfg.runtime.task_num_cpus)))
+    use_reserved_cpus(training_cpus(cfg))
     command = " ".join(["draganything fit-base", f"--out {out}", f"--config {config}", *[f"--set {o}" for o in overrides or []],
                         f"--seed {seed}", f"--videos {videos}", f"--variants {variants}", f"--data-seed {data_seed}", f"--world {world}"])
     record = fit_shipped_base(out, cfg, seed=seed, n_videos=videos, variants=variants, data_seed=data_seed, world=world,

@@ -79,7 +79,7 @@ def use_reserved_cpus(cpus: float) -> None:
 
     Ray reuses worker processes and a worker keeps the torch threads of the first task it ran:
     a 1-CPU generation task on the worker that trained with 2 ran 2 threads beside another
-    task's, and on 2 cores the oversubscribed OpenMP threads made each video 3-4x slower.
+    task's, and on 2 cores the oversubscribed OpenMP threads made the generation stage 3.3x slower.
     """
     import torch
 

@@ -21,7 +21,7 @@ from tasks.train import run_training
 
 @task(name="train-controller")
 def train_task(workdir_url: str, cfg: Config, resume: str | None, steps: int | None, progress: bool, cache_key: str | None = None) -> dict:
-    use_reserved_cpus(_cpus(cfg))
+    use_reserved_cpus(training_cpus(cfg))
     return run_training(workdir_url, cfg, resume, steps, progress, cache_key=cache_key)
 
 
@@ -40,7 +40,7 @@ def preprocess_stage(workdir_url: str, cfg: Config) -> dict:
         return {"encoded": [], "tasks": 0, "key": None}
     key = cache_key(cfg)
     todo = missing(Workdir(workdir_url), cfg, key=key)
-    opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
+    opts = ray_task_options(cfg.runtime) | {"num_cpus": training_cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
     remote = ray.remote(_encode_shard).options(**opts)
@@ -53,7 +53,7 @@ def _encode_shard(workdir_url: str, cfg: dict, video_ids: list[str]) -> dict:
     from tasks.preprocess import encode_clips
 
     config = Config.model_validate(cfg)
-    use_reserved_cpus(_cpus(config))
+    use_reserved_cpus(training_cpus(config))
     return encode_clips(workdir_url, config, video_ids)
 
 
@@ -61,15 +61,15 @@ def _train_loop_per_worker(config: dict) -> None:
     import ray.train
 
     cfg = Config.model_validate(config["cfg"])
-    use_reserved_cpus(_cpus(cfg))
+    use_reserved_cpus(training_cpus(cfg))
     out = run_training(config["workdir"], cfg, config["resume"], config["steps"], progress=False,
                        cache_key=config.get("cache_key"))
     ray.train.report({"latest": out["latest"] or "", "step": out["step"], "trained_steps": out["trained_steps"],
                       "encoded": out.get("encoded", 0)})
 
 
-def _cpus(cfg: Config) -> float:
-    # Ray sets a task's torch/OpenMP threads to the CPUs it reserved: one CPU would train single-threaded.
+def training_cpus(cfg: Config) -> float:
+    """The CPUs a training process (task, preprocess shard, Ray Train worker, ``fit-base``) reserves, and so its torch threads."""
     return cfg.train.cpus_per_worker or cfg.runtime.task_num_cpus
 
 
@@ -82,7 +82,7 @@ def train_with_ray_train(workdir_url: str, cfg: Config, resume: str | None, step
     if cfg.train.fit_base.enabled:
         raise ValueError("train.fit_base fits the tiny base in one process: train with train.num_workers=1 (the CPU demo), "
                          "or set train.fit_base.enabled=false with a real base (model.base_model_path)")
-    cpus = _cpus(cfg)
+    cpus = training_cpus(cfg)
     need, have = cfg.train.num_workers * cpus, ray.cluster_resources().get("CPU", 0)
     if need > have and not ray_address(cfg.runtime):
         # a local Ray never grows: Ray Train would wait for the workers' CPUs forever
@@ -114,7 +114,7 @@ def train_flow(workdir_url: str, config: str = "tiny", overrides: list[str] | No
     if cfg.train.num_workers > 1:
         return train_with_ray_train(workdir_url, cfg, resume, steps)
     prepared = preprocess_stage(workdir_url, cfg)
-    opts = ray_task_options(cfg.runtime) | {"num_cpus": _cpus(cfg)}
+    opts = ray_task_options(cfg.runtime) | {"num_cpus": training_cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
     if cfg.runtime.check_resources:
