@@ -7,8 +7,10 @@ from core.tables import Workdir
 from tasks.embeddings import embed_videos
 from tasks.labels import VideoRef, label_videos
 
-# Small and quick: no base fit, 4 frames, a checkpoint every 2 steps. test_training.py uses the same list.
-FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
+# Small and quick: no base fit, 4 frames, a checkpoint every 2 steps; the training tests import it. A constant
+# rate: the resume tests continue a 2-step run to 4, and a cosine spans the run's current target.
+FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4",
+        "train.cosine=false"]
 
 
 @pytest.fixture(scope="session")

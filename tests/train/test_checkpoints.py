@@ -11,9 +11,8 @@ from core.tables import Workdir
 from tasks.checkpoint_files import checkpoint_sizes
 from tasks.train import CheckpointError, resolve_resume, run_training
 
-# constant rate: these tests continue a 2-step run to 4, and a cosine spans the run's current target
-FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4",
-        "train.cosine=false"]
+from .conftest import FAST
+
 EMA = [*FAST, "train.ema_decay=0.5"]  # a short memory, so the EMA is far from the raw weights after a few steps
 
 

@@ -14,7 +14,7 @@ from model.tiny import build_tiny_svd, tiny_sizes
 from tasks.preprocess import cache_file, clip_specs, encode_clips, missing, read_cache
 from tasks.train import load_clips, preprocess_in_process, run_training
 
-FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4"]
+from .conftest import FAST
 
 
 def _copy(labelled, tmp_path) -> str:

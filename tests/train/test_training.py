@@ -13,9 +13,7 @@ from model.pipeline import build_pipeline
 from tasks.train import CheckpointError, controller_loss, preprocess_in_process, resolve_resume, run_training, save_checkpoint, train_loop
 from tasks.train_data import batch_for_step, load_clips
 
-# constant rate: these tests continue a 2-step run to 4, and a cosine spans the run's current target
-FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_every=2", "train.batch_size=1", "train.lr=1e-3", "model.num_frames=4",
-        "train.cosine=false"]
+from .conftest import FAST
 
 
 def _copy(labelled, tmp_path) -> str:
