@@ -128,7 +128,8 @@ class EvaluateSettings(_Section):
     protocol: Literal["official", "project"] = Field(
         "project",
         description="the rules every number is made with: 'official' reproduces the paper's scripts (CoTracker grid 100 "
-        "in CoTracker's layout, the official centre rule, videos tracked at the original size, 16-frame FVD); 'project' "
+        "in CoTracker's layout, the official centre rule, videos tracked at the original size, pytorch-fid's FID, compute_fvd.py's FVD on "
+        "whole clips); 'project' "
         "the project's rules (the grid/centre knobs below). Each number stores its protocol; the tiny demo uses project "
         "because the official rule tracks its 64x64 videos upscaled to the original size, where LK loses them",
     )
@@ -138,8 +139,16 @@ class EvaluateSettings(_Section):
     ground_truth: Literal["tracked", "labels"] = Field(
         "tracked", description="project protocol: suite trajectories are the real clip tracked from the first-frame centres (official), or the label trajectories"
     )
-    inception_path: str | None = Field(None, description="clean-fid's inception-2015-12-05.pt (TorchScript)")
-    i3d_path: str | None = Field(None, description="I3D Kinetics-400 TorchScript (StyleGAN-V's i3d_torchscript.pt)")
+    inception_path: str | None = Field(None, description="project FID: clean-fid's inception-2015-12-05.pt (TorchScript)")
+    pytorch_fid_path: str | None = Field(
+        None, description="official FID: pytorch-fid's FID Inception weights pt_inception-2015-12-05-6726825d.pth (state dict)"
+    )
+    i3d_path: str | None = Field(
+        None, description="FVD: I3D Kinetics-400 TorchScript (StyleGAN-V's i3d_torchscript.pt, a port of TF-hub's i3d-kinetics-400/1)"
+    )
+    fvd_drop_to_batch: bool = Field(
+        False, description="official FVD: drop the items to a multiple of 16 as compute_fvd.py does (a multiple of 16 is kept whole)"
+    )
     bootstrap: int = Field(1000, ge=10, description="bootstrap resamples for the ObjMC interval")
     jackknife_groups: int = Field(20, ge=2, description="groups of items of the FID/FVD jackknife interval (one DxD eigenproblem each)")
     confidence: float = Field(0.95, gt=0.5, lt=1.0)

@@ -65,6 +65,22 @@ class Interval:
     method: str = PERCENTILE
     estimate: float | None = None  # the bias-corrected estimate the interval is centred on (jackknife)
     replicates: tuple[float, ...] = ()  # leave-group-out values (jackknife), for paired differences later
+    note: str = ""  # why there is no interval (its ends are nan), e.g. NO_INTERVAL
+
+
+NO_INTERVAL = "n too small for an interval (n < d)"
+
+
+def no_interval(ci: Interval, samples: int, dim: int) -> Interval:
+    """``ci`` with non-finite (nan) ends and the reason: fewer samples than feature dimensions.
+
+    The contract with every caller: an interval that cannot be given has nan ends. The point
+    value, the jackknife estimate and the replicates stay (a paired difference still uses them).
+    """
+    from dataclasses import replace
+
+    note = f"{NO_INTERVAL}: {samples} samples < {dim} dimensions"
+    return replace(ci, low=float("nan"), high=float("nan"), method=f"no interval ({NO_INTERVAL})", note=note)
 
 
 def resample_indices(n_items: int, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> np.ndarray:
@@ -254,13 +270,18 @@ def frechet_interval(
     groups: int = JACKKNIFE_GROUPS,
     confidence: float = 0.95,
     ddof: int = 1,
+    min_ratio: float = 1.0,
 ) -> Interval:
     """FID/FVD with its bias-corrected grouped-jackknife interval (module docstring).
 
     ``a`` holds the generated items; ``b`` their real counterparts, item i with item i
     (one reference per item; both sides lose the same group), or fixed ``GaussianStats``
-    (precomputed reference statistics, never left out). ``ddof``: 1 for FID, 0 for
-    StyleGAN-V's FVD.
+    (precomputed reference statistics, never left out). ``ddof``: 1 for FID and the
+    official FVD, 0 for StyleGAN-V's FVD.
+
+    With fewer feature rows than dimensions on either side (``min_ratio``: rows / D below
+    1) the sample covariances are singular, the bias is not c / N, and no interval covers
+    (tests/eval/test_interval_coverage.py): the result has nan ends and ``note`` says why.
     """
     fixed_b = isinstance(b, GaussianStats)
     if not fixed_b and b.n_items != a.n_items:
@@ -287,7 +308,9 @@ def frechet_interval(
             reps[k] = fixed.distance(sa.mean, sa.covariance(ddof))
         else:
             reps[k] = frechet_distance(sa.mean, sa.covariance(ddof), sb.mean, sb.covariance(ddof))  # type: ignore[union-attr]
-    return jackknife_interval(value, reps, a.n_items, confidence)
+    ci = jackknife_interval(value, reps, a.n_items, confidence)
+    samples = int(min(full.n, ref.n))
+    return no_interval(ci, samples, a.dim) if samples < min_ratio * a.dim else ci
 
 
 def paired_jackknife_difference(

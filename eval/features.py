@@ -29,6 +29,9 @@ Backbones:
     backbone are comparable only with numbers on the same backbone and version,
     never with published FID/FVD.
 
+The ``official`` protocol's backbones (pytorch-fid's Inception, compute_fvd.py's I3D
+preprocessing) are in ``eval.official_features``; the factories below pick by ``style``.
+
 A configured path that does not exist raises ``FileNotFoundError`` with one
 sentence: which file, where it was looked for, and how to get it.
 """
@@ -241,24 +244,52 @@ class I3DFeatures:
 
 
 def frame_extractor(
-    path: str | Path | None = None, batch_size: int = 32, device: str = "cpu", seed: int = 0, config_key: str = "evaluate.inception_path"
+    path: str | Path | None = None,
+    batch_size: int = 32,
+    device: str = "cpu",
+    seed: int = 0,
+    config_key: str = "evaluate.inception_path",
+    style: str = "clean-fid",
 ):
     """FID features: Inception from ``path``, or the fixed-seed fallback when ``path`` is empty.
 
-    ``config_key`` only names the setting in the error raised for a missing file.
+    ``style`` is the protocol's ``fid_backbone``: "clean-fid" (``InceptionFeatures``) or
+    "pytorch-fid" (``eval.official_features.PytorchFIDFeatures``). ``config_key`` only names
+    the setting in the error raised for a missing file.
     """
-    if path:
-        return InceptionFeatures(path, batch_size=batch_size, device=device, config_key=config_key)
-    return FallbackFrameFeatures(seed=seed, batch_size=max(batch_size, 1), device=device)
+    if not path:
+        return FallbackFrameFeatures(seed=seed, batch_size=max(batch_size, 1), device=device)
+    if style == "pytorch-fid":
+        from eval.official_features import PytorchFIDFeatures
+
+        return PytorchFIDFeatures(path, batch_size=batch_size, device=device, config_key=config_key)
+    if style != "clean-fid":
+        raise ValueError(f"FID backbone style must be 'clean-fid' or 'pytorch-fid', got {style!r}")
+    return InceptionFeatures(path, batch_size=batch_size, device=device, config_key=config_key)
 
 
 def clip_extractor(
-    path: str | Path | None = None, batch_size: int = 4, device: str = "cpu", seed: int = 0, config_key: str = "evaluate.i3d_path"
+    path: str | Path | None = None,
+    batch_size: int = 4,
+    device: str = "cpu",
+    seed: int = 0,
+    config_key: str = "evaluate.i3d_path",
+    style: str = "stylegan-v",
 ):
-    """FVD features: I3D from ``path``, or the fixed-seed fallback when ``path`` is empty."""
-    if path:
-        return I3DFeatures(path, batch_size=batch_size, device=device, config_key=config_key)
-    return FallbackClipFeatures(seed=seed, batch_size=max(batch_size, 1), device=device)
+    """FVD features: I3D from ``path``, or the fixed-seed fallback when ``path`` is empty.
+
+    ``style`` is the protocol's ``fvd_backbone``: "stylegan-v" (``I3DFeatures``) or "tf-hub"
+    (compute_fvd.py's preprocessing, ``eval.official_features.TFHubI3DFeatures``).
+    """
+    if not path:
+        return FallbackClipFeatures(seed=seed, batch_size=max(batch_size, 1), device=device)
+    if style == "tf-hub":
+        from eval.official_features import TFHubI3DFeatures
+
+        return TFHubI3DFeatures(path, batch_size=max(batch_size, 1), device=device, config_key=config_key)
+    if style != "stylegan-v":
+        raise ValueError(f"FVD backbone style must be 'stylegan-v' or 'tf-hub', got {style!r}")
+    return I3DFeatures(path, batch_size=batch_size, device=device, config_key=config_key)
 
 
 def video_features(video: np.ndarray, frames_fx, clips_fx) -> tuple[np.ndarray, np.ndarray]:

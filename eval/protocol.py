@@ -19,8 +19,19 @@ Facts behind ``official`` (read from the public scripts, not copied):
     minimum) is the entity's; points are written as ``int(x), int(y)``;
   * ObjMC: one flat mean of the Euclidean distance over every zipped
     (video, entity, frame) of the ground-truth and predicted JSON files;
-  * FVD: StyleGAN-V's protocol, 16-frame clips (shorter videos discarded) and
-    covariances divided by N.
+  * FID: ``python -m pytorch_fid`` on the two folders of frames (``utils/Eval_FID.sh``):
+    pytorch-fid's Inception (FID weights ``pt_inception-2015-12-05-*.pth``), pool3 2048-d,
+    each image to [0, 1], bilinear resize to 299 x 299, then 2x - 1; covariance / (N - 1);
+  * FVD: ``utils/Eval_FVD/compute_fvd.py``: whole clips (all their frames), TF-GAN's
+    ``preprocess(videos, (224, 224))`` (TF1 ``resize_bilinear``, then 2x / 255 - 1), the
+    TF-hub Kinetics-400 I3D logits, TF-GAN's Fréchet distance (covariance / (N - 1)).
+    ``VIDEO_BATCH_SIZE = 16`` is videos per I3D batch; the script drops the file list to a
+    multiple of 16 (``fvd_drop_to_batch``, an option here), and its ``[:-0]`` empties a list
+    already a multiple of 16: that quirk is documented, not copied.
+
+``project`` keeps clean-fid's Inception ("clean" resize) for FID and StyleGAN-V's FVD
+conventions (its I3D call, covariance / N). docs/evaluation.md has the table of rules, each
+with its source line; tests/eval/test_official_rules.py checks the table against this file.
 """
 
 from __future__ import annotations
@@ -43,9 +54,15 @@ class Protocol:
     integer_points: bool  # tracks truncated to int, as the official JSON files hold them
     track_at: str  # "eval": the video is resized to the evaluation size first; "video": tracked at its own size
     ground_truth: str  # "tracked": the real clip tracked from the start points; "labels": the label trajectories
-    fvd_frames: int | None  # clip length FVD needs (shorter videos are refused); None: the suite's length
+    fvd_frames: int | None  # clip length FVD needs (shorter videos are refused); None: the whole clip
     fid_ddof: int = 1
     fvd_ddof: int = 0
+    fid_backbone: str = "clean-fid"  # "pytorch-fid": its Inception and preprocessing; "clean-fid": clean-fid's
+    fvd_backbone: str = "stylegan-v"  # "tf-hub": compute_fvd.py's preprocessing and I3D logits; "stylegan-v": its I3D call
+    fvd_batch: int = 0  # videos per I3D batch of the paper's script (0: none); the drop rule below uses it
+    fvd_drop_to_batch: bool = False  # drop the item list to a multiple of fvd_batch, as compute_fvd.py does
+    fvd_size: tuple[int, int] = (224, 224)  # I3D input size
+    fid_size: tuple[int, int] = (299, 299)  # Inception input size
     interp_shape: tuple[int, int] = COTRACKER2_INTERP_SHAPE
 
     def objmc_rules(self) -> str:
@@ -67,7 +84,12 @@ OFFICIAL = Protocol(
     integer_points=True,
     track_at="eval",
     ground_truth="tracked",
-    fvd_frames=16,
+    fvd_frames=None,
+    fid_ddof=1,
+    fvd_ddof=1,
+    fid_backbone="pytorch-fid",
+    fvd_backbone="tf-hub",
+    fvd_batch=16,
 )
 
 PROJECT = Protocol(
@@ -83,10 +105,12 @@ PROJECT = Protocol(
 )
 
 
-def protocol_for(name: str, grid_size: int | None = None, add_centers: bool | None = None, ground_truth: str | None = None) -> Protocol:
-    """The named protocol; ``project`` takes the configurable knobs (``official`` has none)."""
+def protocol_for(
+    name: str, grid_size: int | None = None, add_centers: bool | None = None, ground_truth: str | None = None, fvd_drop_to_batch: bool = False
+) -> Protocol:
+    """The named protocol; ``project`` takes the configurable knobs, ``official`` only its FVD drop rule."""
     if name == "official":
-        return OFFICIAL
+        return replace(OFFICIAL, fvd_drop_to_batch=True) if fvd_drop_to_batch else OFFICIAL
     if name != "project":
         raise ValueError(f"evaluate.protocol must be one of {', '.join(PROTOCOLS)}, got {name!r}")
     changes = {k: v for k, v in dict(grid_size=grid_size, add_centers=add_centers, ground_truth=ground_truth).items() if v is not None}
@@ -114,4 +138,16 @@ def fid_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frame
 
 
 def fvd_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frames: int) -> str:
-    return f"{protocol.name} | {backbone} | {frames}-frame clips at {size[0]}x{size[1]} | ddof {protocol.fvd_ddof}"
+    drop = f" | dropped to a multiple of {protocol.fvd_batch}" if protocol.fvd_drop_to_batch else ""
+    return f"{protocol.name} | {backbone} | {frames}-frame clips at {size[0]}x{size[1]} | ddof {protocol.fvd_ddof}{drop}"
+
+
+def drop_to_batch(items: list, batch: int) -> list:
+    """compute_fvd.py's rule: keep the first ``len - len % batch`` items.
+
+    The script writes ``paths[:-remainder]``, which with a remainder of 0 is ``paths[:0]``,
+    an empty list; here a list already a multiple of ``batch`` is kept whole.
+    """
+    if batch <= 0:
+        return list(items)
+    return list(items[: len(items) - len(items) % batch])

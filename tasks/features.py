@@ -8,8 +8,9 @@
   backbones' names (``features/<backbones>/<digest>.npz``). A regenerated video with the same
   name gets new features; the same real clip is computed once for every checkpoint.
 - FID: every frame of every video against every frame of its real clip, ddof 1.
-  FVD: one clip per video of the protocol's length (``official``: 16 frames, StyleGAN-V;
-  shorter videos are refused with a reason; ``project``: the suite's length), ddof 0.
+  FVD: one clip per video, the whole clip (both protocols: the suite's 14 frames);
+  ``official`` divides covariances by N - 1 (TF-GAN, compute_fvd.py) and may drop the
+  items to a multiple of 16 (``evaluate.fvd_drop_to_batch``); ``project`` by N (StyleGAN-V).
 - The user-study suite has no real videos: its FID compares, per case, the last
   generated frame (where quality loss shows most) with the case's input image, one image
   per case on each side, so both sets have the same size and pairing; no FVD.
@@ -31,7 +32,7 @@ from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, frechet_interval
 from eval.features import clip_extractor, frame_extractor
-from eval.protocol import fid_identity, fvd_identity
+from eval.protocol import drop_to_batch, fid_identity, fvd_identity
 from tasks.generate import current_protocol
 
 
@@ -50,9 +51,15 @@ _EXTRACTORS: dict[tuple, Extractors] = {}
 
 def extractors(cfg: Config) -> Extractors:
     """FID/FVD backbones from the configured local files (fallbacks without), built once per process."""
-    key = (cfg.evaluate.inception_path, cfg.evaluate.i3d_path)
+    ev, protocol = cfg.evaluate, current_protocol(cfg)
+    official_fid = protocol.fid_backbone == "pytorch-fid"
+    fid_path, fid_key = (ev.pytorch_fid_path, "evaluate.pytorch_fid_path") if official_fid else (ev.inception_path, "evaluate.inception_path")
+    key = (fid_path, ev.i3d_path, protocol.fid_backbone, protocol.fvd_backbone)
     if key not in _EXTRACTORS:
-        _EXTRACTORS[key] = Extractors(frame_extractor(cfg.evaluate.inception_path), clip_extractor(cfg.evaluate.i3d_path))
+        _EXTRACTORS[key] = Extractors(
+            frame_extractor(fid_path, config_key=fid_key, style=protocol.fid_backbone),
+            clip_extractor(ev.i3d_path, style=protocol.fvd_backbone),
+        )
     return _EXTRACTORS[key]
 
 
@@ -169,12 +176,20 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
     F = _clip_frames(cfg, int(cond["frames"].max())) if len(cond) else 0
     if short:
         why.append(
-            f"fvd: {len(short)} of {n_fid} videos are shorter than the {F} frames the {protocol.name} protocol's FVD needs "
-            f"(StyleGAN-V discards shorter videos), e.g. {short[0]}; generate {F}-frame videos or use evaluate.protocol=project"
+            f"fvd: {len(short)} of {n_fid} videos are shorter than the {F} frames the {protocol.name} protocol's FVD clips need, "
+            f"e.g. {short[0]}; generate {F}-frame videos or use another evaluate.protocol"
         )
+    fvd_ids = [i for i in ids if i not in short]
+    if protocol.fvd_drop_to_batch:  # compute_fvd.py's rule, without its empty-list quirk (eval.protocol.drop_to_batch)
+        kept = len(drop_to_batch(fvd_ids, protocol.fvd_batch))
+        if kept < len(fvd_ids):
+            why.append(
+                f"fvd: evaluate.fvd_drop_to_batch keeps the first {kept} of {len(fvd_ids)} videos (a multiple of {protocol.fvd_batch}, "
+                f"as compute_fvd.py does); set it false to score all of them"
+            )
+        fvd_ids, gen_c, real_c = fvd_ids[:kept], gen_c[:kept], real_c[:kept]
     if len(gen_c) >= 2:
         ci = frechet_interval(ItemFeatures(gen_c), ItemFeatures(real_c), groups=ev.jackknife_groups, confidence=ev.confidence, ddof=protocol.fvd_ddof)
-        fvd_ids = [i for i in ids if i not in short]
         rows.append(metric_row(checkpoint_id, suite, "fvd", ex.backbones[1], fvd_identity(protocol, ex.backbones[1], size, F), protocol.name, ci, items_digest(fvd_ids)))
     elif gen_c:
         why.append("fvd: one usable video only; FVD needs at least 2, so it is not reported")

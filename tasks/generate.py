@@ -71,7 +71,7 @@ def current_protocol(cfg: Config):
     from eval.protocol import protocol_for
 
     ev = cfg.evaluate
-    return protocol_for(ev.protocol, grid_size=ev.grid_size, add_centers=ev.add_centers, ground_truth=ev.ground_truth)
+    return protocol_for(ev.protocol, grid_size=ev.grid_size, add_centers=ev.add_centers, ground_truth=ev.ground_truth, fvd_drop_to_batch=ev.fvd_drop_to_batch)
 
 
 def tracker_description(cfg: Config) -> str:
