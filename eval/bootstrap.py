@@ -80,7 +80,7 @@ def no_interval(ci: Interval, samples: int, dim: int) -> Interval:
     from dataclasses import replace
 
     note = f"{NO_INTERVAL}: {samples} samples < {dim} dimensions"
-    return replace(ci, low=float("nan"), high=float("nan"), method=f"no interval ({NO_INTERVAL})", note=note)
+    return replace(ci, low=float("nan"), high=float("nan"), method=f"{ci.method}: no interval, {NO_INTERVAL}", note=note)
 
 
 def resample_indices(n_items: int, n_boot: int = DEFAULT_N_BOOT, seed: int = DEFAULT_SEED) -> np.ndarray:

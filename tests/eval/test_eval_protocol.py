@@ -68,7 +68,9 @@ def test_protocols_are_named_settings_and_identities_differ():
     assert protocol_for("official", grid_size=7) == OFFICIAL  # official has no knobs
     assert protocol_for("project", grid_size=7, add_centers=False).grid_size == 7
     assert protocol_for("project") == PROJECT and PROJECT.center_rule == "ridge" and PROJECT.add_centers
-    assert OFFICIAL.fvd_frames == 16 and OFFICIAL.fvd_ddof == 0 and OFFICIAL.fid_ddof == 1
+    assert OFFICIAL.fvd_frames is None and OFFICIAL.fvd_ddof == 1 and OFFICIAL.fid_ddof == 1  # compute_fvd.py: whole clips, TF-GAN
+    assert PROJECT.fvd_ddof == 0 and PROJECT.fid_backbone == "clean-fid" and PROJECT.fvd_backbone == "stylegan-v"
+    assert protocol_for("official", fvd_drop_to_batch=True).fvd_drop_to_batch and not OFFICIAL.fvd_drop_to_batch
     with pytest.raises(ValueError, match="official, project"):
         protocol_for("paper")
     a = objmc_identity(OFFICIAL, "lk(win 9)", "original size")

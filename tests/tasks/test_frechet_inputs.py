@@ -1,4 +1,4 @@
-"""FID/FVD inputs: both sides at one size, features keyed by content, the official 16-frame rule, the user study."""
+"""FID/FVD inputs: both sides at one size, features keyed by content, the official FVD on the suite's whole clips, the user study."""
 
 import numpy as np
 import pytest
@@ -61,7 +61,7 @@ def test_both_sides_reach_the_networks_at_the_suites_size(small_world, monkeypat
     wd, cfg = small_world
     ex = feats.extractors(cfg)
     rec = feats.Extractors(Recording(ex.frames), Recording(ex.clips))
-    monkeypatch.setitem(feats._EXTRACTORS, (cfg.evaluate.inception_path, cfg.evaluate.i3d_path), rec)
+    monkeypatch.setattr(feats, "extractors", lambda _cfg: rec)
     if wd.exists("features"):
         wd.fs.rm(wd.path("features"), recursive=True)  # every video goes through the networks
     rows, _ = _metrics(wd, cfg, "small")
@@ -81,13 +81,25 @@ def test_features_are_keyed_by_content_not_by_name(small_world):
     assert feats.feature_path(feats.extractors(cfg).backbones, a, 16) != pa  # another clip length, another entry
 
 
-def test_official_fvd_refuses_clips_shorter_than_16_frames_with_a_reason(small_world):
+def test_official_fvd_scores_the_suites_whole_clips_with_n_minus_1(small_world):
     wd, _ = small_world
     cfg = load_config("tiny", ["evaluate.protocol=official"])
-    rows, why = _metrics(wd, cfg, "static")
+    frames = int(wd.read("conditions")["frames"].iloc[0])
+    rows, why = _metrics(wd, cfg, "small")
+    by = {r["metric"]: r for r in rows}
+    assert set(by) == {"fid", "fvd"} and not why
+    assert f"{frames}-frame clips" in by["fvd"]["identity"] and by["fvd"]["identity"].endswith("ddof 1")
+    assert np.isfinite(by["fvd"]["value"]) and by["fvd"]["value"] > 0 and by["fvd"]["protocol"] == "official"
+    # 2 items, 112-d fallback features: no interval, and the row says why
+    assert np.isnan(by["fvd"]["ci_low"]) and "n < d" in by["fvd"]["ci_method"]
+
+
+def test_official_fvd_drop_to_a_multiple_of_16_is_an_option_with_a_reason(small_world):
+    wd, _ = small_world
+    cfg = load_config("tiny", ["evaluate.protocol=official", "evaluate.fvd_drop_to_batch=true"])
+    rows, why = _metrics(wd, cfg, "small")
     assert [r["metric"] for r in rows] == ["fid"]
-    assert why and why[0].startswith("fvd: 2 of 2 videos are shorter than the 16 frames") and "StyleGAN-V" in why[0]
-    assert rows[0]["identity"].startswith("official") and rows[0]["protocol"] == "official"
+    assert why and why[0].startswith("fvd: evaluate.fvd_drop_to_batch keeps the first 0 of 2 videos")
 
 
 def test_fvd_divides_covariances_by_n_and_fid_by_n_minus_1(small_world):
