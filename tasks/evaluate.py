@@ -24,7 +24,7 @@ from core.media import read_frames, resize_clip
 from core.rejects import is_infrastructure_error
 from core.suites import SUITES
 from core.tables import Workdir, now_utc
-from eval.bootstrap import bootstrap_ratio
+from eval.bootstrap import studentized_ratio
 from eval.objmc import (
     EntityScore,
     ItemScore,
@@ -163,7 +163,7 @@ def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> 
     objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["suite"] == suite) & (objmc["identity"] == identity)]
     if not objmc.empty:
         sums = item_sums(objmc)
-        ci = bootstrap_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
+        ci = studentized_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
         rows.append(dict(
             checkpoint_id=checkpoint_id, suite=suite, metric="objmc", backbone=f"tracker:{ev.tracker.kind}", identity=identity,
             protocol=ev.protocol, value=float(ci.value), ci_low=float(ci.low), ci_high=float(ci.high), ci_method=ci.method,
