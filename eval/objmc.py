@@ -135,12 +135,18 @@ def track_entities(
     centers0 = np.asarray(centers0, np.float32).reshape(-1, 2)
     T, H, W = frames.shape[:3]
     tracker = tracker if tracker is not None else LKTracker()
-    grid = query_grid(H, W, grid_size, layout, interp_shape) if grid_size > 0 else np.zeros((0, 2), np.float32)
-    queries = np.concatenate([centers0, grid], axis=0) if add_centers else grid
-    if not len(queries):
-        raise ValueError("nothing to track: no centres and an empty grid")
-    tracks, valid = tracker.track(frames, queries)  # (T, N, 2), (T, N)
-    start = np.asarray(queries, np.float64)
+    if layout == "cotracker" and not add_centers and grid_size > 0 and hasattr(tracker, "track_grid"):
+        # The official script: CoTracker lays its own grid; the nearest track is chosen by
+        # its predicted frame-0 position (``pred_tracks[0][0]``).
+        tracks, valid = tracker.track_grid(frames, grid_size)
+        start = np.asarray(tracks[0], np.float64)
+    else:
+        grid = query_grid(H, W, grid_size, layout, interp_shape) if grid_size > 0 else np.zeros((0, 2), np.float32)
+        queries = np.concatenate([centers0, grid], axis=0) if add_centers else grid
+        if not len(queries):
+            raise ValueError("nothing to track: no centres and an empty grid")
+        tracks, valid = tracker.track(frames, queries)  # (T, N, 2), (T, N)
+        start = np.asarray(queries, np.float64)
     d = np.linalg.norm(start[None, :, :] - centers0[:, None, :].astype(np.float64), axis=2)  # (E, N)
     nearest = d.argmin(axis=1)
     out = np.asarray(tracks, np.float64)[:, nearest].transpose(1, 0, 2)

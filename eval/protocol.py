@@ -63,6 +63,7 @@ class Protocol:
     fvd_drop_to_batch: bool = False  # drop the item list to a multiple of fvd_batch, as compute_fvd.py does
     fvd_size: tuple[int, int] = (224, 224)  # I3D input size
     fid_size: tuple[int, int] = (299, 299)  # Inception input size
+    entities: str = "labels"  # "first-mask": every id of the first panoptic mask (void, tiny); "labels": the labelled entities
     interp_shape: tuple[int, int] = COTRACKER2_INTERP_SHAPE
 
     def objmc_rules(self) -> str:
@@ -71,6 +72,8 @@ class Protocol:
         parts.append("tracked at eval size" if self.track_at == "eval" else "tracked at video size")
         if self.integer_points:
             parts.append("int points")
+        if self.entities == "first-mask":
+            parts.append("every first-mask id")
         parts.append(f"gt {self.ground_truth}")
         return ", ".join(parts)
 
@@ -90,6 +93,7 @@ OFFICIAL = Protocol(
     fid_backbone="pytorch-fid",
     fvd_backbone="tf-hub",
     fvd_batch=16,
+    entities="first-mask",
 )
 
 PROJECT = Protocol(

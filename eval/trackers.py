@@ -102,6 +102,19 @@ class CoTrackerTracker:
             tracks, vis = self.model(video, queries=queries)
         return tracks[0].cpu().numpy(), vis[0].cpu().numpy().astype(bool)
 
+    def track_grid(self, frames: np.ndarray, grid_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """CoTracker as the official ``Generate_Trajectory_for_VIPSeg.py`` calls it: its own
+        ``grid_size`` grid from frame 0 (no query points, so no support grid is added), forward
+        only, on BGR frames (the script reads them with ``cv2.imread``), every frame given.
+        ``frames`` are RGB (T, H, W, 3) uint8; returns tracks (T, G*G, 2) and visibility."""
+        import torch
+
+        bgr = np.ascontiguousarray(np.asarray(frames)[..., ::-1])
+        video = torch.from_numpy(bgr).permute(0, 3, 1, 2)[None].float().to(self.device)
+        with torch.no_grad():
+            tracks, vis = self.model(video, grid_size=int(grid_size), grid_query_frame=0, backward_tracking=False)
+        return tracks[0].cpu().numpy(), vis[0].cpu().numpy().astype(bool)
+
 
 def make_tracker(kind: str, lk: dict | None = None, cotracker: dict | None = None) -> LKTracker | CoTrackerTracker:
     if kind == "lk":

@@ -83,22 +83,31 @@ def labels_items(
         clip, clip_ids = load_cached_clip(wd, first["frames_path"])
         frames, ids = resize_clip(clip[:L], clip_ids[:L], spec.resolution)
         entity_ids = [int(e) for e in group["entity_id"]]
-        masks = np.stack([ids[0] == e for e in entity_ids])
-        keep = masks.any(axis=(1, 2))  # an entity can vanish when the suite is coarser than the labels
         trajectories = np.stack([scale_points(np.stack(c)[:L], label_hw, spec.resolution) for c in group["centers"]]).astype(np.float32)
         visible = np.stack([np.asarray(v[:L], bool) for v in group["visible"]])
+        if protocol is not None and protocol.entities == "first-mask":
+            # The official script scores every id of the first panoptic mask, void (0) and the
+            # tiniest included; their ground truth is tracked below (official: always tracked).
+            extra = [int(e) for e in np.unique(ids[0]) if int(e) not in set(entity_ids)]
+            if extra:
+                c0, _, _ = incircles(ids[0], extra)
+                entity_ids += extra
+                trajectories = np.concatenate([trajectories, np.repeat(c0[:, None].astype(np.float32), L, axis=1)])
+                visible = np.concatenate([visible, np.ones((len(extra), L), bool)])
+        masks = np.stack([ids[0] == e for e in entity_ids])
+        keep = masks.any(axis=(1, 2))  # an entity can vanish when the suite is coarser than the labels
         starts = trajectories[:, 0].copy()
         how = f"labels ({first['trajectory_source']})"
         if protocol is not None and protocol.ground_truth == "tracked":
             rules = dict(grid_size=protocol.grid_size, add_centers=protocol.add_centers, layout=protocol.grid_layout,
                          integer=protocol.integer_points, interp_shape=protocol.interp_shape)
             if protocol.track_at == "eval":
-                big, big_ids = resize_clip(clip[:L], clip_ids[:L], orig_hw)
+                big, big_ids = resize_clip(clip, clip_ids, orig_hw)  # the whole clip, as the official script tracks it
                 at_eval = np.array([official_center(big_ids[0] == e)[:2] if protocol.center_rule == "official" else
                                     scale_points(trajectories[k, 0], spec.resolution, orig_hw) for k, e in enumerate(entity_ids)], np.float64)
                 ok = np.isfinite(at_eval).all(axis=1)
                 at_eval[~ok] = scale_points(trajectories[~ok, 0], spec.resolution, orig_hw)
-                tracks = ground_truth_tracks(big, at_eval, tracker, **rules)
+                tracks = ground_truth_tracks(big, at_eval, tracker, **rules)[:, :L]
                 trajectories = scale_points(tracks, orig_hw, spec.resolution).astype(np.float32)
                 starts = scale_points(at_eval, orig_hw, spec.resolution).astype(np.float32)
             else:

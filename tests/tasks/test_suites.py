@@ -67,3 +67,29 @@ def test_user_study_bad_json(tmp_path):
     (case / "demo.json").write_text("{not json")
     items, rejects = folder_items(tmp_path, (256, 256), 14)
     assert not items and "not valid JSON" in rejects[0][1]
+
+
+def test_official_items_hold_every_first_mask_id_void_and_a_3_pixel_entity(sample_root, tmp_path):
+    from core.media import load_cached_clip, write_npz
+    from eval.protocol import OFFICIAL, PROJECT
+
+    wd = Workdir(tmp_path)
+    cfg = load_config("tiny").labels
+    rows, _ = label_videos(str(sample_root), [VideoRef("sample", "val", "sample_0003")], cfg, {}, str(tmp_path))
+    wd.append("labels", rows)
+    rel = rows[0]["frames_path"]
+    frames, ids = load_cached_clip(wd, rel)
+    ids = ids.copy()
+    ids[:, 200:210, 10:20] = 0  # a void patch (the labels drop void)
+    ids[0, 100, 100:103] = 4242  # a 3-pixel entity in the first mask (under labels.min_area_px = 4)
+    write_npz(wd, rel, frames=frames, ids=ids)
+    official = labels_items(wd, SUITES["sample"], protocol=OFFICIAL)[0]
+    project = labels_items(wd, SUITES["sample"], protocol=PROJECT)[0]
+    labelled = sorted(int(r["entity_id"]) for r in rows)
+    assert 0 not in labelled and 4242 not in labelled
+    assert set(official.entity_ids) == set(labelled) | {0, 4242}
+    assert set(project.entity_ids) == set(labelled)
+    k = official.entity_ids.index(4242)
+    assert official.masks[k].sum() == 3 and np.isfinite(official.trajectories[k]).all()
+    assert official.trajectories.shape[1] == project.trajectories.shape[1]  # tracked on the whole clip, cut to the suite's length
+    assert "every first-mask id" in official.ground_truth
