@@ -237,13 +237,19 @@ class ObjMCResult:
         return np.array([i.total for i in self.items]), np.array([i.n for i in self.items], np.float64)
 
     def summary(self) -> dict:
+        """Strict-JSON summary (no NaN: a value that cannot be computed is null); every prediction
+        left out is listed: missing videos and entities, null or non-finite predicted points on
+        counted frames (``excluded_predictions``, with their frame counts), unequal lengths."""
+        value = self.value
         return dict(
-            objmc=self.value,
+            objmc=value if np.isfinite(value) else None,
             n_pairs=self.n_pairs,
             n_items=len(self.items),
             missing_items=list(self.missing_items),
             missing_entities=[f"{i}/{e}" for i, e in self.missing_entities],
             extra_items=list(self.extra_items),
+            excluded_predictions={f"{i.item_id}/{e.entity_id}": int(e.pred_missing) for i in self.items for e in i.entities if e.pred_missing},
+            unmatched_frames={f"{i.item_id}/{e.entity_id}": int(e.unmatched) for i in self.items for e in i.entities if e.unmatched},
         )
 
 

@@ -66,7 +66,9 @@ class Protocol:
     entities: str = "labels"  # "first-mask": every id of the first panoptic mask (void, tiny); "labels": the labelled entities
     interp_shape: tuple[int, int] = COTRACKER2_INTERP_SHAPE
 
-    def objmc_rules(self) -> str:
+    def objmc_rules(self, ground_truth: str | None = None) -> str:
+        """The rules in words; ``ground_truth`` names a suite's own ground truth (e.g. the user
+        study's drawn paths, which are not tracked) instead of the protocol's."""
         layout = "CoTracker grid" if self.grid_layout == "cotracker" else "cell grid"
         parts = [f"{layout} {self.grid_size}", "+centres" if self.add_centers else "grid only", f"centre {self.center_rule}"]
         parts.append("tracked at eval size" if self.track_at == "eval" else "tracked at video size")
@@ -74,7 +76,7 @@ class Protocol:
             parts.append("int points")
         if self.entities == "first-mask":
             parts.append("every first-mask id")
-        parts.append(f"gt {self.ground_truth}")
+        parts.append(f"gt {ground_truth or self.ground_truth}")
         return ", ".join(parts)
 
 
@@ -132,9 +134,9 @@ def tracker_label(kind: str, settings: dict | None = None) -> str:
     return kind
 
 
-def objmc_identity(protocol: Protocol, tracker: str, eval_size: str) -> str:
+def objmc_identity(protocol: Protocol, tracker: str, eval_size: str, ground_truth: str | None = None) -> str:
     """Identity of an ObjMC number: protocol, tracker with its settings, rules, evaluation size."""
-    return f"{protocol.name} | {tracker} | {protocol.objmc_rules()} | eval {eval_size}"
+    return f"{protocol.name} | {tracker} | {protocol.objmc_rules(ground_truth)} | eval {eval_size}"
 
 
 def fid_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frames: str = "all frames") -> str:

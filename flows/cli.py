@@ -232,7 +232,7 @@ def evaluate_objmc(
         result = score_dirs(gt, pred, pred_hw=hw(pred_size), gt_hw=hw(gt_size), eval_hw=hw(eval_size))
     except (FileNotFoundError, ValueError) as err:
         _fail(str(err))
-    typer.echo(json.dumps(result.summary()) if as_json else format_report(result))
+    typer.echo(json.dumps(result.summary(), allow_nan=False) if as_json else format_report(result))
 
 
 @app.command("pipeline")

@@ -66,7 +66,8 @@ def objmc_identity_of(cfg: Config, suite: str) -> str:
     """The identity of this config's ObjMC numbers on a suite (protocol, tracker, rules, eval size)."""
     spec = SUITES[suite]
     size = "original video size" if spec.kind == "labels" else f"{spec.resolution[0]}x{spec.resolution[1]}"
-    return objmc_identity(current_protocol(cfg), tracker_description(cfg), size)
+    gt = None if spec.kind == "labels" else "drawn paths"  # the user study's paths are drawn, never tracked
+    return objmc_identity(current_protocol(cfg), tracker_description(cfg), size, gt)
 
 
 def expected_ground_truth(cfg: Config, suite: str) -> str | None:

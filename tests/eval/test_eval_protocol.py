@@ -76,3 +76,13 @@ def test_protocols_are_named_settings_and_identities_differ():
     a = objmc_identity(OFFICIAL, "lk(win 9)", "original size")
     b = objmc_identity(PROJECT, "lk(win 9)", "original size")
     assert a != b and a.startswith("official") and "CoTracker grid 100" in a and "cell grid 10" in b
+
+
+def test_the_user_study_identity_says_its_paths_are_drawn_not_tracked():
+    from core.config import load_config
+    from tasks.evaluate import objmc_identity_of
+
+    cfg = load_config("tiny", ["evaluate.protocol=official"])
+    study, labels = objmc_identity_of(cfg, "user-study"), objmc_identity_of(cfg, "sample")
+    assert "gt drawn paths" in study and "gt tracked" not in study
+    assert "gt tracked" in labels and "every first-mask id" in labels

@@ -56,3 +56,20 @@ def test_cli_equals_the_official_formula_with_off_frame_points(tmp_path):
     got = json.loads(out.stdout)
     assert abs(got["objmc"] - official_flat_mean(gt_dir, pred_dir)) < 1e-6
     assert got["missing_items"] == ["only_in_gt"]
+
+
+def test_json_lists_the_predictions_it_could_not_score_and_is_strict_json(tmp_path):
+    from tasks.evaluate import score_dirs
+
+    gt_dir, pred_dir = tmp_path / "gt", tmp_path / "pred"
+    gt_dir.mkdir()
+    pred_dir.mkdir()
+    (gt_dir / "v.json").write_text(json.dumps({"1": [[0, 0], [1, 1], [2, 2]], "2": [[5, 5], [5, 5]]}))
+    # a null point and a NaN point in entity 1 (json writes NaN as the non-standard literal)
+    (pred_dir / "v.json").write_text('{"1": [[0, 0], null, [NaN, 2]], "2": [[5, 6], [5, 6], [5, 6]]}')
+    summary = score_dirs(gt_dir, pred_dir).summary()
+    text = json.dumps(summary, allow_nan=False)  # strict JSON: raises on NaN / inf
+    got = json.loads(text)
+    assert got["excluded_predictions"] == {"v/1": 2}
+    assert got["unmatched_frames"] == {"v/2": 1}
+    assert got["n_pairs"] == 1 + 2 and got["objmc"] == 2 / 3
