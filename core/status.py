@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from core.tables import TABLES, Workdir
@@ -67,6 +68,16 @@ PAPER_PROTOCOL = "paper: pytorch-fid / TF I3D / CoTracker2"
 PAPER_ROWS = [("DragNUWA (SVD)", 324.6, 39.8, 519.3), ("DragAnything (SVD)", 305.7, 33.5, 494.8)]
 
 
+def _value_and_interval(row) -> str:
+    """'value [low, high]', or the value and why there is no interval (non-finite ends)."""
+    lo, hi = row["ci_low"], row["ci_high"]
+    if pd.notna(lo) and pd.notna(hi) and np.isfinite(lo) and np.isfinite(hi):
+        return f"{row['value']:.3g} [{lo:.3g}, {hi:.3g}]"
+    method = str(row.get("ci_method") or "")
+    why = method.split("no interval, ", 1)[1] if "no interval, " in method else "no interval"
+    return f"{row['value']:.3g} ({why})"
+
+
 def metrics_table(wd: Workdir, suite: str) -> str:
     """Markdown: one table per protocol (what the README shows), then the paper's rows under their own protocol.
 
@@ -93,7 +104,7 @@ def metrics_table(wd: Workdir, suite: str) -> str:
             cells = []
             for metric, identity in cols:
                 r = m[(m["checkpoint_id"] == cid) & (m["metric"] == metric) & (m["identity"] == identity)]
-                cells.append("" if r.empty else f"{r['value'].iloc[0]:.3g} [{r['ci_low'].iloc[0]:.3g}, {r['ci_high'].iloc[0]:.3g}]")
+                cells.append("" if r.empty else _value_and_interval(r.iloc[0]))
             step = ckpts["step"].get(cid) if cid in ckpts.index else None
             lines.append(f"| {cid} | {'' if step is None or pd.isna(step) else int(step)} | " + " | ".join(cells) + " |")
         out.append("\n".join(lines))

@@ -121,3 +121,18 @@ def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
 
     assert "suite" in pq.read_schema(os.path.join(wd.table_dir("metrics"), "part-old.parquet")).names
     assert sorted(Workdir(tmp_path).read("metrics")["checkpoint_id"]) == ["run-s1000", "warp"]
+
+
+def test_report_prints_why_a_metric_has_no_interval(tmp_path):
+    from core.status import metrics_table
+    from eval.bootstrap import JACKKNIFE, NO_INTERVAL
+
+    wd = Workdir(tmp_path)
+    nan = float("nan")
+    rows = [_metric("warp", "sample", 0.9) | dict(metric="fvd", backbone="fallback-clip-v1", identity="project | fallback-clip-v1 | x",
+                                                 ci_low=nan, ci_high=nan, ci_method=f"{JACKKNIFE}: no interval, {NO_INTERVAL}"),
+            _metric("static", "sample", 2.0) | dict(metric="fvd", backbone="fallback-clip-v1", identity="project | fallback-clip-v1 | x")]
+    wd.append("metrics", rows)
+    table = metrics_table(wd, "sample")
+    assert "| warp |  | 0.9 (n too small for an interval (n < d)) |" in table and "nan" not in table
+    assert "2 [1, 3]" in table
