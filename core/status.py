@@ -89,8 +89,8 @@ def metrics_table(wd: Workdir, suite: str) -> str:
     if metrics.empty:
         return f"no metrics for suite '{suite}' yet (run `draganything evaluate`)"
     ckpts = wd.read("checkpoints").set_index("checkpoint_id")
-    names = {"objmc": "ObjMC px", "fid": "FID", "fvd": "FVD"}
-    order_of = {"objmc": 0, "fid": 1, "fvd": 2}
+    names = {"objmc": "ObjMC px", "fid": "FID", "kid": "KID", "fvd": "FVD", "kvd": "KVD"}
+    order_of = {"objmc": 0, "fid": 1, "kid": 2, "fvd": 3, "kvd": 4}
     out = []
     for protocol, m in metrics.groupby("protocol", sort=True):
         cols = sorted({(r.metric, r.identity) for r in m.itertuples() if r.metric in names}, key=lambda k: (order_of[k[0]], k[1]))

@@ -143,6 +143,11 @@ def fid_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frame
     return f"{protocol.name} | {backbone} | {frames} at {size[0]}x{size[1]} | ddof {protocol.fid_ddof}"
 
 
+def kid_identity(protocol: Protocol, backbone: str, size: tuple[int, int], what: str) -> str:
+    """KID beside FID (``what``: "all frames", ...) or KVD beside FVD ("14-frame clips"): cubic kernel, unbiased."""
+    return f"{protocol.name} | {backbone} | {what} at {size[0]}x{size[1]} | cubic kernel, unbiased"
+
+
 def fvd_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frames: int) -> str:
     drop = f" | dropped to a multiple of {protocol.fvd_batch}" if protocol.fvd_drop_to_batch else ""
     return f"{protocol.name} | {backbone} | {frames}-frame clips at {size[0]}x{size[1]} | ddof {protocol.fvd_ddof}{drop}"

@@ -12,7 +12,7 @@ the mean entity error. docs/evaluation.md has the measured numbers.
 import numpy as np
 import pytest
 
-from eval.bootstrap import NO_INTERVAL, bootstrap_ratio, frechet_interval, studentized_ratio
+from eval.bootstrap import NO_INTERVAL, bootstrap_ratio, frechet_interval, kid_interval, studentized_ratio
 from tests.eval.test_eval_intervals import simulate
 
 
@@ -94,3 +94,47 @@ def test_coverage_at_343_items_of_224_dimensions(true, power):
 def test_objmc_studentised_coverage_at_the_suites_sizes(n, sigma):
     cov = objmc_coverage(n, 300 if n < 343 else 150, studentized_ratio, sigma=sigma)
     assert 0.87 <= cov <= 0.99, cov
+
+
+def kid_coverage(n: int, D: int, shift: float, true: float, replicates: int, seed: int = 7) -> float:
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(replicates):
+        a, b = simulate(n, D, shift**2, rng)
+        ci = kid_interval(a, b)
+        hits += ci.low <= true <= ci.high
+    return hits / replicates
+
+
+def test_kid_interval_covers_at_12_x_112_where_fid_has_none():
+    # Same distribution: the true KID is 0. (A shifted mean: the slow test, with the truth from
+    # 3 x 2500 samples.)
+    cov = kid_coverage(12, 112, 0.0, 0.0, 100)
+    assert 0.90 <= cov <= 1.0, cov
+
+
+def test_kid_is_the_unbiased_estimator_and_its_leave_one_out_values_are_exact():
+    from eval.kernel import kid_jackknife, polynomial_kernel
+
+    rng = np.random.default_rng(0)
+    gen = [rng.standard_normal((k, 5)) for k in (1, 2, 3, 2)]
+    real = [rng.standard_normal((k, 5)) + 0.3 for k in (2, 1, 1, 3)]
+
+    def direct(xs, ys):
+        x, y = np.concatenate(xs), np.concatenate(ys)
+        kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
+        m, n = len(x), len(y)
+        return (kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1)) - 2 * kxy.mean()
+
+    value, lo, hi, reps = kid_jackknife(gen, real)
+    assert np.isclose(value, direct(gen, real)) and lo < value < hi
+    for i in range(4):
+        assert np.isclose(reps[i], direct(gen[:i] + gen[i + 1 :], real[:i] + real[i + 1 :]))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("n", "D", "true", "replicates"), [(12, 112, 0.7727, 200), (30, 224, 0.2959, 200), (343, 400, 0.1592, 60), (343, 400, 0.0, 60)])
+def test_kid_coverage_at_the_suites_sizes(n, D, true, replicates):
+    # true: the KID of a mean shift of 4.5 along the first axis (3 x 2500 samples: +-0.03, 0.02, 0.008).
+    cov = kid_coverage(n, D, 4.5 if true else 0.0, true, replicates)
+    assert 0.87 <= cov <= 1.0, cov

@@ -67,7 +67,7 @@ def test_both_sides_reach_the_networks_at_the_suites_size(small_world, monkeypat
     rows, _ = _metrics(wd, cfg, "small")
     sizes = set(rec.frames.sizes) | set(rec.clips.sizes)
     assert sizes == {(256, 256)}, sizes  # the 64 x 64 videos and the 256 x 256 real clips, one size
-    assert {r["metric"] for r in rows} == {"fid", "fvd"}
+    assert {r["metric"] for r in rows} == {"fid", "kid", "fvd", "kvd"}
     assert all("at 256x256" in r["identity"] for r in rows)
 
 
@@ -87,7 +87,7 @@ def test_official_fvd_scores_the_suites_whole_clips_with_n_minus_1(small_world):
     frames = int(wd.read("conditions")["frames"].iloc[0])
     rows, why = _metrics(wd, cfg, "small")
     by = {r["metric"]: r for r in rows}
-    assert set(by) == {"fid", "fvd"} and not why
+    assert set(by) == {"fid", "kid", "fvd", "kvd"} and not why
     assert f"{frames}-frame clips" in by["fvd"]["identity"] and by["fvd"]["identity"].endswith("ddof 1")
     assert np.isfinite(by["fvd"]["value"]) and by["fvd"]["value"] > 0 and by["fvd"]["protocol"] == "official"
     # 2 items, 112-d fallback features: no interval, and the row says why
@@ -98,7 +98,7 @@ def test_official_fvd_drop_to_a_multiple_of_16_is_an_option_with_a_reason(small_
     wd, _ = small_world
     cfg = load_config("tiny", ["evaluate.protocol=official", "evaluate.fvd_drop_to_batch=true"])
     rows, why = _metrics(wd, cfg, "small")
-    assert [r["metric"] for r in rows] == ["fid"]
+    assert [r["metric"] for r in rows] == ["fid", "kid"]
     assert why and why[0].startswith("fvd: evaluate.fvd_drop_to_batch keeps the first 0 of 2 videos")
 
 
@@ -124,7 +124,7 @@ def test_user_study_fid_is_last_frames_against_the_input_images_and_one_case_doe
     wd.append("samples", samples)
     s, c = wd.read("samples"), wd.read("conditions")
     rows, why = feats.frechet_metrics(wd, cfg, "warp", "user-study", s, c)
-    assert [r["metric"] for r in rows] == ["fid"] and "last frame vs input image" in rows[0]["identity"]
+    assert [r["metric"] for r in rows] == ["fid", "kid"] and "last frame vs input image" in rows[0]["identity"]
     assert rows[0]["n"] == len(ids) and not why
     one = s[s["item_id"] == ids[0]]
     rows, why = feats.frechet_metrics(wd, cfg, "warp", "user-study", one, c)
