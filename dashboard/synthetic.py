@@ -143,7 +143,7 @@ def fill_workdir(
                 row = dict(
                     checkpoint_id=c, suite=bm, metric=metric, backbone=backbone, identity=identity, protocol="project",
                     value=float(value), ci_low=float(value - h), ci_high=float(value + h),
-                    ci_method="percentile bootstrap over items" if metric == "objmc" else "grouped jackknife over items (bias-corrected, t interval)",
+                    ci_method="studentised bootstrap over items (bootstrap-t)" if metric == "objmc" else "grouped jackknife over items (bias-corrected, t interval)",
                     n=len(items), items_digest="synthetic", replicates=reps, created_at=now,
                 )
                 metric_rows.append(row)

@@ -196,7 +196,8 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
         ci = frechet_interval(ItemFeatures(gen_c), ItemFeatures(real_c), groups=ev.jackknife_groups, confidence=ev.confidence, ddof=protocol.fvd_ddof)
         rows.append(metric_row(checkpoint_id, suite, "fvd", ex.backbones[1], fvd_identity(protocol, ex.backbones[1], size, F), protocol.name, ci, items_digest(fvd_ids)))
         kvd = kid_interval(gen_c, real_c, confidence=ev.confidence)
-        rows.append(metric_row(checkpoint_id, suite, "kvd", ex.backbones[1], kid_identity(protocol, ex.backbones[1], size, f"{F}-frame clips"), protocol.name, kvd, items_digest(fvd_ids)))
+        kvd_identity = kid_identity(protocol, ex.backbones[1], size, f"{F}-frame clips")
+        rows.append(metric_row(checkpoint_id, suite, "kvd", ex.backbones[1], kvd_identity, protocol.name, kvd, items_digest(fvd_ids)))
     elif gen_c:
         why.append("fvd: one usable video only; FVD needs at least 2, so it is not reported")
     return rows, why

@@ -94,8 +94,9 @@ st.dataframe(view, hide_index=True, column_config=col_cfg, width="stretch", heig
 st.caption(
     f"{len(table)} checkpoints on **{suite}**. Lower is better for ObjMC (pixels), FID and FVD. Columns: "
     + "; ".join(f"**{data.METRIC_LABELS[m]}**: {identities[m]}" for m in data.METRICS if m in identities)
-    + ". ObjMC intervals: percentile bootstrap over items; FID/FVD: bias-corrected grouped jackknife over items "
-    "(the interval is for the true distance, so it may lie below the plug-in value). 'vs next' says better only where "
+    + ". ObjMC intervals: studentised bootstrap over items; FID/FVD: bias-corrected grouped jackknife over items "
+    "(the interval is for the true distance, so it may lie below the plug-in value; none with fewer samples than "
+    "feature dimensions). 'vs next' says better only where "
     "a paired interval on the shared items excludes 0."
 )
 
