@@ -39,6 +39,7 @@ def workdir_status(wd: Workdir) -> dict:
         for stage, g in rejects.groupby("stage")
     }
     out["damaged_parts"] = {t: parts for t in TABLES if (parts := wd.damaged_parts(t))}
+    out["quarantined_parts"] = {t: parts for t in TABLES if (parts := wd.quarantined_parts(t))}
     return out
 
 
@@ -59,8 +60,12 @@ def format_status(st: dict) -> str:
     else:
         lines.append("open rejects: none")
     for table, parts in st.get("damaged_parts", {}).items():
-        lines.append(f"damaged parts of table {table} (skipped; move them out, a re-run writes their rows again):")
+        lines.append(f"damaged parts of table {table} (skipped; the next write moves them to _quarantine/, a re-run "
+                     "writes their rows again):")
         lines += [f"  {p}" for p in parts]
+    for table, parts in st.get("quarantined_parts", {}).items():
+        lines.append(f"quarantined parts of table {table} (not read; inspect or delete them, a re-run writes their rows again):")
+        lines += [f"  {p}: {why}" for p, why in parts.items()]
     return "\n".join(lines)
 
 

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import numpy as np
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from core import objectstore
+from core.parts import COMPACT_AT, NEW_PART_PREFIX, QUARANTINE, Part, PartCache, compaction_due, drop_repeated_keys, list_parts
 from core.paths import PathError, confined, fits_name
 from core.schema import (  # noqa: F401 - the table contract is read from here by every stage
     LEGACY_IDENTITY,
@@ -39,8 +40,6 @@ from core.schema import (  # noqa: F401 - the table contract is read from here b
     TABLES,
     SchemaError,
     TableSpec,
-    _old_schema,
-    _with_defaults,
     now_utc,
     to_arrow,
 )
@@ -61,8 +60,9 @@ class Workdir:
         self.root = path.rstrip("/") or "/"
         self.url = root
         self.upload_chunk_bytes = objectstore.UPLOAD_CHUNK_BYTES
-        self._current_parts: set[str] = set()  # parts known to have today's column names
-        self._swept: set[str] = set()
+        self.lock_lease_s = objectstore.LOCK_LEASE_S
+        self._cache: dict[str, PartCache] = {}  # per table: parts already read, by (path, stamp)
+        self._reported: set[str] = set()  # parts already warned about
         if create:
             self.fs.makedirs(self.root, exist_ok=True)
         elif not self.fs.isdir(self.root):
@@ -95,50 +95,36 @@ class Workdir:
         return self.path("tables", table)
 
     # reading -----------------------------------------------------------
-    def _parts(self, table: str) -> list[str]:
-        """The table's part files, without zero-byte ones (reported by :meth:`damaged_parts`)."""
-        d = self.table_dir(table)
-        if not self.fs.exists(d):
-            return []
-        files = [f for f in self.fs.ls(d, detail=True) if f["name"].endswith(".parquet")]
-        files = [f for f in files if not os.path.basename(f["name"]).startswith((".", "_"))]
-        empty = sorted(f["name"] for f in files if not f.get("size"))
-        if empty:
-            self._report_damaged(table, empty, "zero bytes")
-        return sorted(f["name"] for f in files if f.get("size"))
+    def _load(self, table: str) -> tuple[list[Part], list[str], dict[str, pa.Table | str]]:
+        """(parts, hidden leftovers, each part's conformed rows or why it does not conform), from one listing."""
+        cache = self._cache.setdefault(table, PartCache())
+        for _ in range(5):
+            parts, hidden = list_parts(self.fs, self.table_dir(table))
+            try:
+                return parts, hidden, cache.load(self.fs, TABLES[table], parts, self.is_local)
+            except FileNotFoundError:
+                continue  # a writer compacted or rewrote a part between the listing and the read: list again
+        raise OSError(f"the parts of table '{table}' kept changing while they were read (5 listings); read it again")
+
+    def _rows(self, table: str) -> tuple[pa.Table, list[Part], list[str], dict[str, pa.Table | str], bool]:
+        """(one row per key, parts, hidden leftovers, per-part rows, whether two parts held one key)."""
+        spec = TABLES[table]
+        parts, hidden, loaded = self._load(table)
+        good = []
+        for p in parts:
+            if isinstance(loaded[p.path], str):
+                self._report_bad(table, p.path, loaded[p.path])
+            else:
+                good.append(loaded[p.path])
+        rows = pa.concat_tables(good) if good else spec.schema.empty_table()
+        unique = drop_repeated_keys(rows, spec.key)
+        return unique, parts, hidden, loaded, unique.num_rows != rows.num_rows
 
     def read_arrow(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pa.Table:
-        spec = TABLES[table]
-        parts = self._parts(table)
-        if parts:
-            try:
-                return self._scan(table, parts, columns, filter)
-            except (OSError, pa.ArrowInvalid):
-                parts = self._readable(table, parts)  # one damaged part must not hide the rest
-        if not parts:
-            schema = spec.schema if columns is None else pa.schema([spec.schema.field(c) for c in columns])
-            return schema.empty_table()
-        return self._scan(table, parts, columns, filter)
-
-    def _old_parts(self, table: str, parts: list[str]) -> set[str]:
-        """The parts written before a column of ``table`` was renamed (see ``RENAMED_COLUMNS``)."""
-        if not set(RENAMED_COLUMNS.values()) & set(TABLES[table].schema.names):
-            return set()
-        old = set()
-        for part in parts:
-            if part in self._current_parts:
-                continue
-            if set(RENAMED_COLUMNS) & set(pq.read_schema(part, filesystem=self.fs).names):
-                old.add(part)
-            else:
-                self._current_parts.add(part)  # a part never goes back to an old schema
-        return old
-
-    def _read_part(self, table: str, part: str) -> pa.Table:
-        spec = TABLES[table]
-        if self._old_parts(table, [part]):
-            return pq.read_table(part, filesystem=self.fs, schema=_old_schema(spec.schema)).rename_columns(spec.schema.names)
-        return pq.read_table(part, filesystem=self.fs, schema=spec.schema)
+        rows = self._rows(table)[0]
+        if filter is not None:
+            rows = rows.filter(filter)
+        return rows if columns is None else rows.select(columns)
 
     def read(self, table: str, columns: list[str] | None = None, filter: Any = None) -> pd.DataFrame:
         return self.read_arrow(table, columns, filter).to_pandas()
@@ -151,19 +137,33 @@ class Workdir:
 
     # writing -----------------------------------------------------------
     @contextlib.contextmanager
-    def _lock(self, table: str) -> Iterator[None]:
-        """Serialise writers of one table on a local workdir (other processes included)."""
-        if not self.is_local:
-            yield
-            return
+    def _lock(self, table: str) -> Iterator[objectstore.ObjectLock | None]:
+        """Serialise the writers of one table: a file lock locally, a lock object on a store (other nodes included)."""
         d = self.table_dir(table)
-        os.makedirs(d, exist_ok=True)
+        self.fs.makedirs(d, exist_ok=True)
+        if not self.is_local:
+            with objectstore.ObjectLock(self.fs, f"{d}/_lock", lease_s=self.lock_lease_s) as lock:
+                yield lock
+            return
         with open(os.path.join(d, "_lock"), "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
-                yield
+                yield None
             finally:
                 fcntl.flock(fh, fcntl.LOCK_UN)
+
+    def _prepare(self, table: str, lock: objectstore.ObjectLock | None) -> tuple[pa.Table, list[Part], dict, bool]:
+        """Under the lock: sweep killed writers' leftovers, quarantine the parts that do not conform, read the rows."""
+        rows, parts, hidden, loaded, repeated = self._rows(table)
+        self._sweep(hidden, lock)
+        good = []
+        for p in parts:
+            if isinstance(loaded[p.path], str):
+                _check(lock)
+                self._quarantine(table, p.path, loaded[p.path])
+            else:
+                good.append(p)
+        return rows, good, loaded, repeated
 
     def append(self, table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
         """Add rows whose key is not in the table yet; return how many were written."""
@@ -171,25 +171,26 @@ class Workdir:
         arrow = to_arrow(table, rows)
         if arrow.num_rows == 0:
             return 0
-        with self._lock(table):
-            self._sweep_tmp(table)
-            existing = self.keys(table)
-            keys = list(zip(*[arrow.column(k).to_pylist() for k in spec.key]))
-            keep = [i for i, k in enumerate(keys) if k not in existing]
-            if not keep:
+        with self._lock(table) as lock:
+            existing, parts, _, repeated = self._prepare(table, lock)
+            arrow = arrow.take(_absent(arrow, existing, spec.key))
+            if arrow.num_rows == 0:
                 return 0
-            arrow = arrow.take(keep)
-            digest = hashlib.sha1(repr(sorted(keys[i] for i in keep)).encode()).hexdigest()[:20]
+            keys = sorted(zip(*[arrow.column(k).to_pylist() for k in spec.key]))
+            digest = hashlib.sha1(repr(keys).encode()).hexdigest()[:20]
+            _check(lock)
             if not self._publish_part(self.path("tables", table, f"part-{digest}.parquet"), arrow):
-                return 0  # a concurrent writer of the same keys published them first
-        return len(keep)
+                return 0  # a part of these very keys exists (written before the lock existed)
+            self._compact(table, lock, len(parts) + 1, repeated)
+        return arrow.num_rows
 
     def replace(self, table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
         """Write rows, replacing those with the same key (e.g. a metric recomputed from more items).
 
-        Under the table's lock: the new part is written to a hidden name, the old rows are
-        removed (their parts rewritten atomically), then the new part is renamed into place.
-        A crash in between leaves the old rows or none (never both), so a re-run recomputes.
+        Under the table's lock: the new part is written to a hidden name (locally; on an object
+        store it is held in memory), the old rows are removed (their parts rewritten whole), then
+        the new part is published. A crash in between leaves the old rows or none (never both),
+        so a re-run recomputes.
         """
         spec = TABLES[table]
         arrow = to_arrow(table, rows)
@@ -198,51 +199,83 @@ class Workdir:
         keys = list(zip(*[arrow.column(k).to_pylist() for k in spec.key]))
         digest = hashlib.sha1(repr((sorted(keys), uuid.uuid4().hex)).encode()).hexdigest()[:20]
         final = self.path("tables", table, f"part-{digest}.parquet")
-        hidden = self.path("tables", table, f".new-part-{digest}.parquet")
-        with self._lock(table):
-            self.write_atomic(hidden, lambda f: pq.write_table(arrow, f))
-            try:
-                self._delete_locked(table, set(keys))
-                self.fs.mv(hidden, final)
-            finally:
-                if self.fs.exists(hidden):
-                    self.fs.rm(hidden)
+        with self._lock(table) as lock:
+            _, parts, loaded, repeated = self._prepare(table, lock)
+            if self.is_local:
+                hidden = self.path("tables", table, f"{NEW_PART_PREFIX}{digest}.parquet")
+                self.write_atomic(hidden, lambda f: pq.write_table(arrow, f))
+                try:
+                    self._delete_locked(table, arrow, parts, loaded, lock)
+                    os.replace(hidden, final)
+                finally:
+                    if os.path.exists(hidden):
+                        os.remove(hidden)
+            else:
+                data = _parquet_bytes(arrow)
+                self._delete_locked(table, arrow, parts, loaded, lock)
+                _check(lock)
+                objectstore.create_once(self.fs, final, data, self.upload_chunk_bytes)
+            self._compact(table, lock, len(parts) + 1, repeated)
         return arrow.num_rows
 
     def _publish_part(self, path: str, arrow: pa.Table) -> bool:
-        """Make a part visible whole; False when a part of that name (the same keys) already exists.
+        """Make a part visible whole; False when a part of that name already exists (on an object store).
 
-        Local: a temp file renamed into place (under the table's lock). Remote: one
-        conditional create (``objectstore.create_once``): no rename, no lock.
+        Local: a temp file renamed into place. Remote: one conditional create (``objectstore.create_once``).
         """
         if self.is_local:
             self.write_atomic(path, lambda f: pq.write_table(arrow, f))
             return True
-        buf = pa.BufferOutputStream()
-        pq.write_table(arrow, buf)
-        return objectstore.create_once(self.fs, path, buf.getvalue().to_pybytes(), self.upload_chunk_bytes)
+        return objectstore.create_once(self.fs, path, _parquet_bytes(arrow), self.upload_chunk_bytes)
 
     def delete(self, table: str, keys: Iterable[tuple]) -> int:
-        """Remove rows by key (rewrites the parts that hold them, each atomically)."""
-        with self._lock(table):
-            return self._delete_locked(table, set(keys))
-
-    def _delete_locked(self, table: str, drop: set[tuple]) -> int:
+        """Remove rows by key (rewrites the parts that hold them, each whole)."""
         spec = TABLES[table]
-        removed = 0
-        for part in self._readable(table, self._parts(table)):
-            t = _with_defaults(spec, self._read_part(table, part))
-            part_keys = list(zip(*[t.column(k).to_pylist() for k in spec.key]))
-            keep = [i for i, k in enumerate(part_keys) if k not in drop]
+        drop = pa.Table.from_pylist([dict(zip(spec.key, k)) for k in set(keys)],
+                                    schema=pa.schema([spec.schema.field(k) for k in spec.key]))
+        with self._lock(table) as lock:
+            _, parts, loaded, repeated = self._prepare(table, lock)
+            removed = self._delete_locked(table, drop, parts, loaded, lock)
+            self._compact(table, lock, len(parts), repeated)
+        return removed
+
+    def _delete_locked(self, table: str, drop: pa.Table, parts: list[Part], loaded: dict, lock: Any) -> int:
+        """Remove the rows whose key is in ``drop`` from ``parts``; each part that held one is rewritten whole."""
+        key, removed = TABLES[table].key, 0
+        for part in parts:
+            t = loaded[part.path]
+            keep = _absent(t, drop, key)
             if len(keep) == t.num_rows:
                 continue
             removed += t.num_rows - len(keep)
-            if keep:
+            _check(lock)
+            if len(keep):
                 kept = t.take(keep)
-                self.write_atomic(part, lambda f, kept=kept: pq.write_table(kept, f))
+                if self.is_local:
+                    self.write_atomic(part.path, lambda f, kept=kept: pq.write_table(kept, f))
+                else:
+                    objectstore.put_whole(self.fs, part.path, _parquet_bytes(kept))
             else:
-                self.fs.rm(part)
+                self.fs.rm(part.path)
         return removed
+
+    def _compact(self, table: str, lock: Any, n_parts: int, repeated: bool) -> None:
+        """Merge the table's small parts into one when there are COMPACT_AT of them or two share a key.
+
+        The merged part is published before the parts it replaces are removed, so a reader (or a
+        crash) in between sees each row twice, never not at all; readers keep one row per key.
+        """
+        if n_parts < COMPACT_AT and not repeated:
+            return
+        _, parts, _, loaded, repeated = self._rows(table)
+        due = compaction_due([p for p in parts if not isinstance(loaded[p.path], str)], repeated)
+        if not due:
+            return
+        merged = drop_repeated_keys(pa.concat_tables([loaded[p.path] for p in due]), TABLES[table].key)
+        _check(lock)
+        self._publish_part(self.path("tables", table, f"part-{uuid.uuid4().hex[:20]}.parquet"), merged)
+        _check(lock)
+        self.fs.rm([p.path for p in due])
 
     def write_atomic(self, path: str, write: Any) -> None:
         """Call ``write(file_object)`` so that ``path`` appears whole or not at all."""
@@ -308,68 +341,81 @@ class Workdir:
         return self.fs.exists(self.path(*parts))
 
     # damaged parts and leftovers -----------------------------------------
-    def _scan(self, table: str, parts: list[str], columns: list[str] | None, filter: Any) -> pa.Table:
-        spec = TABLES[table]
-        # Key columns are always read: an object store may hold one key in two parts (objectstore.drop_repeated_keys).
-        wanted = None if columns is None else list(dict.fromkeys([*spec.key, *columns]))
-        old = self._old_parts(table, parts)
-        if not old:
-            ds = pads.dataset(parts, schema=spec.schema, filesystem=self.fs, format="parquet")
-            found = ds.to_table(columns=wanted, filter=filter)
+    def _report_bad(self, table: str, part: str, why: str) -> None:
+        if part not in self._reported:
+            self._reported.add(part)
+            log.warning("table '%s': part %s is skipped: %s; the next write to the table moves it into %s/ (move it "
+                        "out yourself to keep it; its rows are lost, a re-run of the stage writes them again)",
+                        table, part, why, QUARANTINE)
+
+    def _quarantine(self, table: str, part: str, why: str) -> str:
+        """Move a part that does not conform into ``_quarantine/``, with a ``.why`` file saying why."""
+        folder = f"{self.table_dir(table)}/{QUARANTINE}"
+        name = os.path.basename(part)
+        dest = f"{folder}/{name}"
+        if self.fs.exists(dest):
+            dest = f"{folder}/{name.removesuffix('.parquet')}-{uuid.uuid4().hex[:8]}.parquet"
+        self.fs.makedirs(folder, exist_ok=True)
+        objectstore.put_whole(self.fs, dest + ".why", f"{why}\n".encode())
+        if self.is_local:
+            os.replace(part, dest)
         else:
-            new = [p for p in parts if p not in old]
-            renamed = pads.dataset(sorted(old), schema=_old_schema(spec.schema), filesystem=self.fs, format="parquet").to_table()
-            tables = [pads.dataset(renamed.rename_columns(spec.schema.names)).to_table(columns=wanted, filter=filter)]
-            if new:
-                tables.insert(0, pads.dataset(new, schema=spec.schema, filesystem=self.fs, format="parquet").to_table(columns=wanted, filter=filter))
-            found = pa.concat_tables(tables)
-        found = objectstore.drop_repeated_keys(found, spec.key)
-        return _with_defaults(spec, found if columns is None else found.select(columns))
-
-    def _readable(self, table: str, parts: list[str]) -> list[str]:
-        """The parts whose Parquet footer reads; the others are reported and left out."""
-        good, bad = [], []
-        for p in parts:
-            try:
-                pq.read_metadata(p, filesystem=self.fs)
-                good.append(p)
-            except (OSError, pa.ArrowInvalid):
-                bad.append(p)
-        if bad:
-            self._report_damaged(table, bad, "not readable as Parquet")
-        return good
-
-    def _report_damaged(self, table: str, parts: list[str], why: str) -> None:
-        for p in parts:
-            if p not in self._swept:
-                self._swept.add(p)
-                log.warning("table '%s': part %s is %s and is skipped; move it out of %s (its rows are lost, a re-run of the "
-                            "stage writes them again)", table, p, why, self.table_dir(table))
+            self.fs.copy(part, dest)
+            self.fs.rm(part)
+        log.warning("table '%s': part %s moved to %s because %s", table, part, dest, why)
+        return dest
 
     def damaged_parts(self, table: str) -> list[str]:
-        """Part files of ``table`` that are skipped because they are empty or unreadable (for ``status``)."""
-        d = self.table_dir(table)
-        if not self.fs.exists(d):
-            return []
-        files = [f for f in self.fs.ls(d, detail=True) if f["name"].endswith(".parquet")
-                 and not os.path.basename(f["name"]).startswith((".", "_"))]
-        empty = [f["name"] for f in files if not f.get("size")]
-        sized = [f["name"] for f in files if f.get("size")]
-        return sorted(empty + sorted(set(sized) - set(self._readable(table, sized))))
+        """Parts of ``table`` that readers skip because they do not conform (empty, unreadable, other types)."""
+        parts, _, loaded = self._load(table)
+        return [p.path for p in parts if isinstance(loaded[p.path], str)]
 
-    def _sweep_tmp(self, table: str, max_age_s: float = TMP_MAX_AGE_S) -> int:
-        """Remove ``.tmp-*`` files older than ``max_age_s`` from a table folder (killed writers'); once per table."""
-        if not self.is_local or ("sweep:" + table) in self._swept:
-            return 0
-        self._swept.add("sweep:" + table)
-        d, removed, cutoff = self.table_dir(table), 0, time.time() - max_age_s
-        for entry in os.scandir(d) if os.path.isdir(d) else ():
-            if entry.name.startswith(".tmp-") and entry.is_file(follow_symlinks=False):
-                with contextlib.suppress(FileNotFoundError):
-                    if entry.stat().st_mtime < cutoff:
-                        os.remove(entry.path)
-                        removed += 1
-        return removed
+    def quarantined_parts(self, table: str) -> dict[str, str]:
+        """Parts moved into the table's ``_quarantine/`` folder, each with the reason (for ``status``)."""
+        folder = f"{self.table_dir(table)}/{QUARANTINE}"
+        if not self.fs.exists(folder):
+            return {}
+        out = {}
+        for path in sorted(self.fs.ls(folder, detail=False)):
+            if path.endswith(".parquet"):
+                try:
+                    out[path] = self.fs.cat_file(path + ".why").decode().strip()
+                except FileNotFoundError:
+                    out[path] = "no reason recorded"
+        return out
+
+    def _sweep(self, hidden: list[str], lock: Any) -> None:
+        """Remove killed writers' leftovers: every ``.new-part-*`` (only a holder of the lock, which we are,
+        writes one) and ``.tmp-*`` files older than TMP_MAX_AGE_S."""
+        cutoff = time.time() - TMP_MAX_AGE_S
+        for path in hidden:
+            with contextlib.suppress(FileNotFoundError):
+                name = os.path.basename(path)
+                if name.startswith(NEW_PART_PREFIX) or (self.is_local and os.stat(path).st_mtime < cutoff):
+                    _check(lock)
+                    self.fs.rm(path)
+                    log.warning("removed %s, left by a killed writer", path)
+
+
+def _check(lock: objectstore.ObjectLock | None) -> None:
+    """Before each change under an object-store lock: renew its lease, or stop if it was lost."""
+    if lock is not None:
+        lock.check()
+
+
+def _parquet_bytes(table: pa.Table) -> bytes:
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    return buf.getvalue().to_pybytes()
+
+
+def _absent(rows: pa.Table, other: pa.Table, key: tuple[str, ...]) -> np.ndarray:
+    """Indices (ascending) of the rows of ``rows`` whose key is not in ``other``."""
+    if other.num_rows == 0 or rows.num_rows == 0:
+        return np.arange(rows.num_rows)
+    left = rows.select(list(key)).append_column("_i", pa.array(np.arange(rows.num_rows)))
+    right = other.select(list(key))
+    return np.sort(left.join(right, keys=list(key), join_type="left anti", use_threads=False).column("_i").to_numpy())
 
 
 def _tmp_name(name: str) -> str:

@@ -52,14 +52,20 @@ def test_a_zero_byte_part_is_skipped_and_reported_and_the_table_stays_writable(t
         f.write(b"not parquet at all")
     with caplog.at_level("WARNING"):
         assert list(wd.read("rejects")["item"]) == ["ds/train/v0"]
-    assert "zero bytes" in caplog.text and "move it out" in caplog.text
-    assert wd.append("rejects", [_reject(1)]) == 1
-    assert sorted(wd.read("rejects")["item"]) == ["ds/train/v0", "ds/train/v1"]
-    assert wd.delete("rejects", [("labels", "ds/train/v1")]) == 1
-    assert wd.damaged_parts("rejects") == sorted([junk, empty])
+    assert "zero bytes" in caplog.text and "_quarantine" in caplog.text
     from core.status import format_status, workdir_status
 
+    assert wd.damaged_parts("rejects") == sorted([junk, empty])
     assert "damaged parts of table rejects" in format_status(workdir_status(wd))
+    assert wd.append("rejects", [_reject(1)]) == 1  # the writer moves both out of the table first
+    assert sorted(wd.read("rejects")["item"]) == ["ds/train/v0", "ds/train/v1"]
+    assert wd.delete("rejects", [("labels", "ds/train/v1")]) == 1
+    assert wd.damaged_parts("rejects") == []
+    quarantined = wd.quarantined_parts("rejects")
+    assert sorted(os.path.basename(p) for p in quarantined) == ["part-junk.parquet", "part-zero.parquet"]
+    assert "not readable as Parquet (Parquet magic bytes not found" in " ".join(quarantined.values())
+    text = format_status(workdir_status(wd))
+    assert "quarantined parts of table rejects" in text and "it has zero bytes" in text
 
 
 def test_stale_tmp_files_of_killed_writers_are_swept(tmp_path):
