@@ -54,10 +54,12 @@ def _stamp(info: dict) -> str:
 
 def list_parts(fs: Any, folder: str) -> tuple[list[Part], list[str]]:
     """(visible parts in name order, hidden leftovers of writers: ``.new-part-*`` and ``.tmp-*``)."""
-    if not fs.exists(folder):
+    try:
+        listing = fs.ls(folder, detail=True)
+    except FileNotFoundError:
         return [], []
     parts, hidden = [], []
-    for info in fs.ls(folder, detail=True):
+    for info in listing:
         name = os.path.basename(info["name"].rstrip("/"))
         if info.get("type") == "directory":
             continue
@@ -81,6 +83,8 @@ def conform(spec: TableSpec, table: pa.Table) -> pa.Table:
         col = table.column(field.name)
         if col.type != field.type:
             try:
+                if not _same_kind(col.type, field.type):
+                    raise pa.ArrowInvalid("another kind of value")
                 col = col.cast(field.type, safe=True)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
                 raise PartMismatch(f"its column '{field.name}' is {col.type}, the table declares {field.type}") from None
@@ -90,6 +94,22 @@ def conform(spec: TableSpec, table: pa.Table) -> pa.Table:
     if empty:
         raise PartMismatch(f"its key column(s) {empty} have empty values")
     return out
+
+
+def _same_kind(src: pa.DataType, dst: pa.DataType) -> bool:
+    """Whether a stored type may be read as the declared one: the same kind of value, maybe wider or
+    narrower (int32/int64, float32/float64, a timestamp's unit, large/dictionary strings), never
+    another kind (a number as a string, a float as a timestamp)."""
+    if pa.types.is_dictionary(src):
+        src = src.value_type
+    kinds = (pa.types.is_integer, pa.types.is_floating, pa.types.is_timestamp, pa.types.is_boolean,
+             lambda t: pa.types.is_string(t) or pa.types.is_large_string(t))
+    if any(k(src) and k(dst) for k in kinds):
+        return True
+    lists = (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list)
+    if any(k(src) for k in lists) and any(k(dst) for k in lists):
+        return _same_kind(src.value_type, dst.value_type)
+    return src == dst
 
 
 def parse(spec: TableSpec, data: bytes | str, fs: Any = None) -> pa.Table:
@@ -125,12 +145,10 @@ class PartCache:
         if local:
             fetched = {p.path: (p.path if p.size else b"") for p in missing}
         else:  # one concurrent batch of GETs (s3fs), instead of one round trip after another
-            wanted = [p.path for p in missing if p.size]
+            wanted = [p for p in missing if p.size]
             fetched = {p.path: b"" for p in missing if not p.size}
             if wanted:
-                got = fs.cat(wanted, on_error="return")
-                got = {wanted[0]: got} if isinstance(got, bytes) else got
-                for path, data in got.items():
+                for path, data in zip([p.path for p in wanted], _get_all(fs, wanted)):
                     if isinstance(data, FileNotFoundError):
                         raise data
                     if isinstance(data, BaseException):  # a transient store error: fail the read, never drop rows
@@ -147,6 +165,34 @@ class PartCache:
         for gone in [path for path in self._entries if path not in listed]:  # removed or compacted away
             del self._entries[gone]
         return out
+
+
+def _get_all(fs: Any, parts: list[Part]) -> list[bytes | BaseException]:
+    """The parts' bytes, fetched concurrently; on S3 one GET each (the listing gave the sizes, so no HEAD)."""
+    if not hasattr(fs, "_cat_file") or not hasattr(fs, "loop"):
+        return [_or_error(fs.cat_file, p.path) for p in parts]
+    import asyncio
+
+    from fsspec.asyn import sync
+
+    protocol = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+
+    def one(p: Part) -> Any:
+        if "s3" in protocol and p.size <= getattr(fs, "default_block_size", 0):
+            return fs._cat_file(p.path, max_concurrency=1)  # a big part still downloads in concurrent ranges
+        return fs._cat_file(p.path)
+
+    async def gather() -> list:
+        return await asyncio.gather(*[one(p) for p in parts], return_exceptions=True)
+
+    return sync(fs.loop, gather)
+
+
+def _or_error(fn: Any, *args: Any) -> Any:
+    try:
+        return fn(*args)
+    except Exception as e:  # returned, like asyncio.gather(return_exceptions=True)
+        return e
 
 
 def drop_repeated_keys(table: pa.Table, key: tuple[str, ...]) -> pa.Table:

@@ -140,11 +140,11 @@ class Workdir:
     def _lock(self, table: str) -> Iterator[objectstore.ObjectLock | None]:
         """Serialise the writers of one table: a file lock locally, a lock object on a store (other nodes included)."""
         d = self.table_dir(table)
-        self.fs.makedirs(d, exist_ok=True)
         if not self.is_local:
             with objectstore.ObjectLock(self.fs, f"{d}/_lock", lease_s=self.lock_lease_s) as lock:
                 yield lock
             return
+        os.makedirs(d, exist_ok=True)
         with open(os.path.join(d, "_lock"), "a+") as fh:
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:

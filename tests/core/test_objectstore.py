@@ -82,6 +82,7 @@ sys.path.insert(0, {repo!r})
 from core.tables import Workdir, now_utc
 wd = Workdir({url!r})
 wd.upload_chunk_bytes = 5 * 2**20  # S3's smallest part: a multipart upload of several requests
+wd.lock_lease_s = 3.0  # the table lock it dies holding runs out soon (the default lease is minutes)
 rows = [dict(stage="labels", item=f"v{{i}}", reason=base64.b64encode(os.urandom(2**20)).decode(), at=now_utc()) for i in range(24)]
 print("ready", flush=True)
 wd.append("rejects", rows)
@@ -89,7 +90,7 @@ print("done", flush=True)
 """
 
 
-def test_writer_killed_mid_upload_leaves_no_visible_part(s3_url):
+def test_writer_killed_mid_upload_leaves_no_visible_part_and_its_lock_runs_out(s3_url, caplog):
     wd = Workdir(s3_url)
     bucket = urlparse(s3_url).netloc
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(_BIG_WRITER.format(repo=str(REPO), url=s3_url))],
@@ -103,9 +104,12 @@ def test_writer_killed_mid_upload_leaves_no_visible_part(s3_url):
     assert wd.fs.list_multipart_uploads(bucket), "the writer finished before it could be killed mid-upload"
     assert _parts(wd, "rejects") == []
     assert wd.read("rejects").empty and wd.keys("rejects") == set()
-    # The next writer of the same rows publishes them once.
+    # The next writer of the same rows waits out the dead writer's lease, then publishes them once.
+    assert wd.fs.exists(wd.path("tables", "rejects", "_lock"))
     rows = [dict(stage="labels", item=f"v{i}", reason="again", at=now_utc()) for i in range(24)]
-    assert wd.append("rejects", rows) == 24
+    with caplog.at_level("WARNING"):
+        assert wd.append("rejects", rows) == 24
+    assert "took over the lock" in caplog.text and not wd.fs.exists(wd.path("tables", "rejects", "_lock"))
     assert len(_parts(wd, "rejects")) == 1 and len(wd.read("rejects")) == 24
 
 
