@@ -191,7 +191,7 @@ def _get_all(fs: Any, parts: list[Part]) -> list[bytes | BaseException]:
 def _or_error(fn: Any, *args: Any) -> Any:
     try:
         return fn(*args)
-    except Exception as e:  # returned, like asyncio.gather(return_exceptions=True)
+    except OSError as e:  # returned, like asyncio.gather(return_exceptions=True)
         return e
 
 
