@@ -31,7 +31,7 @@ import pyarrow.parquet as pq
 from core.schema import RENAMED_COLUMNS, TableSpec, _with_defaults
 
 QUARANTINE = "_quarantine"  # a table's parts that do not conform to its schema (readers ignore `_` names)
-COMPACT_AT = 16  # this many parts under COMPACT_TARGET_BYTES (or any repeated key) make the next writer compact
+COMPACT_AT = 4  # this many parts under COMPACT_TARGET_BYTES (or any repeated key) make the next writer compact
 COMPACT_TARGET_BYTES = 64 * 2**20  # a part this big is left alone by compaction
 NEW_PART_PREFIX = ".new-part-"  # a replace's hidden part; only a writer holding the table's lock writes one
 
