@@ -7,7 +7,8 @@ Needs the `bench` extra (`pip install -c constraints.txt -e .[bench,test]`) for 
 For each store and place it measures, printing one JSON line per result:
 
 - **append**: a table grown by one-row appends; at each size in ``--parts`` (appends done so
-  far), the median of 5 appends from a fresh handle (as a pipeline task does). Ours: an
+  far), the median of 9 appends from a fresh handle (as a pipeline task does), each next to
+  an append to a fresh table of 1 part (``one_part_ms``, and ``ratio``). Ours: an
   idempotent append (``Workdir.append``: rows whose key exists are dropped). Delta: the
   same, a merge that inserts the rows whose key is absent; and a plain append (no dedup).
   ``files`` is the number of data files the table is made of then.
@@ -164,7 +165,9 @@ def _ms(fn) -> float:
 # --- the measurements ----------------------------------------------------------------------
 
 
-def bench_append(kind: str, url: str, options: dict, sizes: list[int], where: str) -> None:
+def bench_append(kind: str, url: str, options: dict, sizes: list[int], where: str, pairs: int = 9) -> None:
+    """At each size: ``pairs`` appends to the grown table, each next to an append to a fresh 1-part table
+    (the same moment, so a shared machine's changing load hits both alike); medians and their ratio."""
     store = _store(kind, url, options)
     done = 0
     grow = store.plain_append if kind == "delta" else store.append  # plain appends grow a Delta table faster
@@ -172,11 +175,15 @@ def bench_append(kind: str, url: str, options: dict, sizes: list[int], where: st
         while done < size:
             grow([_metric(done, 1.0)])
             done += 1
-        times = []
-        for _ in range(5):
-            times.append(_ms(lambda i=done: store.fresh().append([_metric(i, 1.0)])))
+        big, base = [], []
+        for j in range(pairs):
+            small = _store(kind, f"{url}-base-{size}-{j}", options)
+            small.append([_metric(0, 1.0)])
+            base.append(_ms(lambda s=small: s.fresh().append([_metric(1, 1.0)])))
+            big.append(_ms(lambda i=done: store.fresh().append([_metric(i, 1.0)])))
             done += 1
-        out = dict(bench="append", store=kind, where=where, parts=size, append_ms=round(statistics.median(times), 1),
+        out = dict(bench="append", store=kind, where=where, parts=size, append_ms=round(statistics.median(big), 1),
+                   one_part_ms=round(statistics.median(base), 1), ratio=round(statistics.median(big) / statistics.median(base), 2),
                    files=len(store.fresh().files()))
         if kind == "delta":
             out["plain_append_ms"] = round(statistics.median(_ms(lambda i=done + j: store.fresh().plain_append([_metric(i, 1.0)]))
@@ -268,6 +275,7 @@ def main() -> None:
     ap.add_argument("--stores", default="ours,delta")
     ap.add_argument("--benches", default="append,replace,killed")
     args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))  # so `finally` stops the moto server
     moto = None
     try:
         for where in args.where.split(","):
