@@ -172,16 +172,17 @@ class Workdir:
         if arrow.num_rows == 0:
             return 0
         with self._lock(table) as lock:
-            existing, parts, _, repeated = self._prepare(table, lock)
+            existing, parts, loaded, repeated = self._prepare(table, lock)
             arrow = arrow.take(_absent(arrow, existing, spec.key))
             if arrow.num_rows == 0:
                 return 0
             keys = sorted(zip(*[arrow.column(k).to_pylist() for k in spec.key]))
-            digest = hashlib.sha1(repr(keys).encode()).hexdigest()[:20]
+            path = self.path("tables", table, f"part-{hashlib.sha1(repr(keys).encode()).hexdigest()[:20]}.parquet")
             _check(lock)
-            if not self._publish_part(self.path("tables", table, f"part-{digest}.parquet"), arrow):
+            if not self._publish_part(path, arrow):
                 return 0  # a part of these very keys exists (written before the lock existed)
-            self._compact(table, lock, len(parts) + 1, repeated)
+            known = [(p, loaded[p.path]) for p in parts] + [(Part(path, 0, ""), arrow)]
+            self._compact(table, lock, len(known), repeated, sorted(known, key=lambda pt: pt[0].path))
         return arrow.num_rows
 
     def replace(self, table: str, rows: pd.DataFrame | list[dict[str, Any]]) -> int:
@@ -259,19 +260,25 @@ class Workdir:
                 self.fs.rm(part.path)
         return removed
 
-    def _compact(self, table: str, lock: Any, n_parts: int, repeated: bool) -> None:
+    def _compact(self, table: str, lock: Any, n_parts: int, repeated: bool,
+                 known: list[tuple[Part, pa.Table]] | None = None) -> None:
         """Merge the table's small parts into one when there are COMPACT_AT of them or two share a key.
 
+        ``known``: the table's parts and their rows as the caller left them (an append: what it
+        read plus the part it wrote), so no second listing or read is needed; else they are read.
         The merged part is published before the parts it replaces are removed, so a reader (or a
         crash) in between sees each row twice, never not at all; readers keep one row per key.
         """
         if n_parts < COMPACT_AT and not repeated:
             return
-        _, parts, _, loaded, repeated = self._rows(table)
-        due = compaction_due([p for p in parts if not isinstance(loaded[p.path], str)], repeated)
+        if known is None:
+            _, parts, _, loaded, repeated = self._rows(table)
+            known = [(p, loaded[p.path]) for p in parts if not isinstance(loaded[p.path], str)]
+        due = compaction_due([p for p, _ in known], repeated)
         if not due:
             return
-        merged = drop_repeated_keys(pa.concat_tables([loaded[p.path] for p in due]), TABLES[table].key)
+        rows = {p.path: t for p, t in known}
+        merged = drop_repeated_keys(pa.concat_tables([rows[p.path] for p in due]), TABLES[table].key)
         _check(lock)
         self._publish_part(self.path("tables", table, f"part-{uuid.uuid4().hex[:20]}.parquet"), merged)
         _check(lock)
