@@ -15,6 +15,7 @@ For each store and place it measures, printing one JSON line per result:
 - **read**: a cold whole-table read (``Workdir.read`` / ``DeltaTable.to_pandas``) at that size,
   what a dashboard page does on each load; ``raw_rows`` is what ``pd.read_parquet`` of the
   folder shows (rows of files a commit removed included).
+  ``delta-opt`` is Delta with its own compaction (``optimize.compact()``) every 16 appends.
 - **replace**: ``--rounds`` rounds of two processes replacing 6 of 10 keys each (2 shared) of
   one part at once; a round is right when every key holds the value of a writer of that
   round and no key is stored twice.
@@ -153,7 +154,7 @@ class Delta:
 
 
 def _store(kind: str, url: str, options: dict) -> Ours | Delta:
-    return Ours(url) if kind == "ours" else Delta(url, options)
+    return Ours(url) if kind == "ours" else Delta(url, options)  # "delta" and "delta-opt" (compacted while it grows)
 
 
 def _ms(fn) -> float:
@@ -170,11 +171,13 @@ def bench_append(kind: str, url: str, options: dict, sizes: list[int], where: st
     (the same moment, so a shared machine's changing load hits both alike); medians and their ratio."""
     store = _store(kind, url, options)
     done = 0
-    grow = store.plain_append if kind == "delta" else store.append  # plain appends grow a Delta table faster
+    grow = store.plain_append if kind.startswith("delta") else store.append  # plain appends grow a Delta table faster
     for size in sizes:
         while done < size:
             grow([_metric(done, 1.0)])
             done += 1
+            if kind == "delta-opt" and done % 16 == 0:  # Delta's own compaction (OPTIMIZE), as often as ours compacts
+                store._table().optimize.compact()
         big, base = [], []
         for j in range(pairs):
             small = _store(kind, f"{url}-base-{size}-{j}", options)
@@ -185,7 +188,7 @@ def bench_append(kind: str, url: str, options: dict, sizes: list[int], where: st
         out = dict(bench="append", store=kind, where=where, parts=size, append_ms=round(statistics.median(big), 1),
                    one_part_ms=round(statistics.median(base), 1), ratio=round(statistics.median(big) / statistics.median(base), 2),
                    files=len(store.fresh().files()))
-        if kind == "delta":
+        if kind.startswith("delta"):
             out["plain_append_ms"] = round(statistics.median(_ms(lambda i=done + j: store.fresh().plain_append([_metric(i, 1.0)]))
                                                              for j in range(5)), 1)
             done += 5
