@@ -36,6 +36,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from core.paths import PathError, confined, relative_parts
+
 MANIFEST = "_complete.json"  # a published folder's file list; written last
 UPLOAD_CHUNK_BYTES = 50 * 2**20  # an object up to twice this size goes up in one PUT
 LOCK_LEASE_S = 120.0  # a table lock not renewed for this long is a killed writer's, and may be taken over
@@ -99,11 +101,12 @@ def fetch_folder(fs: Any, root: str, only: str | None = None) -> Path:
         manifest = json.loads(fs.cat_file(f"{root}/{MANIFEST}"))
     except FileNotFoundError:
         raise FileNotFoundError(f"{protocol}://{root} is not a published folder (no {MANIFEST}): it was never written whole") from None
-    wanted = {rel: size for rel, size in manifest["files"].items() if only is None or rel.startswith(only.rstrip("/") + "/")}
+    files = manifest_files(manifest, f"{protocol}://{root}/{MANIFEST}")
+    wanted = {rel: size for rel, size in files.items() if only is None or rel.startswith(only.rstrip("/") + "/")}
     tmp = dest.parent / f".tmp-{uuid.uuid4().hex}"
     try:
         for rel, size in wanted.items():
-            target = tmp / rel
+            target = Path(confined(str(tmp), rel, what=f"file {rel!r} of {protocol}://{root}/{MANIFEST}"))
             target.parent.mkdir(parents=True, exist_ok=True)
             fs.get_file(f"{root}/{rel}", str(target))
             if target.stat().st_size != size:
@@ -117,6 +120,24 @@ def fetch_folder(fs: Any, root: str, only: str | None = None) -> Path:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def manifest_files(manifest: Any, where: str) -> dict[str, int]:
+    """A manifest's ``{relative path: size}``, every path checked to stay inside the folder (the bucket is data)."""
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict):
+        raise ValueError(f"{where} holds no 'files' object; the folder was not published by this pipeline, publish it again")
+    out = {}
+    for rel, size in files.items():
+        try:
+            norm = relative_parts(rel, what=f"file {rel!r} in {where}")
+        except PathError as err:
+            raise PathError(f"{err}; nothing of that folder was fetched, publish it again") from None
+        if not norm or norm != rel or isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise PathError(f"{where} lists {rel!r} with size {size!r}, not a plain relative file path and a byte count; "
+                            "nothing of that folder was fetched, publish it again")
+        out[rel] = size
+    return out
 
 
 def local_folder(location: str) -> str:

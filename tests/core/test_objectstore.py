@@ -1,5 +1,6 @@
 """Tables and folders on an S3 workdir (a real S3 API on loopback): no rename, no lock, still atomic and idempotent."""
 
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -16,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import objectstore
+from core.paths import PathError
 from core.tables import TABLES, Workdir, now_utc
 
 REPO = Path(__file__).resolve().parents[2]
@@ -159,3 +161,23 @@ def test_folders_are_published_whole_and_fetched_into_a_cache(s3_url, tmp_path, 
     only = wd.local_dir("checkpoints/c1", only="controlnet")
     assert (only / "controlnet" / "weights.bin").is_file() and not (only / "state.pt").exists()
     assert objectstore.local_folder(wd.location("checkpoints/c1")) == str(local)
+
+
+@pytest.mark.parametrize("name", ["../../PWNED.txt", "ABSOLUTE"])
+def test_a_manifest_naming_a_path_outside_the_folder_writes_nothing_outside_the_cache(s3_url, tmp_path, monkeypatch, name):
+    cache = tmp_path / "home" / "cache"
+    monkeypatch.setenv("DRAGANYTHING_CACHE", str(cache))
+    if name == "ABSOLUTE":
+        name = str(tmp_path / "abs" / "PWNED.txt")
+    wd = Workdir(s3_url)
+    root = wd.path("checkpoints", "evil")
+    wd.fs.pipe_file(f"{root}/state.pt", b"s" * 10)
+    wd.fs.pipe_file(f"{root}/{name.lstrip('/')}", b"pwned")  # the object exists, so a naive fetch would copy it
+    manifest = {"files": {"state.pt": 10, name: 5}}
+    wd.fs.pipe_file(f"{root}/{objectstore.MANIFEST}", json.dumps(manifest).encode())
+    before = {p for p in tmp_path.rglob("*")}
+    with pytest.raises(PathError, match="nothing of that folder was fetched"):
+        wd.local_dir("checkpoints/evil")
+    after = {p for p in tmp_path.rglob("*")}
+    assert after - before <= {cache, cache / "folders"}, sorted(after - before)
+    assert not list(tmp_path.rglob("PWNED.txt"))
