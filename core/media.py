@@ -16,7 +16,6 @@ as the tables hold them.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import tempfile
@@ -24,7 +23,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from core.paths import fits_name
+from core.paths import file_name
 from core.tables import Workdir
 
 # --- blobs and arrays -----------------------------------------------------------------
@@ -57,11 +56,7 @@ def write_npz(wd: Workdir, relpath: str, **arrays: np.ndarray) -> None:
 
 def frames_cache_path(dataset: str, split: str, video_id: str) -> str:
     """``frames/<dataset>/<split>/<video>.npz``; a name too long for one path component is shortened with its hash."""
-    name = f"{video_id}.npz"
-    if not fits_name(name):
-        raw = video_id.encode("utf-8", "surrogateescape")
-        name = f"{raw[:120].decode('utf-8', 'ignore')}-{hashlib.sha1(raw).hexdigest()[:16]}.npz"
-    return f"frames/{dataset}/{split}/{name}"
+    return f"frames/{dataset}/{split}/{file_name(video_id, '.npz')}"
 
 
 def save_cached_clip(wd: Workdir, relpath: str, frames: np.ndarray, ids: np.ndarray) -> None:

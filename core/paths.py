@@ -62,3 +62,32 @@ def confined(root: str, *parts: str, local: bool = True, what: str = "path") -> 
 def fits_name(name: str) -> bool:
     """Whether ``name`` fits in one path component (NAME_MAX bytes)."""
     return len(name.encode("utf-8", "surrogateescape")) <= NAME_MAX
+
+
+def printable(text: str) -> str:
+    """``text`` safe to store and show: bytes that were not UTF-8 (surrogate-escaped) as ``\\xNN``."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` holds no surrogate-escaped byte (a file name that was not UTF-8 on disk)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def file_name(stem: str, suffix: str = "") -> str:
+    """``stem + suffix`` as one path component: a stem too long for NAME_MAX is cut and given its digest.
+
+    Every place where a name from data (a video id, an item id) becomes a file uses this,
+    so a 251-byte video name that was fine as a folder never fails as ``<name>.npz``.
+    """
+    import hashlib
+
+    name = f"{stem}{suffix}"
+    if fits_name(name):
+        return name
+    raw = stem.encode("utf-8", "surrogateescape")
+    return f"{raw[:120].decode('utf-8', 'ignore')}-{hashlib.sha1(raw).hexdigest()[:16]}{suffix}"

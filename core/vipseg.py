@@ -20,14 +20,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from core.paths import PathError, relative_parts
+from core.images import DEFAULT_MAX_PIXELS, ImageError, open_image
+from core.paths import PathError, inside_local, is_utf8, printable, relative_parts
 from core.rejects import ItemError
 
 log = logging.getLogger(__name__)
 
 VOID = 0
 MAX_STUFF_ID = 124
-DEFAULT_MAX_PIXELS = 40_000_000  # an 8K frame is 33 MP; a header claiming more is refused before decoding
 
 
 class VideoError(ItemError):
@@ -66,8 +66,13 @@ def load_categories(root: Path) -> dict[int, Category]:
     files = sorted(Path(root).glob("*categories*.json"))
     if not files:
         return {}
-    raw = json.loads(files[0].read_text())
-    return {int(c["id"]): Category(int(c["id"]), str(c["name"]), bool(c.get("isthing", False))) for c in raw}
+    try:
+        raw = json.loads(files[0].read_text(encoding="utf-8"))
+        return {int(c["id"]): Category(int(c["id"]), str(c["name"]), bool(c.get("isthing", False))) for c in raw}
+    except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as err:
+        problem = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ValueError(f"categories file {files[0]} is not a JSON list of {{\"id\", \"name\", \"isthing\"}} objects "
+                         f"({type(err).__name__}: {problem}); fix it, or remove it to label without category names") from None
 
 
 def read_split_lines(root: Path, split: str) -> tuple[list[str], dict[str, int]]:
@@ -75,7 +80,8 @@ def read_split_lines(root: Path, split: str) -> tuple[list[str], dict[str, int]]
     path = Path(root) / f"{split}.txt"
     if not path.is_file():
         raise FileNotFoundError(f"split file {path} not found; a VIPSeg root holds train.txt/val.txt/test.txt")
-    names = [line.strip() for line in path.read_text(errors="surrogateescape").splitlines() if line.strip()]
+    text = path.read_text(encoding="utf-8", errors="surrogateescape").removeprefix("\ufeff")  # a byte-order mark is no name
+    names = [line.strip() for line in text.splitlines() if line.strip()]
     unique = list(dict.fromkeys(names))
     repeated = {n: names.count(n) for n in unique if names.count(n) > 1} if len(unique) < len(names) else {}
     if repeated:
@@ -98,6 +104,9 @@ class VideoFiles:
 
 def check_video_name(video_id: str) -> str:
     """A split-file line must name one folder inside imgs/ and panomasks/ (no path of its own)."""
+    if not is_utf8(video_id):
+        raise VideoError(f"video name {printable(video_id)!r} is not valid UTF-8 (its folder name holds other bytes), so no table "
+                         "can name it; rename the folder and its split-file line to UTF-8")
     try:
         rel = relative_parts(video_id, what="video name")
     except PathError as err:
@@ -139,7 +148,17 @@ def _media_files(folder: Path, suffixes: tuple[str, ...], what: str) -> list[Pat
     odd = [p for p in found if not p.is_file()]
     if odd:
         raise VideoError(f"{odd[0]} is a folder or a broken link, not a {what}; move it out of {folder}")
+    for p in found:
+        _inside_root(folder.parent.parent, p)
     return order_frames(found, folder, what)
+
+
+def _inside_root(root: Path, path: Path) -> None:
+    """A file or folder of a video must resolve inside the data root: a symlink out is refused like ``..``."""
+    try:
+        inside_local(str(root), str(path), what="video file")
+    except PathError as err:
+        raise VideoError(f"{err}; the data root must hold its videos itself, copy the files in instead of linking out") from None
 
 
 def list_video(root: Path, video_id: str) -> VideoFiles:
@@ -151,6 +170,8 @@ def list_video(root: Path, video_id: str) -> VideoFiles:
         raise VideoError(f"frames folder {img_dir} is missing; restore it or drop '{video_id}' from the split file")
     if not mask_dir.is_dir():
         raise VideoError(f"mask folder {mask_dir} is missing; restore it or drop '{video_id}' from the split file")
+    for folder in (img_dir, mask_dir):
+        _inside_root(root, folder)
     frames = _media_files(img_dir, (".jpg", ".jpeg", ".png"), "frame")
     masks = _media_files(mask_dir, (".png",), "mask")
     if len(frames) != len(masks):
@@ -165,30 +186,12 @@ def list_video(root: Path, video_id: str) -> VideoFiles:
     return VideoFiles(video_id, frames, masks)
 
 
-def _checked_bytes(path: Path, what: str, max_pixels: int) -> np.ndarray:
-    """The file's bytes, once its header says it is a JPEG/PNG within the pixel budget (nothing decoded yet)."""
-    from core.imageheader import HeaderError, image_header
-
-    data = np.fromfile(path, dtype=np.uint8)
-    try:
-        h, w, _ = image_header(data.tobytes()[:1 << 20])
-    except HeaderError as err:
-        raise VideoError(f"{what} {path} cannot be decoded: it {err}; re-export it") from None
-    if h * w > max_pixels:
-        raise VideoError(
-            f"{what} {path} claims {w}x{h} pixels ({h * w / 1e6:.0f} MP), over the {max_pixels / 1e6:.0f} MP budget "
-            "(labels.max_frame_pixels); it was not decoded: re-export it at its real size, or raise the budget"
-        )
-    return data
-
-
 def read_frame(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
     """RGB uint8 (H, W, 3); the header is checked against ``max_pixels`` before decoding."""
-    data = _checked_bytes(path, "frame", max_pixels)
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if img is None:
-        raise VideoError(f"frame {path} cannot be decoded (truncated or not an image); re-extract it")
-    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    try:
+        return open_image(path, max_pixels, "frame")
+    except ImageError as err:
+        raise VideoError(str(err)) from None
 
 
 def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, categories: dict[int, Category] | None = None) -> np.ndarray:
@@ -199,10 +202,10 @@ def read_mask(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, categories: dict
     255, or, without a categories file, when it holds thing ids at all (ids above
     255 wrap silently in 8 bits, so a thing id there cannot be trusted).
     """
-    data = _checked_bytes(path, "mask", max_pixels)
-    m = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if m is None:
-        raise VideoError(f"mask {path} cannot be decoded (truncated or not a PNG); re-export it")
+    try:
+        m = open_image(path, max_pixels, "mask", cv2.IMREAD_UNCHANGED)
+    except ImageError as err:
+        raise VideoError(str(err)) from None
     if m.ndim == 3:
         raise VideoError(f"mask {path} has {m.shape[2]} channels; panoptic masks are single-channel id PNGs")
     if m.dtype == np.uint8:

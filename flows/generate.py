@@ -24,7 +24,11 @@ def generate_chunk(workdir_url: str, checkpoint: dict, suite: str, item_ids: lis
     rows, conditions, rejects = gen.generate_items(workdir_url, checkpoint, suite, item_ids, cfg)
     wd = Workdir(workdir_url)
     wd.append("conditions", conditions)  # what each video was asked to do, before the video counts as done
-    return {"items": len(item_ids), "samples": wd.append("samples", rows), "rejects": wd.append("rejects", rejects), "node": node_id()}
+    samples = wd.append("samples", rows)
+    made = [(gen.STAGE, gen.reject_item(r["checkpoint_id"], suite, r["item_id"], s)) for r in rows for s in (r["seed"], None)]
+    if made:  # an item that failed before and succeeds now has no open reject left
+        wd.delete("rejects", made)
+    return {"items": len(item_ids), "samples": samples, "rejects": wd.append("rejects", rejects), "node": node_id()}
 
 
 @flow(name="generate", task_runner=ProjectRayTaskRunner())

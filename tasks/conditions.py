@@ -16,12 +16,13 @@ import numpy as np
 import pandas as pd
 
 from core.media import read_npz, write_npz
+from core.paths import file_name
 from core.tables import Workdir, now_utc
 from tasks.suites import SuiteItem
 
 
 def inputs_path(checkpoint_id: str, suite: str, item_id: str) -> str:
-    return f"conditions/{checkpoint_id}/{suite}/{item_id}.npz"
+    return f"conditions/{checkpoint_id}/{suite}/{file_name(item_id, '.npz')}"
 
 
 def write_inputs(wd: Workdir, relpath: str, item: SuiteItem) -> None:

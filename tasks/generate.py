@@ -100,10 +100,16 @@ def load_suite(
     folder = cfg.evaluate.user_study_dir
     if not folder:
         raise FileNotFoundError("the user-study suite needs evaluate.user_study_dir: a folder of cases (demo.jpg, demo.json, masks)")
-    items, bad = folder_items(folder, spec.resolution, spec.frames, only=only, fit=cfg.evaluate.user_study_fit)
+    items, bad = folder_items(folder, spec.resolution, spec.frames, only=only, fit=cfg.evaluate.user_study_fit,
+                              max_pixels=cfg.labels.max_frame_pixels)
     for it in items:
         it.protocol = cfg.evaluate.protocol
     return items, bad
+
+
+def reject_item(checkpoint_id: str, suite: str, item_id: str, seed: int | None = None) -> str:
+    """The ``rejects`` item of an item that could not be read (no seed) or of one (item, seed) that could not be generated."""
+    return f"{checkpoint_id}/{suite}/{item_id}" + ("" if seed is None else f"/seed{seed}")
 
 
 def sample_paths(checkpoint_id: str, suite: str, item_id: str, seed: int) -> tuple[str, str]:
@@ -143,7 +149,7 @@ def generate_items(
     wanted = set(item_ids)
     items, bad = load_suite(wd, suite, cfg, item_ids)
     rows, conds = [], []
-    rejects = [dict(stage=STAGE, item=f"{cid}/{suite}/{i}", reason=r, at=now_utc()) for i, r in bad if i in wanted]
+    rejects = [dict(stage=STAGE, item=reject_item(cid, suite, i), reason=r, at=now_utc()) for i, r in bad if i in wanted]
     done = {k for k in wd.keys("samples") if k[0] == cid and k[1] == suite}
     generator = None
     for item in (i for i in items if i.item_id in wanted):
@@ -162,7 +168,7 @@ def generate_items(
                 if is_infrastructure_error(err):
                     raise  # the machine (disk full, out of memory ...), not the item: fail the task (Ray retries it)
                 reason = str(err) if isinstance(err, ItemError) else f"{type(err).__name__} while generating: {err}"
-                rejects.append(dict(stage=STAGE, item=f"{cid}/{suite}/{item.item_id}/seed{seed}", reason=reason, at=now_utc(),
+                rejects.append(dict(stage=STAGE, item=reject_item(cid, suite, item.item_id, seed), reason=reason, at=now_utc(),
                                     error=type(err).__name__))
                 continue
             cond = condition_row(cid, suite, item, seed)

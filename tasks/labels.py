@@ -16,6 +16,7 @@ import numpy as np
 from core.config import LabelsSettings
 from core.geometry import incircles
 from core.media import frames_cache_path, save_cached_clip
+from core.paths import printable
 from core.rejects import is_infrastructure_error, reject_row
 from core.tables import Workdir
 from core.vipseg import Category, VideoError, decode_ids, list_video, read_frame, read_mask
@@ -32,7 +33,7 @@ class VideoRef:
 
     @property
     def item(self) -> str:
-        return f"{self.dataset}/{self.split}/{self.video_id}"
+        return printable(f"{self.dataset}/{self.split}/{self.video_id}")  # a name that was not UTF-8 still makes a row
 
 
 def load_clip(root: Path, video_id: str, cfg: LabelsSettings, categories: dict[int, Category] | None = None

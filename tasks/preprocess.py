@@ -36,6 +36,7 @@ import torch
 from core.config import Config
 from core.geometry import rescale
 from core.media import load_cached_clip, read_blob, resize_clip, write_blob
+from core.paths import file_name
 from core.tables import Workdir
 from model.maps import reads_entity_vectors
 
@@ -149,7 +150,7 @@ def cache_file(wd: Workdir, cfg: Config, key: str, spec: ClipSpec, mirrored: boo
     info = wd.fs.info(wd.path(spec.frames_path))
     stamp = f"{spec.frames_path}|{info.get('size')}|{info.get('mtime') or info.get('LastModified') or info.get('created')}"
     what = hashlib.sha1(f"{stamp}|{spec.entity_ids.tolist()}|{spec.starts}".encode()).hexdigest()[:12]
-    return f"cache/train/{key}/{cfg.train.dataset}/{spec.video_id}-{what}{'~hflip' if mirrored else ''}.pt"
+    return f"cache/train/{key}/{cfg.train.dataset}/{file_name(f'{spec.video_id}-{what}' + ('~hflip' if mirrored else ''), '.pt')}"
 
 
 def missing(wd: Workdir, cfg: Config, specs: list[ClipSpec] | None = None, key: str | None = None) -> list[str]:

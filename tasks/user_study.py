@@ -28,6 +28,8 @@ import cv2
 import numpy as np
 
 from core.geometry import incircles, rescale
+from core.images import DEFAULT_MAX_PIXELS, ImageError, open_image
+from core.paths import PathError, confined
 from tasks.suites import ItemError, SuiteItem
 
 FITS = ("masks", "pad", "center")
@@ -89,15 +91,12 @@ def apply_window(img: np.ndarray, s: float, ox: int, oy: int, target: tuple[int,
 def _mask_file(folder: Path, key: str, name) -> Path:
     if not isinstance(name, str) or not name.strip():
         raise ItemError(f"entity {key}: 'mask_name' is missing; name the entity's mask file in demo.json")
-    p = Path(name)
-    if p.is_absolute() or name.startswith(("\\", "~")) or (len(name) > 1 and name[1] == ":"):
-        raise ItemError(f"entity {key}: mask_name {name!r} is an absolute path; give a file name inside the case folder")
-    root = folder.resolve()
-    full = (folder / p).resolve()
-    if full != root and root not in full.parents:
-        raise ItemError(f"entity {key}: mask_name {name!r} leaves the case folder; give a file name inside {folder.name}/")
+    try:
+        full = Path(confined(str(folder), name, what=f"entity {key}: mask_name"))
+    except PathError as err:
+        raise ItemError(f"{err}; give a file name inside the case folder {folder.name}/") from None
     if not full.is_file():
-        raise ItemError(f"entity {key}: mask file {folder / p} is missing; add it or remove the entity from demo.json")
+        raise ItemError(f"entity {key}: mask file {full} is missing; add it or remove the entity from demo.json")
     return full
 
 
@@ -130,7 +129,8 @@ def _entity_ids(keys: list[str]) -> list[int]:
     return ids
 
 
-def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int, fit: str = "masks", threshold: int = 127) -> SuiteItem:
+def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int, fit: str = "masks", threshold: int = 127,
+                         max_pixels: int = DEFAULT_MAX_PIXELS) -> SuiteItem:
     """One case folder -> an item at ``resolution`` with one path point per frame (module docstring)."""
     folder = Path(folder)
     meta_path, image_path = folder / "demo.json", folder / "demo.jpg"
@@ -144,10 +144,7 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
         raise ItemError(f"{meta_path} is not valid JSON ({err}); fix the file") from None
     if not isinstance(meta, dict) or not meta:
         raise ItemError(f"{meta_path} lists no entity; it must be an object {{entity_id: {{mask_name, trajectory}}}}")
-    img = cv2.imdecode(np.fromfile(image_path, np.uint8), cv2.IMREAD_COLOR)
-    if img is None:
-        raise ItemError(f"{image_path} cannot be decoded; replace it with a JPEG")
-    img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    img = open_image(image_path, max_pixels, "user-study image")
     H, W = img.shape[:2]
     keys = sorted((str(k) for k in meta), key=lambda k: (len(k), k))
     ids = _entity_ids(keys)
@@ -157,9 +154,7 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
         if not isinstance(entry, dict):
             raise ItemError(f"entity {key}: expected {{'mask_name': ..., 'trajectory': [[x, y], ...]}}, got {type(entry).__name__}")
         mask_path = _mask_file(folder, key, entry.get("mask_name"))
-        m = cv2.imdecode(np.fromfile(mask_path, np.uint8), cv2.IMREAD_GRAYSCALE)
-        if m is None:
-            raise ItemError(f"entity {key}: mask {mask_path.name} cannot be decoded; save it as a JPEG/PNG with 255 = entity")
+        m = open_image(mask_path, max_pixels, f"entity {key}: mask", cv2.IMREAD_GRAYSCALE)
         if m.shape != (H, W):
             m = cv2.resize(m, (W, H), interpolation=cv2.INTER_NEAREST)
             notes.append(f"entity {key}: mask resized from its own size to the image's {H}x{W}")
@@ -208,7 +203,8 @@ def read_user_study_case(folder: Path, resolution: tuple[int, int], frames: int,
     )
 
 
-def folder_items(folder: Path, resolution: tuple[int, int], frames: int, only: set[str] | None = None, fit: str = "masks") -> tuple[list[SuiteItem], list[tuple[str, str]]]:
+def folder_items(folder: Path, resolution: tuple[int, int], frames: int, only: set[str] | None = None, fit: str = "masks",
+                 max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[list[SuiteItem], list[tuple[str, str]]]:
     """Every case folder (or ``only`` those) -> (items, [(case, reason)]); one bad case never stops the others."""
     items, bad = [], []
     root = Path(folder)
@@ -216,8 +212,8 @@ def folder_items(folder: Path, resolution: tuple[int, int], frames: int, only: s
         raise FileNotFoundError(f"user-study folder {root} does not exist; set evaluate.user_study_dir or pass --suite-dir")
     for case in sorted(p for p in root.iterdir() if p.is_dir() and (only is None or p.name in only)):
         try:
-            items.append(read_user_study_case(case, resolution, frames, fit))
-        except ItemError as err:
+            items.append(read_user_study_case(case, resolution, frames, fit, max_pixels=max_pixels))
+        except (ItemError, ImageError) as err:
             bad.append((case.name, str(err)))
         except MemoryError:
             raise

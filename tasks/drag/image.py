@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from core.geometry import rescale
+from core.images import DEFAULT_MAX_PIXELS, ImageError, check_image
 from tasks.drag.common import DragError, Point
 
 MIN_IMAGE_SIDE = 16
@@ -66,13 +67,20 @@ def _what_it_is(data: bytes) -> str:
         return "a binary file of an unknown kind"
 
 
-def decode_image(data: bytes, name: str = "the upload") -> tuple[np.ndarray, list[str]]:
-    """Bytes of an image file -> (H, W, 3) uint8 RGB and notes; :class:`DragError` if it is not one."""
+def decode_image(data: bytes, name: str = "the upload", max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
+    """Bytes of an image file -> (H, W, 3) uint8 RGB and notes; :class:`DragError` if it is not one.
+
+    The header's pixel count is held against ``max_pixels`` (the readers' one budget) before decoding.
+    """
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     notes: list[str] = []
     if not data:
         raise DragError(f"{name} is empty (0 bytes); choose an image file (PNG, JPEG, WebP, BMP or TIFF)")
+    try:
+        check_image(data, max_pixels, name, "the drag upload budget", other_formats=True, header_required=False)
+    except ImageError as err:
+        raise DragError(str(err)) from None
     try:
         img = Image.open(io.BytesIO(data))
         frames = getattr(img, "n_frames", 1)
@@ -141,7 +149,8 @@ def prepare_image(
 
 
 def load_image(
-    source: bytes | str | os.PathLike, max_side: int, aspect_hw: tuple[int, int] | None = None, name: str | None = None
+    source: bytes | str | os.PathLike, max_side: int, aspect_hw: tuple[int, int] | None = None, name: str | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> WorkImage:
     """An image file (path or bytes) -> the working image; :class:`DragError` with the reason otherwise."""
     if isinstance(source, (str, os.PathLike)):
@@ -149,9 +158,13 @@ def load_image(
         name = name or str(path)
         if not path.is_file():
             raise DragError(f"{path} does not exist or is not a file")
+        try:
+            check_image(path, max_pixels, name, "the drag upload budget", other_formats=True, header_required=False)
+        except ImageError as err:
+            raise DragError(str(err)) from None
         data = path.read_bytes()
     else:
         data = bytes(source)
         name = name or "the upload"
-    rgb, notes = decode_image(data, name)
+    rgb, notes = decode_image(data, name, max_pixels)
     return prepare_image(rgb, max_side, aspect_hw, name, notes)

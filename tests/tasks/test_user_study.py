@@ -88,8 +88,8 @@ def _meta(case):
         (lambda m: m["1"].update(trajectory=[[10, 10], [float("nan"), 5]]), "not a finite number"),
         (lambda m: m["1"].update(trajectory="left"), "list of \\[x, y\\] number pairs"),
         (lambda m: m.update({"01": dict(m["1"])}), "name the same entity id 1"),
-        (lambda m: m["1"].update(mask_name="/etc/passwd"), "absolute path"),
-        (lambda m: m["1"].update(mask_name="../other/mask_1.jpg"), "leaves the case folder"),
+        (lambda m: m["1"].update(mask_name="/etc/passwd"), "is not relative"),
+        (lambda m: m["1"].update(mask_name="../other/mask_1.jpg"), "leaves its folder"),
         (lambda m: m.update({"1": ["not", "an", "object"]}), "expected \\{'mask_name'"),
     ],
 )
