@@ -86,3 +86,68 @@ def test_an_8bit_mask_with_thing_ids_and_no_categories_is_refused(tmp_path):
         read_mask(_mask(tmp_path / "t.png", np.array([[1, 213]], np.uint8)), categories={})
     stuff_only = _mask(tmp_path / "s.png", np.array([[1, 57, 124]], np.uint8))
     assert read_mask(stuff_only, categories={}).tolist() == [[1, 57, 124]]  # 8 bits hold stuff ids fine
+
+
+def _peak_rss_mb(call: str) -> tuple[str, int]:
+    """Run ``call`` (a reader on a bomb) in a fresh interpreter: (what it printed, the process's peak RSS in MB)."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(ROOT)!r})
+        from pathlib import Path
+        from core.rejects import ItemError
+        from core.vipseg import read_frame
+        from tasks.user_study import read_user_study_case
+        try:
+            {call}
+            print("decoded")
+        except ItemError as err:
+            print("refused:", err)
+        # VmHWM is this process's own peak (ru_maxrss would carry the forking pytest's over exec)
+        print(next(int(x.split()[1]) for x in open("/proc/self/status") if x.startswith("VmHWM")) // 1024)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    verdict, peak = out.stdout.strip().splitlines()[-2:]
+    return verdict, int(peak)
+
+
+def test_a_2gb_frame_claiming_a_small_size_is_refused_from_its_size_before_it_is_read(tmp_path):
+    ok, buf = cv2.imencode(".jpg", np.zeros((48, 64, 3), np.uint8))
+    frame = tmp_path / "00000000.jpg"
+    frame.write_bytes(buf.tobytes())
+    with open(frame, "r+b") as f:
+        f.truncate(2 * 2**30)  # a sparse 2 GB file: reading it whole cost 4.3 GB of RSS
+    verdict, peak = _peak_rss_mb(f"read_frame(Path({str(frame)!r}))")
+    assert verdict.startswith("refused:") and "2147.5 MB, more than a 64x48 image can need" in verdict, verdict
+    assert "error" not in verdict.lower()  # a sentence, not OpenCV's assertion
+    assert peak < 500, f"peak RSS {peak} MB"
+
+
+def test_a_user_study_image_claiming_30000x30000_is_refused_before_decoding(tmp_path):
+    from tasks.user_study import write_user_study_case
+
+    case = tmp_path / "case"
+    masks = np.zeros((1, 120, 160), bool)
+    masks[0, 40:80, 50:90] = True
+    write_user_study_case(case, np.zeros((120, 160, 3), np.uint8), masks, [np.array([[60.0, 60.0], [70.0, 65.0]])])
+    _bomb(case / "demo.jpg")  # 30 KB claiming 30000x30000: took 123 s and 10.1 GB, then loaded as an item
+    verdict, peak = _peak_rss_mb(f"read_user_study_case(Path({str(case)!r}), (64, 64), 4)")
+    assert verdict.startswith("refused:") and "user-study image" in verdict and "claims 30000x30000" in verdict, verdict
+    assert peak < 500, f"peak RSS {peak} MB"
+    _bomb(case / "mask_1.jpg")
+    write_ok = cv2.imencode(".jpg", np.zeros((120, 160, 3), np.uint8))[1].tobytes()
+    (case / "demo.jpg").write_bytes(write_ok)
+    verdict, peak = _peak_rss_mb(f"read_user_study_case(Path({str(case)!r}), (64, 64), 4)")
+    assert verdict.startswith("refused:") and "entity 1: mask" in verdict and "claims 30000x30000" in verdict, verdict
+    assert peak < 500, f"peak RSS {peak} MB"
+
+
+def test_a_png_upload_claiming_too_many_pixels_is_refused_before_decoding():
+    from tasks.drag import image as drag_image
+    from tasks.drag.common import DragError
+
+    ok, buf = cv2.imencode(".png", np.zeros((32, 32, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    data[16:24] = struct.pack(">II", 8000, 8000)  # IHDR: 64 MP, under PIL's own bomb limit, over the budget
+    with pytest.raises(DragError, match="claims 8000x8000 pixels .* over the 40 MP budget"):
+        drag_image.load_image(bytes(data), max_side=512)
