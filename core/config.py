@@ -13,25 +13,22 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from core.config_yaml import ConfigError, load_file, load_value
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-class ConfigError(ValueError):
-    """A configuration value is missing, unknown or out of range."""
-
-
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN or inf is never a setting
 
 
 class FrameSampling(_Section):
     """Which frames of a video become the L-frame clip: start, start+stride, ..."""
 
-    count: int = Field(14, ge=2, description="L, frames per clip")
-    stride: int = Field(1, ge=1)
+    count: int = Field(14, ge=2, le=1024, description="L, frames per clip")
+    stride: int = Field(1, ge=1, le=1000)
     start: int = Field(0, ge=0)
 
     def needed(self) -> int:
@@ -72,7 +69,7 @@ class LabelsSettings(_Section):
     tracker: TrackerSettings = TrackerSettings()
     include_void: bool = False
     min_area_px: int = Field(4, ge=1, description="first-frame entities smaller than this are skipped")
-    chunk_size: int = Field(4, ge=1, description="videos per Ray task")
+    chunk_size: int = Field(4, ge=1, le=10_000, description="videos per Ray task")
     frames_cache: bool = True
     embeddings: bool = Field(True, description="also write entity vectors of the configured extractor (model.entity_*)")
     max_frame_pixels: int = Field(
@@ -99,9 +96,9 @@ class GenerateSettings(_Section):
     """Generating the evaluation suites' videos (the model's own sampling knobs live under ``model``)."""
 
     seeds: tuple[int, ...] = Field((0,), min_length=1, description="one video per (item, seed)")
-    fps: int = Field(7, ge=1, description="frame rate of the written mp4 (the model's micro-conditioning is model.fps)")
-    items_per_task: int = Field(4, ge=1, description="items per Ray task: the model loads once per task")
-    num_inference_steps: int = Field(25, ge=1)
+    fps: int = Field(7, ge=1, le=240, description="frame rate of the written mp4 (the model's micro-conditioning is model.fps)")
+    items_per_task: int = Field(4, ge=1, le=10_000, description="items per Ray task: the model loads once per task")
+    num_inference_steps: int = Field(25, ge=1, le=1000)
     min_guidance_scale: float = Field(1.0, ge=0, description="classifier-free guidance at the first frame (ramped)")
     max_guidance_scale: float = Field(3.0, ge=0, description="... and at the last frame (official: 1 -> 3)")
     motion_bucket_id: int = Field(127, ge=0, le=255)
@@ -149,8 +146,8 @@ class EvaluateSettings(_Section):
     fvd_drop_to_batch: bool = Field(
         False, description="official FVD: drop the items to a multiple of 16 as compute_fvd.py does (a multiple of 16 is kept whole)"
     )
-    bootstrap: int = Field(1000, ge=10, description="bootstrap resamples for the ObjMC interval")
-    jackknife_groups: int = Field(20, ge=2, description="groups of items of the FID/FVD jackknife interval (one DxD eigenproblem each)")
+    bootstrap: int = Field(1000, ge=10, le=1_000_000, description="bootstrap resamples for the ObjMC interval")
+    jackknife_groups: int = Field(20, ge=2, le=10_000, description="groups of items of the FID/FVD jackknife interval (one DxD eigenproblem each)")
     confidence: float = Field(0.95, gt=0.5, lt=1.0)
     user_study_dir: str | None = Field(None, description="folder of user-study cases (official demo format)")
     user_study_fit: Literal["masks", "pad", "center"] = Field(
@@ -158,7 +155,7 @@ class EvaluateSettings(_Section):
         description="how a case's image becomes the suite's frame: 'masks' = the largest crop of the model's aspect that "
         "holds every mask of the case (padded when none can), 'pad' = the whole image letterboxed, 'center' = the centre crop",
     )
-    items_per_task: int = Field(8, ge=1)
+    items_per_task: int = Field(8, ge=1, le=10_000)
 
 
 class RuntimeSettings(_Section):
@@ -169,7 +166,7 @@ class RuntimeSettings(_Section):
     task_num_cpus: float = Field(1.0, gt=0)
     task_num_gpus: float = Field(0.0, ge=0)
     task_memory_mb: int | None = Field(None, ge=1)
-    max_retries: int = Field(2, ge=0, description="Ray retries of a task whose worker died")
+    max_retries: int = Field(2, ge=0, le=100, description="Ray retries of a task whose worker died")
     check_resources: bool = Field(
         True, description="at start-up, refuse task requests the Ray cluster cannot meet (off on an autoscaling cluster)"
     )
@@ -184,7 +181,7 @@ class TinyModelSettings(_Section):
     vae_channels: int = Field(32, ge=32, multiple_of=32)
     vae_downsample: Literal[4, 8] = Field(8, description="the VAE's spatial factor (real SVD: 8); 4 keeps small entities 4 latent pixels wide where 8 leaves 2")
     latent_channels: int = Field(4, ge=1, description="latent channels (real SVD: 4)")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**32 - 1)
     pretrained: bool = Field(
         False, description="load the shipped pre-fitted tiny base (model/tiny_base/, made by `draganything fit-base`); "
         "false = random weights from seed"
@@ -205,16 +202,16 @@ class ModelSettings(_Section):
         None, description="local SVD img2vid directory in diffusers layout; None = the embedded tiny model"
     )
     tiny: TinyModelSettings = TinyModelSettings()
-    num_frames: int = Field(8, ge=2, description="L, frames generated / trained on")
-    height: int = Field(64, ge=16, multiple_of=8)
-    width: int = Field(64, ge=16, multiple_of=8)
+    num_frames: int = Field(8, ge=2, le=1024, description="L, frames generated / trained on")
+    height: int = Field(64, ge=16, le=8192, multiple_of=8)
+    width: int = Field(64, ge=16, le=8192, multiple_of=8)
     # entity representation
     entity_backbone: Literal["base-unet", "sd15-unet"] = "base-unet"
     entity_backbone_path: str | None = Field(None, description="local SD1.5 directory (diffusers layout) for sd15-unet")
     entity_timestep: int = Field(261, ge=0, le=999)
     entity_layer: int = Field(-1, description="index of the UNet up block whose output is pooled (-1 = last)")
     entity_channels: int = Field(160, ge=1, description="entity vector size after channel pooling")
-    entity_ensemble: int = Field(1, ge=1, description="noise draws averaged (official: 8)")
+    entity_ensemble: int = Field(1, ge=1, le=1000, description="noise draws averaged (official: 8)")
     gaussian_sigma_ratio: float = Field(0.4, gt=0, description="Gaussian sigma / entity radius")
     gaussian_support_ratio: float = Field(1.0, gt=0, description="Gaussian support / entity radius")
     # controller
@@ -266,8 +263,8 @@ class BaseFitSettings(_Section):
     controller, so the CPU demo has a base model worth controlling. Never with a real SVD."""
 
     enabled: bool = False
-    vae_steps: int = Field(300, ge=0)
-    unet_steps: int = Field(300, ge=0)
+    vae_steps: int = Field(300, ge=0, le=10_000_000)
+    unet_steps: int = Field(300, ge=0, le=10_000_000)
     lr: float = Field(2e-3, gt=0, description="the base UNet's learning rate")
     vae_lr: float = Field(5e-3, gt=0, description="the VAE's learning rate")
     vae_crop: int = Field(64, ge=16, description="the VAE fits on random windows this size (cost independent of the frame size)")
@@ -276,7 +273,7 @@ class BaseFitSettings(_Section):
         "each latent pixel's patch: latents that move with the image, as SD's VAE latents do, so an entity looks the "
         "same wherever it goes (0 = off)"
     )
-    batch_size: int = Field(4, ge=1)
+    batch_size: int = Field(4, ge=1, le=4096)
     split: str | None = Field(
         None, description="the split the base is fitted on (None = train.split); a split the controller never sees keeps "
         "the base from knowing the controller's training motions by heart, as SVD never saw VIPSeg"
@@ -292,11 +289,11 @@ class TrainSettings(_Section):
 
     dataset: str = "sample"
     split: str = "train"
-    steps: int = Field(1000, ge=0)
-    batch_size: int = Field(1, ge=1)
-    grad_accum: int = Field(1, ge=1)
+    steps: int = Field(1000, ge=0, le=10_000_000)
+    batch_size: int = Field(1, ge=1, le=4096)
+    grad_accum: int = Field(1, ge=1, le=4096)
     lr: float = Field(1e-5, gt=0)
-    warmup_steps: int = Field(0, ge=0)
+    warmup_steps: int = Field(0, ge=0, le=10_000_000)
     cosine: bool = Field(
         False, description="decay the learning rate along a cosine to 5% at the run's last step (after any warmup); a run continued "
         "to a later step stretches what is left of it"
@@ -324,11 +321,11 @@ class TrainSettings(_Section):
         8, ge=1, description="noise-augmented first-frame latents cached per window start (preprocess stage); each step draws one"
     )
     gradient_checkpointing: bool = False
-    max_entities: int = Field(8, ge=1, description="entities drawn per clip (1..max, random)")
+    max_entities: int = Field(8, ge=1, le=1000, description="entities drawn per clip (1..max, random)")
     p_mean: float = 0.7
     p_std: float = Field(1.6, gt=0)
-    seed: int = 0
-    num_workers: int = Field(1, ge=1, description="Ray Train workers (DDP); 1 = one process")
+    seed: int = Field(0, ge=0, le=2**32 - 1)
+    num_workers: int = Field(1, ge=1, le=1024, description="Ray Train workers (DDP); 1 = one process")
     use_gpu: bool = False
     cpus_per_worker: float | None = Field(
         None, gt=0, description="CPUs the training task (each Ray Train worker) reserves, and so its torch threads; None = runtime.task_num_cpus"
@@ -343,8 +340,8 @@ class DragSettings(_Section):
         None, description="local SAM checkpoint (.pth) for click segmentation; None = the OpenCV GrabCut fallback"
     )
     sam_model_type: Literal["vit_b", "vit_l", "vit_h"] = Field("vit_b", description="must match the checkpoint")
-    max_entities: int = Field(8, ge=1, description="most entities one video may control (the camera counts as one)")
-    max_image_side: int = Field(1024, ge=64, description="larger images are downscaled so their longer side is this")
+    max_entities: int = Field(8, ge=1, le=1000, description="most entities one video may control (the camera counts as one)")
+    max_image_side: int = Field(1024, ge=64, le=16384, description="larger images are downscaled so their longer side is this")
     crop_to_model_aspect: bool = Field(
         True, description="centre-crop images to the model's aspect ratio (else they are stretched to the model's size)"
     )
@@ -384,18 +381,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"override '{text}' must look like key.sub=value")
     key, raw = text.split("=", 1)
-    try:
-        return key.strip(), yaml.safe_load(raw)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"override '{text}': the value is not valid YAML ({getattr(err, 'problem', None) or err}); "
-                          "quote it or fix its brackets") from None
-
-
-def _yaml_syntax(err: yaml.YAMLError, path: Path) -> ConfigError:
-    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
-    where = f"{path}, line {mark.line + 1}, column {mark.column + 1}" if mark else str(path)
-    problem = getattr(err, "problem", None) or str(err).splitlines()[0]
-    return ConfigError(f"{where}: YAML syntax error ({problem}); fix that line")
+    return key.strip(), load_value(raw, text)
 
 
 def _explain(err: ValidationError, source: str) -> ConfigError:
@@ -411,19 +397,6 @@ def _explain(err: ValidationError, source: str) -> ConfigError:
             continue
         lines.append(f"config key '{key}': {e['msg']}; got {got!r} ({source})")
     return ConfigError("; ".join(lines))
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML that refuses a key given twice (plain YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen = set()
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if key in seen:
-                raise ConfigError(f"config key '{key}' appears twice ({key_node.start_mark.name}, line {key_node.start_mark.line + 1})")
-            seen.add(key)
-        return super().construct_mapping(node, deep)
 
 
 def profile_path(name_or_path: str) -> Path:
@@ -442,15 +415,16 @@ def profile_path(name_or_path: str) -> Path:
 def load_config(name_or_path: str = "tiny", overrides: list[str] | dict[str, Any] | None = None) -> Config:
     """Load a profile, apply ``key.sub=value`` overrides, validate everything."""
     path = profile_path(name_or_path)
-    with open(path) as fh:
-        try:
-            tree = yaml.load(fh, Loader=_UniqueKeyLoader) or {}
-        except yaml.YAMLError as err:
-            raise _yaml_syntax(err, path) from None
+    tree = load_file(path) or {}
     if not isinstance(tree, dict):
         raise ConfigError(f"{path} must hold a mapping at the top level")
     tree.setdefault("profile", path.stem)
-    items = overrides.items() if isinstance(overrides, dict) else map(parse_override, overrides or [])
+    items = overrides.items() if isinstance(overrides, dict) else [parse_override(o) for o in overrides or []]
+    given: dict[str, Any] = {}
+    for key, value in items:
+        if key in given:
+            raise ConfigError(f"--set {key} is given twice ({key}={given[key]!r} and {key}={value!r}); give each key once")
+        given[key] = value
     for key, value in items:
         _set_dotted(tree, key, value)
     try:

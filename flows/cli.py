@@ -111,6 +111,7 @@ def labels(
 ) -> None:
     """Entities, incircles and trajectories for every video of a split -> labels table."""
     _check_config(config, overrides)
+    _check_names(("--dataset", dataset), ("--split", split))
     if not (data_root / f"{split}.txt").is_file():
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
     from flows.labels import labels_flow
@@ -122,6 +123,8 @@ def labels(
                            dataset=dataset, retry_rejects=retry_rejects, relabel=relabel)
     except LabelsChanged as err:
         _fail(str(err))
+    labelled = summary["videos"] - summary["skipped"] - summary["rejects"]
+    typer.echo(f"{labelled} videos labelled, {summary['rejects']} rejects, {summary['skipped']} done before", err=True)
     typer.echo(json.dumps(summary))
 
 
@@ -474,6 +477,18 @@ def _existing_workdir(workdir: str):
         return Workdir(_absolute(workdir), create=False)
     except FileNotFoundError as err:
         _fail(str(err))
+
+
+def _check_names(*named: tuple[str, str | None]) -> None:
+    """Names that become folders of the workdir (``frames/<dataset>/<split>/``) must be single plain names."""
+    from core.paths import PathError, single_name
+
+    for option, value in named:
+        if value is not None:
+            try:
+                single_name(value, option)
+            except PathError as err:
+                _fail(str(err))
 
 
 def _check_config(config: str, overrides: list[str] | None) -> None:

@@ -21,6 +21,8 @@ def pending_embeddings(wd: Workdir, dataset: str, split: str, extractor: str) ->
 
     labels = wd.read("labels", columns=["dataset", "split", "video_id", "entity_id", "frames_path"],
                      filter=(pc.field("dataset") == dataset) & (pc.field("split") == split))
+    if labels.empty:  # every video of the split was rejected: nothing to embed
+        return []
     have = {(d, v, e) for d, v, e, x in wd.keys("entity_embeddings") if x == extractor}
     todo = labels[[(d, v, e) not in have for d, v, e in zip(labels["dataset"], labels["video_id"], labels["entity_id"])]]
     return [g.to_dict("records") for _, g in todo.groupby("video_id", sort=True)]

@@ -30,6 +30,7 @@ import pandas as pd
 
 from core.config import Config
 from core.media import load_cached_clip, read_frames, read_npz, resize_clip, write_npz
+from core.rejects import is_infrastructure_error, reason_for
 from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, frechet_interval, kid_interval
@@ -124,9 +125,16 @@ def features_of(wd: Workdir, cfg: Config, ref: str, frames: int, suite: str) -> 
 def cache_features(workdir_url: str, jobs: list[tuple[str, int]], suite: str, cfg: Config) -> int:
     """Features of these videos (a Ray task's share), so the metrics step only reads them."""
     wd = Workdir(workdir_url)
+    done = 0
     for ref, frames in jobs:
-        features_of(wd, cfg, ref, frames, suite)
-    return len(jobs)
+        try:
+            features_of(wd, cfg, ref, frames, suite)
+        except Exception as err:  # noqa: BLE001 - one unreadable video (a path out of the workdir ...) is its item's reject
+            if is_infrastructure_error(err):
+                raise
+            continue  # the metrics step meets the same video, leaves its item out and writes the reject
+        done += 1
+    return done
 
 
 def items_digest(item_ids: list[str]) -> str:
@@ -140,7 +148,7 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
     protocol = current_protocol(cfg)
     ev, ex, size = cfg.evaluate, extractors(cfg), eval_size(suite)
     cond = conditions.drop_duplicates("item_id").set_index("item_id")
-    gen_f, real_f, gen_c, real_c, ids, short = [], [], [], [], [], []
+    gen_f, real_f, gen_c, real_c, ids, short, why = [], [], [], [], [], [], []
     stills = SUITES[suite].kind == "folder"
     for item_id, group in samples.sort_values(["item_id", "seed"]).groupby("item_id", sort=True):
         if item_id not in cond.index:
@@ -148,15 +156,26 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
         c = cond.loc[item_id]
         L = int(c["frames"])
         F = _clip_frames(cfg, L)
-        videos = [network_inputs(load_video(wd, v.replace(".mp4", ".npz"), L), size) for v in group["video_path"]]
-        feats = [video_features(wd, cfg, v, F) for v in videos]
-        ids.append(item_id)
-        if stills:  # the last generated frame vs the case's input image
-            image = read_inputs(wd, c["inputs_path"])[0]
-            gen_f.append(ex.frames(np.stack([v[-1] for v in videos])))
-            real_f.append(ex.frames(network_inputs(image[None], size)))
+        try:
+            videos = [network_inputs(load_video(wd, v.replace(".mp4", ".npz"), L), size) for v in group["video_path"]]
+            feats = [video_features(wd, cfg, v, F) for v in videos]
+            if stills:  # the last generated frame vs the case's input image
+                image = read_inputs(wd, c["inputs_path"])[0]
+                real = ex.frames(network_inputs(image[None], size)), None
+            else:
+                real = video_features(wd, cfg, network_inputs(load_video(wd, c["reference"], L), size), F)
+        except Exception as err:  # noqa: BLE001 - a video of the item cannot be read: it is left out of FID/FVD, with a reject
+            if is_infrastructure_error(err):
+                raise
+            why.append(f"{item_id}/features: {reason_for(err, 'generate the item again, or remove its samples row')}; "
+                       "it is left out of FID and FVD")
             continue
-        rf, rc = video_features(wd, cfg, network_inputs(load_video(wd, c["reference"], L), size), F)
+        ids.append(item_id)
+        if stills:
+            gen_f.append(ex.frames(np.stack([v[-1] for v in videos])))
+            real_f.append(real[0])
+            continue
+        rf, rc = real
         gen_f.append(np.concatenate([f for f, _ in feats]))
         real_f.append(rf)
         if rc is None or any(cf is None for _, cf in feats):
@@ -164,7 +183,7 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
         else:
             gen_c.append(np.concatenate([cf for _, cf in feats]))
             real_c.append(rc)
-    rows, why = [], []
+    rows = []
     digest = items_digest(ids)
     n_fid = len(gen_f)
     frames_label = "last frame vs input image" if stills else "all frames"
