@@ -39,6 +39,7 @@ import hmac
 import os
 import re
 import secrets as _random
+import time
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -48,6 +49,17 @@ from typing import Any
 import streamlit as st
 
 SESSION_KEY = "voter_identity"
+FAILURES_KEY = "voter_token_failures"
+TOKEN_FAILURES = 5  # wrong tokens a session may try ...
+TOKEN_WINDOW_S = 300.0  # ... within this many seconds; then it waits until the oldest leaves the window
+
+
+def token_wait_s(failures: list[float], now: float) -> float:
+    """Seconds this session must wait before its next token is even checked (0 = check it now)."""
+    recent = [t for t in failures if now - t < TOKEN_WINDOW_S]
+    if len(recent) < TOKEN_FAILURES:
+        return 0.0
+    return TOKEN_WINDOW_S - (now - sorted(recent)[-TOKEN_FAILURES])
 
 
 @dataclass(frozen=True)
@@ -163,7 +175,8 @@ def _verified(user: Mapping[str, Any]) -> bool | None:
 def _oidc_identity(user: Mapping[str, Any], dash: Mapping[str, Any]) -> Identity:
     if not user.get("is_logged_in", False):
         return Identity(None, "oidc", "Sign in (sidebar) to vote.")
-    email, sub = str(user.get("email") or ""), str(user.get("sub") or "")
+    # Case-folded: ALICE@LAB.ORG and alice@lab.org are one voter (providers treat them as one mailbox).
+    email, sub = str(user.get("email") or "").strip().lower(), str(user.get("sub") or "")
     verified = _verified(user)
     trusted = bool(email) and (verified is True or (verified is None and not dash.get("require_verified_email", True)))
     emails, domains = _allow_list(dash)
@@ -281,9 +294,17 @@ def sidebar() -> Identity:
                     st.rerun()
             else:
                 given = st.text_input("Voter token", type="password", key="auth_token_input", help="Given to you by the study's organiser. Readers need none.")
-                if given:
+                failures = st.session_state.setdefault(FAILURES_KEY, {"at": [], "last": None})
+                wait = token_wait_s(failures["at"], time.time()) if given else 0.0
+                if given and _token_digest(given) == failures["last"]:  # the same wrong token, shown again on a rerun
+                    st.error("Unknown voter token; you can read but not vote.")
+                elif wait > 0:  # guessing is throttled: the token is not even compared
+                    st.error(f"Too many wrong voter tokens in this session; wait {wait:.0f} s, then enter it again.")
+                elif given:
                     voter = check_token(secrets.get("voters") or {}, given)
                     if voter is None:
+                        failures["at"].append(time.time())
+                        failures["last"] = _token_digest(given)
                         st.error("Unknown voter token; you can read but not vote.")
                     else:
                         st.session_state[SESSION_KEY] = {"voter": voter, "digest": _token_digest(given)}

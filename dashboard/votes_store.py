@@ -68,8 +68,22 @@ class VoteStoreError(sqlite3.OperationalError):
     """The store could not take the vote (locked too long, disk full); the message says what to do."""
 
 
-def _disk_full(err: sqlite3.Error) -> bool:
-    return getattr(err, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in str(err)
+FULL_BELOW_BYTES = 1 << 20  # an I/O error with less free space than this on the store's filesystem is a full disk
+
+
+def _disk_full(err: sqlite3.Error, path: str) -> bool:
+    """Whether ``err`` means the store's disk is full: SQLite says so, or (in WAL mode, growing the
+    ``-shm`` file) reports a plain "disk I/O error" while the filesystem has no room left."""
+    code = getattr(err, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "disk is full" in str(err):
+        return True
+    if (code is not None and code & 0xFF == sqlite3.SQLITE_IOERR) or "disk I/O error" in str(err):
+        try:
+            st = os.statvfs(os.path.dirname(os.path.abspath(path)) or ".")
+        except OSError:
+            return False
+        return st.f_bavail * st.f_frsize < FULL_BELOW_BYTES
+    return False
 
 
 def vote_id(voter: str, suite: str, item_id: str, checkpoint_a: str, checkpoint_b: str, aspect: str) -> str:
@@ -150,7 +164,7 @@ class VoteStore:
                     con.execute("ALTER TABLE votes RENAME COLUMN benchmark TO suite")
                 con.executescript(_SCHEMA)
         except sqlite3.OperationalError as err:
-            if _disk_full(err):
+            if _disk_full(err, self.path):
                 raise VoteStoreError(f"the disk holding the vote store {self.path} is full; free space there, then reload") from None
             raise
 
@@ -163,9 +177,15 @@ class VoteStore:
         timeout_s = self.timeout_s if timeout_s is None else timeout_s
         con = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA synchronous=FULL")  # a thanked vote survives a power cut
-            con.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA synchronous=FULL")  # a thanked vote survives a power cut
+                con.execute(f"PRAGMA busy_timeout={int(timeout_s * 1000)}")
+            except sqlite3.OperationalError as err:
+                if _disk_full(err, self.path):
+                    raise VoteStoreError(f"the disk holding the vote store {self.path} is full; free space there, then "
+                                         "reload (nothing was stored)") from None
+                raise
             yield con
         finally:
             con.close()
@@ -207,7 +227,7 @@ class VoteStore:
                         raise
                 return new
             except sqlite3.OperationalError as err:
-                if _disk_full(err):
+                if _disk_full(err, self.path):
                     raise VoteStoreError(
                         f"the disk holding the vote store {self.path} is full; free space there, then submit again "
                         "(the vote was NOT stored)"

@@ -262,13 +262,29 @@ def item_sums(objmc: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"item_id": per.index, "total": per.apply(np.nansum).to_numpy(), "count": per.apply(lambda a: np.isfinite(a).sum()).to_numpy().astype(float)})
 
 
-def as_points(a) -> np.ndarray:
-    """A trajectory as (T, 2) float64; None entries (JSON null) become NaN."""
+def as_points(a, what: str = "trajectory") -> np.ndarray:
+    """A trajectory as (T, 2) float64; None entries (JSON null) become NaN.
+
+    Every point must be one ``[x, y]`` pair: ``[x, y, 1]`` or a flat list is refused, never
+    reshaped into other points.
+    """
     if isinstance(a, np.ndarray):
         p = a.astype(np.float64)
-    else:
-        p = np.array([[np.nan, np.nan] if q is None else q for q in a], np.float64)
-    return p.reshape(-1, 2)
+        if p.size and (p.ndim != 2 or p.shape[1] != 2):
+            raise ValueError(f"{what} has shape {p.shape}; a trajectory is (frames, 2) points [x, y]")
+        return p.reshape(-1, 2)
+    if isinstance(a, (str, bytes, dict)) or not hasattr(a, "__iter__"):
+        raise ValueError(f"{what} is a {type(a).__name__}; a trajectory is a list of [x, y] points")
+    rows = []
+    for k, q in enumerate(a):
+        if q is None:
+            rows.append((np.nan, np.nan))
+            continue
+        if (not isinstance(q, (list, tuple, np.ndarray)) or len(q) != 2
+                or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in q)):
+            raise ValueError(f"{what}: point {k} is {str(q)[:40]}; every point is [x, y] (two numbers) or null")
+        rows.append((float(q[0]), float(q[1])))
+    return np.array(rows, np.float64).reshape(-1, 2)
 
 
 def entity_errors(

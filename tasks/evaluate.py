@@ -255,12 +255,17 @@ def write_trajectories(path: str | Path, trajectories: Mapping[str, object], vis
 
 def read_trajectories(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """One video's file -> (entity id -> (T, 2) with NaN for null points, entity id -> visible (T,))."""
-    raw = json.loads(Path(path).read_text())
+    try:
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
+    except RecursionError:
+        raise ValueError(f"{path}: the JSON nests too deeply to be a trajectory file {{entity_id: [[x, y], ...]}}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); fix the file") from None
     if not isinstance(raw, dict):
         raise ValueError(f"{path}: expected an object {{entity_id: [[x, y], ...]}}, got {type(raw).__name__}")
     traj, vis = {}, {}
     for eid, pts in raw.items():
-        p = as_points(pts)
+        p = as_points(pts, f"{path}: entity {eid}")
         traj[str(eid)] = p
         vis[str(eid)] = np.isfinite(p).all(axis=1)
     return traj, vis

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import sqlite3
 
 import streamlit as st
 
@@ -63,7 +64,16 @@ flash = st.session_state.pop(FLASH, None)
 if flash:
     (st.success if flash[0] == "ok" else st.info)(flash[1])
 
-store = queries.vote_store(url)
+def guarded(read, *args):
+    """A read of the vote store; when the store cannot be read (locked, disk full, damaged) one sentence, and the page stops."""
+    try:
+        return read(*args)
+    except sqlite3.Error as err:
+        st.error(f"The vote store cannot be read right now ({err}); reload in a moment. Votes already given are kept.")
+        st.stop()
+
+
+store = guarded(queries.vote_store, url)
 rng = st.session_state.setdefault("vote_rng", random.Random())
 assignment: scheduling.Assignment | None = st.session_state.get(ASSIGNMENT)
 if assignment is not None and (assignment.suite != suite):
@@ -72,8 +82,8 @@ if assignment is None:
     assignment = scheduling.next_assignment(
         suite,
         samples,
-        store.pair_counts(suite),
-        store.done_by(ident.voter, suite),
+        guarded(store.pair_counts, suite),
+        guarded(store.done_by, ident.voter, suite),
         rng=rng,
         checkpoints=study_checkpoints,
         exclude=st.session_state.get(SKIPPED, set()),
@@ -83,7 +93,7 @@ if assignment is None:
         st.stop()
     st.session_state[ASSIGNMENT] = assignment
 
-done_n = len(store.done_by(ident.voter, suite))
+done_n = len(guarded(store.done_by, ident.voter, suite))
 st.caption(f"Judgements you have given on this study: {done_n}.")
 
 # The ground-truth trajectory of the item, drawn identically on both videos.

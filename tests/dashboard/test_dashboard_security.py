@@ -161,3 +161,51 @@ def test_dashboard_command_listens_on_loopback_only(empty_workdir, tmp_path):
         p.kill()
     assert not alive, [p.pid for p in alive]
     assert "Network URL" not in (tmp_path / "dashboard.log").read_text()
+
+
+def test_a_disk_filled_by_another_writer_is_said_as_such_not_disk_io_error(full_disk):
+    store = VoteStore(str(full_disk / "votes.sqlite"))  # the store exists; then something else fills its disk
+    fd = os.open(full_disk / "filler", os.O_WRONLY | os.O_CREAT)  # another writer fills the disk: in WAL mode SQLite
+    try:                                                            # then said "disk I/O error"
+        with pytest.raises(OSError):
+            while True:
+                os.write(fd, b"x" * 4096)
+    finally:
+        os.close(fd)
+    with pytest.raises(VoteStoreError, match="is full; free space there"):
+        store.record([_vote()])
+
+
+def test_oidc_emails_are_case_folded_so_one_person_is_one_voter():
+    from dashboard import auth
+
+    user = {"is_logged_in": True, "email": "ALICE@Lab.ORG", "email_verified": True, "sub": "1"}
+    assert auth._oidc_identity(user, {}).voter == "alice@lab.org"
+    assert auth._oidc_identity({**user, "email": "alice@lab.org"}, {}).voter == "alice@lab.org"
+    assert auth._oidc_identity(user, {"allowed_emails": ["alice@lab.org"]}).voter == "alice@lab.org"
+
+
+def test_token_guesses_are_throttled_per_session(make_app, open_page, page_text, filled_workdir):
+    from dashboard import auth
+
+    at = open_page(make_app(filled_workdir), "vote")
+    for k in range(auth.TOKEN_FAILURES):
+        sign_in(at, f"guess-{k}")
+        assert "Unknown voter token" in page_text(at)
+    sign_in(at, "tok-alice")  # the right token, but after 5 wrong ones in this session: not even checked
+    assert "Too many wrong voter tokens" in page_text(at) and not at.radio
+    at.session_state[auth.FAILURES_KEY]["at"] = [t - auth.TOKEN_WINDOW_S for t in at.session_state[auth.FAILURES_KEY]["at"]]
+    sign_in(at, "tok-alice")  # the window has passed
+    assert at.radio
+    assert auth.token_wait_s([0.0] * 4, 1.0) == 0 and auth.token_wait_s([0.0] * 5, 100.0) == auth.TOKEN_WINDOW_S - 100.0
+
+
+def test_a_vote_store_that_cannot_be_read_is_one_sentence_on_the_vote_page(make_app, open_page, page_text, filled_workdir):
+    from dashboard.votes_store import default_db_path
+
+    db = Path(default_db_path(str(filled_workdir)))
+    if db.exists():
+        db.unlink()
+    db.mkdir(parents=True)  # a folder where the store's file should be: every read fails
+    at = sign_in(open_page(make_app(filled_workdir), "vote"), "tok-alice")
+    assert "The vote store cannot be read right now" in page_text(at) and not at.radio
