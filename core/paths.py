@@ -95,7 +95,10 @@ def file_name(stem: str, suffix: str = "") -> str:
 
 def single_name(text: str, what: str) -> str:
     """``text`` if it is one plain folder name (no separator, no ``..``, UTF-8, fits NAME_MAX); else PathError."""
-    rel = relative_parts(text, what=what)
+    try:
+        rel = relative_parts(text, what=what)
+    except PathError:
+        rel = None
     if not rel or "/" in rel or rel != text or not is_utf8(text) or not fits_name(text):
         raise PathError(f"{what} {printable(text)!r} is not a single folder name; give a plain name such as 'vipseg'")
     return text

@@ -1,8 +1,10 @@
 """The bad-input sweep: one video per attack through the real `draganything labels` (Prefect + Ray).
 
-The good videos are labelled, every bad one gets exactly one reject naming its cause,
-nothing is read or written outside the data root and the workdir, and a second run
-changes nothing.
+The good videos are labelled, every bad one (a "poison pill") gets exactly one reject naming its
+cause, nothing is read or written outside the data root and the workdir, a second run changes
+nothing, and the labels are the same as those of a run without the pills. The CLI-level refusals
+(config, names, objmc files) are in test_bad_input_sweep_cli.py; generate and evaluate's in
+test_bad_input_sweep_stages.py.
 """
 
 from __future__ import annotations
@@ -15,15 +17,19 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pandas.testing as pd_testing
 import pytest
 from typer.testing import CliRunner
 
+from core.paths import printable
 from core.tables import Workdir
 
 pytestmark = pytest.mark.integration
 
 SOURCE = "sample_0000"
 LONG = "v" * 216  # a legal folder name; 216 + ".npz" fits in 255 bytes, a 38-byte temp prefix did not
+LONGER = "w" * 245  # a legal folder name whose "<name>.npz" (and conditions, train-cache files) does not fit: shortened
+NOT_UTF8 = os.fsdecode(b"caf\xe9-latin1")  # a folder name in Latin-1: it made labels exit 1 and lost its chunk
 
 
 def _copy(root: Path, name: str, frames: int = 8) -> tuple[Path, Path]:
@@ -91,6 +97,15 @@ def _attacks(root: Path) -> dict[str, str]:
     (img / "00000006.jpg").write_bytes((img / "00000006.jpg").read_bytes()[:300])
     expect["truncated"] = "cannot be decoded"
 
+    _copy(root, NOT_UTF8)
+    expect[NOT_UTF8] = "is not valid UTF-8"
+
+    img, _ = _copy(root, "linked-out")  # a frame that is a symlink to a file outside the data root: was followed
+    stray = root.parent / "stray.jpg"
+    (img / "00000002.jpg").rename(stray)
+    os.symlink(stray, img / "00000002.jpg")
+    expect["linked-out"] = "resolves outside"
+
     outside = root.parent / "outside"  # a split line that climbs out of the data root to a readable video
     outside.mkdir()
     for sub in ("imgs", "panomasks"):
@@ -101,57 +116,107 @@ def _attacks(root: Path) -> dict[str, str]:
 
 
 def _goods(root: Path) -> list[str]:
-    """Videos that must be labelled: unpadded frame numbers (0.jpg ... 7.jpg) and a 216-byte name."""
+    """Videos that must be labelled: unpadded frame numbers (0.jpg ... 7.jpg), a 216-byte and a 245-byte name."""
     img, msk = _copy(root, "unpadded")
     _rename_all(img, str)
     _rename_all(msk, str)
     _copy(root, LONG)
-    return ["unpadded", LONG]
+    _copy(root, LONGER)
+    return ["unpadded", LONG, LONGER]
 
 
-def _labels(args: list[str]) -> dict:
+def _labels(args: list[str]) -> tuple[dict, str]:
     from flows.cli import app
 
     out = CliRunner().invoke(app, ["labels", *args, "--set", "labels.embeddings=false"])
     assert out.exit_code == 0, out.output
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1]), out.stderr
 
 
-def test_every_bad_video_is_one_reject_and_the_good_ones_are_labelled(sample_root, tmp_path, orchestration_ready):
-    root = tmp_path / "data" / "sample"
+def _write_split(root: Path, lines: list[str]) -> None:
+    text = "\ufeff" + "\n".join(lines) + "\n"  # a byte-order mark (Windows editors): the first name was an invisible-character reject
+    (root / "train.txt").write_bytes(text.encode("utf-8", "surrogateescape"))
+
+
+@pytest.fixture(scope="module")
+def sweep(sample_root, tmp_path_factory, orchestration_ready):
+    """Labels twice on a split of pills and good videos, and once on the good videos alone."""
+    tmp = tmp_path_factory.mktemp("sweep")
+    root = tmp / "data" / "sample"
     shutil.copytree(sample_root, root)
     expect = _attacks(root)
     goods = ["sample_0001", "sample_0002", *_goods(root)]
-    lines = [goods[0], *expect, goods[0], *goods[1:]]  # sample_0001 is listed twice
-    (root / "train.txt").write_text("\n".join(lines) + "\n")
-    work = tmp_path / "work"
-    args = ["--data-root", str(root), "--split", "train", "--workdir", str(work), "--dataset", "sample"]
+    _write_split(root, [goods[0], *expect, goods[0], *goods[1:]])  # sample_0001 is listed twice
+    work, clean = tmp / "work", tmp / "clean"
+    args = ["--data-root", str(root), "--split", "train", "--dataset", "sample"]
+    first, said = _labels([*args, "--workdir", str(work)])
+    tables = {t: Workdir(work).read(t) for t in ("labels", "rejects")}
+    second, _ = _labels([*args, "--workdir", str(work)])
+    again = {t: Workdir(work).read(t) for t in ("labels", "rejects")}
+    _write_split(root, goods)
+    _labels([*args, "--workdir", str(clean)])
+    _write_split(root, [goods[0], *expect, goods[0], *goods[1:]])
+    return dict(root=root, tmp=tmp, expect=expect, goods=goods, first=first, said=said, second=second, tables=tables, again=again,
+                clean=Workdir(clean).read("labels"))
 
-    first = _labels(args)
+
+def _reasons(sweep) -> dict[str, str]:
+    rejects = sweep["tables"]["rejects"]
+    return dict(zip(rejects["item"], rejects["reason"]))
+
+
+ATTACKS = ["opencv-limit", "bomb", "dir-frame", "dangling", "mixed-names", "ambiguous", "wrapped-8bit", "truncated", NOT_UTF8,
+           "linked-out", "../../outside"]
+
+
+@pytest.mark.parametrize("video", ATTACKS, ids=[printable(a) for a in ATTACKS])
+def test_each_poison_pill_is_one_reject_naming_its_cause(sweep, video):
+    by_item = _reasons(sweep)
+    item = printable(f"sample/train/{video}")
+    assert item in by_item, sorted(by_item)
+    assert sweep["expect"][video] in by_item[item], by_item[item]
+
+
+def test_the_good_videos_of_the_chunks_are_labelled_and_only_the_pills_rejected(sweep):
+    first, labels, rejects = sweep["first"], sweep["tables"]["labels"], sweep["tables"]["rejects"]
+    expect, goods = sweep["expect"], sweep["goods"]
+    assert sorted(ATTACKS) == sorted(expect)
     assert first["videos"] == len(goods) + len(expect) and first["repeated_in_split_file"] == ["sample_0001"]
-    wd = Workdir(work)
-    labels, rejects = wd.read("labels"), wd.read("rejects")
-    assert set(labels["video_id"]) == set(goods)
-    by_item = dict(zip(rejects["item"], rejects["reason"]))
-    assert sorted(by_item) == sorted(f"sample/train/{v}" for v in expect)
-    for video, cause in expect.items():
-        assert cause in by_item[f"sample/train/{video}"], (video, by_item[f"sample/train/{video}"])
+    assert f"{len(goods)} videos labelled, {len(expect)} rejects" in sweep["said"]
+    assert set(labels["video_id"]) == set(goods)  # the BOM-prefixed first line too
+    assert sorted(rejects["item"]) == sorted(printable(f"sample/train/{v}") for v in expect)
     assert set(rejects["config_digest"]) == {labels["config_digest"].iloc[0]}
     assert not labels.duplicated(["dataset", "split", "video_id", "entity_id"]).any()
+    wd = Workdir(sweep["tmp"] / "work")
     assert all(wd.exists(p) for p in labels["frames_path"])
-    assert not list((tmp_path / "work").parent.glob("*.npz")) and not list(tmp_path.glob("outside*.npz"))
+    assert all(len(Path(p).name.encode()) <= 255 for p in labels["frames_path"])
+    assert not list(sweep["tmp"].glob("*.npz")) and not list(sweep["tmp"].glob("outside*.npz"))
 
-    # Unpadded names are labelled in numeric order: the same trajectories as the zero-padded original.
-    ref = _label_source(root)
+
+def test_unpadded_frame_names_are_labelled_in_numeric_order(sweep):
+    ref = _label_source(sweep["root"])
+    labels = sweep["tables"]["labels"]
     mine = labels[labels["video_id"] == "unpadded"].set_index("entity_id")
     for eid, centers in ref.items():
         assert np.allclose(np.array(list(mine.loc[eid, "centers"])), centers)
 
-    second = _labels(args)
-    assert second["skipped"] == first["videos"] and second["rows"] == 0 and second["rejects"] == 0
-    again = Workdir(work)
-    assert again.read("labels").equals(labels)
-    assert again.read("rejects").equals(rejects)
+
+def test_a_rerun_after_the_pills_is_rc0_and_changes_nothing(sweep):
+    second = sweep["second"]
+    assert second["skipped"] == sweep["first"]["videos"] and second["rows"] == 0 and second["rejects"] == 0
+    assert sweep["again"]["labels"].equals(sweep["tables"]["labels"])
+    assert sweep["again"]["rejects"].equals(sweep["tables"]["rejects"])
+
+
+def test_the_labels_are_the_same_as_without_the_pills(sweep):
+    drop = ["labelled_at", "created_at"]
+    key = ["dataset", "split", "video_id", "entity_id"]
+
+    def norm(df):
+        return df.drop(columns=[c for c in drop if c in df]).sort_values(key).reset_index(drop=True)
+
+    pd_testing.assert_frame_equal(norm(sweep["tables"]["labels"]), norm(sweep["clean"]))
+    assert len(sweep["tables"]["rejects"]) == len(sweep["expect"])  # plus exactly one reject row per pill
 
 
 def _label_source(root: Path) -> dict[int, np.ndarray]:
