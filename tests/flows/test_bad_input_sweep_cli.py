@@ -33,7 +33,8 @@ def _refused(out, *words: str) -> str:
 
 
 def _labels_args(sample_root: Path, work: Path, *extra: str) -> list[str]:
-    return ["labels", "--data-root", str(sample_root), "--split", "train", "--workdir", str(work), *extra]
+    """A labels command whose split file does not exist: a check that let the bad input through fails on that, fast."""
+    return ["labels", "--data-root", str(sample_root), "--split", "nosuch", "--workdir", str(work), *extra]
 
 
 def test_a_billion_laughs_config_is_refused_at_once_not_expanded(sample_root, tmp_path):
@@ -79,7 +80,7 @@ def test_a_repeated_or_absurd_set_value_is_refused(sample_root, tmp_path, overri
     assert not (tmp_path / "work").exists()
 
 
-@pytest.mark.parametrize("option, value", [("--dataset", "../x"), ("--dataset", "/abs"), ("--split", "../train")])
+@pytest.mark.parametrize("option, value", [("--dataset", "../x"), ("--dataset", "/abs"), ("--split", "../nosuch")])
 def test_a_dataset_or_split_that_is_not_one_name_is_refused_up_front(sample_root, tmp_path, option, value):
     from flows.cli import app
 

@@ -94,7 +94,7 @@ def test_a_split_where_every_video_is_rejected_ends_cleanly(sample_root, tmp_pat
     assert _summary(out)["rejects"] == 2 and Workdir(work).read("labels").empty
 
 
-def test_a_generate_reject_is_cleared_once_its_item_is_generated(staged, tmp_path):
+def test_a_generate_reject_is_cleared_once_its_item_is_generated(tmp_path, orchestration_ready):
     from tasks.user_study import write_user_study_case
 
     cases = tmp_path / "cases"
