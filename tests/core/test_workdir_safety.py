@@ -99,3 +99,27 @@ def test_status_on_a_mistyped_workdir_does_not_create_it(tmp_path):
     assert not missing.exists()
     out = CliRunner().invoke(app, ["report", "--workdir", str(missing)])
     assert out.exit_code == 2 and not missing.exists()
+
+
+def test_a_245_byte_video_name_becomes_files_that_fit_everywhere(tmp_path):
+    """A legal 245-byte folder name crashed generate (conditions) and training (train cache) with ENAMETOOLONG."""
+    import numpy as np
+
+    from core.config import load_config
+    from core.media import frames_cache_path, write_blob
+    from core.paths import NAME_MAX, file_name
+    from tasks.conditions import inputs_path
+    from tasks.preprocess import ClipSpec, cache_file
+
+    name = "w" * 245
+    wd = Workdir(tmp_path / "wd")
+    frames = frames_cache_path("sample", "train", name)
+    write_blob(wd, frames, b"x")
+    spec = ClipSpec(name, frames, 8, np.array([1]), np.zeros((8, 1, 2)), np.ones((8, 1)), np.ones((8, 1), bool), [(0, False)], [0])
+    cfg = load_config("tiny")
+    paths = [frames, inputs_path("static", "sample", name), cache_file(wd, cfg, "k", spec, False), cache_file(wd, cfg, "k", spec, True)]
+    for p in paths:
+        assert len(p.rsplit("/", 1)[1].encode()) <= NAME_MAX, p
+        write_blob(wd, p, b"ok")  # the file can be made
+    assert len(set(paths)) == len(paths)  # shortened names stay distinct (the digest is of the whole name)
+    assert file_name("short", ".npz") == "short.npz"
