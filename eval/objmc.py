@@ -281,9 +281,9 @@ def as_points(a, what: str = "trajectory") -> np.ndarray:
             rows.append((np.nan, np.nan))
             continue
         if (not isinstance(q, (list, tuple, np.ndarray)) or len(q) != 2
-                or not all(isinstance(v, (int, float, np.number)) and not isinstance(v, bool) for v in q)):
+                or not all(v is None or (isinstance(v, (int, float, np.number)) and not isinstance(v, bool)) for v in q)):
             raise ValueError(f"{what}: point {k} is {str(q)[:40]}; every point is [x, y] (two numbers) or null")
-        rows.append((float(q[0]), float(q[1])))
+        rows.append(tuple(np.nan if v is None else float(v) for v in q))
     return np.array(rows, np.float64).reshape(-1, 2)
 
 
