@@ -51,7 +51,7 @@ def _pil_size(head: bytes) -> tuple[int, int, int] | None:
                     bits = 16 if img.mode.startswith("I;16") else 32 if img.mode in ("I", "F") else 8
             finally:
                 Image.MAX_IMAGE_PIXELS = saved
-    except Exception:  # noqa: BLE001 -- any failure to parse a header means "not an image we can size"
+    except Exception:  # noqa: BLE001 - any failure to parse a header means "not an image we can size"
         return None
     return (h, w, bits) if w and h else None
 

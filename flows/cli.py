@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-import math
 import sys
 from pathlib import Path
 
 import typer
 
 from core.config import ConfigError, load_config
+from core.paths import PathError, single_name
 from core.runtime import quiet_defaults
 
 quiet_defaults()  # before Prefect is first imported (see core/runtime.py)
@@ -111,8 +111,7 @@ def labels(
     relabel: bool = typer.Option(False, "--relabel", help="replace labels made with other labels settings (frames, resolution, trajectory source, ...)"),
 ) -> None:
     """Entities, incircles and trajectories for every video of a split -> labels table."""
-    _check_config(config, overrides)
-    _check_names(("--dataset", dataset), ("--split", split))
+    _check_config(config, overrides, {"--dataset": dataset, "--split": split})  # names that become workdir folders
     if not (data_root / f"{split}.txt").is_file():
         _fail(f"{data_root / f'{split}.txt'} not found: --data-root must be a VIPSeg-layout folder with {split}.txt")
     from flows.labels import labels_flow
@@ -124,8 +123,7 @@ def labels(
                            dataset=dataset, retry_rejects=retry_rejects, relabel=relabel)
     except LabelsChanged as err:
         _fail(str(err))
-    labelled = summary["videos"] - summary["skipped"] - summary["rejects"]
-    typer.echo(f"{labelled} videos labelled, {summary['rejects']} rejects, {summary['skipped']} done before", err=True)
+    typer.echo(f"{summary['videos'] - summary['skipped'] - summary['rejects']} videos labelled, {summary['rejects']} rejects", err=True)
     typer.echo(json.dumps(summary))
 
 
@@ -480,22 +478,12 @@ def _existing_workdir(workdir: str):
         _fail(str(err))
 
 
-def _check_names(*named: tuple[str, str | None]) -> None:
-    """Names that become folders of the workdir (``frames/<dataset>/<split>/``) must be single plain names."""
-    from core.paths import PathError, single_name
-
-    for option, value in named:
-        if value is not None:
-            try:
-                single_name(value, option)
-            except PathError as err:
-                _fail(str(err))
-
-
-def _check_config(config: str, overrides: list[str] | None) -> None:
+def _check_config(config: str, overrides: list[str] | None, names: dict[str, str | None] | None = None) -> None:
     try:
         load_config(config, overrides)
-    except ConfigError as err:
+        for option, value in (names or {}).items():
+            value is None or single_name(value, option)  # a single plain folder name, or PathError
+    except (ConfigError, PathError) as err:
         _fail(str(err))
 
 
