@@ -36,21 +36,18 @@ class ImageError(ItemError):
 
 
 def _pil_size(head: bytes) -> tuple[int, int, int] | None:
-    """(height, width, bits) of a format other than JPEG/PNG (WebP, BMP, TIFF, GIF) from PIL's lazy header read."""
-    import warnings
+    """(height, width, bits) of a format other than JPEG/PNG (WebP, BMP, TIFF, GIF) from PIL's lazy header read.
 
+    None when PIL cannot size it; also when PIL itself refuses to open it as a bomb (over twice
+    its own limit), so that the caller's decoder says that in its words. PIL's global limit is
+    never changed here: the dashboard decodes in several threads.
+    """
     from PIL import Image
 
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None  # our budget decides, not PIL's
-            try:
-                with Image.open(io.BytesIO(head)) as img:  # reads the header only
-                    w, h = img.size
-                    bits = 16 if img.mode.startswith("I;16") else 32 if img.mode in ("I", "F") else 8
-            finally:
-                Image.MAX_IMAGE_PIXELS = saved
+        with Image.open(io.BytesIO(head)) as img:  # reads the header only
+            w, h = img.size
+            bits = 16 if img.mode.startswith("I;16") else 32 if img.mode in ("I", "F") else 8
     except Exception:  # noqa: BLE001 - any failure to parse a header means "not an image we can size"
         return None
     return (h, w, bits) if w and h else None

@@ -151,3 +151,16 @@ def test_a_png_upload_claiming_too_many_pixels_is_refused_before_decoding():
     data[16:24] = struct.pack(">II", 8000, 8000)  # IHDR: 64 MP, under PIL's own bomb limit, over the budget
     with pytest.raises(DragError, match="claims 8000x8000 pixels .* over the 40 MP budget"):
         drag_image.load_image(bytes(data), max_side=512)
+
+
+def test_an_upload_in_another_format_gets_the_same_budget():
+    from tasks.drag import image as drag_image
+    from tasks.drag.common import DragError
+
+    ok, buf = cv2.imencode(".bmp", np.zeros((32, 32, 3), np.uint8))
+    data = bytearray(buf.tobytes())
+    data[18:26] = struct.pack("<ii", 8000, 8000)  # BITMAPINFOHEADER width, height: 64 MP claimed in 3 KB
+    with pytest.raises(DragError, match="claims 8000x8000 pixels .* over the 40 MP budget"):
+        drag_image.load_image(bytes(data), max_side=512)
+    ok, small = cv2.imencode(".bmp", np.zeros((32, 48, 3), np.uint8))
+    assert drag_image.load_image(small.tobytes(), max_side=512).hw == (32, 48)  # a real BMP still opens
