@@ -384,12 +384,26 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), load_value(raw, text)
 
 
+def _close_key(loc: tuple) -> str:
+    """`` (did you mean 'train.steps'?)`` for an unknown key close to a real one of its section."""
+    import difflib
+
+    model: Any = Config
+    for part in loc[:-1]:
+        field = getattr(model, "model_fields", {}).get(part)
+        model = getattr(field, "annotation", None)
+        if field is None or not hasattr(model, "model_fields"):
+            return ""
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1, cutoff=0.6)
+    return f" (did you mean '{'.'.join([*map(str, loc[:-1]), close[0]])}'?)" if close else ""
+
+
 def _explain(err: ValidationError, source: str) -> ConfigError:
     lines = []
     for e in err.errors():
         key = ".".join(str(p) for p in e["loc"]) or "(root)"
         if e["type"] == "extra_forbidden":
-            lines.append(f"config key '{key}' is unknown ({source})")
+            lines.append(f"config key '{key}' is unknown{_close_key(e['loc'])} ({source})")
             continue
         got = e.get("input")
         if e["type"] == "value_error" and isinstance(got, dict):  # a check across a section's keys: the message names them

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from core.tables import TABLES, Workdir
@@ -67,53 +66,3 @@ def format_status(st: dict) -> str:
         lines.append(f"quarantined parts of table {table} (not read; inspect or delete them, a re-run writes their rows again):")
         lines += [f"  {p}: {why}" for p, why in parts.items()]
     return "\n".join(lines)
-
-
-PAPER_PROTOCOL = "paper: pytorch-fid / TF I3D / CoTracker2"
-PAPER_ROWS = [("DragNUWA (SVD)", 324.6, 39.8, 519.3), ("DragAnything (SVD)", 305.7, 33.5, 494.8)]
-
-
-def _value_and_interval(row) -> str:
-    """'value [low, high]', or the value and why there is no interval (non-finite ends)."""
-    lo, hi = row["ci_low"], row["ci_high"]
-    if pd.notna(lo) and pd.notna(hi) and np.isfinite(lo) and np.isfinite(hi):
-        return f"{row['value']:.3g} [{lo:.3g}, {hi:.3g}]"
-    method = str(row.get("ci_method") or "")
-    why = method.split("no interval, ", 1)[1] if "no interval, " in method else "no interval"
-    return f"{row['value']:.3g} ({why})"
-
-
-def metrics_table(wd: Workdir, suite: str) -> str:
-    """Markdown: one table per protocol (what the README shows), then the paper's rows under their own protocol.
-
-    A column holds one metric of one identity (tracker or backbone, sizes): numbers measured
-    differently are never in one column, and each table is sorted by its first ObjMC column only.
-    """
-    metrics = wd.read("metrics")
-    metrics = metrics[metrics["suite"] == suite]
-    if metrics.empty:
-        return f"no metrics for suite '{suite}' yet (run `draganything evaluate`)"
-    ckpts = wd.read("checkpoints").set_index("checkpoint_id")
-    names = {"objmc": "ObjMC px", "fid": "FID", "kid": "KID", "fvd": "FVD", "kvd": "KVD"}
-    order_of = {"objmc": 0, "fid": 1, "kid": 2, "fvd": 3, "kvd": 4}
-    out = []
-    for protocol, m in metrics.groupby("protocol", sort=True):
-        cols = sorted({(r.metric, r.identity) for r in m.itertuples() if r.metric in names}, key=lambda k: (order_of[k[0]], k[1]))
-        if not cols:
-            continue
-        head = [f"{names[metric]} ({identity.split(' | ', 1)[-1]})" for metric, identity in cols]
-        lines = [f"protocol: **{protocol}**", "", "| checkpoint | step | " + " | ".join(head) + " |", "|---|---|" + "---|" * len(cols)]
-        first = m[(m["metric"] == cols[0][0]) & (m["identity"] == cols[0][1])]
-        order = first.sort_values("value")["checkpoint_id"].tolist()
-        for cid in order + sorted(set(m["checkpoint_id"]) - set(order)):
-            cells = []
-            for metric, identity in cols:
-                r = m[(m["checkpoint_id"] == cid) & (m["metric"] == metric) & (m["identity"] == identity)]
-                cells.append("" if r.empty else _value_and_interval(r.iloc[0]))
-            step = ckpts["step"].get(cid) if cid in ckpts.index else None
-            lines.append(f"| {cid} | {'' if step is None or pd.isna(step) else int(step)} | " + " | ".join(cells) + " |")
-        out.append("\n".join(lines))
-    pub = [f"published ({PAPER_PROTOCOL}; VIPSeg val, the paper's Table 1: reference only, not comparable with the tables above)", "",
-           "| method | ObjMC px | FID | FVD |", "|---|---|---|---|"]
-    pub += [f"| {name} | {o} | {fid} | {fvd} |" for name, o, fid, fvd in PAPER_ROWS]
-    return "\n\n".join(out + ["\n".join(pub)])

@@ -74,11 +74,41 @@ class Track:
     radius: float = 4.0  # the entity's first-frame incircle radius, video pixels
 
 
+DISPLAY_SIDE = 384  # px: the longer side every study/compare video is shown at
+UPSCALE = cv2.INTER_CUBIC  # the one filter that brings every video to the display size
+MOVING_PX = 1.5  # an entity whose path stays within this many video pixels of its start is not drawn
+
+
+def display_size(video_hw: tuple[int, int], side: int = DISPLAY_SIDE) -> tuple[int, int]:
+    """(H, W) of the display box for a video of ``video_hw``: longer side ``side``, even sizes."""
+    h, w = video_hw
+    s = side / max(h, w)
+    return max(2, round(h * s / 2) * 2), max(2, round(w * s / 2) * 2)
+
+
+def resize_frames(frames: np.ndarray, hw: tuple[int, int]) -> np.ndarray:
+    """Frames (T, H, W, 3) at ``hw`` with :data:`UPSCALE`, the same filter for every video."""
+    if frames.shape[1:3] == tuple(hw):
+        return frames.copy()
+    return np.stack([cv2.resize(f, (hw[1], hw[0]), interpolation=UPSCALE) for f in frames])
+
+
+def moving(tracks: list[Track], min_px: float = MOVING_PX) -> list[Track]:
+    """The tracks whose path leaves a ``min_px`` disc around its start (still entities are not drawn)."""
+    out = []
+    for tr in tracks:
+        pts = np.asarray(tr.points, float)
+        if len(pts) and float(np.max(np.linalg.norm(pts - pts[0], axis=1))) > min_px:
+            out.append(tr)
+    return out
+
+
 def draw_tracks(frames: np.ndarray, tracks: list[Track]) -> np.ndarray:
-    """Each track as a thin full path, the part travelled so far thicker, and a dot at frame t."""
+    """Overlays drawn on display-size frames, so they stay thin: the path as a 1-px line, a hollow
+    ring of the entity's size where it should be at frame t, and on the first frame an arrow
+    along the whole path (the paper's figures). The object itself is never covered."""
     out = frames.copy()
     H, W = frames.shape[1:3]
-    thick = max(1, round(min(H, W) / 160))
     for t in range(len(out)):
         img = np.ascontiguousarray(out[t])
         for tr in tracks:
@@ -87,18 +117,16 @@ def draw_tracks(frames: np.ndarray, tracks: list[Track]) -> np.ndarray:
             if n == 0:
                 continue
             ip = np.round(pts[:n]).astype(np.int32)
-            faint = tuple(int(c * 0.55) for c in tr.color)
-            cv2.polylines(img, [ip.reshape(-1, 1, 2)], False, faint, thick, cv2.LINE_AA)
+            faint = tuple(int(c * 0.6) for c in tr.color)
+            cv2.polylines(img, [ip.reshape(-1, 1, 2)], False, faint if t else tr.color, 1, cv2.LINE_AA)
             k = min(t, n - 1)
-            if k > 0:
-                cv2.polylines(img, [ip[: k + 1].reshape(-1, 1, 2)], False, tr.color, thick + 1, cv2.LINE_AA)
+            if t == 0 and n > 1:
+                tip = max(6.0, 0.04 * min(H, W)) / max(1.0, float(np.linalg.norm(ip[-1] - ip[-2])))
+                cv2.arrowedLine(img, tuple(int(v) for v in ip[-2]), tuple(int(v) for v in ip[-1]), tr.color, 2, cv2.LINE_AA, tipLength=min(tip, 3.0))
+            ring = max(4, round(tr.radius))
             vis = bool(tr.visible[k]) if len(tr.visible) > k else True
             centre = (int(ip[k, 0]), int(ip[k, 1]))
-            if vis:
-                cv2.circle(img, centre, thick + 3, tr.color, -1, cv2.LINE_AA)
-            else:
-                cv2.circle(img, centre, thick + 3, tr.color, 1, cv2.LINE_AA)
-            cv2.circle(img, (int(ip[n - 1, 0]), int(ip[n - 1, 1])), thick + 2, (255, 255, 255), 1, cv2.LINE_AA)  # the goal
+            cv2.circle(img, centre, ring, tr.color if vis else faint, 1, cv2.LINE_AA)
         out[t] = img
     return out
 
@@ -118,12 +146,20 @@ def cache_dir(wd: Workdir) -> str:
     return d
 
 
-def overlay_video(wd: Workdir, relpath: str, tracks: list[Track], tag: str = "") -> str:
-    """Path of an H.264 copy of the video with the tracks drawn; rendered once, then cached.
+def scaled(tracks: list[Track], from_hw: tuple[int, int], to_hw: tuple[int, int]) -> list[Track]:
+    """``tracks`` (video pixels of ``from_hw``) in the pixels of ``to_hw``, radii too."""
+    s = min(to_hw[0] / from_hw[0], to_hw[1] / from_hw[1])
+    return [Track(scale_points(np.asarray(t.points, float), from_hw, to_hw), t.visible, t.color, t.label, t.radius * s) for t in tracks]
 
-    The cache key covers the source file (path, size, mtime) and the tracks, so a
+
+def display_video(wd: Workdir, relpath: str, hw: tuple[int, int], tracks: list[Track] | None = None, tag: str = "") -> str:
+    """Path of an H.264 copy of the video at display size ``hw`` (filter :data:`UPSCALE`), with
+    ``tracks`` (in the video's own pixels) drawn at that size; rendered once, then cached.
+
+    The cache key covers the source file (path, size, mtime), the size and the tracks, so a
     regenerated sample or new labels give a new file.
     """
+    tracks = tracks or []
     src = resolve_media(wd, relpath)
     st_ = wd.fs.info(src)
     key = json.dumps(
@@ -131,9 +167,10 @@ def overlay_video(wd: Workdir, relpath: str, tracks: list[Track], tag: str = "")
             "src": relpath,
             "size": st_.get("size"),
             "mtime": str(st_.get("mtime") or st_.get("LastModified")),
-            "tracks": [[np.round(np.asarray(t.points, float), 2).tolist(), np.asarray(t.visible, bool).tolist(), t.color] for t in tracks],
+            "hw": list(hw),
+            "tracks": [[np.round(np.asarray(t.points, float), 2).tolist(), np.asarray(t.visible, bool).tolist(), t.color, t.radius] for t in tracks],
             "tag": tag,
-            "v": 2,
+            "v": 3,
         },
         sort_keys=True,
     )
@@ -141,7 +178,10 @@ def overlay_video(wd: Workdir, relpath: str, tracks: list[Track], tag: str = "")
     if os.path.isfile(out):
         return out
     frames, fps = read_video(wd, relpath)
-    write_mp4(Workdir(os.path.dirname(out)), os.path.basename(out), draw_tracks(frames, tracks), fps)
+    big = resize_frames(frames, hw)
+    if tracks:
+        big = draw_tracks(big, scaled(tracks, frames.shape[1:3], hw))
+    write_mp4(Workdir(os.path.dirname(out)), os.path.basename(out), big, fps)
     return out
 
 
@@ -189,3 +229,15 @@ def stored_tracks(objmc_rows, seed: int, video_hw: tuple[int, int], color=TRACK_
         pts = scale_points(pts, (int(r.video_height), int(r.video_width)), video_hw)
         out.append(Track(pts, np.ones(len(pts), bool), color, f"measured entity {r.entity_id}"))
     return out
+
+
+def probe(path: str) -> tuple[int, float]:
+    """(frame count, fps) of a local video file."""
+    import imageio.v3 as iio
+
+    try:
+        props = iio.improps(path, plugin="pyav")
+        meta = iio.immeta(path, plugin="pyav")
+    except Exception as err:  # noqa: BLE001 - any decoder failure is one message for the page
+        raise MediaError(f"could not read video {path!r}: {err}") from None
+    return int(props.shape[0]), float(meta.get("fps") or 8.0)

@@ -16,12 +16,11 @@ from prefect import flow, get_run_logger
 from core.checkpoints import to_evaluate
 from core.config import load_config
 from core.tables import Workdir
+from flows.checks import STAGES
 from flows.evaluate import evaluate_flow
 from flows.generate import generate_flow
 from flows.labels import labels_flow
 from flows.runtime import ProjectRayTaskRunner
-
-STAGES = ("labels", "train", "generate", "evaluate")
 
 
 @flow(name="pipeline", task_runner=ProjectRayTaskRunner())

@@ -18,9 +18,10 @@ import numpy as np
 import pandas as pd
 
 from core.checkpoints import trained
-from core.status import metrics_table
 from core.tables import Workdir
 from eval.bootstrap import Interval, paired_ratio_difference
+from eval.display import fmt_estimate
+from eval.report import metrics_table
 
 BETTER, WORSE, SAME = "better", "worse", "indistinguishable"
 
@@ -112,7 +113,7 @@ def describe(v: dict) -> str:
         return f"`{v['checkpoint']}`: no suite item in common with the best, `{v['best']}`"
     lo, hi = v["ci"]
     return (f"`{v['checkpoint']}` is **{v['verdict']}** than the best, `{v['best']}`: ObjMC difference "
-            f"{v['difference']:+.3g} px [{lo:+.3g}, {hi:+.3g}] (paired bootstrap, 95%, {v['items']} items)")
+            f"{fmt_estimate(v['difference'], lo, hi, sign=True, unit=' px')} (paired bootstrap, 95%, {v['items']} items)")
 
 
 def run_report(wd: Workdir, suites: list[str], evaluated: dict[str, list[str]]) -> tuple[str, list[dict]]:

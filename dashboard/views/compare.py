@@ -118,7 +118,7 @@ for col, (side, ck) in zip(cols, (("A", a), ("B", b))):
             hw = (int(r["height"]), int(r["width"]))
             tracks = media.condition_tracks(cond.iloc[0], hw) if len(cond) else []
             tracks += media.stored_tracks(scored, int(r["seed"]), hw)
-            path = media.overlay_video(wd, r["video_path"], tracks, tag="compare") if tracks else None
+            path = media.display_video(wd, r["video_path"], media.display_size(hw), media.moving(tracks), tag="compare")
         except media.MediaError as e:
             st.error(str(e))
             continue

@@ -5,15 +5,19 @@ from __future__ import annotations
 import random
 import sqlite3
 
+import pandas as pd
 import streamlit as st
 
+from core.checkpoints import TRAINED, classify
 from core.tables import now_utc
-from dashboard import auth, data, media, queries, scheduling, ui
+from dashboard import auth, data, media, player, queries, scheduling, ui
 from dashboard.votes_store import Vote
+from eval.display import short_names
 
 ASSIGNMENT = "vote_assignment"
 FLASH = "vote_flash"
 SKIPPED = "vote_skipped"
+REVEAL = "vote_reveal"
 CHOICES = {"A (left)": "left", "B (right)": "right", "Tie / can't tell": "tie"}
 QUESTIONS = {
     "motion": "Motion control: which video follows the drawn trajectory better?",
@@ -24,8 +28,15 @@ st.title("Vote")
 url = ui.workdir_or_stop()
 
 
-def study_settings(samples_bm) -> tuple[str | None, list[str] | None]:
-    """The study's suite and checkpoints: ``[study]`` in secrets, else the best-covered suite."""
+DEFAULT_SUITE = "user-study"  # the suite made for people; `[study] suite` in secrets picks another
+POOL_NOTE = ("References (`static`, `warp`) and control-off videos are told apart at a glance, so votes on them measure "
+             "little about the trained models: include them only as a sanity check of the voters.")
+
+
+def study_settings(samples_bm) -> tuple[str | None, list[str] | None, bool]:
+    """The study's suite, its checkpoints and whether references/control-off join the pool, from
+    ``[study]`` in secrets (``suite``, ``checkpoints``, ``include_references``); the suite defaults to
+    ``user-study``, else the best-covered one."""
     cfg = {}
     try:
         cfg = dict(st.secrets.get("study", {}))
@@ -33,25 +44,54 @@ def study_settings(samples_bm) -> tuple[str | None, list[str] | None]:
         cfg = {}
     bm = cfg.get("suite", cfg.get("benchmark"))  # `benchmark`: the key before the suites were renamed
     if bm is None and not samples_bm.empty:
-        bm = samples_bm.groupby("suite")["checkpoint_id"].nunique().sort_values(ascending=False, kind="stable").index[0]
+        if DEFAULT_SUITE in set(samples_bm["suite"]):
+            bm = DEFAULT_SUITE
+        else:
+            bm = samples_bm.groupby("suite")["checkpoint_id"].nunique().sort_values(ascending=False, kind="stable").index[0]
     cks = cfg.get("checkpoints")
-    return bm, (list(cks) if cks else None)
+    return bm, (list(cks) if cks else None), bool(cfg.get("include_references", False))
+
+
+def study_pool(url: str, samples, listed: list[str] | None, include_others: bool) -> list[str]:
+    """The checkpoints voted on: ``listed`` if given, else the trained ones (plus references and
+    control-off when ``include_others``)."""
+    have = list(dict.fromkeys(samples["checkpoint_id"]))
+    if listed is not None:
+        return [c for c in listed if c in set(have)]
+    kinds = classify(queries.read(url, "checkpoints", columns=["checkpoint_id", "config", "kind"])).set_index("checkpoint_id")["kind"]
+    kind_of = {c: kinds.get(c) if c in kinds.index else classify_id(c) for c in have}
+    return [c for c in have if include_others or kind_of[c] == TRAINED]
+
+
+def classify_id(checkpoint_id: str) -> str:
+    """The kind of a checkpoint that has samples but no ``checkpoints`` row."""
+    return classify(pd.DataFrame({"checkpoint_id": [checkpoint_id], "config": [None]}))["kind"].iloc[0]
 
 
 samples_bm = queries.read(url, "samples", columns=["suite", "checkpoint_id"])
 if samples_bm.empty:
     ui.empty("No sample videos yet, so there is nothing to vote on.", "generate", url)
     st.stop()
-suite, study_checkpoints = study_settings(samples_bm)
+suite, listed, include_cfg = study_settings(samples_bm)
 samples = queries.read(url, "samples", columns=["checkpoint_id", "item_id", "seed", "video_path", "height", "width"], filters=[("suite", "==", suite)])
-n_ck = samples["checkpoint_id"].nunique() if study_checkpoints is None else len(set(study_checkpoints) & set(samples["checkpoint_id"]))
-if n_ck < 2:
-    st.info(f"The study suite {suite!r} has sample videos from {n_ck} checkpoint(s); pairwise votes need two. Generate samples for another checkpoint.")
+o1, o2 = st.columns([1, 1])
+with o1:
+    include_others = st.toggle("Include references and control-off", value=include_cfg, key="vote_include_others",
+                               disabled=listed is not None, help=POOL_NOTE)
+with o2:
+    show_paths = st.toggle("Show the paths", value=True, key="vote_paths", help="Hide the drawn paths to judge the videos alone.")
+if include_others:
+    st.caption(POOL_NOTE)
+study_checkpoints = study_pool(url, samples, listed, include_others)
+if len(study_checkpoints) < 2:
+    st.info(f"The study suite {suite!r} has sample videos from {len(study_checkpoints)} trained checkpoint(s) in the pool; pairwise votes "
+            "need two. Generate samples for another checkpoint, or include references and control-off.")
     st.stop()
 
 st.markdown(
     "You will see two videos of the same scene made by two different models (which is which is hidden, "
-    "and the sides are shuffled). The **green line** is the path the object was asked to follow; the ring marks where it should end. "
+    "and the sides are shuffled; both are shown at the same size). The **green arrow** on the first frame is the path the object "
+    "was asked to follow; the hollow ring shows where it should be at each frame. "
     "Answer both questions; pick *Tie* when you honestly cannot tell."
 )
 
@@ -63,6 +103,9 @@ if not ident.can_vote:
 flash = st.session_state.pop(FLASH, None)
 if flash:
     (st.success if flash[0] == "ok" else st.info)(flash[1])
+reveal = st.session_state.pop(REVEAL, None)
+if reveal:
+    st.info(reveal, icon=":material/visibility:")
 
 def guarded(read, *args):
     """A read of the vote store; when the store cannot be read (locked, disk full, damaged) one sentence, and the page stops."""
@@ -76,7 +119,7 @@ def guarded(read, *args):
 store = guarded(queries.vote_store, url)
 rng = st.session_state.setdefault("vote_rng", random.Random())
 assignment: scheduling.Assignment | None = st.session_state.get(ASSIGNMENT)
-if assignment is not None and (assignment.suite != suite):
+if assignment is not None and (assignment.suite != suite or not set(assignment.pair) <= set(study_checkpoints)):
     assignment = None
 if assignment is None:
     assignment = scheduling.next_assignment(
@@ -104,22 +147,20 @@ entity_ids = set(objmc["entity_id"].astype(int)) or None
 wd = queries.get_workdir(url)
 row_by_ck = samples.set_index(["checkpoint_id", "item_id", "seed"])
 ok = True
-cols = st.columns(2)
-for col, name, ck, seed, rel in (
-    (cols[0], "A", assignment.left_checkpoint, assignment.left_seed, assignment.left_video),
-    (cols[1], "B", assignment.right_checkpoint, assignment.right_seed, assignment.right_video),
-):
-    with col:
-        st.markdown(f"**Video {name}** ({'left' if name == 'A' else 'right'})")
-        try:
-            r = row_by_ck.loc[(ck, assignment.item_id, seed)]
-            hw = (int(r["height"]), int(r["width"]))
-            tracks = media.label_tracks(label_rows, hw, entity_ids) if not label_rows.empty else []
-            path = media.overlay_video(wd, rel, tracks, tag="vote") if tracks else None
-            ok &= ui.show_video(url, rel, path=path)
-        except (media.MediaError, KeyError, ValueError, TypeError) as err:
-            st.error(f"This video cannot be shown ({err}).")
-            ok = False
+sides = ((assignment.left_checkpoint, assignment.left_seed, assignment.left_video),
+         (assignment.right_checkpoint, assignment.right_seed, assignment.right_video))
+try:
+    hws = [(int(r["height"]), int(r["width"])) for r in (row_by_ck.loc[(ck, assignment.item_id, seed)] for ck, seed, _ in sides)]
+    shown_hw = media.display_size(max(hws, key=lambda hw: hw[0] * hw[1]))  # one size and one filter for both
+    paths = []
+    for (_, _, rel), hw in zip(sides, hws):
+        tracks = media.moving(media.label_tracks(label_rows, hw, entity_ids)) if show_paths and not label_rows.empty else []
+        paths.append(media.display_video(wd, rel, shown_hw, tracks, tag="vote"))
+    n_frames, fps = media.probe(paths[0])
+    player.show_pair(paths, ["A (left)", "B (right)"], shown_hw, fps, n_frames)
+except (media.MediaError, KeyError, ValueError, TypeError, OSError) as err:
+    st.error(f"These videos cannot be shown ({err}).")
+    ok = False
 if label_rows.empty:
     st.caption("No trajectory is known for this scene; judge the motion by how natural it looks.")
 
@@ -159,6 +200,10 @@ if submitted:
         st.error(f"Your vote could NOT be saved ({err}). Please submit again; nothing was counted.")
         st.stop()
     st.session_state.pop(ASSIGNMENT, None)
+    names = short_names([assignment.left_checkpoint, assignment.right_checkpoint])
+    chose = "; ".join(f"{a}: {answers[a]}" for a in assignment.aspects)
+    st.session_state[REVEAL] = (f"Last pair revealed: A (left) was **{names[assignment.left_checkpoint]}**, B (right) was "
+                                f"**{names[assignment.right_checkpoint]}**. You chose {chose}.")
     if all(new):
         st.session_state[FLASH] = ("ok", "Thanks, your vote is saved. Here is the next pair.")
     else:

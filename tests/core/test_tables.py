@@ -101,7 +101,7 @@ def _old_part(wd: Workdir, table: str, rows: list[dict], name: str) -> None:
 def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
     import pyarrow.compute as pc
 
-    from core.status import metrics_table
+    from eval.report import metrics_table
 
     wd = Workdir(tmp_path)
     _old_part(wd, "metrics", [_metric("static", "sample", 9.7), _metric("warp", "sample", 0.9)], "part-old.parquet")
@@ -115,7 +115,7 @@ def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
     assert ("static", "sample", "objmc", "tracker:lk", LEGACY_IDENTITY) in wd.keys("metrics")
     only = wd.read("metrics", columns=["checkpoint_id"], filter=pc.field("suite") == "sample")
     assert sorted(only["checkpoint_id"]) == ["run-s1000", "static", "warp"]
-    assert "| warp |" in metrics_table(wd, "sample")  # `draganything report` on an old demo workdir
+    assert "| ref: warp |" in metrics_table(wd, "sample")  # `draganything report` on an old demo workdir
     assert wd.delete("metrics", [("static", "sample", "objmc", "tracker:lk", LEGACY_IDENTITY)]) == 1  # the old part is rewritten, renamed
     import pyarrow.parquet as pq
 
