@@ -9,6 +9,7 @@ augmentation, guidance ramp, steps, seed) is an argument.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -30,6 +31,17 @@ from .maps import paint_order, path_for_frames, reads_entity_vectors, render_con
 from .tiny import DTYPES
 from .unet_control import controlled_prediction
 from .vae_io import vae_encode
+
+
+class _EmptyFp32ListFilter(logging.Filter):
+    """diffusers warns "modules ... that should be kept in float32: []" on every ``.to(dtype)`` of a
+    model whose list of such modules is empty: there is nothing to keep, so the line is noise."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should be kept in float32: []" not in record.getMessage()
+
+
+logging.getLogger("diffusers.models.modeling_utils").addFilter(_EmptyFp32ListFilter())
 
 
 class DragAnythingPipeline(StableVideoDiffusionPipeline):

@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 import torch
-from tqdm import tqdm
 
 from core.config import Config
 from core.media import load_cached_clip, resize_clip
+from core.progress import line_bar
 from core.tables import Workdir
 from model import training as T
 from model.unet_control import unet_forward_with_control
@@ -63,7 +63,7 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(s, fb.vae_steps, fb.cosine))
     T_, n_frames = clips.shape[1], 4 * fb.batch_size
     losses = []
-    for _ in tqdm(range(fb.vae_steps), desc="fit tiny VAE", disable=not progress, mininterval=10):
+    for _ in line_bar(iterable=range(fb.vae_steps), desc="fit tiny VAE", disable=not progress, mininterval=10):
         # Distinct frames from many clips (frames of one clip are near copies of each other).
         x = clips[rng.integers(0, len(clips), n_frames), rng.integers(0, T_, n_frames)]
         x = _random_crops(x, fb.vae_crop, rng)
@@ -98,7 +98,7 @@ def fit_base(cfg: Config, clips: torch.Tensor, seed: int, progress: bool = True)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(s, fb.unet_steps, fb.cosine))
     edm = T.EDM(fb.p_mean, fb.p_std)
     losses = []
-    for _ in tqdm(range(fb.unet_steps), desc="fit tiny base UNet", disable=not progress, mininterval=10):
+    for _ in line_bar(iterable=range(fb.unet_steps), desc="fit tiny base UNet", disable=not progress, mininterval=10):
         idx = rng.integers(0, len(clips), fb.batch_size)
         x0 = latents[idx]
         sigma = edm.sample_sigmas(len(idx), gen)

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from core import checkpoints as ckpts
 from core.config import Config
+from core.progress import line_bar
 from core.tables import Workdir
 from model import training as T
 from model.tiny import DTYPES
@@ -120,7 +120,7 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     run = run or ckpts.run_id(cfg, parent)
     made, losses, log_rows = [], [], []
     prev = parent
-    bar = tqdm(total=steps, desc=f"train {run}", unit="step", disable=not progress or rank != 0, mininterval=10)
+    bar = line_bar(total=steps, desc=f"train {run}", unit="step", disable=not progress or rank != 0, mininterval=10)
     for step in range(start_step, end):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
