@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -12,6 +11,7 @@ import pandas as pd
 
 from core.suites import SUITES
 from eval.bootstrap import paired_ratio_difference
+from eval.display import fmt_interval
 
 METRICS = ("objmc", "fid", "fvd")
 METRIC_LABELS = {"objmc": "ObjMC", "fid": "FID", "fvd": "FVD"}
@@ -195,15 +195,6 @@ def published_table() -> pd.DataFrame:
     return PUBLISHED.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"})
 
 
-def fmt_ci(lo: Any, hi: Any, digits: int = 1) -> str:
-    if lo is None or hi is None or (isinstance(lo, float) and math.isnan(lo)) or (isinstance(hi, float) and math.isnan(hi)):
-        return ""
-    try:
-        return f"{float(lo):.{digits}f} – {float(hi):.{digits}f}"
-    except (TypeError, ValueError):
-        return ""
-
-
 # ---------------------------------------------------------------------- compare
 
 
@@ -245,11 +236,11 @@ def metric_deltas(metrics: pd.DataFrame, suite: str, a: str, b: str, objmc: pd.D
                 "metric": METRIC_LABELS.get(metric, metric),
                 "identity": identity,
                 "A": ra["value"],
-                "A 95% CI": fmt_ci(ra["ci_low"], ra["ci_high"]),
+                "A 95% CI": fmt_interval(ra["ci_low"], ra["ci_high"]),
                 "B": rb["value"],
-                "B 95% CI": fmt_ci(rb["ci_low"], rb["ci_high"]),
+                "B 95% CI": fmt_interval(rb["ci_low"], rb["ci_high"]),
                 "delta (B - A)": delta,
-                "delta 95% CI": "" if ci is None else fmt_ci(ci.low, ci.high),
+                "delta 95% CI": "" if ci is None else fmt_interval(ci.low, ci.high, sign=True),
                 "better": verdict(ci, metric, "B", "A", how),
                 "interval": how,
             }

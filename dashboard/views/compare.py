@@ -47,7 +47,7 @@ if deltas.empty:
 else:
     st.dataframe(
         deltas, hide_index=True, width="stretch",
-        column_config={k: st.column_config.NumberColumn(format="%.2f") for k in ("A", "B", "delta (B - A)")},
+        column_config={k: st.column_config.NumberColumn(format="%.4g") for k in ("A", "B", "delta (B - A)")},
     )
     st.caption(
         "delta = B - A; lower is better for all three metrics, so a negative delta favours B. 'better' names a side only where "

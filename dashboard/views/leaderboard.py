@@ -9,7 +9,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import data, queries, ui
+from dashboard import charts, data, queries, ui
+from eval.display import fmt_interval, short_names
 
 st.title("Leaderboard")
 url = ui.workdir_or_stop()
@@ -61,7 +62,8 @@ search = st.text_input("Filter checkpoints", key="lb_search", placeholder="part 
 if search:
     table = table[table["checkpoint_id"].str.contains(search, case=False, regex=False)]
 
-view = pd.DataFrame({"rank": table["rank"], "checkpoint": table["checkpoint_id"], "step": table.get("step")})
+names = short_names(table["checkpoint_id"])
+view = pd.DataFrame({"rank": table["rank"], "checkpoint": table["checkpoint_id"].map(names), "step": table.get("step")})
 col_cfg: dict = {
     "rank": st.column_config.NumberColumn("rank", format="%d", help="Within this suite and these identities"),
     "step": st.column_config.NumberColumn("step", format="%d"),
@@ -71,8 +73,8 @@ for m in data.METRICS:
         continue
     label = data.METRIC_LABELS[m]
     view[label] = table[m]
-    view[f"{label} 95% CI"] = [data.fmt_ci(lo, hi) for lo, hi in zip(table[f"{m}_ci_low"], table[f"{m}_ci_high"])]
-    col_cfg[label] = st.column_config.NumberColumn(label, format="%.2f", help=f"{identities.get(m)}. Lower is better.")
+    view[f"{label} 95% CI"] = [fmt_interval(lo, hi) if pd.notna(v) else "" for v, lo, hi in zip(table[m], table[f"{m}_ci_low"], table[f"{m}_ci_high"])]
+    col_cfg[label] = st.column_config.NumberColumn(label, format="%.4g", help=f"{identities.get(m)}. Lower is better.")
 if sort_by in data.METRICS:
     view[f"{data.METRIC_LABELS[sort_by]} vs next"] = table["vs_next"]
 for aspect in ("motion", "quality"):
@@ -86,6 +88,7 @@ for aspect in ("motion", "quality"):
             help="Bradley-Terry rating from the blind pairwise votes (Elo scale, mean 1000; higher is better). Intervals: Study results page.",
         )
         col_cfg[f"{aspect} votes"] = st.column_config.NumberColumn(f"{aspect} votes", format="%d")
+view["id"] = table["checkpoint_id"]
 view["model"] = table.get("model")
 view["parent"] = table.get("parent")
 view["created"] = table["created_at"].map(ui.fmt_time) if "created_at" in table else None
@@ -99,6 +102,18 @@ st.caption(
     "feature dimensions). 'vs next' says better only where "
     "a paired interval on the shared items excludes 0."
 )
+
+st.subheader("Over training")
+plotted = [m for m in data.METRICS if m in identities]
+if plotted:
+    chart_metric = st.radio("Metric", plotted, format_func=lambda m: data.METRIC_LABELS[m], horizontal=True, key="lb_chart_metric")
+    curves = charts.metric_curves(metrics, checkpoints, suite, chart_metric, identities[chart_metric])
+    if curves.empty:
+        st.info("No values of this metric to plot.")
+    else:
+        st.altair_chart(charts.metric_vs_step(curves, data.METRIC_LABELS[chart_metric]), width="stretch")
+        st.caption(f"One line per run over its checkpoints, the band its 95% interval; dashed: references (`static`, `warp`), "
+                   f"which have no steps. Measured as: {identities[chart_metric]}.")
 
 history = queries.read(url, "metrics_history", filters=[("suite", "==", suite)])
 changes = data.metric_changes(history, suite)

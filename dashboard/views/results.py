@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-import altair as alt
 import pandas as pd
 import streamlit as st
 
-from dashboard import auth, data, queries, ui
+from dashboard import auth, charts, data, queries, ui
 from dashboard.votes_store import export_votes
 from eval import votes as vm
+from eval.display import fmt_percent_interval, short_names
+
+MIN_VOTES = 5  # below this many judgements a pair's interval is shown as "n too small"
 
 st.title("Study results")
 url = ui.workdir_or_stop()
@@ -57,13 +59,16 @@ unit = unit_label
 st.subheader("Win rates per pair")
 rates = vm.pair_win_rates(votes, ties=ties, unit=unit)
 ci_label = f"A 95% CI ({vm.interval_label(unit, 'wilson')})"
+names = short_names(pd.concat([rates["checkpoint_a"], rates["checkpoint_b"]])) if not rates.empty else {}
 show = rates.assign(
     **{
+        "A": rates["checkpoint_a"].map(names),
+        "B": rates["checkpoint_b"].map(names),
         "A wins %": rates["win_rate_a"],
         "B wins %": rates["win_rate_b"],
-        ci_label: [data.fmt_ci(lo * 100, hi * 100, 0) + " %" if pd.notna(lo) else "" for lo, hi in zip(rates["ci_low"], rates["ci_high"])],
+        ci_label: [fmt_percent_interval(lo, hi, n=n, min_n=MIN_VOTES) for lo, hi, n in zip(rates["ci_low"], rates["ci_high"], rates["n"])],
     }
-)[["aspect", "checkpoint_a", "checkpoint_b", "n", "wins_a", "wins_b", "ties", "A wins %", "B wins %", ci_label]]
+)[["aspect", "A", "B", "n", "wins_a", "wins_b", "ties", "A wins %", "B wins %", ci_label, "checkpoint_a", "checkpoint_b"]]
 st.dataframe(
     show, hide_index=True, width="stretch",
     column_config={"A wins %": st.column_config.NumberColumn(format="percent"), "B wins %": st.column_config.NumberColumn(format="percent")},
@@ -85,19 +90,11 @@ n_boot = st.select_slider("Bootstrap resamples", [100, 200, 500, 1000], value=20
 with st.spinner("Fitting Bradley-Terry with bootstrap..."):
     bt = queries.ratings(url, None if bm_choice in (None, "(all)") else bm_choice, n_boot=n_boot, unit=unit)
 if not bt.empty:
-    chart = (
-        alt.Chart(bt)
-        .mark_rule()
-        .encode(y=alt.Y("checkpoint_id:N", sort="-x", title=None),
-                x=alt.X("ci_low:Q", title="rating (Elo scale, mean 1000)", scale=alt.Scale(zero=False)), x2="ci_high:Q", color="aspect:N")
-    ) + alt.Chart(bt).mark_point(filled=True).encode(
-        y=alt.Y("checkpoint_id:N", sort="-x"), x="rating:Q", color="aspect:N",
-        tooltip=["checkpoint_id", "aspect", alt.Tooltip("rating:Q", format=".0f"), "n"],
-    )
-    st.altair_chart(chart.properties(height=max(120, 28 * bt["checkpoint_id"].nunique())), width="stretch")
+    st.altair_chart(charts.forest(bt), width="stretch")
     st.dataframe(
-        bt[["aspect", "checkpoint_id", "rating", "ci_low", "ci_high", "n", "wins"]], hide_index=True, width="stretch",
-        column_config={c: st.column_config.NumberColumn(format="%.0f") for c in ("rating", "ci_low", "ci_high")},
+        bt.assign(name=bt["checkpoint_id"].map(short_names(bt["checkpoint_id"])))[["aspect", "name", "rating", "ci_low", "ci_high", "n", "wins", "checkpoint_id"]],
+        hide_index=True, width="stretch",
+        column_config={c: st.column_config.NumberColumn(format="%.0f") for c in ("rating", "ci_low", "ci_high")} | {"name": "checkpoint"},
     )
     st.caption("Bradley-Terry fit (maximum likelihood, MM iteration; ties = half a win each; weak prior of one drawn game against a "
                f"reference). Intervals: {vm.interval_label(unit)}, {n_boot} resamples.")
@@ -105,13 +102,7 @@ if not bt.empty:
 st.subheader("Coverage")
 cov = rates.groupby(["checkpoint_a", "checkpoint_b"])["n"].max().reset_index()
 if not cov.empty:
-    st.altair_chart(
-        alt.Chart(cov).mark_rect()
-        .encode(x=alt.X("checkpoint_a:N", title=None), y=alt.Y("checkpoint_b:N", title=None), color=alt.Color("n:Q", title="judgements"),
-                tooltip=["checkpoint_a", "checkpoint_b", "n"])
-        .properties(height=max(120, 24 * cov["checkpoint_b"].nunique())),
-        width="stretch",
-    )
+    st.altair_chart(charts.coverage(cov))
 
 st.subheader("Votes per voter")
 st.dataframe(vm.votes_per_voter(votes), hide_index=True, width="stretch",

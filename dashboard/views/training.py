@@ -7,7 +7,7 @@ import json
 import altair as alt
 import streamlit as st
 
-from dashboard import data, queries, ui
+from dashboard import charts, data, queries, ui
 
 st.title("Training")
 url = ui.workdir_or_stop()
@@ -21,37 +21,39 @@ if log.empty and checkpoints.empty:
 if not log.empty:
     st.subheader("Loss curves")
     order = checkpoints.sort_values("created_at", ascending=False)["checkpoint_id"].tolist() if not checkpoints.empty else []
-    runs = [c for c in order if c in set(log["checkpoint_id"])] + sorted(set(log["checkpoint_id"]) - set(order))
-    chosen = st.multiselect("Runs (checkpoints)", runs, default=runs[:6], key="tr_runs")
+    log = charts.training_runs(log)
+    order = list(dict.fromkeys(charts.run_of(c) for c in order))
+    runs = [r for r in order if r in set(log["run"])] + sorted(set(log["run"]) - set(order))
+    chosen = st.multiselect("Runs", runs, default=runs[:6], key="tr_runs")
     c1, c2 = st.columns(2)
     with c1:
         alpha = st.slider("Smoothing (EMA)", 0.0, 0.99, 0.6, 0.01, key="tr_smooth")
     with c2:
         logy = st.toggle("Log scale", value=True, key="tr_logy")
-    sub = log[log["checkpoint_id"].isin(chosen)].sort_values(["checkpoint_id", "step"])
+    sub = log[log["run"].isin(chosen)].sort_values(["run", "step"])
     if sub.empty:
         st.info("Pick at least one run.")
     else:
-        sub = sub.assign(loss_smoothed=sub.groupby("checkpoint_id")["loss"].transform(lambda s: data.smooth(s, alpha)))
+        sub = sub.assign(loss_smoothed=sub.groupby("run")["loss"].transform(lambda s: data.smooth(s, alpha)))
         scale = alt.Scale(type="log") if logy and (sub["loss"] > 0).all() else alt.Scale(type="linear")
-        base = alt.Chart(sub).encode(x=alt.X("step:Q", title="step"), color=alt.Color("checkpoint_id:N", title="run"))
+        base = alt.Chart(sub).encode(x=alt.X("step:Q", title="step"), color=alt.Color("run:N", title="run"))
         raw = base.mark_line(opacity=0.25).encode(y=alt.Y("loss:Q", scale=scale, title="loss (masked MSE)"))
-        smooth = base.mark_line().encode(y=alt.Y("loss_smoothed:Q", scale=scale), tooltip=["checkpoint_id", "step", alt.Tooltip("loss:Q", format=".4g")])
-        st.altair_chart(raw + smooth, width="stretch")
+        smooth = base.mark_line().encode(y=alt.Y("loss_smoothed:Q", scale=scale), tooltip=["run", "step", alt.Tooltip("loss:Q", format=".4g")])
+        st.altair_chart((raw + smooth).properties(height=charts.MIN_PLOT_PX + 60), width="stretch")
         if sub["lr"].notna().any():
             st.altair_chart(
-                alt.Chart(sub).mark_line().encode(x="step:Q", y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")), color="checkpoint_id:N").properties(height=180),
+                alt.Chart(sub).mark_line().encode(x="step:Q", y=alt.Y("lr:Q", title="learning rate", axis=alt.Axis(format=".1e")), color="run:N")
+                .properties(height=charts.MIN_PLOT_PX),
                 width="stretch",
             )
-        summary = sub.groupby("checkpoint_id").agg(
-            steps=("step", "max"), last_loss=("loss", "last"), min_loss=("loss", "min"),
-            samples_per_s=("samples_per_s", "median"), hours=("seconds", lambda s: s.sum() / 3600.0),
-        ).reset_index()
+        summary = charts.training_summary(sub)
         st.dataframe(
             summary, hide_index=True, width="stretch",
             column_config={
                 "last_loss": st.column_config.NumberColumn(format="%.4g"), "min_loss": st.column_config.NumberColumn(format="%.4g"),
-                "samples_per_s": st.column_config.NumberColumn("samples/s (median)", format="%.2f"), "hours": st.column_config.NumberColumn("hours logged", format="%.2f"),
+                "steps_per_s": st.column_config.NumberColumn("steps/s", format="%.3g", help="steps / wall-clock seconds of the optimizer steps"),
+                "hours": st.column_config.NumberColumn("hours (wall clock)", format="%.3g",
+                                                       help="each logged step's seconds times the steps since the previous log row"),
             },
         )
 else:
