@@ -20,9 +20,18 @@ from dashboard import auth, ui  # noqa: E402 - after the sys.path line that make
 st.set_page_config(page_title="DragAnything dashboard", page_icon=":material/gesture:", layout="wide")
 
 _PAGES = Path(__file__).resolve().parent / "views"
+LEADERBOARD = st.Page(_PAGES / "leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="leaderboard")
+
+
+def _home() -> None:
+    """``/``: the leaderboard, at its own address (a default page answers only at ``/``, so /leaderboard would not resolve)."""
+    st.switch_page(LEADERBOARD)
+
+
 nav = st.navigation(
     [
-        st.Page(_PAGES / "leaderboard.py", title="Leaderboard", icon=":material/leaderboard:", url_path="leaderboard", default=True),
+        st.Page(_home, title="Home", url_path="home", default=True, visibility="hidden"),
+        LEADERBOARD,
         st.Page(_PAGES / "compare.py", title="Compare", icon=":material/compare:", url_path="compare"),
         st.Page(_PAGES / "training.py", title="Training", icon=":material/show_chart:", url_path="training"),
         st.Page(_PAGES / "vote.py", title="Vote", icon=":material/how_to_vote:", url_path="vote"),

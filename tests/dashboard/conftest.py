@@ -69,3 +69,37 @@ def _open_page(at, page: str):
 def open_page():
     """open_page(at, name): run the app, switch to a page, assert it raised nothing."""
     return _open_page
+
+
+@pytest.fixture
+def study_workdir(filled_workdir) -> Path:
+    """``filled_workdir`` plus what a real workdir's study pool holds beside the trained checkpoints: the
+    ``warp`` reference at 256x256 and ``ck-002~nocontrol``, with samples of every item, and a trained
+    ``ck-003`` whose videos are half the others' size (a fair page brings both to one display size)."""
+    import numpy as np
+
+    from core.checkpoints import TRAINED, checkpoint_row, control_off_row, reference_row
+    from core.media import write_mp4
+    from core.tables import Workdir
+    from dashboard.media import read_video, resize_frames
+
+    wd = Workdir(str(filled_workdir))
+    cks = wd.read("checkpoints")
+    last = cks[cks["checkpoint_id"] == "ck-002"].iloc[0].to_dict()
+    wd.append("checkpoints", [reference_row("warp"), control_off_row(last),
+                              checkpoint_row("ck-003", TRAINED, last["config"], last["config_hash"], 400, "checkpoints/ck-003", "ck-002")])
+    samples = wd.read("samples")
+    rows = []
+    for ck, hw in (("warp", (256, 256)), ("ck-002~nocontrol", None), ("ck-003", (48, 64))):
+        for r in samples[samples["checkpoint_id"] == ("ck-000" if ck != "ck-002~nocontrol" else "ck-002")].to_dict("records"):
+            frames, fps = read_video(wd, r["video_path"])
+            if hw is not None:
+                frames = resize_frames(frames, hw)
+            rel = f"samples/{ck}/{r['suite']}/{r['item_id']}.mp4"
+            write_mp4(wd, rel, np.ascontiguousarray(frames), fps)
+            rows.append({**r, "checkpoint_id": ck, "video_path": rel, "height": frames.shape[1], "width": frames.shape[2]})
+    wd.append("samples", rows)
+    metrics = wd.read("metrics")
+    ref = metrics[metrics["checkpoint_id"] == "ck-000"].assign(checkpoint_id="warp")
+    wd.append("metrics", ref.to_dict("records"))
+    return filled_workdir

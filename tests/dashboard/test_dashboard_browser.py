@@ -12,6 +12,7 @@ import base64
 import itertools
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -109,7 +110,7 @@ class CDP:
         self.session = self.call("Target.attachToTarget", targetId=target, flatten=True)["sessionId"]
         self.call("Page.enable")
         self.call("Runtime.enable")
-        self.call("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
+        self.call("Emulation.setDeviceMetricsOverride", width=1400, height=1600, deviceScaleFactor=1, mobile=False)
         self.navigate(url)
 
     def navigate(self, url: str) -> None:
@@ -140,7 +141,18 @@ class CDP:
 
 
 @pytest.fixture
-def running_app(filled_workdir, tmp_path):
+def app_workdir(request, tmp_path) -> Path:
+    """$DASHBOARD_BROWSER_WORKDIR copied (e.g. a `make demo` workdir, for the docs' screenshots), else ``study_workdir``."""
+    src = os.environ.get("DASHBOARD_BROWSER_WORKDIR")
+    if not src:
+        return request.getfixturevalue("study_workdir")
+    dst = tmp_path / "demo-work"
+    shutil.copytree(src, dst, symlinks=True)
+    return dst
+
+
+@pytest.fixture
+def running_app(app_workdir, tmp_path):
     """The dashboard as `draganything dashboard --secrets FILE` runs it, on a loopback port, with a voter
     whose token `draganything voters add` made (the file holds only its digest)."""
     from dashboard import launch_command
@@ -153,6 +165,7 @@ def running_app(filled_workdir, tmp_path):
     cwd = tmp_path / "cwd"
     cwd.mkdir()  # no .streamlit/ here: the tokens come from --secrets alone
     port = _free_port()
+    filled_workdir = app_workdir
     env = {**os.environ, "DRAGANYTHING_WORKDIR": str(filled_workdir), "PYTHONPATH": str(APP.parents[1])}
     env.pop("DRAGANYTHING_VOTES_DB", None)
     cmd = launch_command(str(filled_workdir), port=port, address="127.0.0.1", secrets=str(secrets))
@@ -205,36 +218,123 @@ def _keep(shot: Path) -> None:
         shutil.copy(shot, Path(d) / shot.name)
 
 
-def test_leaderboard_and_vote_page_in_chromium(running_app, browser, tmp_path):
-    running_app, token = running_app
-    browser.open_page(running_app + "/")
-    _wait(lambda: browser.js("document.querySelector('h1') && document.querySelector('h1').innerText.includes('Leaderboard')"), 40, "the Leaderboard title")
-    _wait(lambda: browser.js("document.querySelectorAll('[data-testid=\"stDataFrame\"]').length") >= 1, 30, "the leaderboard table")
-    assert not browser.js("document.querySelectorAll('[data-testid=\"stException\"]').length")
-    time.sleep(1.0)  # let the grid paint
-    shot1 = browser.screenshot(tmp_path / "leaderboard.png")
-    assert shot1.stat().st_size > 10_000
-    _keep(shot1)
+# An interval as the pages print it: "a – b", "a - b" (spaces around the dash, so dates never match) or "[a, b]".
+_NUM = r"[+-]?\d+(?:\.\d+)?"
+INTERVAL = re.compile(rf"(?<![\w.])({_NUM})\s*%?(?: – | - )({_NUM})(?![\w.])|\[({_NUM}), ({_NUM})\]")
+PAGES = (("", "Leaderboard"), ("leaderboard", "Leaderboard"), ("compare", "Compare"), ("training", "Training"), ("drag", "Drag"))
+MIN_CHART_PX = 200
 
-    browser.navigate(running_app + "/vote")
-    _wait(lambda: browser.js("!!document.querySelector('input[type=\"password\"]')"), 40, "the voter token field")
+
+def equal_ends(text: str) -> list[str]:
+    """Every interval in ``text`` whose two ends print the same, e.g. "0.0 – 0.0" or "[2.3, 2.3]"."""
+    return [m.group(0) for m in INTERVAL.finditer(text) if (m.group(1) or m.group(3)) == (m.group(2) or m.group(4))]
+
+
+def test_equal_ends_finds_the_intervals_the_issue_saw():
+    assert equal_ends("FID 0.0 – 0.0 and 2.3 [2.3, 2.3] and 0 - 0 %") == ["0.0 – 0.0", "[2.3, 2.3]", "0 - 0"]
+    assert not equal_ends("2026-12-08 · 0.012 – 0.046 · +2.1 [+0.6 – +4.0] · step 1000 · 2.30 (no spread)")
+
+
+_TEXT = """(() => {
+  const parts = [document.body.innerText];
+  for (const f of document.querySelectorAll('iframe')) { try { parts.push(f.contentDocument.body.innerText); } catch (e) {} }
+  for (const c of document.querySelectorAll('[data-testid="stDataFrame"] [role="gridcell"], [data-testid="stDataFrame"] td'))
+    parts.push(c.innerText || c.textContent);
+  return parts.join('\\n');
+})()"""
+_CHARTS = """Array.from(document.querySelectorAll('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg.marks'))
+  .map(c => { const r = c.getBoundingClientRect(); return [Math.round(r.width), Math.round(r.height)]; })"""
+
+
+def _settle(browser, title: str) -> None:
+    _wait(lambda: browser.js(f"!!document.querySelector('h1') && document.querySelector('h1').innerText.includes({title!r})"), 60, f"the {title} title")
+    # the script has finished when Streamlit's status widget says nothing is running, twice in a row
+    idle = "!document.querySelector('[data-testid=\"stStatusWidget\"]')"
+    _wait(lambda: browser.js(idle), 90, f"the {title} page to finish running")
+    time.sleep(1.5)
+    _wait(lambda: browser.js(idle), 60, f"the {title} page to finish running")
+
+
+def _check_page(browser, name: str, tmp_path: Path) -> dict:
+    assert not browser.js("document.querySelectorAll('[data-testid=\"stException\"]').length"), f"{name}: the page raised"
+    text = browser.js(_TEXT)
+    assert "Page not found" not in text, f"/{name} does not resolve"
+    bad = equal_ends(text)
+    assert not bad, f"{name}: intervals whose ends print equal: {bad}"
+    charts = browser.js(_CHARTS)
+    small = [c for c in charts if c[1] < MIN_CHART_PX]
+    assert not small, f"{name}: charts under {MIN_CHART_PX} px high (width, height): {small}"
+    shot = browser.screenshot(tmp_path / f"{name or 'home'}.png")
+    assert shot.stat().st_size > 10_000
+    _keep(shot)
+    return {"text": text, "charts": charts}
+
+
+def test_every_page_resolves_reads_honestly_and_has_tall_charts(running_app, browser, tmp_path):
+    base, _token = running_app
+    browser.open_page(base + "/")
+    seen = {}
+    for path, title in PAGES:
+        browser.navigate(f"{base}/{path}")
+        _settle(browser, title)
+        seen[path] = _check_page(browser, path or "home", tmp_path)
+    assert seen["leaderboard"]["charts"], "the leaderboard draws its metric-vs-step chart"
+    assert seen["training"]["charts"], "the training page draws its loss curves"
+    assert "ref: warp" in seen["leaderboard"]["text"] or "warp" not in seen["leaderboard"]["text"]
+
+
+_PLAYER = "Array.from(document.querySelectorAll('iframe')).map(f => { try { return f.contentDocument; } catch (e) { return null; } })" \
+          ".find(d => d && d.querySelectorAll('video').length === 2)"
+
+
+def _player(browser, expr: str):
+    return browser.js(f"(() => {{ const d = {_PLAYER}; if (!d) return null; const v = Array.from(d.querySelectorAll('video')); return {expr}; }})()")
+
+
+def test_the_study_is_blind_synced_and_reveals_after_each_vote(running_app, browser, tmp_path):
+    base, token = running_app
+    browser.open_page(base + "/vote")
+    _wait(lambda: browser.js("!!document.querySelector('input[type=\"password\"]')"), 60, "the voter token field")
     browser.js("document.querySelector('input[type=\"password\"]').focus()")
     browser.type_text(token)
-    _wait(lambda: browser.js("document.querySelectorAll('video').length") == 2, 60, "the two videos of the vote page")
-    durations = _wait(
-        lambda: (lambda d: d if d and all(x and x > 0 for x in d) else None)(
-            browser.js("Array.from(document.querySelectorAll('video')).map(v => { if (v.readyState < 1) v.load(); return v.duration; })")
-        ),
-        40,
-        "the videos' metadata (duration > 0)",
-        interval=0.5,
-    )
-    assert all(0 < d < 60 for d in durations), durations
-    errors = browser.js("Array.from(document.querySelectorAll('video')).map(v => v.error && v.error.code)")
-    assert not any(errors), f"video element errors: {errors}"
-    _wait(lambda: browser.js("document.body.innerText.includes('Motion control') && document.body.innerText.includes('Submit vote')"), 30, "the vote form")
-    assert not browser.js("document.body.innerText.includes('ck-00')"), "the vote page must not name the checkpoints"
-    time.sleep(0.5)
-    shot2 = browser.screenshot(tmp_path / "vote.png")
-    assert shot2.stat().st_size > 10_000
-    _keep(shot2)
+    _wait(lambda: _player(browser, "v.length") == 2, 90, "the synced pair of videos")
+    _wait(lambda: _player(browser, "v.every(x => x.readyState >= 2)"), 60, "both videos to load")
+    sizes = _player(browser, "v.map(x => { const r = x.getBoundingClientRect(); return [r.width, r.height]; })")
+    assert sizes[0] == sizes[1] and sizes[0][0] >= 300, f"both videos at one display size: {sizes}"
+    # autoplay + loop, and B follows A
+    assert _player(browser, "v.every(x => x.loop && x.muted && x.autoplay)")
+    _wait(lambda: _player(browser, "v.every(x => !x.paused && x.currentTime > 0)"), 30, "both videos to autoplay")
+    # the frame slider pauses both and puts them on one frame
+    browser.js(f"(() => {{ const d = {_PLAYER}; const s = d.getElementById('frame'); s.value = 3; s.dispatchEvent(new Event('input')); }})()")
+    _wait(lambda: _player(browser, "v.every(x => x.paused) && Math.abs(v[0].currentTime - v[1].currentTime) < 1e-3 && v[0].currentTime > 0"),
+          20, "the slider to step both videos to frame 4")
+    assert "frame 4 /" in browser.js(_TEXT)
+    text = browser.js(_TEXT)
+    assert "Motion control" in text and "Submit vote" in text
+    for secret in ("ck-00", "warp", "nocontrol", "control off"):
+        assert secret not in text, f"the vote page must not name what it shows ({secret!r})"
+    _check_page(browser, "vote", tmp_path)
+
+    reveals = []
+    for _ in range(3):
+        n = browser.js("""(() => { let n = 0; for (const g of document.querySelectorAll('[data-testid="stRadio"]')) {
+            if (!/Motion control|Video quality/.test(g.innerText)) continue;
+            const l = Array.from(g.querySelectorAll('label')).find(x => x.innerText.trim().startsWith('A (left)'));
+            if (l) { l.click(); n++; } } return n; })()""")
+        assert n >= 1, "the vote form's questions"
+        time.sleep(0.5)
+        browser.js("Array.from(document.querySelectorAll('button')).find(b => b.innerText.includes('Submit vote')).click()")
+        _wait(lambda: browser.js(_TEXT).count("Last pair revealed") == 1 and browser.js("!document.querySelector('[data-testid=\"stStatusWidget\"]')"),
+              60, "the reveal after the vote")
+        line = next(x for x in browser.js(_TEXT).splitlines() if "Last pair revealed" in x)
+        assert "A (left) was" in line and "B (right) was" in line, line
+        assert "ref:" not in line and "control off" not in line, f"the default pool holds trained checkpoints only: {line}"
+        reveals.append(line)
+        _wait(lambda: _player(browser, "v.length") == 2, 60, "the next pair")
+    _check_page(browser, "vote-revealed", tmp_path)
+
+    browser.navigate(base + "/results")
+    _settle(browser, "Study results")
+    res = _check_page(browser, "results", tmp_path)
+    assert len(res["charts"]) >= 2, "the Bradley-Terry forest plot and the coverage heatmap"
+    assert "n too small" in res["text"], "a pair with a few votes has no interval to show"

@@ -36,7 +36,8 @@ def test_vote_lands_in_sqlite_with_sides_unrandomised(make_app, open_page, page_
     at = sign_in(open_page(make_app(filled_workdir), "vote"), "tok-alice")
     a: Assignment = at.session_state["vote_assignment"]
     assert {a.left_checkpoint, a.right_checkpoint} <= {"ck-000", "ck-001", "ck-002"}
-    assert len(at.get("video")) == 2
+    player = at.get("iframe")  # the synced pair: both videos inline, one size
+    assert len(player) == 1 and player[0].proto.srcdoc.count("<video") == 2
     # The page never names the checkpoints it shows.
     assert a.left_checkpoint not in page_text(at) and a.right_checkpoint not in page_text(at)
 
