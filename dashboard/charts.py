@@ -78,7 +78,8 @@ def metric_vs_step(curves: pd.DataFrame, label: str) -> alt.Chart:
     refs = curves[curves["kind"] == REFERENCE]
     tip = [alt.Tooltip("name:N", title="checkpoint"), alt.Tooltip("checkpoint_id:N", title="id"), "step:Q",
            alt.Tooltip("value:Q", format=".4g"), alt.Tooltip("ci_low:Q", format=".4g"), alt.Tooltip("ci_high:Q", format=".4g")]
-    short = {r: (f"run {r[4:8]}" + (" · control off" if r.endswith("control off") else "")) for r in runs["run"].unique()}
+    short = {r: (f"run {r[4:8]}" + (" · control off" if r.endswith("control off") else "")) if r.startswith("run-") else r
+             for r in runs["run"].unique()}
     runs = runs.assign(line=runs["run"].map(short))
     y = alt.Y("value:Q", title=f"{label} (lower is better)", scale=alt.Scale(zero=False))
     color = alt.Color("line:N", title="run")

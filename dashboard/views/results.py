@@ -8,7 +8,7 @@ import streamlit as st
 from dashboard import auth, charts, data, queries, ui
 from dashboard.votes_store import export_votes
 from eval import votes as vm
-from eval.display import fmt_percent_interval, short_names
+from eval.display import fmt_interval, fmt_percent_interval, short_names
 
 MIN_VOTES = 5  # below this many judgements a pair's interval is shown as "n too small"
 
@@ -79,10 +79,8 @@ if pairs:
     pair = ui.pick("Head to head", [f"{a}  vs  {b}" for a, b in pairs], key="res_pair")
     a, b = pair.split("  vs  ")
     h2h = vm.head_to_head(votes, a, b, ties=ties, unit=unit)
-    st.dataframe(
-        h2h, hide_index=True,
-        column_config={c: st.column_config.NumberColumn(format="percent") for c in (a, b, "ci_low", "ci_high")},
-    )
+    h2h = h2h.assign(**{f"{a} 95% CI": [fmt_percent_interval(lo, hi, n=n, min_n=MIN_VOTES) for lo, hi, n in zip(h2h["ci_low"], h2h["ci_high"], h2h["n"])]})
+    st.dataframe(h2h.drop(columns=["ci_low", "ci_high"]), hide_index=True, column_config={c: st.column_config.NumberColumn(format="percent") for c in (a, b)})
     st.caption(f"Share of votes preferring each checkpoint (the paper's '63% vs 37%' table); 95% interval for {a}: {vm.interval_label(unit, 'wilson')}.")
 
 st.subheader("Bradley-Terry ratings")
@@ -92,9 +90,11 @@ with st.spinner("Fitting Bradley-Terry with bootstrap..."):
 if not bt.empty:
     st.altair_chart(charts.forest(bt), width="stretch")
     st.dataframe(
-        bt.assign(name=bt["checkpoint_id"].map(short_names(bt["checkpoint_id"])))[["aspect", "name", "rating", "ci_low", "ci_high", "n", "wins", "checkpoint_id"]],
+        bt.assign(name=bt["checkpoint_id"].map(short_names(bt["checkpoint_id"])),
+                  ci=[fmt_interval(lo, hi, n=n, min_n=MIN_VOTES) for lo, hi, n in zip(bt["ci_low"], bt["ci_high"], bt["n"])])
+        [["aspect", "name", "rating", "ci", "n", "wins", "checkpoint_id"]],
         hide_index=True, width="stretch",
-        column_config={c: st.column_config.NumberColumn(format="%.0f") for c in ("rating", "ci_low", "ci_high")} | {"name": "checkpoint"},
+        column_config={"rating": st.column_config.NumberColumn(format="%.0f"), "name": "checkpoint", "ci": "95% interval"},
     )
     st.caption("Bradley-Terry fit (maximum likelihood, MM iteration; ties = half a win each; weak prior of one drawn game against a "
                f"reference). Intervals: {vm.interval_label(unit)}, {n_boot} resamples.")
