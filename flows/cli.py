@@ -376,10 +376,10 @@ def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: str | Non
 
 
 REGRESSION_HELP = (
-    "How to read this: the newest trained checkpoint was compared with the best other trained one on the same items; the "
-    "interval is a paired bootstrap of the ObjMC difference (px, positive = newer is worse) and lies wholly above 0, so the "
-    "drop is not noise. On a fresh `make demo` this is expected on user-study (the tiny model does not improve between steps "
-    "500 and 1000 there); see docs/operations.md, 'The nightly check'."
+    "How to read this: the newest trained checkpoint was compared with the best other trained one on the items both were "
+    "scored on; the bracket is a 95% paired bootstrap interval of the ObjMC difference (px; positive = the newer is worse). "
+    "It lies wholly above 0, so the drop is not noise. Right after `make demo` this is expected on user-study (the tiny model "
+    "gets worse there between steps 500 and 1000); docs/operations.md, 'A nightly schedule'."
 )
 
 

@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -97,6 +98,10 @@ if checkpoint is None:
     )
 model = cfg.model if checkpoint is None else checkpoint_model_settings(checkpoint)  # what the controller was trained with
 height, width, num_frames = model.height, model.width, model.num_frames
+TINY_NOTE = (f"{width}x{height} tiny model: the embedded SVD-shaped model the demo trains on CPU, so its videos are small and "
+             "blurry by design; set `model.base_model_path` to a real Stable Video Diffusion for real videos.")
+if not getattr(model, "base_model_path", None):
+    st.info(TINY_NOTE, icon=":material/info:")
 
 # -- 1. the image
 st.subheader("1. Image")
@@ -310,8 +315,13 @@ if go and ready:
                 bar.progress(frac, text=f"{text} · {time.perf_counter() - t0:.0f} s")
 
             if cfg.drag.executor == "ray":
-                show("starting Ray", 0, steps)
-                job = dg.submit(url, checkpoint, item, gen_cfg, seed, relpath)
+                # Ray's start takes seconds (25 s on a busy 2-core box): it runs beside a live timer
+                with ThreadPoolExecutor(1) as pool:
+                    starting = pool.submit(dg.submit, url, checkpoint, item, gen_cfg, seed, relpath)
+                    while not starting.done():
+                        show("starting Ray", 0, steps)
+                        time.sleep(0.25)
+                    job = starting.result()
                 try:  # a rerun (any click) stops this loop; the task still finishes and its video is reused
                     while not job.wait(0.4):
                         p = job.progress()
@@ -334,7 +344,8 @@ result = st.session_state.get(RESULT)
 if result and case is not None and result["case"] == case.case_id():
     v1, v2 = st.columns([3, 2])
     with v1:
-        if ui.show_video(url, result["relpath"], caption=f"`{result['relpath']}` · {result['note']}"):
+        tiny = "" if getattr(model, "base_model_path", None) else f" · {width}x{height} tiny model"
+        if ui.show_video(url, result["relpath"], caption=f"`{result['relpath']}` · {result['note']}{tiny}"):
             try:
                 full = media.resolve_media(wd, result["relpath"])
                 data = open(full, "rb").read() if wd.is_local else wd.fs.cat_file(full)

@@ -277,3 +277,35 @@ def test_a_token_from_voters_add_signs_in_on_the_vote_page(make_app, open_page, 
     at = sign_in(open_page(at, "vote"), token)
     assert "Voting as **demo**" in page_text(at)
     assert at.session_state["vote_assignment"] is not None
+
+
+def test_the_default_pool_never_offers_a_reference_or_control_off(make_app, open_page, study_workdir):
+    """Over 50 draws (skip, forget the skips, draw again) only trained checkpoints are offered; the toggle opts the rest in."""
+    at = sign_in(open_page(make_app(study_workdir), "vote"), "tok-alice")
+    offered = set()
+    for _ in range(50):
+        a: Assignment = at.session_state["vote_assignment"]
+        offered |= {a.left_checkpoint, a.right_checkpoint}
+        at.session_state["vote_skipped"] = set()
+        next(b for b in at.button if b.label == "Skip this pair").click().run()
+        assert not at.exception
+    assert offered <= {"ck-000", "ck-001", "ck-002", "ck-003"} and len(offered) >= 3, offered
+    at.toggle(key="vote_include_others").set_value(True).run()
+    assert "sanity check" in " ".join(c.value for c in at.caption)
+    pool = set()
+    for _ in range(30):
+        a = at.session_state["vote_assignment"]
+        pool |= {a.left_checkpoint, a.right_checkpoint}
+        at.session_state["vote_skipped"] = set()
+        next(b for b in at.button if b.label == "Skip this pair").click().run()
+    assert pool & {"warp", "ck-002~nocontrol"}, pool
+
+
+def test_the_reveal_names_both_sides_after_a_vote(make_app, open_page, page_text, study_workdir):
+    at = sign_in(open_page(make_app(study_workdir), "vote"), "tok-alice")
+    a: Assignment = at.session_state["vote_assignment"]
+    assert "revealed" not in page_text(at)
+    answer(at, "A (left)", "Tie / can't tell")
+    text = page_text(at)
+    assert f"A (left) was **{a.left_checkpoint}**" in text or f"A (left) was {a.left_checkpoint}" in text
+    assert "motion: A (left); quality: Tie / can't tell" in text

@@ -110,4 +110,4 @@ def test_a_ray_workers_progress_reaches_the_driver_as_whole_lines(tmp_path):
     bars = [x for x in lines if "train run-x" in x]
     assert bars and any("5/5" in x for x in bars), lines[-20:]
     assert not [x for x in lines if re.fullmatch(r"\s*\(\S+ pid=\d+(, ip=\S+)?\)\s*", x)], "empty process-prefix lines"
-    assert all(len(x) <= 200 for x in bars)
+    assert all(len(x) <= 200 and "\r" not in x for x in bars), "one redraw per line (tqdm's own output put several on one line)"
