@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
+from core.checkpoints import TRAINED, classify
 from core.tables import now_utc
 
 ASPECTS = ("motion", "quality")
@@ -48,6 +49,20 @@ class Assignment:
     def pair(self) -> tuple[str, str]:
         a, b = sorted((self.left_checkpoint, self.right_checkpoint))
         return a, b
+
+def study_pool(checkpoints: pd.DataFrame, samples: pd.DataFrame, listed: Sequence[str] | None, include_others: bool) -> list[str]:
+    """The checkpoints a study votes on, among those with samples: ``listed`` if given, else the
+    trained ones, plus references and control-off when ``include_others`` (``checkpoints``: rows of
+    the table, for their kinds; an id without a row is classified by its name)."""
+    have = list(dict.fromkeys(samples["checkpoint_id"]))
+    if listed is not None:
+        return [c for c in listed if c in set(have)]
+    known = classify(checkpoints).set_index("checkpoint_id")["kind"].to_dict() if not checkpoints.empty else {}
+    missing = [c for c in have if c not in known]
+    if missing:
+        known |= classify(pd.DataFrame({"checkpoint_id": missing, "config": [None] * len(missing)})).set_index("checkpoint_id")["kind"].to_dict()
+    return [c for c in have if include_others or known[c] == TRAINED]
+
 
 def sample_index(samples: pd.DataFrame) -> dict[str, dict[str, tuple[int, str]]]:
     """checkpoint -> item -> (seed, video_path), keeping the lowest seed of each (checkpoint, item)."""

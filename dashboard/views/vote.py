@@ -5,10 +5,8 @@ from __future__ import annotations
 import random
 import sqlite3
 
-import pandas as pd
 import streamlit as st
 
-from core.checkpoints import TRAINED, classify
 from core.tables import now_utc
 from dashboard import auth, data, media, player, queries, scheduling, ui
 from dashboard.votes_store import Vote
@@ -52,22 +50,6 @@ def study_settings(samples_bm) -> tuple[str | None, list[str] | None, bool]:
     return bm, (list(cks) if cks else None), bool(cfg.get("include_references", False))
 
 
-def study_pool(url: str, samples, listed: list[str] | None, include_others: bool) -> list[str]:
-    """The checkpoints voted on: ``listed`` if given, else the trained ones (plus references and
-    control-off when ``include_others``)."""
-    have = list(dict.fromkeys(samples["checkpoint_id"]))
-    if listed is not None:
-        return [c for c in listed if c in set(have)]
-    kinds = classify(queries.read(url, "checkpoints", columns=["checkpoint_id", "config", "kind"])).set_index("checkpoint_id")["kind"]
-    kind_of = {c: kinds.get(c) if c in kinds.index else classify_id(c) for c in have}
-    return [c for c in have if include_others or kind_of[c] == TRAINED]
-
-
-def classify_id(checkpoint_id: str) -> str:
-    """The kind of a checkpoint that has samples but no ``checkpoints`` row."""
-    return classify(pd.DataFrame({"checkpoint_id": [checkpoint_id], "config": [None]}))["kind"].iloc[0]
-
-
 samples_bm = queries.read(url, "samples", columns=["suite", "checkpoint_id"])
 if samples_bm.empty:
     ui.empty("No sample videos yet, so there is nothing to vote on.", "generate", url)
@@ -82,7 +64,8 @@ with o2:
     show_paths = st.toggle("Show the paths", value=True, key="vote_paths", help="Hide the drawn paths to judge the videos alone.")
 if include_others:
     st.caption(POOL_NOTE)
-study_checkpoints = study_pool(url, samples, listed, include_others)
+study_checkpoints = scheduling.study_pool(queries.read(url, "checkpoints", columns=["checkpoint_id", "config", "kind"]), samples,
+                                          listed, include_others)
 if len(study_checkpoints) < 2:
     st.info(f"The study suite {suite!r} has sample videos from {len(study_checkpoints)} trained checkpoint(s) in the pool; pairwise votes "
             "need two. Generate samples for another checkpoint, or include references and control-off.")

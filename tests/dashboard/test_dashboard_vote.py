@@ -280,25 +280,28 @@ def test_a_token_from_voters_add_signs_in_on_the_vote_page(make_app, open_page, 
 
 
 def test_the_default_pool_never_offers_a_reference_or_control_off(make_app, open_page, study_workdir):
-    """Over 50 draws (skip, forget the skips, draw again) only trained checkpoints are offered; the toggle opts the rest in."""
-    at = sign_in(open_page(make_app(study_workdir), "vote"), "tok-alice")
-    offered = set()
+    """50 draws with the page's pool and scheduler offer trained checkpoints only; the page draws from that
+    pool, and its toggle opts references and control-off in."""
+    from dashboard.scheduling import study_pool
+
+    wd = Workdir(str(study_workdir))
+    samples = wd.read("samples")
+    samples = samples[samples["suite"] == "vipseg-val"]
+    pool = study_pool(wd.read("checkpoints"), samples, None, False)
+    assert sorted(pool) == ["ck-000", "ck-001", "ck-002", "ck-003"]
+    rng, offered = random.Random(0), set()
     for _ in range(50):
-        a: Assignment = at.session_state["vote_assignment"]
+        a = next_assignment("vipseg-val", samples, {}, set(), rng=rng, checkpoints=pool)
         offered |= {a.left_checkpoint, a.right_checkpoint}
-        at.session_state["vote_skipped"] = set()
-        next(b for b in at.button if b.label == "Skip this pair").click().run()
-        assert not at.exception
-    assert offered <= {"ck-000", "ck-001", "ck-002", "ck-003"} and len(offered) >= 3, offered
+    assert offered == set(pool)
+    everything = study_pool(wd.read("checkpoints"), samples, None, True)
+    assert {"warp", "ck-002~nocontrol"} <= set(everything)
+
+    at = sign_in(open_page(make_app(study_workdir), "vote"), "tok-alice")
+    assert set(at.session_state["vote_assignment"].pair) <= set(pool)
     at.toggle(key="vote_include_others").set_value(True).run()
     assert "sanity check" in " ".join(c.value for c in at.caption)
-    pool = set()
-    for _ in range(30):
-        a = at.session_state["vote_assignment"]
-        pool |= {a.left_checkpoint, a.right_checkpoint}
-        at.session_state["vote_skipped"] = set()
-        next(b for b in at.button if b.label == "Skip this pair").click().run()
-    assert pool & {"warp", "ck-002~nocontrol"}, pool
+    assert not at.exception
 
 
 def test_the_reveal_names_both_sides_after_a_vote(make_app, open_page, page_text, study_workdir):

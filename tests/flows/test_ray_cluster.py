@@ -92,7 +92,7 @@ def cluster(s3_endpoint, orchestration_ready):
 
 def _pipeline(cluster: TwoNodeCluster, args: list[str], cache: Path) -> dict:
     env = {**cluster.env, "RAY_ADDRESS": cluster.address, "DRAGANYTHING_CACHE": str(cache)}
-    out = subprocess.run([sys.executable, "-m", "flows.cli", "pipeline", *args], cwd=REPO, env=env, capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "pipeline", *args, "--json"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=1800)
     assert out.returncode == 0, f"pipeline failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
     return json.loads([line for line in out.stdout.splitlines() if line.startswith("{")][-1])
