@@ -55,7 +55,7 @@ def pair_html(videos: list[bytes], captions: list[str], hw: tuple[int, int], fps
     controls = (
         '<div style="display:flex;align-items:center;gap:10px;margin-top:8px;font:14px sans-serif">'
         '<button id="play" style="min-width:64px">Pause</button>'
-        f'<input id="frame" type="range" min="0" max="{max(0, n_frames - 1)}" step="1" value="0" style="width:{2 * w}px" '
+        f'<input id="frame" type="range" min="0" max="{max(0, n_frames - 1)}" step="1" value="0" style="width:{max(120, 2 * w - 160)}px" '
         'aria-label="frame (steps both videos)"><span id="framelabel"></span></div>'
     )
     script = _SCRIPT.replace("FPS", repr(float(fps))).replace("FRAMES", str(int(n_frames)))

@@ -17,15 +17,15 @@ def test_report_takes_suite_and_the_deprecated_benchmark_alias(tmp_path):
     w = _workdir(tmp_path)
     runner = CliRunner()
     new = runner.invoke(app, ["report", "-w", w, "-s", "sample"])
-    assert new.exit_code == 0 and "| warp |" in new.output and "static" not in new.output and "deprecated" not in new.output
+    assert new.exit_code == 0 and "| ref: warp |" in new.output and "static" not in new.output and "deprecated" not in new.output
     for flag in ("--benchmark", "-b"):
         old = runner.invoke(app, ["report", "-w", w, flag, "user-study"])
-        assert old.exit_code == 0 and "| static |" in old.output and "warp" not in old.output
+        assert old.exit_code == 0 and "| ref: static |" in old.output and "warp" not in old.output
         assert "deprecated" in old.output and "--suite" in old.output
     both = runner.invoke(app, ["report", "-w", w, "--suite", "sample", "--benchmark", "user-study"])
     assert both.exit_code == 2 and "disagree" in both.output
     default = runner.invoke(app, ["report", "-w", w])
-    assert "| warp |" in default.output
+    assert "| ref: warp |" in default.output
 
 
 def _help(command: str) -> str:
