@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pandas as pd
 
 from core.tables import TABLES, Workdir
@@ -42,15 +44,21 @@ def workdir_status(wd: Workdir) -> dict:
     return out
 
 
-def format_status(st: dict) -> str:
+def format_status(st: dict, fmt: Callable[[float], str] = str) -> str:
+    """The status for a person; ``fmt`` shows a metric value (the CLI passes ``eval.display.fmt_value``).
+    A checkpoint's metrics go one suite per line, so no line grows with the number of suites."""
     lines = [f"workdir {st['workdir']}"]
     lines.append("labels:" if st["labels"] else "labels: none yet (run `draganything labels`)")
     lines += [f"  {x['dataset']}/{x['split']}: {x['videos']} videos, {x['entities']} entities" for x in st["labels"]]
     lines.append("checkpoints:" if st["checkpoints"] else "checkpoints: none yet (run `draganything train`)")
     for c in st["checkpoints"]:
-        metrics = ", ".join(f"{k}={v}" for k, v in c["metrics"].items()) or "no metrics yet"
         samples = ", ".join(f"{b}: {n} items" for b, n in c["samples"].items()) or "no samples"
-        lines.append(f"  {c['checkpoint']} (step {c['step']}): {samples}; {metrics}")
+        lines.append(f"  {c['checkpoint']} (step {c['step']}): {samples}" + ("" if c["metrics"] else "; no metrics yet"))
+        by_suite: dict[str, list[str]] = {}
+        for key, v in c["metrics"].items():  # "suite/metric[protocol]"
+            suite, rest = key.split("/", 1)
+            by_suite.setdefault(suite, []).append(f"{rest} {fmt(v)}")
+        lines += [f"    {suite}: " + ", ".join(parts) for suite, parts in by_suite.items()]
     if st["rejects"]:
         lines.append("open rejects:")
         for stage, r in st["rejects"].items():

@@ -303,10 +303,11 @@ def status(
 ) -> None:
     """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
     from core.status import format_status, workdir_status
+    from eval.display import fmt_value
 
     wd = _existing_workdir(workdir)
     st = workdir_status(wd)
-    typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
+    typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st, fmt_value))
     if fail_on_regression:
         from tasks.nightly import WORSE, describe, newest_verdict
 

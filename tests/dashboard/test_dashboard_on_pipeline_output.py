@@ -44,4 +44,4 @@ def test_pages_render_on_pipeline_output(make_app, open_page, page_text, pipelin
     assert not at.exception and not at.error, page_text(at)
     if page == "leaderboard":
         df = at.dataframe[0].value
-        assert {"static", "warp"} <= set(df["checkpoint"])
+        assert {"static", "warp"} <= set(df["id"]) and {"ref: static", "ref: warp"} <= set(df["checkpoint"])
