@@ -124,8 +124,8 @@ def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
 
 
 def test_report_prints_why_a_metric_has_no_interval(tmp_path):
-    from core.status import metrics_table
     from eval.bootstrap import JACKKNIFE, NO_INTERVAL
+    from eval.report import metrics_table
 
     wd = Workdir(tmp_path)
     nan = float("nan")
@@ -134,5 +134,5 @@ def test_report_prints_why_a_metric_has_no_interval(tmp_path):
             _metric("static", "sample", 2.0) | dict(metric="fvd", backbone="fallback-clip-v1", identity="project | fallback-clip-v1 | x")]
     wd.append("metrics", rows)
     table = metrics_table(wd, "sample")
-    assert "| warp |  | 0.9 (n too small for an interval (n < d)) |" in table and "nan" not in table
-    assert "2 [1, 3]" in table
+    assert "| ref: warp |  | 0.900 (n too small for an interval (n < d)) |" in table and "nan" not in table
+    assert "2.0 [1.0 – 3.0]" in table
