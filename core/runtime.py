@@ -48,7 +48,7 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
     from core.cluster import check_cluster
 
     if ray.is_initialized():
-        check_cluster(runtime, ray.cluster_resources())
+        check_cluster(runtime, node_resources())
         return
     # A local Ray turns token authentication on by default and warns that it did on every
     # start; the default is the safe one, so the notice is only noise (the choice stays Ray's).
@@ -68,7 +68,7 @@ def ensure_ray(runtime: RuntimeSettings, env: dict[str, str]) -> None:
 
         watch_descendants()  # the local Ray ends with this process, even a SIGKILLed one
         ray.init(num_cpus=runtime.num_cpus, **kwargs)
-    check_cluster(runtime, ray.cluster_resources())
+    check_cluster(runtime, node_resources())
 
 
 def worker_env(prefect_api_url: str) -> dict[str, str]:
@@ -112,6 +112,13 @@ def ensure_ray_held(runtime: RuntimeSettings, env: dict[str, str]) -> None:
         started.wait()
         if errors:
             raise errors[0]
+
+
+def node_resources() -> dict[str, dict[str, float]]:
+    """Each live Ray node's resources, by a name with its address and id (what a request is checked against)."""
+    import ray
+
+    return {f"{n['NodeManagerAddress']} {n['NodeID'][:8]}": dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")}
 
 
 def node_id() -> str | None:

@@ -3,21 +3,20 @@
 Thin wiring over ``tasks.evaluate`` and ``tasks.features``: ObjMC and the FID/FVD
 features fan out over Ray tasks in chunks of items (each writes its own rows, rejects or
 feature files), then one task recomputes the metrics from every scored item, replaces
-the metric rows and keeps the old values in ``metrics_history``.
+the metric rows and keeps the old values in ``metrics_history``. A chunk that fails (after its
+retries) fails the run before the metrics task: no metric is published from part of the items.
 """
 
 from __future__ import annotations
 
 from prefect import flow, task
-from prefect.futures import as_completed
 from prefect_ray.context import remote_options
-from tqdm import tqdm
 
 from core.checkpoints import resolve
 from core.config import Config, load_config
 from core.runtime import ray_task_options
 from core.tables import Workdir
-from flows.runtime import ProjectRayTaskRunner, chunks, use_reserved_cpus
+from flows.runtime import ProjectRayTaskRunner, chunks, collect, use_reserved_cpus
 from tasks import evaluate as ev
 from tasks import features as feats
 
@@ -59,8 +58,6 @@ def evaluate_flow(checkpoint: str, suite: str, workdir_url: str, config: str = "
     with remote_options(**ray_task_options(cfg.runtime)):
         futures = [objmc_chunk.submit(workdir_url, checkpoint, suite, c, cfg) for c in chunks(work.objmc, size)]
         futures += [features_chunk.submit(workdir_url, c, suite, cfg) for c in chunks(work.features, size)]
-        with tqdm(total=len(futures), unit="task", desc=f"evaluate {checkpoint}/{suite}", disable=not progress) as bar:
-            for _ in as_completed(futures):
-                bar.update(1)
+        collect(futures, f"evaluate {checkpoint}/{suite}", progress=progress)  # a failed task fails the run: no metric from a part
         written = metrics_task.submit(workdir_url, checkpoint, suite, cfg).result()
     return {"items": len(work.items), "metrics_written": written, **ev.metric_values(wd, checkpoint, suite, cfg.evaluate.protocol)}

@@ -15,7 +15,7 @@ from core.config import LabelsSettings, ModelSettings, load_config
 from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split_lines
-from flows.runtime import ProjectRayTaskRunner, chunks, gather
+from flows.runtime import ProjectRayTaskRunner, chunks, collect, gather
 from tasks.embeddings import pending_embeddings
 from tasks.labels import VideoRef, label_videos
 from tasks.labels_pending import pending_videos
@@ -81,6 +81,6 @@ def labels_flow(
             extractor = extractor_id.submit(cfg.model).result()
             videos = pending_embeddings(wd, dataset, split, extractor)
             futures = [embed_chunk.submit(workdir_url, sum(c, []), cfg.model) for c in chunks(videos, size)]
-        summary["embeddings"] = sum(f.result()["rows"] for f in futures)
+        summary["embeddings"] = sum(out["rows"] for out in collect(futures, f"embeddings {dataset}/{split}"))
         summary["extractor"] = extractor
     return summary

@@ -91,20 +91,64 @@ def chunks(xs: list, size: int) -> list[list]:
     return [xs[i : i + size] for i in range(0, len(xs), size)]
 
 
-def gather(futures, summary: dict, add: tuple[str, ...], count: str, total: int, desc: str, unit: str, progress: bool) -> dict:
-    """Wait for task ``futures`` (each returns a dict of counts) as they finish, adding their ``add``
-    counts into ``summary``; the progress bar (of ``total``) advances by each result's ``count``."""
+class StageFailed(RuntimeError):
+    """Some of a stage's tasks failed (after their retries): the stage publishes nothing from the others."""
+
+
+def collect(futures, desc: str, unit: str = "task", total: int | None = None, progress: bool = False, advance=lambda out: 1) -> list:
+    """Every task future's result, in completion order; ``StageFailed`` (after all have finished) when any failed.
+
+    Waiting for all before raising lets the tasks that did succeed finish their writes (each write
+    is atomic and idempotent, so the next run skips them), and every failure is logged through the
+    flow's run logger, with the Ray node it ran on when Ray names one (a lost node, a killed worker).
+    """
     from prefect.futures import as_completed
     from tqdm import tqdm
 
-    nodes = set()
-    with tqdm(total=total, unit=unit, desc=desc, disable=not progress) as bar:
+    results, failures = [], []
+    with tqdm(total=len(futures) if total is None else total, unit=unit, desc=desc, disable=not progress) as bar:
         for fut in as_completed(futures):
-            out = fut.result()
-            for k in add:
-                summary[k] += out[k]
-            nodes.add(out.get("node"))
-            bar.update(out[count])
-    if nodes - {None}:
-        summary["nodes"] = sorted(nodes - {None})  # the Ray nodes the tasks ran on (results that name one)
+            try:
+                out = fut.result()
+            except Exception as err:  # noqa: BLE001 - every failure is reported below, then raised as one
+                failures.append(err)
+                _run_logger().warning(f"{desc}: task run {fut.task_run_id} failed: {type(err).__name__}: {_first_line(err)}")
+                continue
+            results.append(out)
+            bar.update(advance(out))
+    if failures:
+        err = failures[0]
+        raise StageFailed(f"{desc}: {len(failures)} of {len(futures)} tasks failed, so nothing was published from the other "
+                          f"{len(futures) - len(failures)}; first error: {type(err).__name__}: {_first_line(err)}") from err
+    return results
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0][:300] if text else repr(err)
+
+
+def _run_logger():
+    """The flow's Prefect run logger (its lines are in the run's logs on the server); a plain logger outside a run."""
+    import logging
+
+    from prefect import get_run_logger
+    from prefect.exceptions import MissingContextError
+
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("draganything")
+
+
+def gather(futures, summary: dict, add: tuple[str, ...], count: str, total: int, desc: str, unit: str, progress: bool) -> dict:
+    """Wait for task ``futures`` (each returns a dict of counts), adding their ``add`` counts into ``summary``;
+    ``StageFailed`` when any failed (see :func:`collect`). The progress bar advances by each result's ``count``."""
+    outs = collect(futures, desc, unit, total, progress, advance=lambda out: out[count])
+    for out in outs:
+        for k in add:
+            summary[k] += out[k]
+    nodes = {out.get("node") for out in outs} - {None}
+    if nodes:
+        summary["nodes"] = sorted(nodes)  # the Ray nodes the tasks ran on (results that name one)
     return summary

@@ -3,7 +3,8 @@
 The same function (``tasks.train.run_training``) runs in both: in one process on
 a CPU machine, and on each of ``train.num_workers`` workers under Ray Train's
 ``TorchTrainer`` (rank 0 writes checkpoints and tables). A killed worker is
-retried, and the retry continues from the run's latest checkpoint.
+retried (Ray Train's ``FailureConfig``, ``runtime.max_retries`` times), and the retry
+continues from the run's latest checkpoint in the workdir.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ def training_cpus(cfg: Config) -> float:
 def train_with_ray_train(workdir_url: str, cfg: Config, resume: str | None, steps: int | None) -> dict:
     """DDP over ``train.num_workers`` Ray Train workers (GPUs when ``train.use_gpu``)."""
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+    from ray.train import FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
     if cfg.train.fit_base.enabled:
@@ -89,40 +91,53 @@ def train_with_ray_train(workdir_url: str, cfg: Config, resume: str | None, step
         raise ValueError(f"Ray Train needs {cfg.train.num_workers} workers x {cpus:g} CPUs = {need:g} CPUs, but the local "
                          f"Ray has {have:g}; lower train.num_workers or train.cpus_per_worker")
     prepared = preprocess_stage(workdir_url, cfg)  # once per clip, before any rank starts
+    wd = Workdir(workdir_url)
     trainer = TorchTrainer(
         _train_loop_per_worker,
         train_loop_config={"workdir": workdir_url, "cfg": cfg.model_dump(mode="json"), "resume": resume, "steps": steps,
                            "cache_key": prepared["key"]},
         scaling_config=ScalingConfig(num_workers=cfg.train.num_workers, use_gpu=cfg.train.use_gpu,
                                      resources_per_worker={"CPU": cpus}),
-        run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=f"{workdir_url}/cache/ray_train"),
+        # Ray Train's own files go to the workdir's filesystem (its object store on s3://), not a disk the nodes
+        # must share. A lost worker restarts the group up to runtime.max_retries times; each rank's run_training
+        # then continues from the run's latest checkpoint in the workdir.
+        run_config=RunConfig(name=f"draganything-train-{cfg.digest()}", storage_path=wd.path("cache", "ray_train"),
+                             storage_filesystem=PyFileSystem(FSSpecHandler(wd.fs)),
+                             failure_config=FailureConfig(max_failures=cfg.runtime.max_retries)),
     )
     result = trainer.fit()
     if result.error:
         raise result.error
     # Rank 0 wrote the checkpoints: the newest one of this config is the run's result.
-    latest = latest_of_config(Workdir(workdir_url), cfg.digest())
+    latest = latest_of_config(wd, cfg.digest())
     return {"workers": cfg.train.num_workers, "latest": None if latest is None else latest["checkpoint_id"],
             "step": None if latest is None else int(latest["step"]), "metrics": dict(result.metrics or {}),
             "encoded": len(prepared["encoded"])}
+
+
+def check_training_resources(cfg: Config) -> None:
+    """Refuse, before any work starts, a training process (task, shard or Ray Train worker) that no Ray node can hold."""
+    if not cfg.runtime.check_resources:
+        return
+    from core.cluster import check_request
+    from core.runtime import node_resources
+
+    nodes = node_resources()
+    gpu = 1 if cfg.train.use_gpu else 0
+    key = "train.use_gpu" if gpu and not any(res.get("GPU") for res in nodes.values()) else "train.cpus_per_worker"
+    check_request(nodes, {"CPU": training_cpus(cfg), "GPU": gpu}, key)
 
 
 @flow(name="train", task_runner=ProjectRayTaskRunner())
 def train_flow(workdir_url: str, config: str = "tiny", overrides: list[str] | None = None, resume: str | None = None,
                steps: int | None = None, progress: bool = True) -> dict:
     cfg = load_config(config, overrides)
+    check_training_resources(cfg)  # before preprocessing: a request no node can meet would wait forever
     if cfg.train.num_workers > 1:
         return train_with_ray_train(workdir_url, cfg, resume, steps)
     prepared = preprocess_stage(workdir_url, cfg)
     opts = ray_task_options(cfg.runtime) | {"num_cpus": training_cpus(cfg)}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
-    if cfg.runtime.check_resources:
-        import ray
-
-        from core.cluster import check_request
-
-        key = "train.use_gpu" if cfg.train.use_gpu and not ray.cluster_resources().get("GPU") else "train.cpus_per_worker"
-        check_request(ray.cluster_resources(), {"CPU": opts["num_cpus"], "GPU": opts.get("num_gpus", 0)}, key)
     with remote_options(**opts):
         return train_task.submit(workdir_url, cfg, resume, steps, progress, prepared["key"]).result()

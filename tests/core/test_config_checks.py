@@ -42,19 +42,34 @@ def test_yaml_syntax_error_is_one_line_naming_file_and_line(tmp_path):
         load_config("tiny", ["labels.resolution=[1, 2"])
 
 
-def test_task_requests_are_checked_against_the_cluster():
+ONE_NODE = {"head": {"CPU": 2.0, "memory": 8e9}}
+TWO_SMALL_NODES = {"head": {"CPU": 1.0, "memory": 4e9}, "second": {"CPU": 1.0, "memory": 4e9}}
+
+
+def test_task_requests_are_checked_against_the_largest_node():
     runtime = load_config("tiny", {"runtime.task_num_cpus": 64}).runtime
-    with pytest.raises(ConfigError, match=r"'runtime\.task_num_cpus' asks 64 CPU per task but the Ray cluster has 2 CPU"):
-        check_cluster(runtime, {"CPU": 2.0, "memory": 8e9})
+    with pytest.raises(ConfigError, match=r"'runtime\.task_num_cpus' asks 64 CPU for one task but the largest Ray node \(head\) has 2 CPU"):
+        check_cluster(runtime, ONE_NODE)
     with pytest.raises(ConfigError, match="task_num_gpus"):
-        check_cluster(load_config("tiny", {"runtime.task_num_gpus": 1}).runtime, {"CPU": 2.0})
+        check_cluster(load_config("tiny", {"runtime.task_num_gpus": 1}).runtime, ONE_NODE)
     with pytest.raises(ConfigError, match="task_memory_mb"):
-        check_cluster(load_config("tiny", {"runtime.task_memory_mb": 10**6}).runtime, {"CPU": 2.0, "memory": 8e9})
-    check_cluster(load_config("tiny", {"runtime.task_num_cpus": 64, "runtime.check_resources": False}).runtime, {"CPU": 2.0})
-    check_cluster(load_config("tiny").runtime, {"CPU": 2.0})
+        check_cluster(load_config("tiny", {"runtime.task_memory_mb": 10**6}).runtime, ONE_NODE)
+    check_cluster(load_config("tiny", {"runtime.task_num_cpus": 64, "runtime.check_resources": False}).runtime, ONE_NODE)
+    check_cluster(load_config("tiny").runtime, ONE_NODE)
 
 
-def test_one_tasks_request_is_checked_against_the_cluster():
-    with pytest.raises(ConfigError, match=r"'train\.use_gpu' asks 1 GPU for one task but the Ray cluster has 0 GPU"):
-        check_request({"CPU": 2.0}, {"CPU": 1, "GPU": 1}, "train.use_gpu")
-    check_request({"CPU": 2.0, "GPU": 1.0}, {"CPU": 2, "GPU": 1}, "train.use_gpu")
+def test_two_1_cpu_nodes_refuse_a_2_cpu_task_though_they_have_2_cpus_in_all():
+    runtime = load_config("tiny", {"runtime.task_num_cpus": 2}).runtime
+    with pytest.raises(ConfigError) as err:
+        check_cluster(runtime, TWO_SMALL_NODES)
+    msg = str(err.value)
+    assert "asks 2 CPU for one task but the largest Ray node (head) has 1 CPU" in msg and "2 CPU in all" in msg and "\n" not in msg
+    check_cluster(load_config("tiny", {"runtime.task_num_cpus": 1}).runtime, TWO_SMALL_NODES)
+
+
+def test_one_tasks_request_is_checked_against_each_node():
+    with pytest.raises(ConfigError, match=r"'train\.use_gpu' asks 1 CPU \+ 1 GPU for one task but the largest Ray node \(head\) has 0 GPU"):
+        check_request({"head": {"CPU": 2.0}}, {"CPU": 1, "GPU": 1}, "train.use_gpu")
+    check_request({"head": {"CPU": 2.0, "GPU": 1.0}}, {"CPU": 2, "GPU": 1}, "train.use_gpu")
+    with pytest.raises(ConfigError, match="no Ray node has them together"):  # the GPU node has too few CPUs
+        check_request({"cpu": {"CPU": 4.0}, "gpu": {"CPU": 1.0, "GPU": 1.0}}, {"CPU": 2, "GPU": 1}, "train.cpus_per_worker")

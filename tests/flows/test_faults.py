@@ -1,4 +1,5 @@
-"""A Ray worker killed in the middle of a generate task: the flow still completes, every row once."""
+"""A Ray worker killed in the middle of a task: retried, the flow completes with every row once; with retries
+off, the run fails and says so, and no metric is published from the items that were scored."""
 
 import threading
 import time
@@ -9,6 +10,7 @@ import pytest
 from core.tables import Workdir
 from flows.generate import generate_flow
 from flows.labels import labels_flow
+from flows.pipeline import pipeline_flow
 from flows.runtime import run_flow
 
 pytestmark = pytest.mark.integration
@@ -46,3 +48,34 @@ def test_killed_worker_mid_generate_is_retried_without_duplicates(tmp_path, orch
     assert out["samples"] == len(samples) == 4 * 3
     assert not samples.duplicated(["checkpoint_id", "suite", "item_id", "seed"]).any()
     assert all(Workdir(workdir).exists(p) for p in samples["video_path"])
+
+
+def test_a_task_killed_mid_objmc_with_retries_off_fails_the_run_and_publishes_no_partial_metric(
+        tmp_path, sample_root, orchestration_ready, run_reports):
+    workdir = str(tmp_path / "work")
+    run_flow(labels_flow, data_root=str(sample_root), split="val", workdir_url=workdir, dataset="sample", progress=False)
+    overrides = ["evaluate.bootstrap=100", "evaluate.items_per_task=1"]
+    run_flow(pipeline_flow, workdir_url=workdir, stages=["generate"], checkpoints=["static"], overrides=overrides)
+
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_first_worker_running, args=("ray::objmc-items", stop, killed))
+    killer.start()
+    try:
+        with pytest.raises(Exception, match=r"evaluate static/sample: 1 of \d+ tasks failed, so nothing was published"):
+            run_flow(pipeline_flow, workdir_url=workdir, stages=["evaluate"], checkpoints=["static"],
+                     overrides=[*overrides, "runtime.max_retries=0"])
+    finally:
+        stop.set()
+        killer.join()
+    assert killed, "no objmc task was caught running"
+    wd = Workdir(workdir)
+    items = set(wd.read("samples").query("checkpoint_id == 'static'")["item_id"])
+    scored = set(wd.read("objmc").query("checkpoint_id == 'static'")["item_id"])
+    assert scored < items  # the killed task's item is not scored ...
+    assert wd.read("metrics").query("checkpoint_id == 'static'").empty  # ... and nothing was published from the others
+    text = run_reports(workdir)[0][0].data
+    assert "run FAILED" in text and "failed at:** evaluate static/sample" in text and "1 of" in text
+
+    run_flow(pipeline_flow, workdir_url=workdir, stages=["evaluate"], checkpoints=["static"], overrides=overrides)
+    objmc = wd.read("metrics").query("checkpoint_id == 'static' and metric == 'objmc'")
+    assert len(objmc) == 1 and int(objmc["n"].iloc[0]) == len(items)  # the next run scores the rest and publishes all

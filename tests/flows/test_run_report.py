@@ -4,25 +4,13 @@ import pytest
 
 from core.tables import Workdir
 from flows.labels import labels_flow
-from flows.pipeline import REPORT_KEY, pipeline_flow
+from flows.pipeline import pipeline_flow
 from flows.runtime import run_flow
 
 pytestmark = pytest.mark.integration
 
 
-def _reports(workdir: str) -> list:
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.client.schemas.sorting import ArtifactSort
-
-    with get_client(sync_client=True) as client:
-        found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])),
-                                      sort=ArtifactSort.CREATED_DESC)
-        runs = {a.flow_run_id: client.read_flow_run(a.flow_run_id) for a in found if a.flow_run_id}
-    return [(a, runs.get(a.flow_run_id)) for a in found if a.description.startswith(f"{workdir}:")]
-
-
-def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestration_ready):
+def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestration_ready, run_reports):
     workdir = str(tmp_path / "work")
     run_flow(labels_flow, data_root=str(sample_root), split="val", workdir_url=workdir, dataset="sample", progress=False)
     run_flow(pipeline_flow, workdir_url=workdir, stages=["generate", "evaluate"], checkpoints=["static"], overrides=["evaluate.bootstrap=100"])
@@ -39,7 +27,7 @@ def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestra
 
     report = run_flow(pipeline_flow, workdir_url=workdir, stages=["generate", "evaluate"], checkpoints=["warp"], overrides=["evaluate.bootstrap=100"])
     assert [v["checkpoint"] for v in report["verdicts"]] == ["warp"] and report["verdicts"][0]["best"] == best
-    published = _reports(workdir)
+    published = run_reports(workdir)
     assert len(published) == 2, "one artifact per pipeline run"
     artifact, flow_run = published[0]
     assert artifact.type == "markdown" and flow_run is not None and flow_run.name and artifact.flow_run_id == flow_run.id

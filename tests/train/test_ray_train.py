@@ -1,7 +1,10 @@
-"""The same training function under Ray Train (DDP over 2 CPU workers, gloo)."""
+"""The same training function under Ray Train (DDP over 2 CPU workers, gloo); a killed worker is retried from the last checkpoint."""
 
 import shutil
+import threading
+import time
 
+import psutil
 import pytest
 
 from core.tables import Workdir
@@ -41,3 +44,45 @@ def test_two_ddp_workers_train_on_clips_encoded_once_and_rank0_writes_once(label
     assert max(f.stat().st_mtime for f in caches) < began
     assert sorted(ckpts["step"]) == [0, 2] and not ckpts.duplicated("checkpoint_id").any()
     assert sorted(wd.read("train_log")["step"]) == [1, 2]
+
+
+def _kill_a_train_worker_after_step(workdir, step: int, stop: threading.Event, killed: list) -> None:
+    """SIGKILL one Ray Train worker process once the run has a checkpoint at ``step`` or later."""
+    while not stop.is_set():
+        ckpts = Workdir(workdir).read("checkpoints")
+        if len(ckpts) and ckpts["step"].max() >= step:
+            for p in psutil.process_iter(["pid", "cmdline"]):
+                if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
+                    p.kill()  # like a lost node: no cleanup
+                    killed.append(p.info["pid"])
+                    return
+        time.sleep(0.1)
+
+
+def test_a_killed_ray_train_worker_is_retried_from_the_last_checkpoint(labelled, fast_overrides, tmp_path, orchestration_ready):
+    import ray
+
+    from core.config import load_config
+    from core.runtime import ensure_ray, worker_env
+    from flows.train import train_with_ray_train
+
+    workdir = tmp_path / "w"
+    shutil.copytree(labelled, workdir)
+    cfg = load_config("tiny", [*fast_overrides, "train.num_workers=2", "runtime.task_num_cpus=1", "train.cpus_per_worker=1",
+                               "runtime.max_retries=2"])
+    ensure_ray(cfg.runtime, worker_env(orchestration_ready))
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(target=_kill_a_train_worker_after_step, args=(workdir, 2, stop, killed))
+    killer.start()
+    try:
+        out = train_with_ray_train(str(workdir), cfg, None, 8)
+    finally:
+        stop.set()
+        killer.join()
+        ray.shutdown()
+    assert killed, "no Ray Train worker was caught running"
+    assert out["step"] == 8
+    ckpts = Workdir(workdir).read("checkpoints")
+    assert sorted(ckpts["step"]) == [0, 2, 4, 6, 8] and not ckpts.duplicated("checkpoint_id").any()
+    # the retried group started from a checkpoint at step 2 or later, not from scratch
+    assert 0 < out["metrics"]["trained_steps"] <= 6
