@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import threading
 
 from core.config import RuntimeSettings
@@ -121,11 +122,68 @@ def node_resources() -> dict[str, dict[str, float]]:
     return {f"{n['NodeManagerAddress']} {n['NodeID'][:8]}": dict(n["Resources"]) for n in ray.nodes() if n.get("Alive")}
 
 
+def listeners_off_loopback(pids: list[int]) -> list[str]:
+    """The listening TCP sockets of processes ``pids`` that other machines could reach, as "name pid address:port".
+
+    A wildcard (0.0.0.0, ::) counts as reachable unless every interface address of this network
+    namespace is a loopback one (a namespace with only ``lo``). Ray binds its gRPC servers and agents
+    to every interface whatever ``--node-ip-address`` says, so this is how a test shows where it listens.
+    """
+    import ipaddress
+
+    import psutil
+
+    only_loopback = all(ipaddress.ip_address(a.address.split("%")[0]).is_loopback
+                        for addrs in psutil.net_if_addrs().values() for a in addrs if a.family in (socket.AF_INET, socket.AF_INET6))
+    found = []
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            conns = [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        except psutil.Error:
+            continue  # ended meanwhile
+        for c in conns:
+            ip = ipaddress.ip_address(c.laddr.ip.split("%")[0])
+            ip = getattr(ip, "ipv4_mapped", None) or ip  # ::ffff:127.0.0.1 is loopback too
+            if not (ip.is_loopback or (ip.is_unspecified and only_loopback)):
+                found.append(f"{proc.name()} {pid} {c.laddr.ip}:{c.laddr.port}")
+    return found
+
+
 def node_id() -> str | None:
     """The Ray node this code runs on (None outside Ray): task results carry it, so a run shows where its work ran."""
     import ray
 
     return ray.get_runtime_context().get_node_id() if ray.is_initialized() else None
+
+
+def transient_errors() -> tuple[type[BaseException], ...]:
+    """Errors worth another try after a pause: the network or the object store's connection, never a bad input."""
+    errs: list[type[BaseException]] = [ConnectionError, TimeoutError]
+    try:
+        from botocore import exceptions as boto
+
+        errs += [boto.EndpointConnectionError, boto.ConnectionClosedError, boto.ReadTimeoutError, boto.ConnectTimeoutError]
+    except ImportError:  # no S3 support installed
+        pass
+    try:
+        import aiohttp
+
+        errs += [aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError]
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def is_transient(err: BaseException | None) -> bool:
+    """Whether ``err``, or an error it was raised from, is one of :func:`transient_errors`."""
+    kinds, seen = transient_errors(), set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, kinds):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
 
 
 def ray_task_options(runtime: RuntimeSettings) -> dict:

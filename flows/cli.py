@@ -115,7 +115,7 @@ def labels(
     workdir: str = typer.Option(..., "--workdir", "-w", help="workdir (local path or fsspec URL)"),
     config: str = ConfigOpt,
     overrides: list[str] | None = OverrideOpt,
-    dataset: str | None = typer.Option(None, help="dataset name in the tables (default: the data root's folder name)"),
+    dataset: str = typer.Option("sample", help="dataset name in the tables: the suite 'sample' reads 'sample', 'vipseg-val' reads 'vipseg'"),
     retry_rejects: bool = typer.Option(False, "--retry-rejects", help="try videos rejected before again"),
     relabel: bool = typer.Option(False, "--relabel", help="replace labels made with other labels settings (frames, resolution, trajectory source, ...)"),
 ) -> None:
@@ -141,7 +141,7 @@ def train(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     config: str = ConfigOpt,
     overrides: list[str] | None = OverrideOpt,
-    resume: str | None = typer.Option(None, help="checkpoint id to continue from, or 'latest'"),
+    resume: str | None = typer.Option(None, help="checkpoint id to continue from, 'latest', or 'auto' (latest, or from scratch when there is none)"),
     steps: int | None = typer.Option(None, min=0, help="optimizer steps to run (default: train.steps)"),
 ) -> None:
     """Train the controller from the label tables; checkpoints + train_log rows. Re-running continues the run."""

@@ -16,12 +16,12 @@ from core.checkpoints import resolve
 from core.config import Config, load_config
 from core.runtime import ray_task_options
 from core.tables import Workdir
-from flows.runtime import ProjectRayTaskRunner, chunks, collect, use_reserved_cpus
+from flows.runtime import TASK_RETRIES, ProjectRayTaskRunner, chunks, collect, use_reserved_cpus
 from tasks import evaluate as ev
 from tasks import features as feats
 
 
-@task(name="objmc-items")
+@task(name="objmc-items", **TASK_RETRIES)
 def objmc_chunk(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> int:
     rows, rejects = ev.objmc_items(workdir_url, checkpoint_id, suite, item_ids, cfg)
     wd = Workdir(workdir_url)
@@ -29,13 +29,13 @@ def objmc_chunk(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list
     return wd.append("objmc", rows)
 
 
-@task(name="video-features")
+@task(name="video-features", **TASK_RETRIES)
 def features_chunk(workdir_url: str, jobs: list, suite: str, cfg: Config) -> int:
     use_reserved_cpus(cfg.runtime.task_num_cpus)
     return feats.cache_features(workdir_url, jobs, suite, cfg)
 
 
-@task(name="metrics")
+@task(name="metrics", **TASK_RETRIES)
 def metrics_task(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> int:
     """Recompute the metrics from every scored item; replace the rows, keep the old values as history."""
     rows, rejects = ev.summarize(workdir_url, checkpoint_id, suite, cfg)

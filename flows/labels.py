@@ -15,13 +15,13 @@ from core.config import LabelsSettings, ModelSettings, load_config
 from core.runtime import node_id, ray_task_options
 from core.tables import Workdir
 from core.vipseg import Category, load_categories, read_split_lines
-from flows.runtime import ProjectRayTaskRunner, chunks, collect, gather
+from flows.runtime import TASK_RETRIES, ProjectRayTaskRunner, chunks, collect, gather
 from tasks.embeddings import pending_embeddings
 from tasks.labels import VideoRef, label_videos
 from tasks.labels_pending import pending_videos
 
 
-@task(name="label-videos")
+@task(name="label-videos", **TASK_RETRIES)
 def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories: dict[int, Category], workdir_url: str) -> dict:
     rows, rejects = label_videos(root, refs, cfg, categories, workdir_url)
     wd = Workdir(workdir_url)
@@ -30,7 +30,7 @@ def label_chunk(root: str, refs: list[VideoRef], cfg: LabelsSettings, categories
     return {"videos": len(refs), "rows": written, "rejects": rejected, "node": node_id()}
 
 
-@task(name="embedding-extractor")
+@task(name="embedding-extractor", **TASK_RETRIES)
 def extractor_id(model: ModelSettings) -> str:
     """The id of the configured entity-feature extractor (loads the backbone once, in a worker)."""
     from model.entity_features import build_extractor
@@ -38,7 +38,7 @@ def extractor_id(model: ModelSettings) -> str:
     return build_extractor(model).extractor_id
 
 
-@task(name="embed-entities")
+@task(name="embed-entities", **TASK_RETRIES)
 def embed_chunk(workdir_url: str, rows: list[dict], model: ModelSettings) -> dict:
     from tasks.embeddings import embed_videos
 
@@ -53,14 +53,13 @@ def labels_flow(
     workdir_url: str,
     config: str = "tiny",
     overrides: list[str] | None = None,
-    dataset: str | None = None,
+    dataset: str = "sample",
     retry_rejects: bool = False,
     relabel: bool = False,
     progress: bool = True,
 ) -> dict:
     cfg = load_config(config, overrides)
     root = Path(data_root)
-    dataset = dataset or root.resolve().name
     wd = Workdir(workdir_url)
     names, repeated = read_split_lines(root, split)
     refs = [VideoRef(dataset, split, v) for v in names]

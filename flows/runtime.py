@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from prefect_ray import RayTaskRunner
 
 from core.config import RuntimeSettings, load_config
-from core.runtime import ensure_ray, worker_env
+from core.runtime import ensure_ray, is_transient, worker_env
 
 
 def prefect_api_url() -> str:
@@ -52,7 +52,8 @@ class ProjectRayTaskRunner(RayTaskRunner):
     """``RayTaskRunner`` whose workers report to the flow's Prefect API.
 
     When a flow starts without a Ray (a deployment run by a worker), this joins
-    ``RAY_ADDRESS`` or starts a local Ray, with the API URL in the workers'
+    ``RAY_ADDRESS`` or starts a local Ray sized by the run's own profile (its
+    ``config`` and ``overrides`` parameters), with the API URL in the workers'
     environment; otherwise it uses the Ray the caller started (``orchestration``).
     """
 
@@ -60,8 +61,36 @@ class ProjectRayTaskRunner(RayTaskRunner):
         import ray
 
         if not ray.is_initialized():
-            ensure_ray(RuntimeSettings(), worker_env(prefect_api_url()))
+            ensure_ray(run_runtime_settings(), worker_env(prefect_api_url()))
         return super().__enter__()
+
+
+def run_runtime_settings() -> RuntimeSettings:
+    """The ``runtime`` settings of the profile this flow run was started with (a deployment run's parameters).
+
+    The task runner starts Ray before the flow's body loads its config, so it reads the run's
+    parameters from Prefect (``PREFECT__FLOW_RUN_ID``); outside a run, the defaults.
+    """
+    from prefect.runtime import flow_run
+
+    params = flow_run.parameters or {}
+    if not params.get("config"):
+        return RuntimeSettings()
+    return load_config(params["config"], params.get("overrides")).runtime
+
+
+def retry_if_transient(task, task_run, state) -> bool:
+    """Prefect's retry condition: retry a task only for a transient error (network, object store), not a bad input."""
+    try:
+        state.result()
+    except Exception as err:  # noqa: BLE001 - the failed state's own exception
+        return is_transient(err)
+    return False
+
+
+# Every task of the flows: up to 3 more tries for a transient error, after 2, 4 and 8 s (+-50%). A worker that dies
+# is Ray's to retry (runtime.max_retries): the task's process is gone, so Prefect inside it cannot.
+TASK_RETRIES = dict(retries=3, retry_delay_seconds=[2, 4, 8], retry_jitter_factor=0.5, retry_condition_fn=retry_if_transient)
 
 
 def run_flow(flow, config: str = "tiny", overrides: list[str] | None = None, **params):

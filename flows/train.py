@@ -14,13 +14,13 @@ from prefect_ray.context import remote_options
 
 from core.checkpoints import latest_of_config
 from core.config import Config, load_config
-from core.runtime import ray_address, ray_task_options
+from core.runtime import ray_address, ray_task_options, transient_errors
 from core.tables import Workdir
-from flows.runtime import ProjectRayTaskRunner, use_reserved_cpus
+from flows.runtime import TASK_RETRIES, ProjectRayTaskRunner, use_reserved_cpus
 from tasks.train import run_training
 
 
-@task(name="train-controller")
+@task(name="train-controller", **TASK_RETRIES)
 def train_task(workdir_url: str, cfg: Config, resume: str | None, steps: int | None, progress: bool, cache_key: str | None = None) -> dict:
     use_reserved_cpus(training_cpus(cfg))
     return run_training(workdir_url, cfg, resume, steps, progress, cache_key=cache_key)
@@ -41,7 +41,8 @@ def preprocess_stage(workdir_url: str, cfg: Config) -> dict:
         return {"encoded": [], "tasks": 0, "key": None}
     key = cache_key(cfg)
     todo = missing(Workdir(workdir_url), cfg, key=key)
-    opts = ray_task_options(cfg.runtime) | {"num_cpus": training_cpus(cfg)}
+    # A plain Ray task (no Prefect inside to retry it): Ray retries a transient object-store error, as it does a lost worker.
+    opts = ray_task_options(cfg.runtime) | {"num_cpus": training_cpus(cfg), "retry_exceptions": list(transient_errors())}
     if cfg.train.use_gpu:
         opts["num_gpus"] = 1
     remote = ray.remote(_encode_shard).options(**opts)

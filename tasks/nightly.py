@@ -112,7 +112,8 @@ def describe(v: dict) -> str:
     if v["ci"] is None:
         return f"`{v['checkpoint']}`: no suite item in common with the best, `{v['best']}`"
     lo, hi = v["ci"]
-    return (f"`{v['checkpoint']}` is **{v['verdict']}** than the best, `{v['best']}`: ObjMC difference "
+    than = "from" if v["verdict"] == SAME else "than"  # "indistinguishable from", "better than"
+    return (f"`{v['checkpoint']}` is **{v['verdict']}** {than} the best, `{v['best']}`: ObjMC difference "
             f"{fmt_estimate(v['difference'], lo, hi, sign=True, unit=' px')} (paired bootstrap, 95%, {v['items']} items)")
 
 

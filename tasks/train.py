@@ -184,8 +184,12 @@ def _with_params(module, values: list[torch.Tensor]):
 # --- the stage ------------------------------------------------------------------------
 
 
-def resolve_resume(wd: Workdir, resume: str) -> dict:
-    """The row ``--resume`` names: a checkpoint id, or ``latest`` (the newest trained controller)."""
+def resolve_resume(wd: Workdir, resume: str) -> dict | None:
+    """The row ``--resume`` names: a checkpoint id, ``latest`` (the newest trained controller), or ``auto``
+    (the newest trained controller, None = from scratch when there is none: a schedule's first run on a fresh workdir)."""
+    if resume == "auto":
+        rows = ckpts.trained(wd)
+        return rows[-1] if rows else None
     if resume == "latest":
         rows = ckpts.trained(wd)
         if not rows:

@@ -183,10 +183,11 @@ def deploy_tools():
 
 def run_reports(workdir: str) -> list:
     """The run-report artifacts of pipeline runs on ``workdir``, newest first, each with its flow run."""
-    from flows.pipeline import REPORT_KEY
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
     from prefect.client.schemas.sorting import ArtifactSort
+
+    from flows.pipeline import REPORT_KEY
 
     with get_client(sync_client=True) as client:
         found = client.read_artifacts(artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[REPORT_KEY])),

@@ -141,3 +141,17 @@ def test_retried_steps_write_each_row_once(labelled, tmp_path):
     log, ckpts = wd.read("train_log"), wd.read("checkpoints")
     assert sorted(log["step"]) == [1, 2] and not log.duplicated(["checkpoint_id", "step"]).any()
     assert list(ckpts["checkpoint_id"]) == ["run-retry-s000002"]
+
+
+def test_resume_auto_trains_from_scratch_on_a_fresh_workdir_then_continues_from_the_latest(labelled, tmp_path):
+    """The weekly deployment's `resume: auto`: its first run on a fresh workdir bootstraps instead of failing."""
+    cfg = load_config("tiny", FAST)
+    wd = _copy(labelled, tmp_path)
+    with pytest.raises(CheckpointError, match="--resume latest: no trained checkpoint"):
+        run_training(wd, cfg, resume="latest", steps=2, progress=False)
+    first = run_training(wd, cfg, resume="auto", steps=2, progress=False)
+    assert first["trained_steps"] == 2 and first["step"] == 2
+    second = run_training(wd, cfg, resume="auto", steps=2, progress=False)
+    assert second["run"] != first["run"] and second["step"] == 4 and second["trained_steps"] == 2
+    rows = Workdir(wd).read("checkpoints").set_index("checkpoint_id")
+    assert rows.loc[second["latest"], "parent"] in set(rows.index)
