@@ -12,7 +12,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ABSENT = ["pydantic", "prefect", "ray", "pandas", "pyarrow", "cv2", "scipy", "skimage", "fsspec", "s3fs", "streamlit",
-          "psutil", "typer", "duckdb", "cleanfid", "sqlalchemy"]
+          "psutil", "typer", "cleanfid", "sqlalchemy"]
 GPU_FILES = [ROOT / "benchmarks" / "gpu.py", *sorted((ROOT / "tests" / "gpu").glob("*.py"))]
 
 

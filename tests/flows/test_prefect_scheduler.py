@@ -3,7 +3,8 @@
 The other deployment tests start runs by hand, so a scheduler that fails every loop (as it did with
 SQLAlchemy 2.1: "Can't evaluate bulk DML statement", 0 scheduled runs) passes them. This one deploys
 `prefect.yaml` to a work pool and waits until the scheduler, not the test, has created runs; on SQLite
-and on PostgreSQL. The scheduler loops every second here instead of every 60 s.
+and on PostgreSQL. The scheduler loops every second here instead of every 60 s. Each deployment runs
+one flow run at a time (concurrency limit 1, later runs enqueued).
 """
 
 import json
@@ -49,3 +50,7 @@ def test_the_scheduler_creates_runs_for_both_deployments(database, tmp_path, req
         assert set(counts) == DEPLOYMENTS and min(counts.values()) > 0, (
             f"the scheduler created {counts} scheduled runs in 90 s; server log:\n{log[-3000:]}")
         assert "InvalidRequestError" not in log, log[-3000:]
+        for d in _post(api, "deployments/filter", {}):  # one run at a time; a run that comes due meanwhile waits
+            assert d["global_concurrency_limit"]["limit"] == 1 and d["concurrency_options"]["collision_strategy"] == "ENQUEUE", d["name"]
+            if d["name"] == "weekly-retrain":
+                assert d["parameters"]["resume"] == "auto"  # bootstraps a fresh workdir

@@ -174,3 +174,17 @@ def test_pipeline_survives_losing_a_node_mid_generate(cluster, s3_url, tmp_path)
     assert set(objmc["checkpoint_id"]) == {"static", "warp"} and objmc.groupby("checkpoint_id")["item_id"].nunique().eq(4).all()
     metrics = wd.read("metrics")
     assert set(zip(metrics["checkpoint_id"], metrics["metric"])) >= {("static", "objmc"), ("warp", "objmc")}
+
+
+def test_training_that_no_node_can_hold_fails_at_once_naming_the_largest_node(cluster, sample_root, tmp_path):
+    """Two 1-CPU nodes have 2 CPUs in all, but a 2-CPU training process fits on neither: refused before preprocessing."""
+    env = {**cluster.env, "RAY_ADDRESS": cluster.address, "DRAGANYTHING_CACHE": str(tmp_path / "cache")}
+    started = time.monotonic()
+    out = subprocess.run([sys.executable, "-m", "flows.cli", "train", "-w", str(tmp_path / "work"), "--set", "train.cpus_per_worker=2"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    seconds = time.monotonic() - started
+    assert out.returncode == 2, f"{out.stdout[-2000:]}\n{out.stderr[-3000:]}"
+    message = out.stderr.strip().splitlines()[-1]
+    assert "'train.cpus_per_worker' asks 2 CPU for one task but the largest Ray node (127.0.0.1 " in message, out.stderr[-3000:]
+    assert "has 1 CPU" in message and "2 node(s), 2 CPU in all" in message and "Traceback" not in out.stderr
+    assert seconds < 120, f"took {seconds:.0f} s: it waited instead of refusing"  # a hang never returns; measured in the report
