@@ -128,12 +128,13 @@ def collect(futures, desc: str, unit: str = "task", total: int | None = None, pr
     """Every task future's result, in completion order; ``StageFailed`` (after all have finished) when any failed.
 
     Waiting for all before raising lets the tasks that did succeed finish their writes (each write
-    is atomic and idempotent, so the next run skips them), and every failure is logged through the
-    flow's run logger, with the Ray node it ran on when Ray names one (a lost node, a killed worker).
+    is atomic and idempotent, so the next run skips them). Every failure, and every Ray node lost
+    while the tasks ran, is logged through the flow's run logger (the run's logs on the server).
     """
     from prefect.futures import as_completed
     from tqdm import tqdm
 
+    before = _live_nodes()
     results, failures = [], []
     with tqdm(total=len(futures) if total is None else total, unit=unit, desc=desc, disable=not progress) as bar:
         for fut in as_completed(futures):
@@ -145,11 +146,23 @@ def collect(futures, desc: str, unit: str = "task", total: int | None = None, pr
                 continue
             results.append(out)
             bar.update(advance(out))
+    lost = before - _live_nodes()
+    if lost:  # Ray retried their tasks elsewhere (runtime.max_retries); without this line the loss leaves no trace
+        _run_logger().warning(f"{desc}: lost Ray node(s) {', '.join(sorted(lost))} while its tasks ran; "
+                              f"their tasks were retried on the other nodes (runtime.max_retries)")
     if failures:
         err = failures[0]
         raise StageFailed(f"{desc}: {len(failures)} of {len(futures)} tasks failed, so nothing was published from the other "
                           f"{len(futures) - len(failures)}; first error: {type(err).__name__}: {_first_line(err)}") from err
     return results
+
+
+def _live_nodes() -> set[str]:
+    import ray
+
+    from core.runtime import node_resources
+
+    return set(node_resources()) if ray.is_initialized() else set()
 
 
 def _first_line(err: BaseException) -> str:

@@ -33,5 +33,6 @@ def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestra
     assert artifact.type == "markdown" and flow_run is not None and flow_run.name and artifact.flow_run_id == flow_run.id
     text = artifact.data
     assert "Evaluated in this run: `warp`" in text
-    assert f"`warp` is **{report['verdicts'][0]['verdict']}** than the best, `{best}`" in text
+    verdict = report["verdicts"][0]["verdict"]
+    assert f"`warp` is **{verdict}** {'from' if verdict == 'indistinguishable' else 'than'} the best, `{best}`" in text
     assert "| static |" in text and "| warp |" in text and f"| {best} |" in text  # the metrics table
