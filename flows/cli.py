@@ -279,7 +279,7 @@ def pipeline(
     if "labels" in stage_list and data_root is None:
         _fail("the labels stage needs --data-root (a VIPSeg-layout folder); leave labels out of --stages to skip it")
     from flows.pipeline import pipeline_flow
-    from flows.runtime import run_flow
+    from flows.runtime import StageFailed, run_flow
     from tasks.labels_pending import LabelsChanged
 
     try:
@@ -290,6 +290,9 @@ def pipeline(
         )
     except LabelsChanged as err:
         _fail(f"{err} (run `draganything labels --relabel` for that split first)")
+    except StageFailed as err:  # the run's report artifact says the same; nothing was published from the stage
+        typer.secho(f"run failed: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
     typer.echo(json.dumps(report, default=str) if as_json else "\n".join(["pipeline finished:", *(f"  {x}" for x in stage_lines(report))]))
 
 
