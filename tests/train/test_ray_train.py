@@ -46,17 +46,22 @@ def test_two_ddp_workers_train_on_clips_encoded_once_and_rank0_writes_once(label
     assert sorted(wd.read("train_log")["step"]) == [1, 2]
 
 
-def _kill_a_train_worker_after_step(workdir, step: int, stop: threading.Event, killed: list) -> None:
-    """SIGKILL one Ray Train worker process once the run has a checkpoint at ``step`` or later."""
-    while not stop.is_set():
+def _train_workers() -> set[int]:
+    return {p.pid for p in psutil.process_iter(["cmdline"]) if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker")}
+
+
+def _kill_a_train_worker_after_step(workdir, step: int, stop: threading.Event, seen: dict) -> None:
+    """SIGKILL one Ray Train worker once the run has a checkpoint at ``step`` or later; then note the workers started after."""
+    while not stop.is_set() and "killed" not in seen:
         ckpts = Workdir(workdir).read("checkpoints")
-        if len(ckpts) and ckpts["step"].max() >= step:
-            for p in psutil.process_iter(["pid", "cmdline"]):
-                if " ".join(p.info["cmdline"] or []).startswith("ray::RayTrainWorker"):
-                    p.kill()  # like a lost node: no cleanup
-                    killed.append(p.info["pid"])
-                    return
+        workers = _train_workers()
+        if len(ckpts) and ckpts["step"].max() >= step and workers:
+            seen["before"], seen["killed"] = workers, min(workers)
+            psutil.Process(seen["killed"]).kill()  # like a lost node: no cleanup
         time.sleep(0.1)
+    while not stop.is_set():
+        seen.setdefault("after", set()).update(_train_workers() - seen.get("before", set()))
+        time.sleep(0.2)
 
 
 def test_a_killed_ray_train_worker_is_retried_from_the_last_checkpoint(labelled, fast_overrides, tmp_path, orchestration_ready):
@@ -71,8 +76,8 @@ def test_a_killed_ray_train_worker_is_retried_from_the_last_checkpoint(labelled,
     cfg = load_config("tiny", [*fast_overrides, "train.num_workers=2", "runtime.task_num_cpus=1", "train.cpus_per_worker=1",
                                "runtime.max_retries=2"])
     ensure_ray(cfg.runtime, worker_env(orchestration_ready))
-    stop, killed = threading.Event(), []
-    killer = threading.Thread(target=_kill_a_train_worker_after_step, args=(workdir, 2, stop, killed))
+    stop, seen = threading.Event(), {}
+    killer = threading.Thread(target=_kill_a_train_worker_after_step, args=(workdir, 2, stop, seen))
     killer.start()
     try:
         out = train_with_ray_train(str(workdir), cfg, None, 8)
@@ -80,9 +85,11 @@ def test_a_killed_ray_train_worker_is_retried_from_the_last_checkpoint(labelled,
         stop.set()
         killer.join()
         ray.shutdown()
-    assert killed, "no Ray Train worker was caught running"
+    assert "killed" in seen, "no Ray Train worker was caught running"
+    assert seen.get("after"), "Ray Train did not start a new worker group after the kill"  # FailureConfig; Ray's default gives up
     assert out["step"] == 8
     ckpts = Workdir(workdir).read("checkpoints")
+    # every checkpoint once: the new group continued from the run's latest checkpoint (run_training resumes the run)
     assert sorted(ckpts["step"]) == [0, 2, 4, 6, 8] and not ckpts.duplicated("checkpoint_id").any()
-    # the retried group started from a checkpoint at step 2 or later, not from scratch
-    assert 0 < out["metrics"]["trained_steps"] <= 6
+    log = Workdir(workdir).read("train_log")
+    assert sorted(log["step"]) == list(range(1, 9))
