@@ -279,20 +279,20 @@ def status(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     as_json: bool = typer.Option(False, "--json"),
     fail_on_regression: bool = typer.Option(
-        False, "--fail-on-regression", help="exit 1 when the newest trained checkpoint is significantly worse than the best (paired ObjMC)"
+        False, "--fail-on-regression", help="exit 1 when the newest trained checkpoint is significantly worse than the best under any ObjMC identity (paired, per identity)"
     ),
 ) -> None:
     """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
-    from core.status import format_status, workdir_status
+    from tasks.status import format_status, workdir_status
 
     wd = _existing_workdir(workdir)
     st = workdir_status(wd)
     typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st))
     if fail_on_regression:
-        from tasks.nightly import WORSE, describe, newest_verdict
+        from tasks.verdicts import WORSE, describe, newest_verdicts
 
-        suites = sorted(set(wd.read("metrics", columns=["suite"])["suite"]))
-        worse = [v for v in (newest_verdict(wd, b) for b in suites) if v and v["verdict"] == WORSE]
+        suites = sorted(set(wd.read("objmc", columns=["suite"])["suite"]))
+        worse = [v for b in suites for v in newest_verdicts(wd, b) if v["verdict"] == WORSE]
         if worse:  # exit 1 (2 is a usage error): a schedule or CI alerts on it
             typer.secho("regression: " + "; ".join(f"on {v['suite']}, {describe(v)}" for v in worse), fg=typer.colors.RED, err=True)
             raise typer.Exit(1)
@@ -457,15 +457,12 @@ def strip(
 def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: str | None = SuiteOpt, benchmark: str | None = OldSuiteOpt) -> None:
     """Every checkpoint's ObjMC / FID / FVD on an evaluation suite, with 95% bootstrap intervals, as a markdown table."""
     suite = _suite(suite, benchmark)
-    from core.status import metrics_table
+    from tasks.verdicts import control_effects, describe_control_effect, metrics_table
 
     wd = _existing_workdir(workdir)
     typer.echo(metrics_table(wd, suite))
-    from tasks.nightly import control_effects
-
     for e in control_effects(wd, suite):
-        typer.echo(f"\n{e['checkpoint_id']} against control off, ObjMC on {e['items']} items: {e['on']:.3g} vs {e['off']:.3g} px "
-                   f"(ratio {e['ratio']:.2f}); difference {e['diff']:+.3g} px, 95% paired bootstrap [{e['low']:+.3g}, {e['high']:+.3g}]")
+        typer.echo("\n" + describe_control_effect(e))
 
 
 def _existing_workdir(workdir: str):

@@ -10,11 +10,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, queries, ui
+from eval import catalog
 
 st.title("Leaderboard")
 url = ui.workdir_or_stop()
 
-metrics = queries.read(url, "metrics")
+metrics = catalog.labelled(queries.read(url, "metrics"))  # identities as labels: one per identity
 if metrics.empty:
     ui.empty("No metrics yet: this workdir's `metrics` table is empty.", "evaluate", url)
     st.subheader(f"Published reference ({data.PAPER_PROTOCOL})")
@@ -50,7 +51,8 @@ except Exception as err:  # noqa: BLE001 - a broken vote store must not hide the
     st.warning(f"Human ratings unavailable: {err}")
     ratings = None
 
-objmc = queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "per_frame", "identity"], filters=[("suite", "==", suite)])
+objmc = catalog.labelled(queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "per_frame", "identity"],
+                                      filters=[("suite", "==", suite)]), "objmc")
 sort_by = sort_choices.get(sort_label, "objmc")
 table = data.leaderboard(metrics, checkpoints, suite, identities, ratings, sort_by=sort_by, objmc=objmc)
 if table.empty:
@@ -72,7 +74,8 @@ for m in data.METRICS:
     label = data.METRIC_LABELS[m]
     view[label] = table[m]
     view[f"{label} 95% CI"] = [data.fmt_ci(lo, hi) for lo, hi in zip(table[f"{m}_ci_low"], table[f"{m}_ci_high"])]
-    col_cfg[label] = st.column_config.NumberColumn(label, format="%.2f", help=f"{identities.get(m)}. Lower is better.")
+    direction = "Lower" if catalog.METRICS[m].lower_is_better else "Higher"
+    col_cfg[label] = st.column_config.NumberColumn(label, format="%.2f", help=f"{identities.get(m)}. {direction} is better.")
 if sort_by in data.METRICS:
     view[f"{data.METRIC_LABELS[sort_by]} vs next"] = table["vs_next"]
 for aspect in ("motion", "quality"):
@@ -90,6 +93,8 @@ view["model"] = table.get("model")
 view["parent"] = table.get("parent")
 view["created"] = table["created_at"].map(ui.fmt_time) if "created_at" in table else None
 
+empty = [c for c in view.columns if c not in ("rank", "checkpoint") and (view[c].isna() | (view[c].astype(str) == "")).all()]
+view = view.drop(columns=empty)  # a column nothing on this suite fills (no parents, no votes yet) is left out
 st.dataframe(view, hide_index=True, column_config=col_cfg, width="stretch", height=min(38 * (len(view) + 1) + 4, 640))
 st.caption(
     f"{len(table)} checkpoints on **{suite}**. Lower is better for ObjMC (pixels), FID and FVD. Columns: "
@@ -100,7 +105,7 @@ st.caption(
     "a paired interval on the shared items excludes 0."
 )
 
-history = queries.read(url, "metrics_history", filters=[("suite", "==", suite)])
+history = catalog.labelled(queries.read(url, "metrics_history", filters=[("suite", "==", suite)]))
 changes = data.metric_changes(history, suite)
 if not changes.empty:
     with st.expander(f"Metrics that changed ({len(changes)})"):
@@ -114,7 +119,7 @@ st.caption(
     "never ranked or sorted with the numbers above."
 )
 with st.expander("Paper ablation (published, VIPSeg val)"):
-    st.dataframe(data.PUBLISHED_ABLATION.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"}).assign(protocol=data.PAPER_PROTOCOL), hide_index=True)
+    st.dataframe(data.PUBLISHED_ABLATION.rename(columns=data.METRIC_LABELS).assign(protocol=data.PAPER_PROTOCOL), hide_index=True)
 
 st.download_button(
     "Download this table (CSV)", view.to_csv(index=False).encode(), file_name=f"leaderboard-{suite}.csv", mime="text/csv", key="lb_csv"

@@ -8,9 +8,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from tasks.status import format_status, workdir_status
 
 from core.parts import COMPACT_AT
-from core.status import format_status, workdir_status
 from core.tables import TABLES, Workdir, now_utc
 
 

@@ -101,7 +101,7 @@ def _old_part(wd: Workdir, table: str, rows: list[dict], name: str) -> None:
 def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
     import pyarrow.compute as pc
 
-    from core.status import metrics_table
+    from tasks.verdicts import metrics_table
 
     wd = Workdir(tmp_path)
     _old_part(wd, "metrics", [_metric("static", "sample", 9.7), _metric("warp", "sample", 0.9)], "part-old.parquet")
@@ -124,7 +124,8 @@ def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
 
 
 def test_report_prints_why_a_metric_has_no_interval(tmp_path):
-    from core.status import metrics_table
+    from tasks.verdicts import metrics_table
+
     from eval.bootstrap import JACKKNIFE, NO_INTERVAL
 
     wd = Workdir(tmp_path)
