@@ -67,7 +67,7 @@ def test_each_metric_has_its_paired_comparison():
     fb = catalog.Scored("b", 14.0, 12, replicates=tuple(14 + rng.normal(0, 0.1, 12)), items_digest="d")
     assert catalog.verdict(catalog.compare("fid", fa, fb)[0], "fid") == catalog.BETTER
     assert catalog.compare("fvd", fa, catalog.Scored("b", 14.0, 12, replicates=fb.replicates, items_digest="other")) == (None, "measured on different items")
-    assert set(catalog.METRICS) == {"objmc", "fid", "fvd"} and all(m.lower_is_better for m in catalog.METRICS.values())
+    assert set(catalog.METRICS) == {"objmc", "fid", "kid", "fvd", "kvd"} and all(m.lower_is_better for m in catalog.METRICS.values())
 
 
 def test_the_config_literals_are_the_registries():
