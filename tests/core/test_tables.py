@@ -124,9 +124,8 @@ def test_old_workdirs_with_a_benchmark_column_read_as_suite(tmp_path):
 
 
 def test_report_prints_why_a_metric_has_no_interval(tmp_path):
-    from tasks.verdicts import metrics_table
-
     from eval.bootstrap import JACKKNIFE, NO_INTERVAL
+    from tasks.verdicts import metrics_table
 
     wd = Workdir(tmp_path)
     nan = float("nan")
