@@ -167,8 +167,8 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
         except Exception as err:  # noqa: BLE001 - a video of the item cannot be read: it is left out of FID/FVD, with a reject
             if is_infrastructure_error(err):
                 raise
-            why.append(f"{item_id}/features: {reason_for(err, 'generate the item again, or remove its samples row')}; "
-                       "it is left out of FID and FVD")
+            why.append((f"{item_id}/features", f"{reason_for(err, 'generate the item again, or remove its samples row')}; "
+                        "it is left out of FID and FVD"))
             continue
         ids.append(item_id)
         if stills:
