@@ -31,10 +31,12 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "dashboard"))  # the filled workdir the dashboard's tests use
 
 
 def build(root: str, checkpoints: int, suites: int, items: int, votes: int) -> dict:
-    from dashboard.synthetic import fill_workdir
+    from filled_workdir import fill_workdir
+
     from dashboard.votes_store import Vote, VoteStore, default_db_path
 
     t0 = time.perf_counter()

@@ -20,7 +20,8 @@ from _common import PeakRSS, labelled_workdir  # noqa: E402 - after the sys.path
 from core.checkpoints import reference_row, trained_row  # noqa: E402 - after the sys.path line that makes the repository importable
 from core.config import load_config  # noqa: E402 - after the sys.path line that makes the repository importable
 from core.tables import Workdir  # noqa: E402 - after the sys.path line that makes the repository importable
-from tasks.evaluate import cache_features, feature_refs, objmc_items, summarize  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.evaluate import objmc_items, summarize  # noqa: E402 - after the sys.path line that makes the repository importable
+from tasks.features import cache_features, feature_jobs  # noqa: E402 - after the sys.path line that makes the repository importable
 from tasks.generate import generate_items, load_suite  # noqa: E402 - after the sys.path line that makes the repository importable
 
 
@@ -54,28 +55,30 @@ def main() -> None:
             wd.append("checkpoints", [row])
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                rows, _ = generate_items(work, row, "sample", items, cfg)
+                rows, conditions, _ = generate_items(work, row, "sample", items, cfg)
                 dt = time.perf_counter() - t0
+            wd.append("conditions", conditions)
             wd.append("samples", rows)
             print(f"| {len(rows)} | generate ({args.generator}) | {len(rows) / dt:.1f} | {mem.delta_mb:.0f} |", flush=True)
 
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                wd.append("objmc", objmc_items(work, name, "sample", items, cfg))
+                wd.append("objmc", objmc_items(work, name, "sample", items, cfg)[0])
                 dt = time.perf_counter() - t0
             print(f"| {len(rows)} | ObjMC (LK tracking) | {len(rows) / dt:.1f} | {mem.delta_mb:.0f} |", flush=True)
 
             samples = wd.read("samples")
-            refs = feature_refs(samples[samples["checkpoint_id"] == name], load_suite(wd, "sample", cfg, items)[0])
+            conditions = wd.read("conditions")
+            refs = feature_jobs(samples[samples["checkpoint_id"] == name], conditions[conditions["checkpoint_id"] == name])
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                cache_features(work, refs, cfg)
+                cache_features(work, refs, "sample", cfg)
                 dt = time.perf_counter() - t0
             print(f"| {len(rows)} | FID + FVD features (fallback backbones, cached per video) | {len(refs) / dt:.1f} | {mem.delta_mb:.0f} |", flush=True)
 
             with PeakRSS() as mem:
                 t0 = time.perf_counter()
-                metrics = summarize(work, name, "sample", cfg)
+                metrics, _ = summarize(work, name, "sample", cfg)
                 dt = time.perf_counter() - t0
             print(f"| {len(rows)} | metrics + bootstrap CIs (from the cache) | {len(rows) / dt:.1f} | {mem.delta_mb:.0f} |", flush=True)
             assert {m["metric"] for m in metrics} == {"objmc", "fid", "fvd"}

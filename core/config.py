@@ -20,6 +20,13 @@ from core.config_yaml import ConfigError, load_file, load_value
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
+# The controller's conditionings (model.maps renders each): the one list, which the config's Literal is made of.
+# The evaluation protocols (eval.protocol gives each its settings) and the trackers (eval.trackers builds each).
+PROTOCOLS: tuple[str, ...] = ("official", "project")
+TRACKERS: tuple[str, ...] = ("lk", "cotracker")
+CONDITIONINGS: tuple[str, ...] = ("entity+gaussian", "entity", "gaussian", "none", "point", "trajectory", "dragnuwa-flow", "box")
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)  # NaN or inf is never a setting
 
@@ -57,7 +64,7 @@ class CoTrackerSettings(_Section):
 
 
 class TrackerSettings(_Section):
-    kind: Literal["lk", "cotracker"] = "lk"
+    kind: Literal[TRACKERS] = "lk"
     lk: LKTracker = LKTracker()
     cotracker: CoTrackerSettings = CoTrackerSettings()
 
@@ -103,7 +110,6 @@ class GenerateSettings(_Section):
     max_guidance_scale: float = Field(3.0, ge=0, description="... and at the last frame (official: 1 -> 3)")
     motion_bucket_id: int = Field(127, ge=0, le=255)
     noise_aug_strength: float = Field(0.02, ge=0)
-    entity_path: Literal["fast", "dense"] = Field("fast", description="entity encoder path (same output; fast is cheaper)")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where generation runs (auto = the task's GPU when it has one)")
     dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="dtype of every model at inference (fp16: the VAE encodes upcast, as diffusers does)")
     cpu_offload: bool = Field(False, description="diffusers' enable_model_cpu_offload: each model on the GPU only while it runs (small GPUs)")
@@ -122,7 +128,7 @@ class GenerateSettings(_Section):
 class EvaluateSettings(_Section):
     """ObjMC / FID / FVD (docs/evaluation.md). Weight paths are local files; None = the fixed-seed fallback backbone."""
 
-    protocol: Literal["official", "project"] = Field(
+    protocol: Literal[PROTOCOLS] = Field(
         "project",
         description="the rules every number is made with: 'official' reproduces the paper's scripts (CoTracker grid 100 "
         "in CoTracker's layout, the official centre rule, videos tracked at the original size, pytorch-fid's FID, compute_fvd.py's FVD on "
@@ -215,9 +221,7 @@ class ModelSettings(_Section):
     gaussian_sigma_ratio: float = Field(0.4, gt=0, description="Gaussian sigma / entity radius")
     gaussian_support_ratio: float = Field(1.0, gt=0, description="Gaussian support / entity radius")
     # controller
-    conditioning: Literal[
-        "entity+gaussian", "entity", "gaussian", "none", "point", "trajectory", "dragnuwa-flow", "box"
-    ] = "entity+gaussian"
+    conditioning: Literal[CONDITIONINGS] = "entity+gaussian"
     encoder: Literal["dense", "fast", "strided"] = Field(
         "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter"
     )

@@ -40,6 +40,10 @@ def reason_for(err: BaseException, item_hint: str) -> str:
 
 
 def reject_row(stage: str, item: str, err: BaseException, item_hint: str, config_digest: str | None = None) -> dict:
-    """A ``rejects`` row for ``err`` on ``item`` (the exception type is kept in ``error``)."""
+    """The one builder of ``rejects`` rows: ``err`` on ``item`` in ``stage``, tried with the settings ``config_digest``.
+
+    ``reason``: the sentence a person acts on; ``error``: the exception type; ``hint``: what to do
+    about this item, kept in its own column so nothing has to be parsed back out of the reason.
+    """
     return dict(stage=stage, item=item, reason=reason_for(err, item_hint), at=now_utc(), error=type(err).__name__,
-                config_digest=config_digest)
+                config_digest=config_digest, hint=item_hint)

@@ -81,6 +81,7 @@ TABLES: dict[str, TableSpec] = {
             ("at", _ts),
             ("error", pa.string()),  # the exception type (VideoError = a checked bad input)
             ("config_digest", pa.string()),  # the settings the item was tried with; another digest retries it
+            ("hint", pa.string()),  # what to do about the item (core.rejects.reject_row)
         ),
         _spec(
             "checkpoints",

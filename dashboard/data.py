@@ -10,33 +10,15 @@ import numpy as np
 import pandas as pd
 
 from core.suites import SUITES
-from eval.bootstrap import paired_ratio_difference
+from eval import catalog
 from eval.display import fmt_interval
 
-METRICS = ("objmc", "fid", "fvd")
-METRIC_LABELS = {"objmc": "ObjMC", "fid": "FID", "fvd": "FVD"}
-LOWER_IS_BETTER = {"objmc": True, "fid": True, "fvd": True}
-
-PAPER = "DragAnything (ECCV 2024), Table 1"
-# How the paper measured its numbers: its own protocol, never one of ours. Published rows
-# carry this label, live in their own table, and are never ranked or sorted with ours.
-PAPER_PROTOCOL = "paper: pytorch-fid / TF I3D / CoTracker2"
-# The paper's numbers on VIPSeg val (256 x 256, 14 frames). Published, not re-measured.
-PUBLISHED = pd.DataFrame(
-    [
-        {"method": "DragNUWA (SVD)", "objmc": 324.6, "fvd": 519.3, "fid": 39.8, "protocol": PAPER_PROTOCOL, "source": PAPER},
-        {"method": "DragAnything (SVD)", "objmc": 305.7, "fvd": 494.8, "fid": 33.5, "protocol": PAPER_PROTOCOL, "source": PAPER},
-    ]
-)
-PUBLISHED_ABLATION = pd.DataFrame(
-    [
-        {"variant": "no control representation", "objmc": 410.7, "fvd": 496.3, "fid": 34.2},
-        {"variant": "entity representation only", "objmc": 318.4, "fvd": 494.5, "fid": 34.1},
-        {"variant": "2D Gaussian only", "objmc": 339.3, "fvd": 495.3, "fid": 34.0},
-        {"variant": "entity + 2D Gaussian", "objmc": 305.7, "fvd": 494.8, "fid": 33.5},
-        {"variant": "entity + 2D Gaussian, loss mask off", "objmc": 311.1, "fvd": 500.2, "fid": 34.3},
-    ]
-)
+METRICS = tuple(catalog.METRICS)
+METRIC_LABELS = {k: m.display for k, m in catalog.METRICS.items()}
+PAPER, PAPER_PROTOCOL = catalog.PAPER, catalog.PAPER_PROTOCOL
+# The paper's numbers, as published: their own protocol label, their own table, never ranked with ours.
+PUBLISHED = pd.DataFrame([{**r, "protocol": PAPER_PROTOCOL, "source": PAPER} for r in catalog.PAPER_ROWS])
+PUBLISHED_ABLATION = pd.DataFrame(list(catalog.PAPER_ABLATION))
 PUBLISHED_USER_STUDY = pd.DataFrame(
     [
         {"aspect": "motion", "DragAnything": 0.63, "DragNUWA": 0.37},
@@ -62,21 +44,22 @@ def identity_options(metrics: pd.DataFrame, suite: str) -> dict[str, list[str]]:
 
 
 def config_backbone(config: Any) -> str | None:
-    """The base model named in a checkpoint's config JSON ('model' section), if any."""
+    """The base model a checkpoint's config (``Config`` JSON) builds on, with its size, e.g.
+    'embedded tiny model, 8 frames at 64x64'; a reference generator's name."""
     if not isinstance(config, str) or not config:
         return None
     try:
         cfg = json.loads(config)
     except (TypeError, ValueError):
         return None
+    if isinstance(cfg, dict) and "generator" in cfg:
+        return f"reference: {cfg['generator']}"
     model = cfg.get("model") if isinstance(cfg, dict) else None
     if not isinstance(model, dict):
         return None
-    for key in ("backbone", "base", "name", "pretrained", "base_model"):
-        v = model.get(key)
-        if isinstance(v, str) and v:
-            return v
-    return None
+    path = model.get("base_model_path")
+    base = str(path).rstrip("/").rsplit("/", 1)[-1] if path else "embedded tiny model"
+    return f"{base}, {model.get('num_frames')} frames at {model.get('height')}x{model.get('width')}"
 
 
 def leaderboard(
@@ -130,7 +113,7 @@ def leaderboard(
     if sort_by not in table.columns:
         sort_by = next((x for x in METRICS if x in table.columns and table[x].notna().any()), "checkpoint_id")
     if ascending is None:
-        ascending = LOWER_IS_BETTER.get(sort_by, False) if not sort_by.startswith("human_") else False
+        ascending = catalog.METRICS[sort_by].lower_is_better if sort_by in catalog.METRICS else False
     table = table.sort_values([sort_by, "checkpoint_id"], ascending=[ascending, True], na_position="last", ignore_index=True)
     table.insert(0, "rank", np.where(table[sort_by].notna(), table[sort_by].rank(method="min", ascending=ascending), np.nan))
     table["vs_next"] = ""
@@ -145,54 +128,34 @@ def leaderboard(
 
 
 def verdict(ci, metric: str, better: str, worse: str, how: str) -> str:
-    """'better' / 'worse' only where the paired interval of (this - other) excludes 0; otherwise why not."""
+    """'better' / 'worse' only where the paired interval of (this - other) excludes 0 (``eval.catalog.verdict``); otherwise why not."""
     if ci is None or not np.isfinite(ci.low) or not np.isfinite(ci.high):
         return f"no paired interval ({how})"
-    lower = LOWER_IS_BETTER.get(metric, True)
-    if ci.high < 0:
-        return better if lower else worse
-    if ci.low > 0:
-        return worse if lower else better
-    return "no clear difference"
+    return {catalog.BETTER: better, catalog.WORSE: worse}.get(catalog.verdict(ci, metric), "no clear difference")
 
 
 def paired_interval(metric: str, rows: pd.DataFrame, objmc: pd.DataFrame | None, a: str, b: str, identity: str | None, confidence: float = 0.95):
-    """(Interval of a - b on the items both have, how it was made) or (None, why there is none)."""
-    from eval.bootstrap import paired_jackknife_difference
-
-    if metric == "objmc":
-        if objmc is None or objmc.empty:
-            return None, "no per-item rows"
-        o = objmc[objmc["identity"] == identity] if identity is not None and "identity" in objmc else objmc
-        sa, sb = item_totals(o[o["checkpoint_id"] == a]), item_totals(o[o["checkpoint_id"] == b])
-        shared = sa.index.intersection(sb.index)
-        if len(shared) < 2:
-            return None, f"{len(shared)} shared item(s)"
-        sa, sb = sa.loc[shared], sb.loc[shared]
-        ci = paired_ratio_difference(sa["total"], sa["count"], sb["total"], sb["count"], confidence=confidence)
-        return ci, f"paired bootstrap of the flat-mean difference over {len(shared)} shared items"
+    """(Interval of a - b on the items both have, how it was made) or (None, why there is none): ``eval.catalog.compare``."""
     if a not in rows.index or b not in rows.index:
         return None, "missing row"
-    ra, rb = rows.loc[a], rows.loc[b]
-    reps_a, reps_b = ra.get("replicates"), rb.get("replicates")
-    if reps_a is None or reps_b is None or not len(reps_a) or not len(reps_b):
-        return None, "no jackknife replicates stored"
-    if ra.get("items_digest") != rb.get("items_digest"):
-        return None, "measured on different items"
-    ci = paired_jackknife_difference(float(ra["value"]), list(reps_a), float(rb["value"]), list(reps_b), int(ra["n"]), confidence)
-    return ci, f"paired jackknife over the same {int(ra['n'])} items"
+    sa, sb = scored(metric, rows.loc[a], objmc, a, identity), scored(metric, rows.loc[b], objmc, b, identity)
+    return catalog.compare(metric, sa, sb, confidence)
 
 
-def item_totals(objmc: pd.DataFrame) -> pd.DataFrame:
-    """Per item (index): summed per-frame error and counted frames, the flat mean's sufficient statistics."""
-    from eval.objmc import item_sums
-
-    return item_sums(objmc).set_index("item_id")
+def scored(metric: str, row: pd.Series, objmc: pd.DataFrame | None, cid: str, identity: str | None) -> catalog.Scored:
+    """What the catalogue's paired comparison reads for one checkpoint's metric row (labelled identities)."""
+    items = None
+    if metric == "objmc" and objmc is not None and not objmc.empty:
+        o = objmc[(objmc["checkpoint_id"] == cid) & (objmc["identity"] == identity)]
+        items = catalog.item_totals(o) if len(o) else None
+    reps = row.get("replicates")
+    return catalog.Scored(cid, float(row["value"]), int(row["n"]) if pd.notna(row.get("n")) else 0, items=items,
+                          replicates=tuple(reps) if reps is not None and len(reps) else (), items_digest=row.get("items_digest"))
 
 
 def published_table() -> pd.DataFrame:
     """The paper's rows as published, with their own protocol label (never our identities)."""
-    return PUBLISHED.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"})
+    return PUBLISHED.rename(columns=METRIC_LABELS)
 
 
 # ---------------------------------------------------------------------- compare
@@ -205,7 +168,7 @@ def per_item_objmc(objmc: pd.DataFrame, a: str, b: str, identity: str | None = N
     if objmc.empty:
         return empty
     o = objmc[objmc["identity"] == identity] if identity is not None and "identity" in objmc else objmc
-    ta, tb = item_totals(o[o["checkpoint_id"] == a]), item_totals(o[o["checkpoint_id"] == b])
+    ta, tb = catalog.item_totals(o[o["checkpoint_id"] == a]), catalog.item_totals(o[o["checkpoint_id"] == b])
     shared = ta.index.intersection(tb.index)
     if not len(shared):
         return empty

@@ -96,11 +96,6 @@ def read(url: str, table: str, columns: Sequence[str] | None = None, filters: Se
     return _read_cached(url, table, version, tuple(columns) if columns else None, frozen or None)
 
 
-def distinct(url: str, table: str, column: str) -> list:
-    df = read(url, table, columns=[column])
-    return sorted(df[column].dropna().unique().tolist())
-
-
 # --------------------------------------------------------------------- votes
 
 

@@ -2,9 +2,9 @@
 
 ``official`` reproduces the DragAnything paper's scripts; ``project`` is this
 project's improved rules. docs/evaluation.md lists both, each deviation with its
-reason. A number's *identity* (``identity``) names the protocol, the tracker and
-its settings, the sizes and the backbone; numbers with different identities are
-never ranked together.
+reason. A number's *identity* (``eval.catalog.Identity``) names the protocol, the tracker
+and its settings, the sizes and the backbone; numbers with different identities
+are never ranked together.
 
 Facts behind ``official`` (read from the public scripts, not copied):
   * ground truth and prediction: CoTracker2 on the video at the *original* video
@@ -38,7 +38,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-PROTOCOLS = ("official", "project")
+from core.config import PROTOCOLS  # the names are the config's; this module gives each its settings
+
 COTRACKER2_INTERP_SHAPE = (384, 512)
 
 
@@ -125,32 +126,16 @@ def protocol_for(
 
 def tracker_label(kind: str, settings: dict | None = None) -> str:
     """The tracker and the settings that change its tracks, e.g. 'lk(win 9, levels 3, fb 1.0)'."""
+    from core.config import LKTracker
+
     s = settings or {}
     if kind == "lk":
-        return f"lk(win {s.get('win_size', 9)}, levels {s.get('max_level', 3)}, fb {s.get('fb_threshold_px', 1.0)})"
+        lk = LKTracker(**s)  # unset settings are the config's defaults
+        return f"lk(win {lk.win_size}, levels {lk.max_level}, fb {lk.fb_threshold_px})"
     if kind == "cotracker":
         ckpt = str(s.get("checkpoint") or "?").rsplit("/", 1)[-1]
         return f"cotracker({ckpt})"
     return kind
-
-
-def objmc_identity(protocol: Protocol, tracker: str, eval_size: str, ground_truth: str | None = None) -> str:
-    """Identity of an ObjMC number: protocol, tracker with its settings, rules, evaluation size."""
-    return f"{protocol.name} | {tracker} | {protocol.objmc_rules(ground_truth)} | eval {eval_size}"
-
-
-def fid_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frames: str = "all frames") -> str:
-    return f"{protocol.name} | {backbone} | {frames} at {size[0]}x{size[1]} | ddof {protocol.fid_ddof}"
-
-
-def kid_identity(protocol: Protocol, backbone: str, size: tuple[int, int], what: str) -> str:
-    """KID beside FID (``what``: "all frames", ...) or KVD beside FVD ("14-frame clips"): cubic kernel, unbiased."""
-    return f"{protocol.name} | {backbone} | {what} at {size[0]}x{size[1]} | cubic kernel, unbiased"
-
-
-def fvd_identity(protocol: Protocol, backbone: str, size: tuple[int, int], frames: int) -> str:
-    drop = f" | dropped to a multiple of {protocol.fvd_batch}" if protocol.fvd_drop_to_batch else ""
-    return f"{protocol.name} | {backbone} | {frames}-frame clips at {size[0]}x{size[1]} | ddof {protocol.fvd_ddof}{drop}"
 
 
 def drop_to_batch(items: list, batch: int) -> list:

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from core.config import LKTracker as LKSettings
 from core.config import TrackerSettings
 
 
@@ -24,9 +25,9 @@ def _gray(frames: np.ndarray) -> list[np.ndarray]:
 class LKTracker:
     """Frame-to-frame pyramidal LK; a point dies when its forward-backward error exceeds the threshold."""
 
-    win_size: int = 9
-    max_level: int = 3
-    fb_threshold_px: float = 1.0
+    win_size: int = LKSettings().win_size  # the defaults are the config's (one home)
+    max_level: int = LKSettings().max_level
+    fb_threshold_px: float = LKSettings().fb_threshold_px
     name: str = "lk"
 
     def track(self, frames: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,8 +119,8 @@ class CoTrackerTracker:
 
 def make_tracker(kind: str, lk: dict | None = None, cotracker: dict | None = None) -> LKTracker | CoTrackerTracker:
     if kind == "lk":
-        lk = lk or {}
-        return LKTracker(lk.get("win_size", 9), lk.get("max_level", 3), lk.get("fb_threshold_px", 1.0))
+        s = LKSettings(**(lk or {}))
+        return LKTracker(s.win_size, s.max_level, s.fb_threshold_px)
     if kind == "cotracker":
         c = cotracker or {}
         return CoTrackerTracker(c.get("repo_path"), c.get("checkpoint"))

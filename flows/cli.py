@@ -301,21 +301,21 @@ def status(
     workdir: str = typer.Option(..., "--workdir", "-w"),
     as_json: bool = typer.Option(False, "--json"),
     fail_on_regression: bool = typer.Option(
-        False, "--fail-on-regression", help="exit 1 when the newest trained checkpoint is significantly worse than the best (paired ObjMC)"
+        False, "--fail-on-regression", help="exit 1 when the newest trained checkpoint is significantly worse than the best under any ObjMC identity (paired, per identity)"
     ),
 ) -> None:
     """What the workdir holds: videos labelled, checkpoints, which have metrics, open rejects."""
-    from core.status import format_status, workdir_status
     from eval.display import fmt_value
+    from tasks.status import format_status, workdir_status
 
     wd = _existing_workdir(workdir)
     st = workdir_status(wd)
     typer.echo(json.dumps(st, default=str, indent=1) if as_json else format_status(st, fmt_value))
     if fail_on_regression:
-        from tasks.nightly import WORSE, describe, newest_verdict
+        from tasks.verdicts import WORSE, describe, newest_verdicts
 
-        suites = sorted(set(wd.read("metrics", columns=["suite"])["suite"]))
-        worse = [v for v in (newest_verdict(wd, b) for b in suites) if v and v["verdict"] == WORSE]
+        suites = sorted(set(wd.read("objmc", columns=["suite"])["suite"]))
+        worse = [v for b in suites for v in newest_verdicts(wd, b) if v["verdict"] == WORSE]
         if worse:  # exit 1 (2 is a usage error): a schedule or CI alerts on it
             typer.secho("regression: " + "; ".join(f"on {v['suite']}, {describe(v)}" for v in worse), fg=typer.colors.RED, err=True)
             typer.echo(REGRESSION_HELP, err=True)
@@ -366,17 +366,13 @@ def voters_add(
 def report(workdir: str = typer.Option(..., "--workdir", "-w"), suite: str | None = SuiteOpt, benchmark: str | None = OldSuiteOpt) -> None:
     """Every checkpoint's ObjMC / FID / FVD on an evaluation suite, with 95% bootstrap intervals, as a markdown table."""
     suite = _suite(suite, benchmark)
-    from eval.display import fmt_estimate, fmt_value, short_names
     from eval.report import metrics_table
-    from tasks.nightly import control_effects
+    from tasks.verdicts import control_effects, describe_control_effect
 
     wd = _existing_workdir(workdir)
     typer.echo(metrics_table(wd, suite))
     for e in control_effects(wd, suite):
-        name = short_names([e["checkpoint_id"]])[e["checkpoint_id"]]
-        typer.echo(f"\n{name} against control off, ObjMC on {e['items']} items: {fmt_value(e['on'])} vs {fmt_value(e['off'])} px "
-                   f"(ratio {fmt_value(e['ratio'])}); difference {fmt_estimate(e['diff'], e['low'], e['high'], sign=True, unit=' px')} "
-                   "(95% paired bootstrap)")
+        typer.echo("\n" + describe_control_effect(e))
 
 
 REGRESSION_HELP = (

@@ -26,7 +26,7 @@ def objmc_chunk(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list
     rows, rejects = ev.objmc_items(workdir_url, checkpoint_id, suite, item_ids, cfg)
     wd = Workdir(workdir_url)
     wd.append("rejects", rejects)
-    return wd.append("objmc", rows)
+    return wd.replace("objmc", rows)  # an item with a new seed is re-summed over all its seeds
 
 
 @task(name="video-features", **TASK_RETRIES)

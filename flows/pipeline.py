@@ -125,7 +125,7 @@ def publish_report(wd: Workdir, suites: list[str], evaluated: dict[str, list[str
     """The run's Prefect artifact (key ``draganything-run-report``): metrics, what was evaluated, verdicts."""
     from prefect.artifacts import create_markdown_artifact
 
-    from tasks.nightly import run_report
+    from tasks.verdicts import run_report
 
     markdown, verdicts = run_report(wd, suites, evaluated)
     done = sum(len(v) for v in evaluated.values())

@@ -200,10 +200,6 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         model = model.to(unet.device)
         return model if model.dtype == unet.dtype else model.to(dtype=unet.dtype)
 
-    @property
-    def condition_names(self) -> tuple[str, ...]:
-        return tuple(self.cond_encoders.keys())
-
     def encode_conditions(
         self,
         conditions: dict[str, torch.Tensor] | None,

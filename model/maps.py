@@ -18,24 +18,12 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-Conditioning = Literal["entity+gaussian", "entity", "gaussian", "none", "point", "trajectory", "dragnuwa-flow", "box"]
-
-CONDITIONINGS: tuple[str, ...] = (
-    "entity+gaussian",
-    "entity",
-    "gaussian",
-    "none",
-    "point",
-    "trajectory",
-    "dragnuwa-flow",
-    "box",
-)
+from core.config import CONDITIONINGS  # noqa: F401 - the names are the config's (one list); maps renders each
 
 
 def condition_channels(conditioning: str, entity_channels: int) -> dict[str, int]:

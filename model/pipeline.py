@@ -28,7 +28,7 @@ from core.geometry import incircle, rescale
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
 from .maps import paint_order, path_for_frames, reads_entity_vectors, render_conditions
-from .tiny import DTYPES
+from .tiny import DTYPES, vae_factor
 from .unet_control import controlled_prediction
 from .vae_io import vae_encode
 
@@ -307,7 +307,7 @@ def _to_pil(image) -> PIL.Image.Image:
 
 def build_controlnet(settings, unet, vae, seed: int = 0) -> DragAnythingControlNetModel:
     """``vae``: the base's VAE, or its spatial factor (an int) when the VAE itself is not loaded."""
-    return _fresh_controlnet(settings, unet, vae if isinstance(vae, int) else 2 ** (len(vae.config.block_out_channels) - 1), seed)
+    return _fresh_controlnet(settings, unet, vae if isinstance(vae, int) else vae_factor(vae.config), seed)
 
 
 def _fresh_controlnet(settings, unet, pixel_scale: int, seed: int) -> DragAnythingControlNetModel:

@@ -18,30 +18,23 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from core.config import Config
 from core.media import read_frames, resize_clip
-from core.rejects import is_infrastructure_error
+from core.rejects import ItemError, is_infrastructure_error, reject_row
 from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.bootstrap import studentized_ratio
-from eval.objmc import (
-    EntityScore,
-    ItemScore,
-    ObjMCResult,
-    as_points,
-    item_sums,
-    score,
-    score_video,
-)
-from eval.protocol import objmc_identity
+from eval.catalog import Identity, identities_of, objmc_identity, protocol_of, tracker_of, tracking_rules
+from eval.objmc import EntityScore, ItemScore, ObjMCResult, as_points, item_sums, score, score_item, score_video
 from eval.trackers import tracker_for
 from tasks.conditions import read_conditions, starts_of, trajectories_of, visible_of
 from tasks.features import feature_jobs, frechet_metrics, items_digest
-from tasks.generate import current_protocol, tracker_description
-from tasks.suites import ground_truth_identity
+from tasks.suites import LABELS_GROUND_TRUTH, ground_truth_identity, same_ground_truth
 
 STAGE = "evaluate"
+RESCORE_HINT = "fix what the reason names, then run `draganything evaluate` again: only unscored videos are scored"
 
 
 def _mean_over_seeds(item_id: str, scores: list[ItemScore]) -> ItemScore:
@@ -62,75 +55,106 @@ def _mean_over_seeds(item_id: str, scores: list[ItemScore]) -> ItemScore:
     return ItemScore(item_id, ents, scores[0].missing_entities, scores[0].extra_entities)
 
 
-def objmc_identity_of(cfg: Config, suite: str) -> str:
-    """The identity of this config's ObjMC numbers on a suite (protocol, tracker, rules, eval size)."""
-    spec = SUITES[suite]
-    size = "original video size" if spec.kind == "labels" else f"{spec.resolution[0]}x{spec.resolution[1]}"
-    gt = None if spec.kind == "labels" else "drawn paths"  # the user study's paths are drawn, never tracked
-    return objmc_identity(current_protocol(cfg), tracker_description(cfg), size, gt)
-
-
 def expected_ground_truth(cfg: Config, suite: str) -> str | None:
     """How this config makes a suite's ground truth (None: nothing to check, e.g. user-study paths)."""
     spec = SUITES[suite]
     if spec.kind != "labels":
         return None
-    protocol = current_protocol(cfg)
-    return "labels" if protocol.ground_truth != "tracked" else ground_truth_identity(protocol, tracker_description(cfg), spec)
+    protocol = protocol_of(cfg)
+    return LABELS_GROUND_TRUTH if protocol.ground_truth != "tracked" else ground_truth_identity(protocol, tracker_of(cfg), spec)
 
 
-def _same_ground_truth(stored: str, expected: str | None) -> bool:
-    return expected is None or (str(stored).startswith("labels") if expected == "labels" else stored == expected)
+def _of_identity(rows: pd.DataFrame, identity: Identity, metric: str | None = "objmc") -> pd.DataFrame:
+    """The rows (with an ``identity`` column) measured as ``identity``; old parts' prose identities included."""
+    if rows.empty:
+        return rows
+    return rows[identities_of(rows, metric).map(lambda i: i == identity).astype(bool)]
+
+
+def scored_seeds(wd: Workdir, checkpoint_id: str, suite: str, identity: Identity) -> dict[str, set[int]]:
+    """Per item: the seeds whose videos have ObjMC rows of ``identity`` (what is already scored)."""
+    import pyarrow.compute as pc
+
+    filt = (pc.field("checkpoint_id") == checkpoint_id) & (pc.field("suite") == suite)
+    rows = _of_identity(wd.read("objmc", columns=["item_id", "seeds", "identity"], filter=filt), identity)
+    out: dict[str, set[int]] = {}
+    for item_id, seeds in zip(rows["item_id"], rows["seeds"]):
+        out.setdefault(str(item_id), set()).update(int(x) for x in (seeds if seeds is not None else []))
+    return out
+
+
+def _stored_scores(old: pd.DataFrame, item_id: str, gt: np.ndarray, entity_ids: list, vis: np.ndarray,
+                   item_hw: tuple[int, int], eval_hw: tuple[int, int]) -> dict[int, tuple[ItemScore, dict, tuple[int, int]]]:
+    """Seed -> (score, tracks, video size) re-made from the tracks an earlier evaluate stored (no tracking)."""
+    if old.empty or old["tracks"].isna().any() or old["seeds"].isna().any():
+        return {}
+    ids = [str(e) for e in entity_ids]
+    gts = {e: gt[k] for k, e in enumerate(ids)}
+    vis_d = {e: vis[k] for k, e in enumerate(ids)}
+    out = {}
+    for k, seed in enumerate(old["seeds"].iloc[0]):
+        pred = {str(r.entity_id): np.asarray([list(p) for p in r.tracks[k]], np.float64) for r in old.itertuples()}
+        hw = (int(old["video_height"].iloc[0]), int(old["video_width"].iloc[0]))
+        out[int(seed)] = (score_item(item_id, pred, {e: gts[e] for e in pred}, vis_d, hw, item_hw, eval_hw), pred, hw)
+    return out
 
 
 def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list[str], cfg: Config) -> tuple[list[dict], list[dict]]:
-    """``objmc`` rows for these items' samples (all seeds), and rejects for items that cannot be scored."""
+    """``objmc`` rows for these items' samples (all seeds), and rejects for items that cannot be scored.
+
+    A seed whose video was scored before under the same identity is not tracked again: its
+    stored tracks are scored with the new seeds' (write the rows with ``Workdir.replace``).
+    """
     wd = Workdir(workdir_url)
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
     conds = read_conditions(wd, checkpoint_id, suite, item_ids)
-    protocol, identity = current_protocol(cfg), objmc_identity_of(cfg, suite)
+    protocol, identity = protocol_of(cfg), objmc_identity(cfg, suite)
+    old_rows = wd.read("objmc")
+    old_rows = _of_identity(old_rows[(old_rows["checkpoint_id"] == checkpoint_id) & (old_rows["suite"] == suite)], identity)
     expected = expected_ground_truth(cfg, suite)
     tracker = tracker_for(cfg.evaluate.tracker)
-    rules = dict(grid_size=protocol.grid_size, add_centers=protocol.add_centers, layout=protocol.grid_layout,
-                 integer=protocol.integer_points, interp_shape=protocol.interp_shape)
+    rules = tracking_rules(protocol)
+    digest = cfg.digest()
     rows, rejects = [], []
 
-    def reject(item_id: str, reason: str, error: str = "ItemError") -> None:
-        rejects.append(dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{item_id}/objmc", reason=reason, at=now_utc(), error=error))
+    def reject(item_id: str, err: BaseException) -> None:
+        rejects.append(reject_row(STAGE, f"{checkpoint_id}/{suite}/{item_id}/objmc", err, RESCORE_HINT, digest))
 
     for item_id in item_ids:
         seeds = samples[samples["item_id"] == item_id].sort_values("seed")
         cond = conds[conds["item_id"] == item_id].set_index("seed")
         if seeds.empty:
             continue
-        if cond.empty:
-            reject(item_id, "no conditions recorded for its video (generated before the conditions table existed); "
-                            "generate it again into a fresh workdir to score it")
-            continue
         try:
+            if cond.empty:
+                raise ItemError("no conditions recorded for its video (generated before the conditions table existed); "
+                                "generate it again into a fresh workdir to score it")
             c = cond.iloc[0]
-            if not _same_ground_truth(c["ground_truth"], expected):
-                reject(item_id, f"its video was asked to follow ground truth made as '{c['ground_truth']}', but evaluate.* now "
+            if not same_ground_truth(c["ground_truth"], expected):
+                raise ItemError(f"its video was asked to follow ground truth made as '{c['ground_truth']}', but evaluate.* now "
                                 f"makes it as '{expected}'; evaluate with the settings it was generated with (evaluate.protocol, "
                                 "evaluate.tracker), or generate into a fresh workdir")
-                continue
             gt, vis, starts = trajectories_of(c), visible_of(c), starts_of(c)
             item_hw, eval_hw = (int(c["height"]), int(c["width"])), (int(c["eval_height"]), int(c["eval_width"]))
+            stored = _stored_scores(old_rows[old_rows["item_id"] == item_id], item_id, gt, list(c["entity_ids"]), vis, item_hw, eval_hw)
             per_seed, tracks, tracked_hw = [], [], None
             for _, s in seeds.iterrows():
-                frames = read_frames(wd, s["video_path"].replace(".mp4", ".npz"))
-                if protocol.track_at == "eval":  # the official scripts track videos resized to the original size
-                    frames = resize_clip(frames, np.zeros(frames.shape[:3], np.int32), eval_hw)[0]
-                score_s, pred = score_video(item_id, frames, gt, list(c["entity_ids"]), vis, gt_hw=item_hw, eval_hw=eval_hw,
-                                            tracker=tracker, starts=starts, **rules)
+                if int(s["seed"]) in stored:
+                    score_s, pred, tracked_hw = stored[int(s["seed"])]
+                else:
+                    frames = read_frames(wd, s["video_path"].replace(".mp4", ".npz"))
+                    if protocol.track_at == "eval":  # the official scripts track videos resized to the original size
+                        frames = resize_clip(frames, np.zeros(frames.shape[:3], np.int32), eval_hw)[0]
+                    score_s, pred = score_video(item_id, frames, gt, list(c["entity_ids"]), vis, gt_hw=item_hw, eval_hw=eval_hw,
+                                                tracker=tracker, starts=starts, **rules)
+                    tracked_hw = frames.shape[1:3]
                 per_seed.append(score_s)
                 tracks.append(pred)
-                tracked_hw = frames.shape[1:3]
         except Exception as err:  # noqa: BLE001 - one item's failure is that item's reject
             if is_infrastructure_error(err):
                 raise  # the machine (disk full, out of memory ...), not the item: fail the task
-            reject(item_id, f"{type(err).__name__} while scoring: {err}", type(err).__name__)
+            reject(item_id, err)
             continue
         item = _mean_over_seeds(item_id, per_seed)
         seed_list = [int(x) for x in seeds["seed"]]
@@ -138,35 +162,25 @@ def objmc_items(workdir_url: str, checkpoint_id: str, suite: str, item_ids: list
             rows.append(dict(
                 checkpoint_id=checkpoint_id, suite=suite, item_id=item_id, entity_id=int(e.entity_id),
                 error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=cfg.evaluate.tracker.kind,
-                identity=identity, seeds=seed_list, tracks=[np.asarray(t[e.entity_id], np.float32).tolist() for t in tracks],
+                identity=identity.stored(), seeds=seed_list, tracks=[np.asarray(t[e.entity_id], np.float32).tolist() for t in tracks],
                 video_height=int(tracked_hw[0]), video_width=int(tracked_hw[1]),
             ))
     return rows, rejects
-
-
-def objmc_rows(result: ObjMCResult, checkpoint_id: str, suite: str, tracker: str, identity: str) -> list[dict]:
-    """Rows of the ``objmc`` table from a scored result (entity ids must be integers there)."""
-    return [
-        dict(checkpoint_id=checkpoint_id, suite=suite, item_id=item.item_id, entity_id=int(e.entity_id),
-             error_px=e.error_px, per_frame=[float(v) for v in e.per_frame], tracker=tracker, identity=identity)
-        for item in result.items
-        for e in item.entities
-    ]
 
 
 def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> tuple[list[dict], list[dict]]:
     """``metrics`` rows recomputed from every scored item (the current identity's), and rejects for metrics not reported."""
     wd = Workdir(workdir_url)
     ev = cfg.evaluate
-    identity = objmc_identity_of(cfg, suite)
+    identity = objmc_identity(cfg, suite)
     rows: list[dict] = []
     objmc = wd.read("objmc")
-    objmc = objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["suite"] == suite) & (objmc["identity"] == identity)]
+    objmc = _of_identity(objmc[(objmc["checkpoint_id"] == checkpoint_id) & (objmc["suite"] == suite)], identity)
     if not objmc.empty:
         sums = item_sums(objmc)
         ci = studentized_ratio(sums["total"].to_numpy(), sums["count"].to_numpy(), n_boot=ev.bootstrap, confidence=ev.confidence)
         rows.append(dict(
-            checkpoint_id=checkpoint_id, suite=suite, metric="objmc", backbone=f"tracker:{ev.tracker.kind}", identity=identity,
+            checkpoint_id=checkpoint_id, suite=suite, metric="objmc", backbone=f"tracker:{ev.tracker.kind}", identity=identity.stored(),
             protocol=ev.protocol, value=float(ci.value), ci_low=float(ci.low), ci_high=float(ci.high), ci_method=ci.method,
             n=len(sums), items_digest=items_digest(sums["item_id"]), replicates=None, created_at=now_utc(),
         ))
@@ -178,7 +192,8 @@ def summarize(workdir_url: str, checkpoint_id: str, suite: str, cfg: Config) -> 
     if not samples.empty:
         frechet, why = frechet_metrics(wd, cfg, checkpoint_id, suite, samples, conds)
         rows += frechet
-        rejects = [dict(stage=STAGE, item=f"{checkpoint_id}/{suite}/{w.split(':', 1)[0]}", reason=w.split(': ', 1)[1], at=now_utc()) for w in why]
+        hint = "generate more items (or longer videos) for this suite, then run `draganything evaluate` again"
+        rejects = [reject_row(STAGE, f"{checkpoint_id}/{suite}/{metric}", ItemError(reason), hint, cfg.digest()) for metric, reason in why]
     return rows, rejects
 
 
@@ -187,28 +202,31 @@ class Pending:
     """What evaluating a checkpoint on a suite has to do."""
 
     items: list[str]  # every item with a sample
-    objmc: list[str]  # items without ObjMC rows of the current identity yet
+    objmc: list[str]  # items with a video (a seed) not scored under the current identity yet
     features: list[tuple[str, int]]  # videos whose features the metrics need
-    up_to_date: bool  # nothing new since the last evaluation: the metrics already hold every scored item
+    up_to_date: bool  # nothing new since the last evaluation: the metrics already hold every scored video
 
 
 def pending(wd: Workdir, checkpoint_id: str, suite: str, cfg: Config) -> Pending:
     """The work of evaluating a checkpoint on a suite; a ``ValueError`` when it has no samples.
 
-    Up to date only when no item is waiting for ObjMC and the current ObjMC metric was computed
-    from every scored item (so a metric never stays behind its items).
+    Pending is by (item, seed): a new item, a new seed of a scored item and a changed identity
+    are each scored on the next evaluate. Up to date only when every video is scored and the
+    current ObjMC metric was computed from every scored item (so a metric never stays behind).
     """
     samples = wd.read("samples")
     samples = samples[(samples["checkpoint_id"] == checkpoint_id) & (samples["suite"] == suite)]
     if samples.empty:
         raise ValueError(f"no samples of '{checkpoint_id}' on '{suite}' in {wd.url}; run `draganything generate` first")
-    identity = objmc_identity_of(cfg, suite)
-    scored = {i for c, b, i, _, idn in wd.keys("objmc") if c == checkpoint_id and b == suite and idn == identity}
-    items = sorted(set(samples["item_id"]))
-    todo = [i for i in items if i not in scored]
+    identity = objmc_identity(cfg, suite)
+    scored = scored_seeds(wd, checkpoint_id, suite, identity)
+    videos = samples.groupby("item_id")["seed"].agg(lambda s: {int(x) for x in s})
+    items = sorted(videos.index)
+    todo = [i for i in items if not videos[i] <= scored.get(i, set())]
     metrics = wd.read("metrics")
-    current = metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["suite"] == suite) & (metrics["identity"] == identity)]
-    if not todo and len(current) and int(current["n"].iloc[0]) == len(scored):
+    current = _of_identity(metrics[(metrics["checkpoint_id"] == checkpoint_id) & (metrics["suite"] == suite)
+                                   & (metrics["metric"] == "objmc")], identity)
+    if not todo and len(current) and int(current["n"].iloc[-1]) == len(scored):
         return Pending(items, [], [], True)
     conditions = read_conditions(wd, checkpoint_id, suite)
     return Pending(items, todo, feature_jobs(samples, conditions), False)

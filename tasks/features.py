@@ -34,9 +34,9 @@ from core.rejects import is_infrastructure_error, reason_for
 from core.suites import SUITES
 from core.tables import Workdir, now_utc
 from eval.bootstrap import ItemFeatures, frechet_interval, kid_interval
+from eval.catalog import fid_identity, fvd_identity, kid_identity, protocol_of
 from eval.features import clip_extractor, frame_extractor
-from eval.protocol import drop_to_batch, fid_identity, fvd_identity, kid_identity
-from tasks.generate import current_protocol
+from eval.protocol import drop_to_batch
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ _EXTRACTORS: dict[tuple, Extractors] = {}
 
 def extractors(cfg: Config) -> Extractors:
     """FID/FVD backbones from the configured local files (fallbacks without), built once per process."""
-    ev, protocol = cfg.evaluate, current_protocol(cfg)
+    ev, protocol = cfg.evaluate, protocol_of(cfg)
     official_fid = protocol.fid_backbone == "pytorch-fid"
     fid_path, fid_key = (ev.pytorch_fid_path, "evaluate.pytorch_fid_path") if official_fid else (ev.inception_path, "evaluate.inception_path")
     key = (fid_path, ev.i3d_path, protocol.fid_backbone, protocol.fvd_backbone)
@@ -105,7 +105,7 @@ def video_features(wd: Workdir, cfg: Config, video: np.ndarray, clip_frames: int
 
 
 def _clip_frames(cfg: Config, frames: int) -> int:
-    protocol = current_protocol(cfg)
+    protocol = protocol_of(cfg)
     return protocol.fvd_frames or frames
 
 
@@ -141,11 +141,11 @@ def items_digest(item_ids: list[str]) -> str:
     return hashlib.sha1("\n".join(sorted(item_ids)).encode()).hexdigest()[:16]
 
 
-def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, samples: pd.DataFrame, conditions: pd.DataFrame) -> tuple[list[dict], list[str]]:
-    """FID and FVD rows of one checkpoint on one suite, and sentences for what could not be computed."""
+def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, samples: pd.DataFrame, conditions: pd.DataFrame) -> tuple[list[dict], list[tuple[str, str]]]:
+    """FID and FVD rows of one checkpoint on one suite, and (metric, sentence) for what could not be computed."""
     from tasks.conditions import read_inputs
 
-    protocol = current_protocol(cfg)
+    protocol = protocol_of(cfg)
     ev, ex, size = cfg.evaluate, extractors(cfg), eval_size(suite)
     cond = conditions.drop_duplicates("item_id").set_index("item_id")
     gen_f, real_f, gen_c, real_c, ids, short, why = [], [], [], [], [], [], []
@@ -167,8 +167,8 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
         except Exception as err:  # noqa: BLE001 - a video of the item cannot be read: it is left out of FID/FVD, with a reject
             if is_infrastructure_error(err):
                 raise
-            why.append(f"{item_id}/features: {reason_for(err, 'generate the item again, or remove its samples row')}; "
-                       "it is left out of FID and FVD")
+            why.append((f"{item_id}/features", f"{reason_for(err, 'generate the item again, or remove its samples row')}; "
+                        "it is left out of FID and FVD"))
             continue
         ids.append(item_id)
         if stills:
@@ -189,36 +189,36 @@ def frechet_metrics(wd: Workdir, cfg: Config, checkpoint_id: str, suite: str, sa
     frames_label = "last frame vs input image" if stills else "all frames"
     if n_fid >= 2:
         ci = frechet_interval(ItemFeatures(gen_f), ItemFeatures(real_f), groups=ev.jackknife_groups, confidence=ev.confidence, ddof=protocol.fid_ddof)
-        rows.append(metric_row(checkpoint_id, suite, "fid", ex.backbones[0], fid_identity(protocol, ex.backbones[0], size, frames_label), protocol.name, ci, digest))
+        rows.append(metric_row(checkpoint_id, suite, "fid", ex.backbones[0], fid_identity(protocol, ex.backbones[0], size, frames_label).stored(), protocol.name, ci, digest))
         kid = kid_interval(gen_f, real_f, confidence=ev.confidence)  # an interval that holds where FID has none
-        rows.append(metric_row(checkpoint_id, suite, "kid", ex.backbones[0], kid_identity(protocol, ex.backbones[0], size, frames_label), protocol.name, kid, digest))
+        rows.append(metric_row(checkpoint_id, suite, "kid", ex.backbones[0], kid_identity(protocol, ex.backbones[0], size, frames_label).stored(), protocol.name, kid, digest))
     elif n_fid == 1:
-        why.append(f"fid: one item only ({ids[0]}); a Fréchet distance needs at least 2 items on each side, so FID is not reported")
+        why.append(("fid", f"one item only ({ids[0]}); a Fréchet distance needs at least 2 items on each side, so FID is not reported"))
     if stills:
         return rows, why
     F = _clip_frames(cfg, int(cond["frames"].max())) if len(cond) else 0
     if short:
-        why.append(
-            f"fvd: {len(short)} of {n_fid} videos are shorter than the {F} frames the {protocol.name} protocol's FVD clips need, "
+        why.append(("fvd",
+            f"{len(short)} of {n_fid} videos are shorter than the {F} frames the {protocol.name} protocol's FVD clips need, "
             f"e.g. {short[0]}; generate {F}-frame videos or use another evaluate.protocol"
-        )
+        ))
     fvd_ids = [i for i in ids if i not in short]
     if protocol.fvd_drop_to_batch:  # compute_fvd.py's rule, without its empty-list quirk (eval.protocol.drop_to_batch)
         kept = len(drop_to_batch(fvd_ids, protocol.fvd_batch))
         if kept < len(fvd_ids):
-            why.append(
-                f"fvd: evaluate.fvd_drop_to_batch keeps the first {kept} of {len(fvd_ids)} videos (a multiple of {protocol.fvd_batch}, "
+            why.append(("fvd",
+                f"evaluate.fvd_drop_to_batch keeps the first {kept} of {len(fvd_ids)} videos (a multiple of {protocol.fvd_batch}, "
                 f"as compute_fvd.py does); set it false to score all of them"
-            )
+            ))
         fvd_ids, gen_c, real_c = fvd_ids[:kept], gen_c[:kept], real_c[:kept]
     if len(gen_c) >= 2:
         ci = frechet_interval(ItemFeatures(gen_c), ItemFeatures(real_c), groups=ev.jackknife_groups, confidence=ev.confidence, ddof=protocol.fvd_ddof)
-        rows.append(metric_row(checkpoint_id, suite, "fvd", ex.backbones[1], fvd_identity(protocol, ex.backbones[1], size, F), protocol.name, ci, items_digest(fvd_ids)))
+        rows.append(metric_row(checkpoint_id, suite, "fvd", ex.backbones[1], fvd_identity(protocol, ex.backbones[1], size, F).stored(), protocol.name, ci, items_digest(fvd_ids)))
         kvd = kid_interval(gen_c, real_c, confidence=ev.confidence)
-        kvd_identity = kid_identity(protocol, ex.backbones[1], size, f"{F}-frame clips")
+        kvd_identity = kid_identity(protocol, ex.backbones[1], size, f"{F}-frame clips").stored()
         rows.append(metric_row(checkpoint_id, suite, "kvd", ex.backbones[1], kvd_identity, protocol.name, kvd, items_digest(fvd_ids)))
     elif gen_c:
-        why.append("fvd: one usable video only; FVD needs at least 2, so it is not reported")
+        why.append(("fvd", "one usable video only; FVD needs at least 2, so it is not reported"))
     return rows, why
 
 

@@ -17,16 +17,18 @@ import numpy as np
 from core import checkpoints as ckpts
 from core.config import Config
 from core.media import write_frames, write_mp4
-from core.rejects import is_infrastructure_error
+from core.rejects import ItemError, is_infrastructure_error, reject_row
 from core.suites import SUITES
-from core.tables import Workdir, now_utc
+from core.tables import Workdir
+from eval.catalog import protocol_of, tracker_of
 from eval.reference import static_video, warp_video
 from eval.trackers import tracker_for
 from tasks.conditions import condition_row, write_inputs
-from tasks.suites import ItemError, SuiteItem, labels_items
+from tasks.suites import SuiteItem, labels_items
 from tasks.user_study import folder_items
 
 STAGE = "generate"
+FIX_HINT = "fix the item (or the checkpoint) as the reason says, then run `draganything generate` again: only missing videos are made"
 
 
 class Generator(Protocol):
@@ -66,21 +68,6 @@ def get_generator(checkpoint: dict, cfg: Config, wd: Workdir) -> Generator:
     return _CACHE[key]
 
 
-def current_protocol(cfg: Config):
-    """The ``eval.protocol.Protocol`` the config names (project knobs applied)."""
-    from eval.protocol import protocol_for
-
-    ev = cfg.evaluate
-    return protocol_for(ev.protocol, grid_size=ev.grid_size, add_centers=ev.add_centers, ground_truth=ev.ground_truth, fvd_drop_to_batch=ev.fvd_drop_to_batch)
-
-
-def tracker_description(cfg: Config) -> str:
-    from eval.protocol import tracker_label
-
-    t = cfg.evaluate.tracker
-    return tracker_label(t.kind, (t.lk if t.kind == "lk" else t.cotracker).model_dump())
-
-
 def load_suite(
     wd: Workdir, name: str, cfg: Config, item_ids: list[str] | None = None
 ) -> tuple[list[SuiteItem], list[tuple[str, str]]]:
@@ -94,9 +81,9 @@ def load_suite(
     spec = SUITES[name]
     only = set(item_ids) if item_ids is not None else None
     if spec.kind == "labels":
-        protocol = current_protocol(cfg)
+        protocol = protocol_of(cfg)
         tracker = tracker_for(cfg.evaluate.tracker) if protocol.ground_truth == "tracked" else None
-        return labels_items(wd, spec, only, protocol, tracker, tracker_description(cfg)), []
+        return labels_items(wd, spec, only, protocol, tracker, tracker_of(cfg)), []
     folder = cfg.evaluate.user_study_dir
     if not folder:
         raise FileNotFoundError("the user-study suite needs evaluate.user_study_dir: a folder of cases (demo.jpg, demo.json, masks)")
@@ -149,7 +136,8 @@ def generate_items(
     wanted = set(item_ids)
     items, bad = load_suite(wd, suite, cfg, item_ids)
     rows, conds = [], []
-    rejects = [dict(stage=STAGE, item=reject_item(cid, suite, i), reason=r, at=now_utc()) for i, r in bad if i in wanted]
+    digest = cfg.digest()
+    rejects = [reject_row(STAGE, reject_item(cid, suite, i), ItemError(r), FIX_HINT, digest) for i, r in bad if i in wanted]
     done = {k for k in wd.keys("samples") if k[0] == cid and k[1] == suite}
     generator = None
     for item in (i for i in items if i.item_id in wanted):
@@ -167,9 +155,7 @@ def generate_items(
             except Exception as err:  # noqa: BLE001 - any failure of one item is that item's reject
                 if is_infrastructure_error(err):
                     raise  # the machine (disk full, out of memory ...), not the item: fail the task (Ray retries it)
-                reason = str(err) if isinstance(err, ItemError) else f"{type(err).__name__} while generating: {err}"
-                rejects.append(dict(stage=STAGE, item=reject_item(cid, suite, item.item_id, seed), reason=reason, at=now_utc(),
-                                    error=type(err).__name__))
+                rejects.append(reject_row(STAGE, reject_item(cid, suite, item.item_id, seed), err, FIX_HINT, digest))
                 continue
             cond = condition_row(cid, suite, item, seed)
             write_inputs(wd, cond["inputs_path"], item)

@@ -39,8 +39,7 @@ from core.media import load_cached_clip, read_blob, resize_clip, write_blob
 from core.paths import file_name
 from core.tables import Workdir
 from model.maps import reads_entity_vectors
-
-STAGE = "preprocess"
+from model.tiny import vae_factor
 
 
 def window(start: int, backwards: bool, length: int) -> np.ndarray:
@@ -245,7 +244,7 @@ def encode_clips(workdir_url: str, cfg: Config, video_ids: list[str]) -> dict:
     device = encode_device()
     enc = Encoders(cfg, device)
     vectors, embedded = _vectors(wd, cfg, enc, {s.video_id for s, _ in jobs}, specs)
-    cell = 2 ** (len(enc.pipe.vae.config.block_out_channels) - 1)  # the VAE's factor: pixels per latent cell side
+    cell = vae_factor(enc.pipe.vae.config)  # pixels per latent cell side
     written = []
     for spec, mirrored in jobs:
         frames, ids = load_cached_clip(wd, spec.frames_path)

@@ -43,8 +43,14 @@ class SuiteItem:
         return self.image.shape[:2]
 
 
-class ItemError(ValueError):
-    """A suite item cannot be used; the message says why and what to do."""
+LABELS_GROUND_TRUTH = "labels"  # the label trajectories themselves; stored as "labels (<trajectory source>)"
+
+
+def same_ground_truth(stored: str, expected: str | None) -> bool:
+    """Whether a video's frozen ground truth (conditions.ground_truth) is the one the config makes now."""
+    if expected is None:
+        return True
+    return str(stored).split(" (", 1)[0] == LABELS_GROUND_TRUTH if expected == LABELS_GROUND_TRUTH else stored == expected
 
 
 def ground_truth_identity(protocol, tracker_desc: str, spec: SuiteSpec) -> str:
@@ -67,6 +73,7 @@ def labels_items(
     """
     import pyarrow.compute as pc
 
+    from eval.catalog import tracking_rules
     from eval.objmc import ground_truth_tracks, official_center
 
     filt = (pc.field("dataset") == spec.dataset) & (pc.field("split") == spec.split)
@@ -97,10 +104,9 @@ def labels_items(
         masks = np.stack([ids[0] == e for e in entity_ids])
         keep = masks.any(axis=(1, 2))  # an entity can vanish when the suite is coarser than the labels
         starts = trajectories[:, 0].copy()
-        how = f"labels ({first['trajectory_source']})"
+        how = f"{LABELS_GROUND_TRUTH} ({first['trajectory_source']})"
         if protocol is not None and protocol.ground_truth == "tracked":
-            rules = dict(grid_size=protocol.grid_size, add_centers=protocol.add_centers, layout=protocol.grid_layout,
-                         integer=protocol.integer_points, interp_shape=protocol.interp_shape)
+            rules = tracking_rules(protocol)
             if protocol.track_at == "eval":
                 big, big_ids = resize_clip(clip, clip_ids, orig_hw)  # the whole clip, as the official script tracks it
                 at_eval = np.array([official_center(big_ids[0] == e)[:2] if protocol.center_rule == "official" else

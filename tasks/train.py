@@ -38,9 +38,6 @@ from tasks.checkpoint_files import (  # noqa: F401 - re-exported: the stage's ch
 from tasks.fit_base import fit_tiny_base
 from tasks.train_data import Batch, Clip, batch_for_step, load_clips  # noqa: F401 - re-exported: other modules import it from here
 
-STAGE = "train"
-
-
 # --- the step ----------------------------------------------------------------------
 
 

@@ -30,7 +30,8 @@ import numpy as np
 from core.geometry import incircles, rescale
 from core.images import DEFAULT_MAX_PIXELS, ImageError, open_image
 from core.paths import PathError, confined
-from tasks.suites import ItemError, SuiteItem
+from core.rejects import ItemError
+from tasks.suites import SuiteItem
 
 FITS = ("masks", "pad", "center")
 

@@ -8,11 +8,12 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import data, media, queries, ui
+from eval import catalog
 
 st.title("Compare checkpoints")
 url = ui.workdir_or_stop()
 
-metrics = queries.read(url, "metrics")
+metrics = catalog.labelled(queries.read(url, "metrics"))  # identities as labels: one per identity
 samples_idx = queries.read(url, "samples", columns=["checkpoint_id", "suite"])
 if metrics.empty and samples_idx.empty:
     ui.empty("Nothing to compare yet: no metrics and no samples in this workdir.", "evaluate", url)
@@ -35,10 +36,10 @@ with c1:
 with c2:
     b = ui.pick("Checkpoint B", [i for i in ids if i != a], key="cmp_b", default=ids[0])
 
-objmc = queries.read(
+objmc = catalog.labelled(queries.read(
     url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "error_px", "per_frame", "identity", "seeds", "tracks", "video_height", "video_width"],
     filters=[("suite", "==", suite), ("checkpoint_id", "in", (a, b))],
-)
+), "objmc")
 
 st.subheader("Metric deltas")
 deltas = data.metric_deltas(metrics, suite, a, b, objmc)

@@ -10,12 +10,13 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, data, queries, ui
+from eval import catalog
 from eval.display import fmt_interval, short_names
 
 st.title("Leaderboard")
 url = ui.workdir_or_stop()
 
-metrics = queries.read(url, "metrics")
+metrics = catalog.labelled(queries.read(url, "metrics"))  # identities as labels: one per identity
 if metrics.empty:
     ui.empty("No metrics yet: this workdir's `metrics` table is empty.", "evaluate", url)
     st.subheader(f"Published reference ({data.PAPER_PROTOCOL})")
@@ -51,7 +52,8 @@ except Exception as err:  # noqa: BLE001 - a broken vote store must not hide the
     st.warning(f"Human ratings unavailable: {err}")
     ratings = None
 
-objmc = queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "per_frame", "identity"], filters=[("suite", "==", suite)])
+objmc = catalog.labelled(queries.read(url, "objmc", columns=["checkpoint_id", "item_id", "entity_id", "per_frame", "identity"],
+                                      filters=[("suite", "==", suite)]), "objmc")
 sort_by = sort_choices.get(sort_label, "objmc")
 table = data.leaderboard(metrics, checkpoints, suite, identities, ratings, sort_by=sort_by, objmc=objmc)
 if table.empty:
@@ -74,7 +76,8 @@ for m in data.METRICS:
     label = data.METRIC_LABELS[m]
     view[label] = table[m]
     view[f"{label} 95% CI"] = [fmt_interval(lo, hi) if pd.notna(v) else "" for v, lo, hi in zip(table[m], table[f"{m}_ci_low"], table[f"{m}_ci_high"])]
-    col_cfg[label] = st.column_config.NumberColumn(label, format="%.4g", help=f"{identities.get(m)}. Lower is better.")
+    direction = "Lower" if catalog.METRICS[m].lower_is_better else "Higher"
+    col_cfg[label] = st.column_config.NumberColumn(label, format="%.4g", help=f"{identities.get(m)}. {direction} is better.")
 if sort_by in data.METRICS:
     view[f"{data.METRIC_LABELS[sort_by]} vs next"] = table["vs_next"]
 for aspect in ("motion", "quality"):
@@ -93,6 +96,8 @@ view["model"] = table.get("model")
 view["parent"] = table.get("parent")
 view["created"] = table["created_at"].map(ui.fmt_time) if "created_at" in table else None
 
+empty = [c for c in view.columns if c not in ("rank", "checkpoint") and (view[c].isna() | (view[c].astype(str) == "")).all()]
+view = view.drop(columns=empty)  # a column nothing on this suite fills (no parents, no votes yet) is left out
 st.dataframe(view, hide_index=True, column_config=col_cfg, width="stretch", height=min(38 * (len(view) + 1) + 4, 640))
 st.caption(
     f"{len(table)} checkpoints on **{suite}**. Lower is better for ObjMC (pixels), FID and FVD. Columns: "
@@ -115,7 +120,7 @@ if plotted:
         st.caption(f"One line per run over its checkpoints, the band its 95% interval; dashed: references (`static`, `warp`), "
                    f"which have no steps. Measured as: {identities[chart_metric]}.")
 
-history = queries.read(url, "metrics_history", filters=[("suite", "==", suite)])
+history = catalog.labelled(queries.read(url, "metrics_history", filters=[("suite", "==", suite)]))
 changes = data.metric_changes(history, suite)
 if not changes.empty:
     with st.expander(f"Metrics that changed ({len(changes)})"):
@@ -129,7 +134,7 @@ st.caption(
     "never ranked or sorted with the numbers above."
 )
 with st.expander("Paper ablation (published, VIPSeg val)"):
-    st.dataframe(data.PUBLISHED_ABLATION.rename(columns={"objmc": "ObjMC", "fvd": "FVD", "fid": "FID"}).assign(protocol=data.PAPER_PROTOCOL), hide_index=True)
+    st.dataframe(data.PUBLISHED_ABLATION.rename(columns=data.METRIC_LABELS).assign(protocol=data.PAPER_PROTOCOL), hide_index=True)
 
 st.download_button(
     "Download this table (CSV)", view.to_csv(index=False).encode(), file_name=f"leaderboard-{suite}.csv", mime="text/csv", key="lb_csv"

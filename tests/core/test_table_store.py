@@ -10,8 +10,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from core.parts import COMPACT_AT
-from core.status import format_status, workdir_status
 from core.tables import TABLES, Workdir, now_utc
+from tasks.status import format_status, workdir_status
 
 
 @pytest.fixture(params=["local", "s3"])

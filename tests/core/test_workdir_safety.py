@@ -53,7 +53,7 @@ def test_a_zero_byte_part_is_skipped_and_reported_and_the_table_stays_writable(t
     with caplog.at_level("WARNING"):
         assert list(wd.read("rejects")["item"]) == ["ds/train/v0"]
     assert "zero bytes" in caplog.text and "_quarantine" in caplog.text
-    from core.status import format_status, workdir_status
+    from tasks.status import format_status, workdir_status
 
     assert wd.damaged_parts("rejects") == sorted([junk, empty])
     assert "damaged parts of table rejects" in format_status(workdir_status(wd))

@@ -21,7 +21,10 @@ VOTERS = {"alice": "tok-alice", "bob": "sha256:" + __import__("hashlib").sha256(
 @pytest.fixture(scope="session")
 def filled_template(tmp_path_factory) -> Path:
     """A workdir with realistic rows and real H.264 mp4 samples (built once per session)."""
-    from dashboard.synthetic import fill_workdir
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))  # tests run with --import-mode=importlib; benchmarks/dashboard.py does the same
+    from filled_workdir import fill_workdir
 
     root = tmp_path_factory.mktemp("filled") / "wd"
     fill_workdir(str(root), n_checkpoints=3, suites=("vipseg-val",), n_items=2, videos=True)

@@ -39,6 +39,9 @@ def test_leaderboard_filled(make_app, open_page, page_text, filled_workdir):
     # Lower ObjMC is better: rank 1 has the smallest value.
     assert df.sort_values("rank")["ObjMC"].is_monotonic_increasing
     assert "ObjMC 95% CI" in df.columns and "ObjMC vs next" in df.columns
+    # No empty column: the model column names each checkpoint's base model and size (from its config).
+    assert not [c for c in df.columns if (df[c].isna() | (df[c].astype(str) == "")).all()]
+    assert set(df["model"]) == {"embedded tiny model, 8 frames at 64x64"}
     # 'better than next' only where the paired interval excludes 0 (2 items: the bootstrap can still decide or not)
     assert set(df["ObjMC vs next"]) <= {"", "better than next", "worse than next", "no clear difference"}
     # The paper's rows are in their own table with their own protocol label, never in the ranked one.

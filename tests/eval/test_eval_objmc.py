@@ -7,7 +7,6 @@ import cv2
 import numpy as np
 import pytest
 
-from core.tables import to_arrow
 from eval.bootstrap import bootstrap_ratio
 from eval.objmc import (
     entity_errors,
@@ -18,7 +17,6 @@ from eval.objmc import (
     track_entities,
 )
 from tasks.evaluate import (
-    objmc_rows,
     read_trajectory_dir,
     score_dirs,
     write_trajectory_dir,
@@ -114,14 +112,6 @@ def test_reads_official_files(tmp_path):
     assert r.value == pytest.approx(3 / 4)
     with pytest.raises(FileNotFoundError):
         score_dirs(tmp_path / "nope", tmp_path / "pred")
-
-
-def test_rows_fit_the_objmc_table():
-    pred = {"v1": {"1": PRED["v1"]["a"], "2": PRED["v1"]["b"]}}  # the table's entity ids are integers
-    r = score(pred, {"v1": {"1": GT["v1"]["a"], "2": GT["v1"]["b"]}}, {"v1": {"2": VIS["v1"]["b"]}})
-    table = to_arrow("objmc", objmc_rows(r, "ckpt", "sample", "lk", "project | lk"))
-    assert table.num_rows == 2
-    assert table.column("error_px").to_pylist() == pytest.approx([5 / 3, 0.0])
 
 
 def _moving_texture(T: int = 8, size: int = 96, step=(2.0, 1.0)) -> tuple[np.ndarray, np.ndarray]:

@@ -3,9 +3,11 @@
 import numpy as np
 import pytest
 
+from core.config import load_config
 from core.geometry import incircle
+from eval.catalog import Identity, objmc_identity
 from eval.objmc import cotracker_grid, official_center, query_grid, track_entities
-from eval.protocol import OFFICIAL, PROJECT, objmc_identity, protocol_for
+from eval.protocol import OFFICIAL, PROJECT, protocol_for
 
 
 def test_official_centre_of_a_border_touching_sky_band_is_the_top_left_corner():
@@ -73,16 +75,15 @@ def test_protocols_are_named_settings_and_identities_differ():
     assert protocol_for("official", fvd_drop_to_batch=True).fvd_drop_to_batch and not OFFICIAL.fvd_drop_to_batch
     with pytest.raises(ValueError, match="official, project"):
         protocol_for("paper")
-    a = objmc_identity(OFFICIAL, "lk(win 9)", "original size")
-    b = objmc_identity(PROJECT, "lk(win 9)", "original size")
-    assert a != b and a.startswith("official") and "CoTracker grid 100" in a and "cell grid 10" in b
+    a = objmc_identity(load_config("tiny", {"evaluate.protocol": "official"}), "vipseg-val")
+    b = objmc_identity(load_config("tiny", {"evaluate.protocol": "project"}), "vipseg-val")
+    assert a != b and a.label.startswith("official") and "CoTracker grid 100" in a.label and "cell grid 10" in b.label
+    assert Identity.read(a.stored(), "objmc") == a  # the tables' form reads back without parsing prose
+    assert Identity.read(a.label, "objmc") == a  # and an old part's ' | '-joined prose still reads
 
 
 def test_the_user_study_identity_says_its_paths_are_drawn_not_tracked():
-    from core.config import load_config
-    from tasks.evaluate import objmc_identity_of
-
     cfg = load_config("tiny", ["evaluate.protocol=official"])
-    study, labels = objmc_identity_of(cfg, "user-study"), objmc_identity_of(cfg, "sample")
+    study, labels = objmc_identity(cfg, "user-study").label, objmc_identity(cfg, "sample").label
     assert "gt drawn paths" in study and "gt tracked" not in study
     assert "gt tracked" in labels and "every first-mask id" in labels

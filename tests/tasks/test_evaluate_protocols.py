@@ -7,6 +7,7 @@ import pytest
 from core.checkpoints import reference_row
 from core.config import load_config
 from core.tables import Workdir
+from eval.catalog import Identity
 from tasks.evaluate import objmc_items
 from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
@@ -38,7 +39,8 @@ def test_official_protocol_end_to_end_on_the_sample_suite(sample_root, tmp_path)
     np.testing.assert_allclose(at_eval, np.round(at_eval), atol=1e-3)
     rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
     assert not rejects and rows
-    assert all(r["identity"].startswith("official |") and "CoTracker grid 100" in r["identity"] for r in rows)
+    labels = [Identity.read(r["identity"], "objmc").label for r in rows]
+    assert all(x.startswith("official |") and "CoTracker grid 100" in x for x in labels)
     track = np.array(rows[0]["tracks"][0])
     assert np.array_equal(track, np.trunc(track)) and (rows[0]["video_height"], rows[0]["video_width"]) == (240, 320)
 
@@ -58,7 +60,8 @@ def test_a_damaged_video_is_a_reject_and_the_other_item_is_scored(sample_root, t
         f.write(b"not an npz")
     rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
     assert {r["item_id"] for r in rows} == {VAL[1]}
-    assert [r["item"] for r in rejects] == [f"warp/sample/{VAL[0]}/objmc"] and rejects[0]["reason"].startswith("ValueError while scoring")
+    assert [r["item"] for r in rejects] == [f"warp/sample/{VAL[0]}/objmc"] and rejects[0]["reason"].startswith("ValueError: ")
+    assert "draganything evaluate" in rejects[0]["hint"] and rejects[0]["config_digest"]
 
 
 def test_videos_without_conditions_are_a_reject_that_says_what_to_do(sample_root, tmp_path):
@@ -99,7 +102,7 @@ def test_a_missing_video_file_is_a_reject_but_a_full_disk_stops_the_task(sample_
     os.remove(wd.path(s.loc[VAL[0], "video_path"].replace(".mp4", ".npz")))  # an item's file, gone: that item's problem
     rows, rejects = objmc_items(wd.url, "warp", "sample", VAL, cfg)
     assert {r["item_id"] for r in rows} == {VAL[1]}
-    assert [r["error"] for r in rejects] == ["FileNotFoundError"] and "while scoring" in rejects[0]["reason"]
+    assert [r["error"] for r in rejects] == ["FileNotFoundError"] and "draganything evaluate" in rejects[0]["hint"]
 
     def full_disk(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

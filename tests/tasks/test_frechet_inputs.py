@@ -7,6 +7,7 @@ from core.checkpoints import reference_row
 from core.config import load_config
 from core.media import write_frames
 from core.tables import Workdir
+from eval.catalog import Identity
 from tasks import features as feats
 from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
@@ -88,7 +89,7 @@ def test_official_fvd_scores_the_suites_whole_clips_with_n_minus_1(small_world):
     rows, why = _metrics(wd, cfg, "small")
     by = {r["metric"]: r for r in rows}
     assert set(by) == {"fid", "kid", "fvd", "kvd"} and not why
-    assert f"{frames}-frame clips" in by["fvd"]["identity"] and by["fvd"]["identity"].endswith("ddof 1")
+    assert f"{frames}-frame clips" in by["fvd"]["identity"] and Identity.read(by["fvd"]["identity"], "fvd").label.endswith("ddof 1")
     assert np.isfinite(by["fvd"]["value"]) and by["fvd"]["value"] > 0 and by["fvd"]["protocol"] == "official"
     # 2 items, 112-d fallback features: no interval, and the row says why
     assert np.isnan(by["fvd"]["ci_low"]) and "n < d" in by["fvd"]["ci_method"]
@@ -99,14 +100,14 @@ def test_official_fvd_drop_to_a_multiple_of_16_is_an_option_with_a_reason(small_
     cfg = load_config("tiny", ["evaluate.protocol=official", "evaluate.fvd_drop_to_batch=true"])
     rows, why = _metrics(wd, cfg, "small")
     assert [r["metric"] for r in rows] == ["fid", "kid"]
-    assert why and why[0].startswith("fvd: evaluate.fvd_drop_to_batch keeps the first 0 of 2 videos")
+    assert why and why[0][0] == "fvd" and why[0][1].startswith("evaluate.fvd_drop_to_batch keeps the first 0 of 2 videos")
 
 
 def test_fvd_divides_covariances_by_n_and_fid_by_n_minus_1(small_world):
     wd, cfg = small_world
     rows, _ = _metrics(wd, cfg, "small")
     by = {r["metric"]: r for r in rows}
-    assert by["fid"]["identity"].endswith("ddof 1") and by["fvd"]["identity"].endswith("ddof 0")
+    assert Identity.read(by["fid"]["identity"], "fid").label.endswith("ddof 1") and Identity.read(by["fvd"]["identity"], "fvd").label.endswith("ddof 0")
     assert by["fvd"]["ci_method"].startswith("grouped jackknife") and len(by["fvd"]["replicates"]) == 2
 
 
@@ -128,4 +129,4 @@ def test_user_study_fid_is_last_frames_against_the_input_images_and_one_case_doe
     assert rows[0]["n"] == len(ids) and not why
     one = s[s["item_id"] == ids[0]]
     rows, why = feats.frechet_metrics(wd, cfg, "warp", "user-study", one, c)
-    assert rows == [] and "one item only" in why[0]
+    assert rows == [] and "one item only" in why[0][1]

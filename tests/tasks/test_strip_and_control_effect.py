@@ -16,8 +16,8 @@ from tasks.embeddings import embed_videos
 from tasks.evaluate import objmc_items
 from tasks.generate import generate_items
 from tasks.labels import VideoRef, label_videos
-from tasks.nightly import control_effects, objmc_per_item
 from tasks.train import run_training
+from tasks.verdicts import control_effects, objmc_scores
 
 QUICK = ["train.steps=2", "train.checkpoint_every=2", "train.log_every=1", "generate.num_inference_steps=2"]
 VAL = ["sample_0003", "sample_0007"]
@@ -49,9 +49,8 @@ def test_control_effect_is_the_paired_difference_of_the_two_flat_means(scored):
     root, trained, _ = scored
     wd = Workdir(root)
     (effect,) = control_effects(wd, "sample")
-    per_item = objmc_per_item(wd, "sample")
-    on = per_item[per_item["checkpoint_id"] == trained].set_index("item_id").sort_index()
-    off = per_item[per_item["checkpoint_id"] == trained + "~nocontrol"].set_index("item_id").sort_index()
+    (scores,) = objmc_scores(wd, "sample").values()
+    on, off = scores[trained].items.sort_index(), scores[trained + "~nocontrol"].items.sort_index()
     assert effect["checkpoint_id"] == trained and effect["items"] == 2
     assert effect["on"] == pytest.approx(on["total"].sum() / on["count"].sum())
     assert effect["off"] == pytest.approx(off["total"].sum() / off["count"].sum())

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from tasks.suites import ItemError
+from core.rejects import ItemError
 from tasks.user_study import folder_items, read_user_study_case, write_user_study_case
 
 

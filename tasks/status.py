@@ -1,4 +1,4 @@
-"""What a workdir holds, as a person wants to see it before a run."""
+"""What a workdir holds, as a person wants to see it before a run (each metric labelled with its identity)."""
 
 from __future__ import annotations
 
@@ -7,12 +7,13 @@ from collections.abc import Callable
 import pandas as pd
 
 from core.tables import TABLES, Workdir
+from eval.catalog import labelled
 
 
 def workdir_status(wd: Workdir) -> dict:
     labels = wd.read("labels", columns=["dataset", "split", "video_id", "entity_id"])
     ckpts = wd.read("checkpoints").sort_values("created_at")
-    metrics = wd.read("metrics")
+    metrics = labelled(wd.read("metrics"))
     samples = wd.read("samples", columns=["checkpoint_id", "suite", "item_id"])
     rejects = wd.read("rejects").sort_values("at")
     out: dict = {"workdir": wd.url}
@@ -24,13 +25,16 @@ def workdir_status(wd: Workdir) -> dict:
     for c in ckpts.itertuples():
         m = metrics[metrics["checkpoint_id"] == c.checkpoint_id]
         s = samples[samples["checkpoint_id"] == c.checkpoint_id]
+        # "suite/metric[protocol]"; the whole identity only where one protocol holds two identities of a metric
+        short = [f"{r.suite}/{r.metric}[{r.protocol}]" for r in m.itertuples()]
+        keys = [k if short.count(k) == 1 else f"{r.suite}/{r.metric}[{r.identity}]" for k, r in zip(short, m.itertuples())]
         rows.append(
             {
                 "checkpoint": c.checkpoint_id,
                 "step": int(c.step) if pd.notna(c.step) else None,
                 "parent": c.parent,
                 "samples": {b: int(g["item_id"].nunique()) for b, g in s.groupby("suite")},
-                "metrics": {f"{r.suite}/{r.metric}[{r.protocol}]": round(float(r.value), 3) for r in m.itertuples()},
+                "metrics": {k: round(float(r.value), 3) for k, r in zip(keys, m.itertuples())},
             }
         )
     out["checkpoints"] = rows

@@ -1,4 +1,4 @@
-"""Realistic synthetic rows for the dashboard's tables (tests, the dashboard speed suite, trying the UI).
+"""A filled workdir for the dashboard's tests and its speed suite (benchmarks/dashboard.py): test fixture, not product.
 
 ``fill_workdir`` writes checkpoints (a lineage with a branch), train_log, labels,
 samples (optionally real H.264 mp4 files: a textured disc following the labelled
@@ -6,19 +6,21 @@ trajectory, better checkpoints following it more closely) with their conditions,
 objmc (with the measured tracks) and metrics (ObjMC on the LK tracker, FID on two
 backbones so the identity filter matters, FVD; with identities, jackknife replicates
 and two evaluations of ObjMC so the history shows a change) through ``Workdir``, like
-the pipeline's stages do.
+the pipeline's stages do. The rows come from the real writers where the values need not be
+measured: checkpoints from ``trained_row`` on a real ``Config``, identities from the
+evaluation catalogue; the error values are drawn, not tracked.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 
 import numpy as np
 
-from core.checkpoints import TRAINED, checkpoint_row
+from core.checkpoints import trained_row
+from core.config import load_config
 from core.tables import Workdir, now_utc
+from eval.catalog import fid_identity, fvd_identity, objmc_identity, protocol_of
 
 FRAMES = 14
 
@@ -69,20 +71,19 @@ def fill_workdir(
     ck_rows, log_rows = [], []
     for i, c in enumerate(ck_ids):
         parent = None if i == 0 else ck_ids[max(0, i - 1 - (i % 3 == 2))]  # every third branches off
-        cfg = {"model": {"backbone": "tiny-svd"}, "train": {"lr": 1e-5 * (1 + (i % 2)), "steps": 100 * (i + 1)}, "profile": "tiny"}
-        digest = hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:16]
-        row = checkpoint_row(c, TRAINED, json.dumps(cfg), digest, 100 * (i + 1), f"checkpoints/{c}", parent)
+        cfg = load_config("tiny", {"train.lr": 1e-5 * (1 + (i % 2)), "train.steps": 100 * (i + 1)})
+        row = trained_row(c, parent, cfg, 100 * (i + 1), f"checkpoints/{c}")
         ck_rows.append({**row, "created_at": now.replace(microsecond=0) - _minutes(n_checkpoints - i)})
         for s in range(log_steps):
             step = 100 * i + s * max(1, 100 // log_steps)
             loss = 0.5 * math.exp(-step / 400) + 0.05 + rng.normal(0, 0.01)
-            log_rows.append(dict(checkpoint_id=c, step=step, loss=max(loss, 1e-4), lr=cfg["train"]["lr"], seconds=1.5, samples_per_s=4.0 + rng.normal(0, 0.2)))
+            log_rows.append(dict(checkpoint_id=c, step=step, loss=max(loss, 1e-4), lr=cfg.train.lr, seconds=1.5, samples_per_s=4.0 + rng.normal(0, 0.2)))
     wd.append("checkpoints", ck_rows)
     wd.append("train_log", log_rows)
 
     items = [f"sample_{k:04d}" for k in range(n_items)]
     label_rows, sample_rows, objmc_rows, metric_rows, cond_rows, history = [], [], [], [], [], []
-    objmc_id = "project | lk(win 9, levels 3, fb 1.0) | cell grid 10, +centres, centre ridge, tracked at video size, gt tracked | eval original video size"
+    evaluated = load_config("tiny")
     paths = {it: _path(rng, H, W, FRAMES) for it in items}
     radius = max(4.0, min(H, W) / 10)
     for it in items:
@@ -99,6 +100,7 @@ def fill_workdir(
     wd.append("labels", label_rows)
 
     for bm in suites:
+        objmc_id = objmc_identity(evaluated, bm).stored()
         for c in ck_ids:
             errs = []
             for k, it in enumerate(items):
@@ -138,7 +140,9 @@ def fill_workdir(
             ):
                 if backbone == "fixed-seed-tiny" and c == ck_ids[-1]:
                     continue  # not every checkpoint has every backbone
-                identity = objmc_id if metric == "objmc" else f"project | {backbone} | all frames at 256x256 | ddof {1 if metric == 'fid' else 0}"
+                protocol = protocol_of(evaluated)
+                identity = (objmc_id if metric == "objmc" else fid_identity(protocol, backbone, (256, 256)).stored() if metric == "fid"
+                            else fvd_identity(protocol, backbone, (256, 256), FRAMES).stored())
                 reps = None if metric == "objmc" else (value + h / 4 + rng.normal(0, h / 8, len(items))).tolist()
                 row = dict(
                     checkpoint_id=c, suite=bm, metric=metric, backbone=backbone, identity=identity, protocol="project",
