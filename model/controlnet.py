@@ -248,6 +248,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         conditioning_scale: float = 1.0,
         frame_chunk: int | None = 4,
         return_dict: bool = True,
+        encoded_conditions: torch.Tensor | None = None,
     ) -> ControlNetOutput | tuple:
         """
         Args:
@@ -255,6 +256,9 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
             timestep, encoder_hidden_states, added_time_ids: as for the SVD UNet.
             conditions / entities: see ``encode_conditions`` (maps at ``pixel_scale`` x the latent's size).
             conditioning_scale: multiplies every residual.
+            encoded_conditions: ``encode_conditions``' output for these inputs, ``(B*T, C0, h, w)``, when the caller
+                has it (generation: the maps never change over the steps, so the pipeline encodes them once);
+                ``conditions`` and ``entities`` are then not read.
         """
         batch, frames = sample.shape[:2]
         timesteps = timestep
@@ -270,7 +274,9 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
 
         # the maps are at the VAE's pixel size, which the encoders reduce to the latent's
         s = self.config.pixel_scale
-        cond = self.encode_conditions(conditions, entities, sample.shape[-2] * s, sample.shape[-1] * s, frames, frame_chunk)
+        cond = encoded_conditions
+        if cond is None:
+            cond = self.encode_conditions(conditions, entities, sample.shape[-2] * s, sample.shape[-1] * s, frames, frame_chunk)
         if cond is not None:
             h = h + cond.to(h.dtype)
 

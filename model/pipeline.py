@@ -23,10 +23,11 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 from diffusers.utils.torch_utils import randn_tensor
 
-from core.geometry import incircle, rescale
+from core.geometry import rescale
 
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
+from .incircle import inscribed_radii
 from .maps import paint_order, path_for_frames, reads_entity_vectors, render_conditions
 from .tiny import DTYPES
 from .unet_control import controlled_prediction
@@ -54,7 +55,10 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         controlnet ([`DragAnythingControlNetModel`]): the trained controller.
     """
 
-    model_cpu_offload_seq = "image_encoder->controlnet->unet->vae"
+    # The controller is not in the chain, as in diffusers' ControlNet pipelines: it runs beside the UNet at every
+    # step, and chained, the UNet's hook would send it back to the CPU at every step, freeing nothing while the
+    # UNet runs. Out of the chain it gets its own hook: on the GPU from its first call to the end of the call.
+    model_cpu_offload_seq = "image_encoder->unet->vae"
 
     def __init__(self, vae, image_encoder, unet, scheduler, feature_extractor, controlnet: DragAnythingControlNetModel):
         super().__init__(vae, image_encoder, unet, scheduler, feature_extractor)
@@ -89,7 +93,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         centers = torch.from_numpy(np.stack(paths, 1))  # (T, N, 2) in mask pixels
         centers = rescale(centers, sx, sy)
         if radii is None:
-            r = torch.tensor([incircle(mk.numpy())[2] for mk in m], dtype=torch.float32)
+            r = inscribed_radii(m).float().cpu()
         else:
             r = torch.as_tensor(radii, dtype=torch.float32) * float(np.sqrt(sx * sy))
         order = paint_order(r)
@@ -171,10 +175,13 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
             if entity_vectors is not None:
                 vectors = torch.as_tensor(entity_vectors, dtype=torch.float32)[order]
             else:
-                extractor = self.entity_extractor or EntityFeatureExtractor(
-                    self.unet, self.vae, pooled_channels=self.controlnet.config.entity_channels
-                )
-                vectors = extractor.extract(pixels[0] * 2 - 1, ent_masks)
+                if self.entity_extractor is None:
+                    raise ValueError(
+                        f"this controller reads entity vectors ({self.controlnet.config.entity_channels} channels): pass "
+                        "entity_vectors, or call set_entity_extractor with the extractor it was trained with "
+                        "(model.entity_features.build_extractor for its model settings)"
+                    )
+                vectors = self.entity_extractor.extract(pixels[0] * 2 - 1, ent_masks)
             vectors = vectors.to(device, torch.float32)
 
         # 4. SVD's own conditioning: CLIP image embedding, noise-augmented image latent, micro-conditioning
@@ -206,10 +213,13 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         )
         copies = 2 if self.do_classifier_free_guidance else 1
         cdtype = self.controlnet.dtype
-        conditions = {k: v[None].expand(copies, -1, -1, -1, -1).to(device, cdtype) for k, v in maps.items()}
+        conditions = {k: v[None].to(device, cdtype) for k, v in maps.items()}
         entities = None
         if vectors is not None and entity_path != "dense":
-            entities = [EntityInputs(vectors.to(cdtype), centers, ent_radii)] * copies
+            entities = [EntityInputs(vectors.to(cdtype), centers, ent_radii)]
+        # the encoders' output is the same at every step and in both guidance halves: computed once per video
+        encoded = self.encode_controls(conditions, entities, height, width, num_frames, frame_chunk)
+        encoded = None if encoded is None else encoded.repeat(copies, 1, 1, 1)
 
         # 6. noise and schedule
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -235,10 +245,9 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
                     image_embeddings,
                     added_time_ids,
                     t,
-                    conditions=conditions,
-                    entities=entities,
                     conditioning_scale=conditioning_scale,
                     frame_chunk=frame_chunk,
+                    encoded_conditions=encoded,
                 )
                 if self.do_classifier_free_guidance:
                     uncond, cond = noise_pred.chunk(2)
@@ -260,6 +269,13 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         if not return_dict:
             return frames
         return StableVideoDiffusionPipelineOutput(frames=frames)
+
+    def encode_controls(self, conditions, entities, height: int, width: int, num_frames: int, frame_chunk) -> torch.Tensor | None:
+        """The conditioning encoders' summed output for one video, ``(T, C0, h, w)`` (None without encoders)."""
+        hook = getattr(self.controlnet, "_hf_hook", None)
+        if hook is not None:  # under model offload: this is no ``forward`` call, so the hook is called here
+            hook.pre_forward(self.controlnet)
+        return self.controlnet.encode_conditions(conditions, entities, height, width, num_frames, frame_chunk)
 
 
 def generation_device(gen_settings) -> torch.device:
@@ -329,7 +345,9 @@ def _fresh_controlnet(settings, unet, pixel_scale: int, seed: int) -> DragAnythi
 
 
 def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None, torch_dtype=None) -> DragAnythingPipeline:
-    """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh)."""
+    """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh), and the
+    entity extractor the settings name (``build_extractor``: backbone, timestep, layer, ensemble as in training)."""
+    from .entity_features import build_extractor
     from .tiny import base_components, require_layout, tiny_sizes
 
     parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings), torch_dtype=torch_dtype)
@@ -345,4 +363,6 @@ def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dic
         controlnet = build_controlnet(settings, parts["unet"], parts["vae"])
     pipe = DragAnythingPipeline(controlnet=controlnet.eval(), **parts)
     pipe.set_progress_bar_config(disable=True)
+    if reads_entity_vectors(controlnet.config.conditioning):
+        pipe.set_entity_extractor(build_extractor(settings, base_parts=dict(unet=parts["unet"], vae=parts["vae"])))
     return pipe
