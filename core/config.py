@@ -311,7 +311,8 @@ class TrainSettings(_Section):
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     controller_dtype: Literal["fp32", "bf16"] = Field(
-        "fp32", description="dtype of the controller's trained weights, and so of its gradients and AdamW moments (bf16 halves them)"
+        "fp32", description="dtype of the controller's weights in the forward and backward passes; with bf16, AdamW steps "
+        "fp32 master copies (model.training.MasterWeights), as an lr of 1e-5 is below bf16's resolution"
     )
     keep_last: int = Field(
         2, ge=1, description="checkpoints of a run that keep the full training state (optimizer, raw weights); older ones keep "
