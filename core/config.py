@@ -218,8 +218,9 @@ class ModelSettings(_Section):
     conditioning: Literal[
         "entity+gaussian", "entity", "gaussian", "none", "point", "trajectory", "dragnuwa-flow", "box"
     ] = "entity+gaussian"
-    encoder: Literal["dense", "fast", "strided"] = Field(
-        "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter"
+    encoder: Literal["dense", "fast", "strided", "official"] = Field(
+        "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter; "
+        "official = the official conditioning network exactly (fast path), so `draganything import-official` weights load"
     )
     encoder_channels: tuple[int, int, int, int] = (16, 32, 96, 256)
     frame_chunk: int = Field(

@@ -341,6 +341,7 @@ def _fresh_controlnet(settings, unet, pixel_scale: int, seed: int) -> DragAnythi
             encoder_block_out_channels=tuple(settings.encoder_channels),
             encoder_first_stride=2 if settings.encoder == "strided" else 1,
             pixel_scale=pixel_scale,
+            encoder_layout="official" if settings.encoder == "official" else "project",
         )
 
 
