@@ -103,6 +103,10 @@ class GenerateSettings(_Section):
     max_guidance_scale: float = Field(3.0, ge=0, description="... and at the last frame (official: 1 -> 3)")
     motion_bucket_id: int = Field(127, ge=0, le=255)
     noise_aug_strength: float = Field(0.02, ge=0)
+    time_ids: Literal["configured", "official"] = Field(
+        "configured", description="SVD's micro-conditioning: configured = (model.fps - 1, motion_bucket_id, noise_aug_strength); "
+        "official = [6, 128, 0.02] whatever those are, as the official pipeline passes them (docs/method.md)"
+    )
     entity_path: Literal["fast", "dense"] = Field("fast", description="entity encoder path (same output; fast is cheaper)")
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where generation runs (auto = the task's GPU when it has one)")
     dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="dtype of every model at inference (fp16: the VAE encodes upcast, as diffusers does)")

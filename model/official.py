@@ -23,6 +23,7 @@ import torch
 from .controlnet import DragAnythingControlNetModel
 
 PREFIX = "controlnet_cond_embedding."
+OFFICIAL_TIME_IDS = (6.0, 128.0, 0.02)  # the official pipeline's micro-conditioning, whatever its fps/motion arguments
 WEIGHT_FILES = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
 
 

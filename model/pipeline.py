@@ -117,6 +117,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         fps: int = 7,
         motion_bucket_id: int = 127,
         noise_aug_strength: float = 0.02,
+        added_time_ids: Sequence[float] | None = None,
         conditioning_scale: float = 1.0,
         entity_path: str = "fast",
         gaussian_sigma_ratio: float = 0.4,
@@ -143,6 +144,9 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
             boxes: ``(N, 4)`` first-frame boxes at ``(height, width)`` for the 'box' baseline.
             fps: the frame rate SVD is micro-conditioned on; its time id is ``fps - 1`` (diffusers' convention:
                 the default 7 gives 6, what SVD and the controller's training use). Not the video's frame rate.
+            added_time_ids: the three micro-conditioning ids instead of ``(fps - 1, motion_bucket_id, noise_aug_strength)``
+                (``model.official.OFFICIAL_TIME_IDS``: what the official pipeline passes); the noise added to the
+                first frame is still ``noise_aug_strength``.
             entity_path: 'fast' (per-entity kernels) or 'dense' (official painted maps); same result.
             decode_chunk_size: frames the VAE decodes at a time (default: all); fewer need less memory.
             seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
@@ -194,9 +198,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         if self.do_classifier_free_guidance:
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
         image_latents = image_latents[:, None].repeat(1, num_frames, 1, 1, 1)
-        added_time_ids = self._get_add_time_ids(
-            fps - 1, motion_bucket_id, noise_aug_strength, image_embeddings.dtype, 1, 1, self.do_classifier_free_guidance
-        ).to(device)
+        ids = (fps - 1, motion_bucket_id, noise_aug_strength) if added_time_ids is None else tuple(added_time_ids)
+        added_time_ids = self._get_add_time_ids(*ids, image_embeddings.dtype, 1, 1, self.do_classifier_free_guidance).to(device)
 
         # 5. the control maps (pixel scale, on the device), for both halves of the guidance batch
         maps = render_conditions(

@@ -14,6 +14,7 @@ import torch
 
 from core.config import Config, ModelSettings
 from core.tables import Workdir
+from model.official import OFFICIAL_TIME_IDS
 from model.pipeline import place_pipeline
 from model.tiny import DTYPES
 from tasks.suites import SuiteItem
@@ -71,6 +72,7 @@ class ControllerGenerator:
                 fps=m.fps,
                 motion_bucket_id=g.motion_bucket_id,
                 noise_aug_strength=g.noise_aug_strength,
+                added_time_ids=OFFICIAL_TIME_IDS if g.time_ids == "official" else None,
                 conditioning_scale=m.conditioning_scale,
                 entity_path="dense" if m.encoder == "dense" else "fast",  # model.encoder, as in training
                 gaussian_sigma_ratio=m.gaussian_sigma_ratio,
