@@ -41,7 +41,8 @@ class ControlEncoder(ModelMixin, ConfigMixin):
             (``official_layers``): ``official-gaussian`` (``conv_in``, a full-resolution ``c0 -> c0``
             convolution, then three [stride-2 widening, same-width] pairs ending in the stride-2 one)
             or ``official-entity`` (the same without the ``c0 -> c0`` convolution: its first convolution reads
-            the entity map). Both halve three times (``downsample`` 8, ``first_stride`` 1).
+            the entity map). Both halve three times; with ``downsample`` 4 (the tiny base) the last widening
+            keeps size, the tensors' shapes unchanged.
     """
 
     @register_to_config
@@ -57,8 +58,8 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         super().__init__()
         if layout not in ("project", "official-gaussian", "official-entity"):
             raise ValueError(f"layout must be 'project', 'official-gaussian' or 'official-entity', got '{layout}'")
-        if layout != "project" and (first_stride, downsample) != (1, 8):
-            raise ValueError(f"the official layout has first_stride 1 and downsample 8, got {first_stride} and {downsample}")
+        if layout != "project" and first_stride != 1:
+            raise ValueError(f"the official layout has first_stride 1, got {first_stride}")
         if len(block_out_channels) != 4:
             raise ValueError(f"block_out_channels needs 4 widths (one per block), got {block_out_channels}")
         if first_stride not in (1, 2):
@@ -68,7 +69,7 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         c = list(block_out_channels)
         self.conv_in = nn.Conv2d(in_channels, c[0], 3, stride=first_stride, padding=1)
         if layout != "project":
-            self.body = nn.Sequential(*official_layers(c, full_resolution_pair=layout == "official-gaussian"))
+            self.body = nn.Sequential(*official_layers(c, layout == "official-gaussian", downsample))
             self._finish(c[3], out_channels)
             return
         # the halvings after conv_in, earliest first (cheapest): 3 or 2 in all, conv_in's included
@@ -208,7 +209,7 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         return torch.cat(outs, 0)
 
 
-def official_layers(c: list[int], full_resolution_pair: bool) -> list[nn.Module]:
+def official_layers(c: list[int], full_resolution_pair: bool, downsample: int = 8) -> list[nn.Module]:
     """The body after ``conv_in`` in the official ``ControlNetConditioningEmbeddingSVD`` (docs/method.md cites the
     lines): SiLU after every 3x3 convolution; [``c0 -> c0``]; then ``c_i -> c_{i+1}`` at stride 2 and, but for the
     last, ``c_{i+1} -> c_{i+1}``."""
@@ -216,7 +217,8 @@ def official_layers(c: list[int], full_resolution_pair: bool) -> list[nn.Module]
     if full_resolution_pair:
         layers += [nn.Conv2d(c[0], c[0], 3, padding=1), nn.SiLU()]
     for i in range(3):
-        layers += [nn.Conv2d(c[i], c[i + 1], 3, stride=2, padding=1), nn.SiLU()]
+        stride = 1 if i == 2 and downsample == 4 else 2
+        layers += [nn.Conv2d(c[i], c[i + 1], 3, stride=stride, padding=1), nn.SiLU()]
         if i < 2:
             layers += [nn.Conv2d(c[i + 1], c[i + 1], 3, padding=1), nn.SiLU()]
     return layers

@@ -51,6 +51,30 @@ def to_project_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+def to_official_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The inverse of ``to_project_keys`` (an ``official``-layout controller's tensors under the official names;
+    the Gaussian ``conv_in`` split evenly over three equal input channels)."""
+    inverse = {}
+    for key, value in state.items():
+        if not key.startswith("cond_encoders."):
+            inverse[key] = value
+            continue
+        _, branch, rest = key.split(".", 2)  # cond_encoders, gaussian | entity, e.g. body.3.weight
+        name, leaf = rest.rsplit(".", 1)
+        if branch == "gaussian":
+            if name == "conv_in":
+                inverse[PREFIX + f"conv_in.{leaf}"] = value.expand(-1, 3, -1, -1) / 3 if leaf == "weight" else value
+            elif name == "conv_out":
+                inverse[PREFIX + f"conv_out.{leaf}"] = value
+            else:
+                inverse[PREFIX + f"blocks.{(int(name.split('.')[1]) - 1) // 2}.{leaf}"] = value
+        elif name in ("conv_in", "conv_out"):
+            inverse[PREFIX + f"{'blocks_feature.0' if name == 'conv_in' else 'conv_out_feature'}.{leaf}"] = value
+        else:
+            inverse[PREFIX + f"blocks_feature.{(int(name.split('.')[1]) + 1) // 2}.{leaf}"] = value
+    return inverse
+
+
 def encoder_widths(state: dict[str, torch.Tensor]) -> tuple[int, tuple[int, int, int, int]]:
     """(entity channels, Gaussian branch widths) read from an official state dict's shapes."""
     try:
@@ -61,9 +85,10 @@ def encoder_widths(state: dict[str, torch.Tensor]) -> tuple[int, tuple[int, int,
     return int(entity), widths  # type: ignore[return-value]
 
 
-def controller_from_official(state: dict[str, torch.Tensor], unet_config) -> DragAnythingControlNetModel:
+def controller_from_official(state: dict[str, torch.Tensor], unet_config, pixel_scale: int = 8) -> DragAnythingControlNetModel:
     """This project's controller holding exactly the official tensors; ``unet_config``: the SVD UNet's config
-    (its attention heads are not in the weights). Every tensor must land, with its shape."""
+    (its attention heads are not in the weights); ``pixel_scale``: the base VAE's factor. Every tensor must land,
+    with its shape."""
     entity, widths = encoder_widths(state)
     c = unet_config
     with torch.device("meta"):
@@ -73,7 +98,7 @@ def controller_from_official(state: dict[str, torch.Tensor], unet_config) -> Dra
             layers_per_block=c.layers_per_block, cross_attention_dim=c.cross_attention_dim,
             transformer_layers_per_block=c.transformer_layers_per_block, num_attention_heads=c.num_attention_heads,
             num_frames=c.num_frames, conditioning="entity+gaussian", entity_channels=entity, encoder_block_out_channels=widths,
-            encoder_layout="official",
+            encoder_layout="official", pixel_scale=pixel_scale,
         )
     mapped = to_project_keys(state)
     want = {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -87,8 +112,8 @@ def controller_from_official(state: dict[str, torch.Tensor], unet_config) -> Dra
     return model
 
 
-def read_official_weights(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of an official controller: a diffusers folder (``config.json`` + weights) or a weights file."""
+def official_weights_file(path: str | Path) -> Path:
+    """The weights file of an official controller: ``path`` itself, or the weights in its diffusers folder."""
     p = Path(path)
     if p.is_dir():
         found = [p / f for f in WEIGHT_FILES if (p / f).is_file()]
@@ -98,6 +123,12 @@ def read_official_weights(path: str | Path) -> dict[str, torch.Tensor]:
         p = found[0]
     if not p.is_file():
         raise FileNotFoundError(f"{p} does not exist; give the official controlnet folder or its weights file")
+    return p
+
+
+def read_official_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an official controller (``official_weights_file``)."""
+    p = official_weights_file(path)
     if p.suffix == ".safetensors":
         from safetensors.torch import load_file
 
