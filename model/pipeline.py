@@ -223,6 +223,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         # the encoders' output is the same at every step and in both guidance halves: computed once per video
         encoded = self.encode_controls(conditions, entities, height, width, num_frames, frame_chunk)
         encoded = None if encoded is None else encoded.repeat(copies, 1, 1, 1)
+        conditions = {k: v.expand(copies, -1, -1, -1, -1) for k, v in conditions.items()}  # read only without ``encoded``
+        entities = None if entities is None else entities * copies
 
         # 6. noise and schedule
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -248,6 +250,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
                     image_embeddings,
                     added_time_ids,
                     t,
+                    conditions=conditions,
+                    entities=entities,
                     conditioning_scale=conditioning_scale,
                     frame_chunk=frame_chunk,
                     encoded_conditions=encoded,
