@@ -154,7 +154,7 @@ def sd15_extractor(torch, dev, m, rehearse: bool):
 # --- training ------------------------------------------------------------------------------------------
 
 
-def synthetic_clips(torch, m, t: int, h: int, w: int, factor: int, n: int = 5):
+def synthetic_clips(torch, m, t: int, h: int, w: int, factor: int, emb_dim: int, n: int = 5):
     """Clips as ``tasks.train_data.load_clips`` returns them (random latents, moving entities)."""
     from tasks.train_data import Clip
 
@@ -165,7 +165,7 @@ def synthetic_clips(torch, m, t: int, h: int, w: int, factor: int, n: int = 5):
     import numpy as np
 
     return [Clip(video_id="bench", latents=torch.randn(t, 4, lh, lw, generator=g),
-                 first_frames={0: (torch.randn(2, 4, lh, lw, generator=g), torch.randn(1, 1024 if factor == 8 else 32, generator=g))},
+                 first_frames={0: (torch.randn(2, 4, lh, lw, generator=g), torch.randn(1, emb_dim, generator=g))},
                  entity_ids=np.arange(n), centers=centers.clone(), radii=radii, usable=np.ones((t, n), bool),
                  vectors=torch.randn(n, m.entity_channels, generator=g), mask_counts=torch.randint(0, 4, (t, n, lh, lw), dtype=torch.uint8),
                  cell=factor, views=[(0, False)])]
@@ -204,7 +204,7 @@ def train_rows(torch, report, cfg, dev, sizes, steps, rehearse, options: dict, l
     pipe = SimpleNamespace(unet=unet)
     for t, h, w in sizes:
         run = SimpleNamespace(model=SimpleNamespace(**(vars(m) | dict(num_frames=t, height=h, width=w))), train=tr, generate=cfg.generate)
-        clips = synthetic_clips(torch, run.model, t, h, w, factor)
+        clips = synthetic_clips(torch, run.model, t, h, w, factor, unet.config.cross_attention_dim)
 
         def step(s):
             opt.zero_grad(set_to_none=True)
@@ -215,7 +215,8 @@ def train_rows(torch, report, cfg, dev, sizes, steps, rehearse, options: dict, l
             optimizer_step(opt, masters, scaler, tr.max_grad_norm, ema, tr.ema_decay)
 
         with stage(report, f"train {label} {t}x{h}x{w}"):
-            step(0)
+            if not rehearse:  # the warm-up (the rehearsal's one step is warm-up and measurement at once)
+                step(0)
             _sync(torch, dev)
             t0 = time.perf_counter()
             for s in range(1, steps + 1):
@@ -252,7 +253,8 @@ def generation_rows(torch, report, cfg, dev, sizes, rehearse, cn, offload: bool)
             paths = [[[w * 0.35, h * 0.35], [w * 0.6, h * 0.4]], [[w * 0.75, h * 0.75], [w * 0.6, h * 0.7], [w * 0.5, h * 0.6]], [[w / 2, h / 2]]]
             kw = dict(height=h, width=w, num_frames=t, num_inference_steps=steps, decode_chunk_size=g.decode_chunk_size, seed=0,
                       min_guidance_scale=g.min_guidance_scale, max_guidance_scale=g.max_guidance_scale, frame_chunk=m.frame_chunk)
-            pipe(img, masks, paths, **(kw | {"num_inference_steps": 1}))  # warm-up
+            if not rehearse:
+                pipe(img, masks, paths, **(kw | {"num_inference_steps": 1}))  # warm-up
             _sync(torch, dev)
             _reset_peak(torch, dev)
             t0 = time.perf_counter()

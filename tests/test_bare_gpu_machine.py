@@ -45,3 +45,43 @@ def test_the_guard_fails_when_a_model_module_needs_the_config_model():
     """The check above can fail: the same interpreter refuses ``core.config`` (pydantic)."""
     r = _run_without(ABSENT, "import core.config\n")
     assert r.returncode != 0 and "halted; None in sys.modules" in r.stderr
+
+
+def test_the_bare_box_rehearsal_runs_every_gpu_call_on_the_cpu(tmp_path):
+    """What `make test-gpu` runs, on the CPU, with every module a bare GPU machine lacks blocked in every
+    process (a ``sitecustomize`` on ``PYTHONPATH``, so pytest's subprocess is blocked too): the gpu tests
+    (pipeline calls with 1-, 2-, many-point and timed paths, with and without radii, a training step,
+    extraction, offload) and benchmarks/gpu.py at tiny sizes (the recipe's training steps through
+    ``batch_for_step``, checkpoint save and load, generation with the SD1.5-shaped extractor, the sweep).
+    Every stage writes its row; an error row fails this test."""
+    import json
+    import os
+
+    (tmp_path / "sitecustomize.py").write_text(f"import sys\nfor name in {ABSENT!r}:\n    sys.modules[name] = None\n")
+    env = os.environ | {"PYTHONPATH": os.pathsep.join([str(tmp_path), str(ROOT)])}
+    out = tmp_path / "rehearsal.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "gpu.py"), "--rehearse", "--out", str(out)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=1500, env=env)
+    text = out.read_text()
+    result = json.loads(text.split("```json\n")[1].split("\n```")[0])
+    assert r.returncode == 0 and not result["errors"], (result["errors"], (r.stdout + r.stderr)[-3000:])
+    assert "passed" in text and "failed" not in text.split("gpu tests")[1].splitlines()[0]
+    whats = [row["what"] for row in result["rows"]]
+    assert sum(w.startswith("train:") for w in whats) == 3 and any(w.startswith("checkpoint") for w in whats)
+    assert any(w.startswith("generate:") for w in whats)
+
+
+def test_the_rehearsal_writes_an_error_row_for_a_failing_stage_and_goes_on(tmp_path, monkeypatch):
+    """A stage that raises leaves its error row; the rows of the stages after it are still written."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gpu_bench", ROOT / "benchmarks" / "gpu.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.Report(tmp_path / "r.md")
+    with bench.stage(report, "broken"):
+        raise RuntimeError("out of memory\nsecond line")
+    with bench.stage(report, "fine"):
+        report.row(what="fine")
+    text = (tmp_path / "r.md").read_text()
+    assert "| ERROR broken |" in text and "RuntimeError: out of memory |" in text and "| fine |" in text
