@@ -232,9 +232,10 @@ def train_rows(torch, report, cfg, dev, sizes, steps, rehearse, options: dict, l
 
 
 def generation_rows(torch, report, cfg, dev, sizes, rehearse, cn, offload: bool):
+    import numpy as np
+
     from model.pipeline import DragAnythingPipeline, place_pipeline
     from model.tiny import DTYPES
-    import numpy as np
 
     g, m = cfg.generate, cfg.model
     parts = svd_parts(torch, torch.device("cpu") if offload else dev, rehearse, DTYPES[g.dtype])

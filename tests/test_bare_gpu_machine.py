@@ -13,6 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 ABSENT = ["pydantic", "prefect", "ray", "pandas", "pyarrow", "cv2", "scipy", "skimage", "fsspec", "s3fs", "streamlit",
           "psutil", "typer", "cleanfid", "sqlalchemy"]
+OPTIONAL = {"bitsandbytes"}  # benchmarks/gpu.py's 8-bit AdamW row runs only where it is installed
 GPU_FILES = [ROOT / "benchmarks" / "gpu.py", *sorted((ROOT / "tests" / "gpu").glob("*.py"))]
 
 
@@ -32,7 +33,7 @@ def _run_without(absent: list[str], code: str) -> subprocess.CompletedProcess:
 
 
 def test_the_gpu_tests_and_benchmark_import_nothing_a_bare_gpu_machine_lacks():
-    modules = sorted(set().union(*map(_imported_modules, GPU_FILES)) - {"__future__"})
+    modules = sorted(set().union(*map(_imported_modules, GPU_FILES)) - {"__future__"} - OPTIONAL)
     assert any(m.startswith("model.") for m in modules), modules
     code = (f"import importlib\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
             "import pytest\nsys.exit(pytest.main(['--collect-only', '-q', '-m', 'gpu', '-p', 'no:cacheprovider', 'tests/gpu']))\n")
@@ -85,3 +86,15 @@ def test_the_rehearsal_writes_an_error_row_for_a_failing_stage_and_goes_on(tmp_p
         report.row(what="fine")
     text = (tmp_path / "r.md").read_text()
     assert "| ERROR broken |" in text and "RuntimeError: out of memory |" in text and "| fine |" in text
+
+
+def test_the_benchmarks_recipe_is_the_svd_vipseg_profile():
+    """benchmarks/gpu.py reads the profile from a JSON snapshot (no pydantic there): it must not drift."""
+    import json
+
+    from core.config import load_config
+
+    cfg = load_config("svd-vipseg").model_dump(mode="json")
+    snapshot = json.loads((ROOT / "benchmarks" / "svd_vipseg_recipe.json").read_text())
+    assert snapshot == {k: cfg[k] for k in ("model", "train", "generate")}, (
+        "benchmarks/svd_vipseg_recipe.json differs from configs/svd-vipseg.yaml; rewrite it from load_config('svd-vipseg')")
