@@ -210,7 +210,7 @@ def train_rows(torch, report, cfg, dev, sizes, steps, rehearse, options: dict, l
             opt.zero_grad(set_to_none=True)
             for micro in range(tr.grad_accum):
                 batch = batch_for_step(clips, s * tr.grad_accum + micro, run, device=dev).to(dev)  # noqa: B023 - runs in this iteration
-                loss = controller_loss(pipe, cn, batch, run, torch.Generator().manual_seed(s), autocast) / tr.grad_accum  # noqa: B023
+                loss = controller_loss(pipe, cn, batch, run, torch.Generator().manual_seed(s), autocast) / tr.grad_accum  # noqa: B023 - runs in this iteration
                 (scaler.scale(loss) if scaler else loss).backward()
             optimizer_step(opt, masters, scaler, tr.max_grad_norm, ema, tr.ema_decay)
 
@@ -359,7 +359,7 @@ def main(argv=None) -> int:
     sweep = [("bf16 frozen UNet", {"unet_dtype": "bf16", "optimizer": "adamw"}),
              ("no gradient checkpointing", {"gradient_checkpointing": False, "optimizer": "adamw"})]
     try:
-        import bitsandbytes  # noqa: F401
+        import bitsandbytes  # noqa: F401 - only whether it is installed
         sweep.append(("8-bit AdamW", {"optimizer": "adamw8bit"}))
     except ImportError:
         report.add("| train: 8-bit AdamW | - | - | - | - | - | bitsandbytes not installed |")

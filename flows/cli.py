@@ -387,25 +387,6 @@ REGRESSION_HELP = (
 )
 
 
-# --- import-official (issue 35): its logic is tasks/official_import.py ---------------------------------
-@app.command("import-official")
-def import_official(
-    path: str = typer.Argument(..., help="the official controller: its diffusers folder (controlnet/) or weights file"),
-    workdir: str = typer.Option(..., "--workdir", "-w"),
-    config: str = ConfigOpt,
-    overrides: list[str] | None = OverrideOpt,
-) -> None:
-    """Convert the official DragAnything controller into a checkpoint of this workdir (kind 'imported', source recorded)."""
-    _check_config(config, overrides)
-    from tasks.official_import import import_official as run_import
-
-    try:
-        row = run_import(_absolute(workdir), load_config(config, overrides), path)
-    except (FileNotFoundError, ValueError) as err:
-        _fail(str(err))
-    typer.echo(json.dumps(row))
-
-
 def _existing_workdir(workdir: str):
     """A workdir that must exist already (commands that only read never create one)."""
     from core.tables import Workdir
@@ -423,6 +404,9 @@ def _check_config(config: str, overrides: list[str] | None, names: dict[str, str
             value is None or single_name(value, option)  # a single plain folder name, or PathError
     except (ConfigError, PathError) as err:
         _fail(str(err))
+
+
+from flows import cli_official  # noqa: E402,F401 - registers `import-official` on app (its own module: this one is full)
 
 
 def main() -> None:  # pragma: no cover - console entry
