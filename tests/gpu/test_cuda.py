@@ -160,5 +160,5 @@ def test_place_pipeline_puts_the_pipeline_and_a_separate_extractor_backbone_on_t
     pipe.set_entity_extractor(EntityFeatureExtractor(other["unet"], other["vae"], pooled_channels=16))
     place_pipeline(pipe, SimpleNamespace(device="auto", dtype="bf16", cpu_offload=False))
     for module in (pipe.unet, pipe.vae, pipe.controlnet, pipe.image_encoder, pipe.entity_extractor.unet, pipe.entity_extractor.vae):
-        assert {(p.device.type, p.dtype) for p in module.parameters()} == {("cuda", torch.bfloat16)}
+        assert {(p.device.type, p.dtype) for p in module.parameters()} == {(CUDA.type, torch.bfloat16)}
     assert np.isfinite(_call(pipe)).all()
