@@ -49,10 +49,13 @@ test: install
 test-all: install
 	$(PY) -m pytest -m ""
 
-# On a GPU machine, no install needed (torch, transformers, accelerate, safetensors + a carried diffusers
-# wheel, see benchmarks/README.md): the gpu tests and the full-size rows, all into gpu_results.md.
+# On a GPU machine, no install needed (torch, transformers, accelerate, safetensors, pytest, Pillow + the carried
+# diffusers wheel in .whl/, see benchmarks/README.md): the gpu tests and the full-size rows, all into gpu_results.md.
+GPU_SITE ?= /tmp/draganything-site
 test-gpu:
-	$(PYTHON) benchmarks/gpu.py --out gpu_results.md
+	@$(PYTHON) -c "import pytest, PIL" 2>/dev/null || { echo "make test-gpu needs pytest and Pillow in $(PYTHON): $(PYTHON) -m pip install pytest pillow (or carry their wheels in .whl/ with diffusers)"; exit 2; }
+	@if ls .whl/*.whl >/dev/null 2>&1; then $(PYTHON) -m pip install -q --no-index --no-deps --target $(GPU_SITE) .whl/*.whl; fi
+	PYTHONPATH=$(GPU_SITE):$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH} $(PYTHON) benchmarks/gpu.py --out gpu_results.md
 
 bench: install
 	$(PY) benchmarks/labels.py

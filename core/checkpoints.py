@@ -24,8 +24,9 @@ import pandas as pd
 from core.config import Config
 from core.tables import Workdir, now_utc
 
-TRAINED, REFERENCE, CONTROL_OFF = "trained", "reference", "control-off"
-KINDS = (TRAINED, REFERENCE, CONTROL_OFF)
+TRAINED, REFERENCE, CONTROL_OFF, IMPORTED = "trained", "reference", "control-off", "imported"
+KINDS = (TRAINED, REFERENCE, CONTROL_OFF, IMPORTED)
+CONTROLLERS = (TRAINED, IMPORTED)  # rows with controller weights every stage uses alike (``imported``: converted, not trained here)
 REFERENCE_GENERATORS = ("static", "warp")
 NO_CONTROL = "~nocontrol"
 
@@ -69,6 +70,13 @@ def checkpoint_row(checkpoint_id: str, kind: str, config: str, config_hash: str,
 def trained_row(cid: str, parent: str | None, cfg: Config, step: int, path: str) -> dict:
     """A controller the train stage saved under ``path``."""
     return checkpoint_row(cid, TRAINED, json.dumps(cfg.model_dump(mode="json")), cfg.digest(), step, path, parent)
+
+
+def imported_row(cid: str, cfg: Config, path: str, source: str) -> dict:
+    """Controller weights converted from elsewhere (``draganything import-official``) into ``path``; the config
+    records where they came from (``source``)."""
+    config = cfg.model_dump(mode="json") | {"source": source}
+    return checkpoint_row(cid, IMPORTED, json.dumps(config), cfg.digest(), 0, path)
 
 
 def reference_row(name: str) -> dict:
@@ -120,9 +128,9 @@ def read(wd: Workdir) -> pd.DataFrame:
 
 
 def trained(wd: Workdir, with_weights: bool = False) -> list[dict]:
-    """Rows of trained controllers, oldest first; ``with_weights``: only those whose weights are in the workdir."""
+    """Rows of trained (or imported) controllers, oldest first; ``with_weights``: only those whose weights are in the workdir."""
     table = read(wd)
-    rows = table[table["kind"] == TRAINED].to_dict("records")
+    rows = table[table["kind"].isin(CONTROLLERS)].to_dict("records")
     if with_weights:
         rows = [r for r in rows if isinstance(r["path"], str) and wd.exists(r["path"], "controlnet", "config.json")]
     return rows

@@ -110,6 +110,10 @@ class GenerateSettings(_Section):
     max_guidance_scale: float = Field(3.0, ge=0, description="... and at the last frame (official: 1 -> 3)")
     motion_bucket_id: int = Field(127, ge=0, le=255)
     noise_aug_strength: float = Field(0.02, ge=0)
+    time_ids: Literal["configured", "official"] = Field(
+        "configured", description="SVD's micro-conditioning: configured = (model.fps - 1, motion_bucket_id, noise_aug_strength); "
+        "official = [6, 128, 0.02] whatever those are, as the official pipeline passes them (docs/method.md)"
+    )
     device: Literal["auto", "cuda", "cpu"] = Field("auto", description="where generation runs (auto = the task's GPU when it has one)")
     dtype: Literal["fp32", "bf16", "fp16"] = Field("fp32", description="dtype of every model at inference (fp16: the VAE encodes upcast, as diffusers does)")
     cpu_offload: bool = Field(False, description="diffusers' enable_model_cpu_offload: each model on the GPU only while it runs (small GPUs)")
@@ -222,8 +226,9 @@ class ModelSettings(_Section):
     gaussian_support_ratio: float = Field(1.0, gt=0, description="Gaussian support / entity radius")
     # controller
     conditioning: Literal[CONDITIONINGS] = "entity+gaussian"
-    encoder: Literal["dense", "fast", "strided"] = Field(
-        "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter"
+    encoder: Literal["dense", "fast", "strided", "official"] = Field(
+        "fast", description="dense = official painted maps; fast = same output from per-entity kernels; strided = lighter; "
+        "official = the official conditioning network exactly (fast path), so `draganything import-official` weights load"
     )
     encoder_channels: tuple[int, int, int, int] = (16, 32, 96, 256)
     frame_chunk: int = Field(
@@ -315,7 +320,8 @@ class TrainSettings(_Section):
     ema_decay: float | None = Field(None, gt=0, lt=1)
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     controller_dtype: Literal["fp32", "bf16"] = Field(
-        "fp32", description="dtype of the controller's trained weights, and so of its gradients and AdamW moments (bf16 halves them)"
+        "fp32", description="dtype of the controller's weights in the forward and backward passes; with bf16, AdamW steps "
+        "fp32 master copies (model.training.MasterWeights), as an lr of 1e-5 is below bf16's resolution"
     )
     keep_last: int = Field(
         2, ge=1, description="checkpoints of a run that keep the full training state (optimizer, raw weights); older ones keep "

@@ -87,7 +87,7 @@ TABLES: dict[str, TableSpec] = {
             "checkpoints",
             ("checkpoint_id",),
             ("checkpoint_id", pa.string()),
-            ("kind", pa.string()),  # trained | reference | control-off (core/checkpoints.py; empty in old rows)
+            ("kind", pa.string()),  # trained | imported | reference | control-off (core/checkpoints.py; empty in old rows)
             ("parent", pa.string()),
             ("config", pa.string()),
             ("config_hash", pa.string()),

@@ -402,6 +402,9 @@ def _check_config(config: str, overrides: list[str] | None, names: dict[str, str
         _fail(str(err))
 
 
+from flows import cli_official  # noqa: E402,F401 - registers `import-official` on app (its own module: this one is full)
+
+
 def main() -> None:  # pragma: no cover - console entry
     try:
         app()

@@ -37,6 +37,12 @@ class ControlEncoder(ModelMixin, ConfigMixin):
             variant whose first convolution already halves the resolution (the halvings of the
             later blocks are unchanged except the first block's second convolution, which then keeps size).
         downsample (`int`): 8 or 4, the VAE's factor: outputs are at ``1/downsample`` of the maps.
+        layout (`str`): ``project`` (the shape above), or the official network's branches, exactly
+            (``official_layers``): ``official-gaussian`` (``conv_in``, a full-resolution ``c0 -> c0``
+            convolution, then three [stride-2 widening, same-width] pairs ending in the stride-2 one)
+            or ``official-entity`` (the same without the ``c0 -> c0`` convolution: its first convolution reads
+            the entity map). Both halve three times; with ``downsample`` 4 (the tiny base) the last widening
+            keeps size, the tensors' shapes unchanged.
     """
 
     @register_to_config
@@ -47,8 +53,13 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         out_channels: int = 320,
         first_stride: int = 1,
         downsample: int = 8,
+        layout: str = "project",
     ):
         super().__init__()
+        if layout not in ("project", "official-gaussian", "official-entity"):
+            raise ValueError(f"layout must be 'project', 'official-gaussian' or 'official-entity', got '{layout}'")
+        if layout != "project" and first_stride != 1:
+            raise ValueError(f"the official layout has first_stride 1, got {first_stride}")
         if len(block_out_channels) != 4:
             raise ValueError(f"block_out_channels needs 4 widths (one per block), got {block_out_channels}")
         if first_stride not in (1, 2):
@@ -57,6 +68,10 @@ class ControlEncoder(ModelMixin, ConfigMixin):
             raise ValueError(f"downsample must be 4 or 8, got {downsample}")
         c = list(block_out_channels)
         self.conv_in = nn.Conv2d(in_channels, c[0], 3, stride=first_stride, padding=1)
+        if layout != "project":
+            self.body = nn.Sequential(*official_layers(c, layout == "official-gaussian", downsample))
+            self._finish(c[3], out_channels)
+            return
         # the halvings after conv_in, earliest first (cheapest): 3 or 2 in all, conv_in's included
         halvings = (3 if downsample == 8 else 2) - (first_stride == 2)
         strides = [2 if k < halvings else 1 for k in range(3)]
@@ -70,11 +85,19 @@ class ControlEncoder(ModelMixin, ConfigMixin):
         layers += [nn.Conv2d(c[3], c[3], 3, padding=1), nn.SiLU()]
         layers += [nn.Conv2d(c[3], c[3], 3, padding=1), nn.SiLU()]
         self.body = nn.Sequential(*layers)
-        self.conv_out = nn.Conv2d(c[3], out_channels, 3, padding=1)
+        self._finish(c[3], out_channels)
+
+    def _finish(self, width: int, out_channels: int) -> None:
+        self.conv_out = nn.Conv2d(width, out_channels, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
         # set by ``enable_gradient_checkpointing`` on the controller (diffusers sets every submodule's flag)
         self.gradient_checkpointing = False
+
+    @property
+    def convolutions(self) -> list[nn.Conv2d]:
+        """Every convolution in the order the maps go through them (``conv_in``, the body's, ``conv_out``)."""
+        return [self.conv_in, *(m for m in self.body if isinstance(m, nn.Conv2d)), self.conv_out]
 
     def _checkpointed(self, fn, *args):
         """``fn(*args)``; under gradient checkpointing its activations are recomputed in the backward pass, so
@@ -184,3 +207,18 @@ class ControlEncoder(ModelMixin, ConfigMixin):
             for i in range(0, t, step)
         ]
         return torch.cat(outs, 0)
+
+
+def official_layers(c: list[int], full_resolution_pair: bool, downsample: int = 8) -> list[nn.Module]:
+    """The body after ``conv_in`` in the official ``ControlNetConditioningEmbeddingSVD`` (docs/method.md cites the
+    lines): SiLU after every 3x3 convolution; [``c0 -> c0``]; then ``c_i -> c_{i+1}`` at stride 2 and, but for the
+    last, ``c_{i+1} -> c_{i+1}``."""
+    layers: list[nn.Module] = [nn.SiLU()]
+    if full_resolution_pair:
+        layers += [nn.Conv2d(c[0], c[0], 3, padding=1), nn.SiLU()]
+    for i in range(3):
+        stride = 1 if i == 2 and downsample == 4 else 2
+        layers += [nn.Conv2d(c[i], c[i + 1], 3, stride=stride, padding=1), nn.SiLU()]
+        if i < 2:
+            layers += [nn.Conv2d(c[i + 1], c[i + 1], 3, padding=1), nn.SiLU()]
+    return layers

@@ -66,6 +66,10 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         encoder_first_stride (`int`): 1 = official full-resolution first convolution, 2 = lighter variant.
         pixel_scale (`int`): the base VAE's spatial factor (SVD: 8): control maps are this many times
             the latent's size, and the encoders reduce them by it.
+        encoder_layout (`str`): ``project`` (both encoders of ``ControlEncoder``'s own shape) or ``official``: the
+            official conditioning network exactly (``ControlEncoder`` layouts ``official-gaussian`` for the map
+            encoders and ``official-entity``, widths ``(E, E, c3, c3)`` for E entity channels), so the released
+            weights load (``model.official``).
     """
 
     _supports_gradient_checkpointing = True
@@ -93,6 +97,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         encoder_block_out_channels: tuple[int, ...] = (16, 32, 96, 256),
         encoder_first_stride: int = 1,
         pixel_scale: int = 8,
+        encoder_layout: str = "project",
     ):
         super().__init__()
         n = len(down_block_types)
@@ -114,18 +119,18 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         self.add_embedding = TimestepEmbedding(projection_class_embeddings_input_dim, time_embed_dim)
 
         # the conditioning encoders, named after the maps they read
-        self.cond_encoders = nn.ModuleDict(
-            {
-                name: ControlEncoder(
-                    in_channels=ch,
-                    block_out_channels=tuple(encoder_block_out_channels),
-                    out_channels=block_out_channels[0],
-                    first_stride=encoder_first_stride,
-                    downsample=pixel_scale,
-                )
-                for name, ch in condition_channels(conditioning, entity_channels).items()
-            }
-        )
+        if encoder_layout not in ("project", "official"):
+            raise ValueError(f"encoder_layout must be 'project' or 'official', got '{encoder_layout}'")
+        c3 = encoder_block_out_channels[-1]
+
+        def encoder(name: str, ch: int) -> ControlEncoder:
+            official = encoder_layout == "official"
+            widths = (ch, ch, c3, c3) if official and name == "entity" else tuple(encoder_block_out_channels)
+            layout = ("official-entity" if name == "entity" else "official-gaussian") if official else "project"
+            return ControlEncoder(in_channels=ch, block_out_channels=widths, out_channels=block_out_channels[0],
+                                  first_stride=encoder_first_stride, downsample=pixel_scale, layout=layout)
+
+        self.cond_encoders = nn.ModuleDict({name: encoder(name, ch) for name, ch in condition_channels(conditioning, entity_channels).items()})
 
         self.down_blocks = nn.ModuleList([])
         self.controlnet_down_blocks = nn.ModuleList([_zero_conv(block_out_channels[0])])
@@ -174,6 +179,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         encoder_first_stride: int = 1,
         pixel_scale: int = 8,
         load_weights_from_unet: bool = True,
+        encoder_layout: str = "project",
     ) -> DragAnythingControlNetModel:
         """A controller shaped like ``unet``'s encoder, initialised from its weights (the ControlNet recipe)."""
         c = unet.config
@@ -193,6 +199,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
             encoder_block_out_channels=tuple(encoder_block_out_channels),
             encoder_first_stride=encoder_first_stride,
             pixel_scale=pixel_scale,
+            encoder_layout=encoder_layout,
         )
         if load_weights_from_unet:
             for name in ("conv_in", "time_proj", "time_embedding", "add_time_proj", "add_embedding", "down_blocks", "mid_block"):
@@ -244,6 +251,7 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
         conditioning_scale: float = 1.0,
         frame_chunk: int | None = 4,
         return_dict: bool = True,
+        encoded_conditions: torch.Tensor | None = None,
     ) -> ControlNetOutput | tuple:
         """
         Args:
@@ -251,6 +259,9 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
             timestep, encoder_hidden_states, added_time_ids: as for the SVD UNet.
             conditions / entities: see ``encode_conditions`` (maps at ``pixel_scale`` x the latent's size).
             conditioning_scale: multiplies every residual.
+            encoded_conditions: ``encode_conditions``' output for these inputs, ``(B*T, C0, h, w)``, when the caller
+                has it (generation: the maps never change over the steps, so the pipeline encodes them once);
+                ``conditions`` and ``entities`` are then not read.
         """
         batch, frames = sample.shape[:2]
         timesteps = timestep
@@ -266,7 +277,9 @@ class DragAnythingControlNetModel(ModelMixin, ConfigMixin):
 
         # the maps are at the VAE's pixel size, which the encoders reduce to the latent's
         s = self.config.pixel_scale
-        cond = self.encode_conditions(conditions, entities, sample.shape[-2] * s, sample.shape[-1] * s, frames, frame_chunk)
+        cond = encoded_conditions
+        if cond is None:
+            cond = self.encode_conditions(conditions, entities, sample.shape[-2] * s, sample.shape[-1] * s, frames, frame_chunk)
         if cond is not None:
             h = h + cond.to(h.dtype)
 

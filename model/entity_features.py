@@ -29,8 +29,9 @@ from .maps import downsample_mask
 from .tiny import SD15_LAYOUT, require_layout, weights_fingerprint
 from .vae_io import vae_encode
 
-# Bumped when the same weights give different vectors (v2: SVD's condition unscaled, size in the id).
-EXTRACTOR_VERSION = 2
+# Bumped when the same weights give different vectors (v2: SVD's condition unscaled, size in the id;
+# v3: an SVD backbone is micro-conditioned on fps id 6, as in training and generation).
+EXTRACTOR_VERSION = 3
 
 
 class EntityFeatureExtractor:
@@ -98,7 +99,7 @@ class EntityFeatureExtractor:
             sample = torch.cat([latents, cond], 1)[:, None]  # a one-frame video
             cfg = self.unet.config
             hidden = torch.zeros(e, 1, cfg.cross_attention_dim if isinstance(cfg.cross_attention_dim, int) else cfg.cross_attention_dim[0], dtype=dtype, device=device)
-            ids = torch.tensor([[5.0, 127.0, 0.0]], dtype=dtype, device=device).expand(e, -1)
+            ids = torch.tensor([[6.0, 127.0, 0.0]], dtype=dtype, device=device).expand(e, -1)  # fps id 6 (fps 7), as training
             return (sample, torch.tensor(0.25 * np.log(sigma), dtype=dtype, device=device)), dict(
                 encoder_hidden_states=hidden, added_time_ids=ids
             )

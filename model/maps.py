@@ -57,8 +57,6 @@ def interpolate_path(points: np.ndarray | list, num_frames: int) -> np.ndarray:
     The curve passes through every given point, never overshoots between them, and the
     output points are spaced evenly along it (constant speed). One point = no motion.
     """
-    from scipy.interpolate import PchipInterpolator
-
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(pts) == 0:
         raise ValueError("a path needs at least one point")
@@ -71,8 +69,41 @@ def interpolate_path(points: np.ndarray | list, num_frames: int) -> np.ndarray:
     if len(pts) == 2:
         out = np.stack([np.interp(u, s, pts[:, 0]), np.interp(u, s, pts[:, 1])], axis=1)
     else:
-        out = np.stack([PchipInterpolator(s, pts[:, 0])(u), PchipInterpolator(s, pts[:, 1])(u)], axis=1)
+        out = np.stack([pchip(s, pts[:, 0], u), pchip(s, pts[:, 1], u)], axis=1)
     return out.astype(np.float32)
+
+
+def pchip(x: np.ndarray, y: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """Monotone piecewise-cubic Hermite interpolation of ``y(x)`` at ``u`` (x increasing, len >= 3), in numpy.
+
+    Fritsch-Carlson slopes, as SciPy's ``PchipInterpolator``: the weighted harmonic mean of the
+    neighbouring secants inside (zero where they differ in sign), the shape-preserving three-point
+    formula at the ends. The model path needs no SciPy (a bare GPU machine has none).
+    """
+    h = np.diff(x)
+    m = np.diff(y) / h
+    d = np.zeros_like(y, dtype=np.float64)
+    w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+    same = (np.sign(m[1:]) * np.sign(m[:-1])) > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        inner = (w1 + w2) / (w1 / m[:-1] + w2 / m[1:])
+    d[1:-1] = np.where(same, inner, 0.0)
+    d[0], d[-1] = _pchip_end(h[0], h[1], m[0], m[1]), _pchip_end(h[-1], h[-2], m[-1], m[-2])
+    k = np.clip(np.searchsorted(x, u, side="right") - 1, 0, len(x) - 2)
+    t = (u - x[k]) / h[k]
+    t2, t3 = t * t, t * t * t
+    return ((2 * t3 - 3 * t2 + 1) * y[k] + (t3 - 2 * t2 + t) * h[k] * d[k]
+            + (-2 * t3 + 3 * t2) * y[k + 1] + (t3 - t2) * h[k] * d[k + 1])
+
+
+def _pchip_end(h0: float, h1: float, m0: float, m1: float) -> float:
+    """The end slope of a PCHIP curve: the non-centred three-point estimate, kept monotone."""
+    d = ((2 * h0 + h1) * m0 - h0 * m1) / (h0 + h1)
+    if np.sign(d) != np.sign(m0):
+        return 0.0
+    if np.sign(m0) != np.sign(m1) and abs(d) > abs(3 * m0):
+        return 3 * m0
+    return d
 
 
 def path_for_frames(points: np.ndarray | list, num_frames: int) -> np.ndarray:

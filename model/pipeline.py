@@ -23,10 +23,11 @@ from diffusers.pipelines.stable_video_diffusion.pipeline_stable_video_diffusion 
 )
 from diffusers.utils.torch_utils import randn_tensor
 
-from core.geometry import incircle, rescale
+from core.geometry import rescale
 
 from .controlnet import DragAnythingControlNetModel, EntityInputs
 from .entity_features import EntityFeatureExtractor
+from .incircle import inscribed_radii
 from .maps import paint_order, path_for_frames, reads_entity_vectors, render_conditions
 from .tiny import DTYPES, vae_factor
 from .unet_control import controlled_prediction
@@ -54,7 +55,10 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         controlnet ([`DragAnythingControlNetModel`]): the trained controller.
     """
 
-    model_cpu_offload_seq = "image_encoder->controlnet->unet->vae"
+    # The controller is not in the chain, as in diffusers' ControlNet pipelines: it runs beside the UNet at every
+    # step, and chained, the UNet's hook would send it back to the CPU at every step, freeing nothing while the
+    # UNet runs. Out of the chain it gets its own hook: on the GPU from its first call to the end of the call.
+    model_cpu_offload_seq = "image_encoder->unet->vae"
 
     def __init__(self, vae, image_encoder, unet, scheduler, feature_extractor, controlnet: DragAnythingControlNetModel):
         super().__init__(vae, image_encoder, unet, scheduler, feature_extractor)
@@ -89,7 +93,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         centers = torch.from_numpy(np.stack(paths, 1))  # (T, N, 2) in mask pixels
         centers = rescale(centers, sx, sy)
         if radii is None:
-            r = torch.tensor([incircle(mk.numpy())[2] for mk in m], dtype=torch.float32)
+            r = inscribed_radii(m).float().cpu()
         else:
             r = torch.as_tensor(radii, dtype=torch.float32) * float(np.sqrt(sx * sy))
         order = paint_order(r)
@@ -113,6 +117,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         fps: int = 7,
         motion_bucket_id: int = 127,
         noise_aug_strength: float = 0.02,
+        added_time_ids: Sequence[float] | None = None,
         conditioning_scale: float = 1.0,
         entity_path: str = "fast",
         gaussian_sigma_ratio: float = 0.4,
@@ -139,6 +144,9 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
             boxes: ``(N, 4)`` first-frame boxes at ``(height, width)`` for the 'box' baseline.
             fps: the frame rate SVD is micro-conditioned on; its time id is ``fps - 1`` (diffusers' convention:
                 the default 7 gives 6, what SVD and the controller's training use). Not the video's frame rate.
+            added_time_ids: the three micro-conditioning ids instead of ``(fps - 1, motion_bucket_id, noise_aug_strength)``
+                (``model.official.OFFICIAL_TIME_IDS``: what the official pipeline passes); the noise added to the
+                first frame is still ``noise_aug_strength``.
             entity_path: 'fast' (per-entity kernels) or 'dense' (official painted maps); same result.
             decode_chunk_size: frames the VAE decodes at a time (default: all); fewer need less memory.
             seed: shorthand for ``generator=torch.Generator().manual_seed(seed)``.
@@ -171,10 +179,13 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
             if entity_vectors is not None:
                 vectors = torch.as_tensor(entity_vectors, dtype=torch.float32)[order]
             else:
-                extractor = self.entity_extractor or EntityFeatureExtractor(
-                    self.unet, self.vae, pooled_channels=self.controlnet.config.entity_channels
-                )
-                vectors = extractor.extract(pixels[0] * 2 - 1, ent_masks)
+                if self.entity_extractor is None:
+                    raise ValueError(
+                        f"this controller reads entity vectors ({self.controlnet.config.entity_channels} channels): pass "
+                        "entity_vectors, or call set_entity_extractor with the extractor it was trained with "
+                        "(model.entity_features.build_extractor for its model settings)"
+                    )
+                vectors = self.entity_extractor.extract(pixels[0] * 2 - 1, ent_masks)
             vectors = vectors.to(device, torch.float32)
 
         # 4. SVD's own conditioning: CLIP image embedding, noise-augmented image latent, micro-conditioning
@@ -187,9 +198,8 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         if self.do_classifier_free_guidance:
             image_latents = torch.cat([torch.zeros_like(image_latents), image_latents])
         image_latents = image_latents[:, None].repeat(1, num_frames, 1, 1, 1)
-        added_time_ids = self._get_add_time_ids(
-            fps - 1, motion_bucket_id, noise_aug_strength, image_embeddings.dtype, 1, 1, self.do_classifier_free_guidance
-        ).to(device)
+        ids = (fps - 1, motion_bucket_id, noise_aug_strength) if added_time_ids is None else tuple(added_time_ids)
+        added_time_ids = self._get_add_time_ids(*ids, image_embeddings.dtype, 1, 1, self.do_classifier_free_guidance).to(device)
 
         # 5. the control maps (pixel scale, on the device), for both halves of the guidance batch
         maps = render_conditions(
@@ -206,10 +216,15 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         )
         copies = 2 if self.do_classifier_free_guidance else 1
         cdtype = self.controlnet.dtype
-        conditions = {k: v[None].expand(copies, -1, -1, -1, -1).to(device, cdtype) for k, v in maps.items()}
+        conditions = {k: v[None].to(device, cdtype) for k, v in maps.items()}
         entities = None
         if vectors is not None and entity_path != "dense":
-            entities = [EntityInputs(vectors.to(cdtype), centers, ent_radii)] * copies
+            entities = [EntityInputs(vectors.to(cdtype), centers, ent_radii)]
+        # the encoders' output is the same at every step and in both guidance halves: computed once per video
+        encoded = self.encode_controls(conditions, entities, height, width, num_frames, frame_chunk)
+        encoded = None if encoded is None else encoded.repeat(copies, 1, 1, 1)
+        conditions = {k: v.expand(copies, -1, -1, -1, -1) for k, v in conditions.items()}  # read only without ``encoded``
+        entities = None if entities is None else entities * copies
 
         # 6. noise and schedule
         self.scheduler.set_timesteps(num_inference_steps, device=device)
@@ -239,6 +254,7 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
                     entities=entities,
                     conditioning_scale=conditioning_scale,
                     frame_chunk=frame_chunk,
+                    encoded_conditions=encoded,
                 )
                 if self.do_classifier_free_guidance:
                     uncond, cond = noise_pred.chunk(2)
@@ -260,6 +276,13 @@ class DragAnythingPipeline(StableVideoDiffusionPipeline):
         if not return_dict:
             return frames
         return StableVideoDiffusionPipelineOutput(frames=frames)
+
+    def encode_controls(self, conditions, entities, height: int, width: int, num_frames: int, frame_chunk) -> torch.Tensor | None:
+        """The conditioning encoders' summed output for one video, ``(T, C0, h, w)`` (None without encoders)."""
+        hook = getattr(self.controlnet, "_hf_hook", None)
+        if hook is not None:  # under model offload: this is no ``forward`` call, so the hook is called here
+            hook.pre_forward(self.controlnet)
+        return self.controlnet.encode_conditions(conditions, entities, height, width, num_frames, frame_chunk)
 
 
 def generation_device(gen_settings) -> torch.device:
@@ -325,11 +348,14 @@ def _fresh_controlnet(settings, unet, pixel_scale: int, seed: int) -> DragAnythi
             encoder_block_out_channels=tuple(settings.encoder_channels),
             encoder_first_stride=2 if settings.encoder == "strided" else 1,
             pixel_scale=pixel_scale,
+            encoder_layout="official" if settings.encoder == "official" else "project",
         )
 
 
 def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dict | None = None, torch_dtype=None) -> DragAnythingPipeline:
-    """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh)."""
+    """The pipeline for ``ModelSettings``: base model (real or tiny) + a controller (saved, or fresh), and the
+    entity extractor the settings name (``build_extractor``: backbone, timestep, layer, ensemble as in training)."""
+    from .entity_features import build_extractor
     from .tiny import base_components, require_layout, tiny_sizes
 
     parts = base_parts or base_components(settings.base_model_path, tiny_sizes(settings), torch_dtype=torch_dtype)
@@ -345,4 +371,6 @@ def build_pipeline(settings, controlnet_path: str | None = None, base_parts: dic
         controlnet = build_controlnet(settings, parts["unet"], parts["vae"])
     pipe = DragAnythingPipeline(controlnet=controlnet.eval(), **parts)
     pipe.set_progress_bar_config(disable=True)
+    if reads_entity_vectors(controlnet.config.conditioning):
+        pipe.set_entity_extractor(build_extractor(settings, base_parts=dict(unet=parts["unet"], vae=parts["vae"])))
     return pipe

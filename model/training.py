@@ -97,3 +97,30 @@ def mask_to_latent(mask: torch.Tensor, h: int, w: int) -> torch.Tensor:
 def time_ids(fps: int, motion_bucket_id: int, noise_aug_strength: float, batch: int, device="cpu") -> torch.Tensor:
     """SVD's added time ids (the pipeline passes fps - 1)."""
     return torch.tensor([[fps - 1, motion_bucket_id, noise_aug_strength]], dtype=torch.float32, device=device).repeat(batch, 1)
+
+
+class MasterWeights:
+    """fp32 master copies of low-precision (bf16/fp16) trainable parameters, for the optimizer to step.
+
+    bf16 keeps 8 significant bits: an AdamW update of lr 1e-5 to a weight of 0.01 is 1/1000 of it, under half
+    of bf16's spacing there, so stepping bf16 weights directly rounds most updates away. The optimizer steps
+    these copies (fp32 parameters are their own master, no copy) and ``to_params`` rounds them back after each
+    step, so the forward pass runs in the low precision and nothing accumulates in it.
+    """
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = list(params)
+        self.master = [p if p.dtype == torch.float32 else p.detach().float().clone().requires_grad_(True) for p in self.params]
+
+    def grads_to_master(self) -> None:
+        """Move the parameters' gradients onto the masters (in fp32), before unscaling, clipping and stepping."""
+        for p, m in zip(self.params, self.master):
+            if m is not p:
+                m.grad = None if p.grad is None else p.grad.float()
+                p.grad = None
+
+    @torch.no_grad()
+    def to_params(self) -> None:
+        for p, m in zip(self.params, self.master):
+            if m is not p:
+                p.copy_(m)

@@ -97,6 +97,7 @@ def controlled_prediction(
     entities: list[EntityInputs] | None = None,
     conditioning_scale: float = 1.0,
     frame_chunk: int | None = 4,
+    encoded_conditions: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The training step's forward: UNet prediction ``(B, T, C, h, w)`` with the controller's residuals added.
 
@@ -107,6 +108,7 @@ def controlled_prediction(
         added_time_ids: ``(B, 3)``: fps - 1, motion bucket, noise augmentation.
         conditions: ``{name: (B, T, C, s*h, s*w)}`` maps from ``maps.render_conditions`` (batched), s = the controller's ``pixel_scale``.
         entities: one ``EntityInputs`` per video for the fast entity path (instead of ``conditions['entity']``).
+        encoded_conditions: the conditioning encoders' output for them, computed once (see the controller's ``forward``).
     """
     if image_latents.dim() == 4:
         image_latents = image_latents[:, None].expand(-1, noisy_latents.shape[1], -1, -1, -1)
@@ -125,6 +127,7 @@ def controlled_prediction(
         conditioning_scale=conditioning_scale,
         frame_chunk=frame_chunk,
         return_dict=False,
+        encoded_conditions=encoded_conditions,
     )
     return unet_forward_with_control(
         unet,

@@ -14,6 +14,7 @@ import torch
 
 from core.config import Config, ModelSettings
 from core.tables import Workdir
+from model.official import OFFICIAL_TIME_IDS
 from model.pipeline import place_pipeline
 from model.tiny import DTYPES
 from tasks.suites import SuiteItem
@@ -32,16 +33,13 @@ class ControllerGenerator:
 
     @classmethod
     def from_checkpoint(cls, wd: Workdir, checkpoint: dict, cfg: Config) -> ControllerGenerator:
-        from model.entity_features import build_extractor
         from model.pipeline import build_pipeline
 
         model = checkpoint_model_settings(checkpoint)
-        # loaded in generate.dtype (a real base never sits in memory in fp32 first)
+        # loaded in generate.dtype (a real base never sits in memory in fp32 first), with the entity extractor
+        # exactly as in training (backbone, timestep, layer, ensemble)
         pipe = build_pipeline(model, controlnet_path=str(wd.local_dir(checkpoint["path"], only="controlnet") / "controlnet"),
                               torch_dtype=DTYPES[cfg.generate.dtype] if model.base_model_path else None)
-        # Entity vectors exactly as in training (backbone, timestep, layer, ensemble).
-        pipe.set_entity_extractor(build_extractor(model.model_copy(update={"dtype": cfg.generate.dtype}),
-                                                  base_parts=dict(unet=pipe.unet, vae=pipe.vae)))
         return cls(place_pipeline(pipe, cfg.generate), model, cfg.generate)
 
     def __call__(self, item: SuiteItem, seed: int, on_step: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -74,6 +72,7 @@ class ControllerGenerator:
                 fps=m.fps,
                 motion_bucket_id=g.motion_bucket_id,
                 noise_aug_strength=g.noise_aug_strength,
+                added_time_ids=OFFICIAL_TIME_IDS if g.time_ids == "official" else None,
                 conditioning_scale=m.conditioning_scale,
                 entity_path="dense" if m.encoder == "dense" else "fast",  # model.encoder, as in training
                 gaussian_sigma_ratio=m.gaussian_sigma_ratio,

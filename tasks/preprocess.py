@@ -38,14 +38,9 @@ from core.geometry import rescale
 from core.media import load_cached_clip, read_blob, resize_clip, write_blob
 from core.paths import file_name
 from core.tables import Workdir
+from core.windows import window
 from model.maps import reads_entity_vectors
 from model.tiny import vae_factor
-
-
-def window(start: int, backwards: bool, length: int) -> np.ndarray:
-    """The frame indices of a view, in the order the model sees them."""
-    idx = np.arange(start, start + length)
-    return idx[::-1].copy() if backwards else idx
 
 
 def clip_views(n_frames: int, length: int, windows: bool, reverse: bool) -> list[tuple[int, bool]]:

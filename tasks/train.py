@@ -26,7 +26,6 @@ from core.progress import line_bar
 from core.tables import Workdir
 from model import training as T
 from model.tiny import DTYPES
-from model.unet_control import controlled_prediction
 from tasks.checkpoint_files import (  # noqa: F401 - re-exported: the stage's checkpoint API
     CheckpointError,
     checkpoint_sizes,
@@ -37,28 +36,7 @@ from tasks.checkpoint_files import (  # noqa: F401 - re-exported: the stage's ch
 )
 from tasks.fit_base import fit_tiny_base
 from tasks.train_data import Batch, Clip, batch_for_step, load_clips  # noqa: F401 - re-exported: other modules import it from here
-
-# --- the step ----------------------------------------------------------------------
-
-
-def controller_loss(pipe, controlnet, batch: Batch, cfg: Config, gen: torch.Generator, autocast=contextlib.nullcontext) -> torch.Tensor:
-    """The masked EDM loss of one batch through the frozen UNet (``pipe.unet``) with the controller's residuals."""
-    tr, g = cfg.train, cfg.generate
-    edm = T.EDM(tr.p_mean, tr.p_std)
-    B, device = batch.latents.shape[0], batch.latents.device
-    sigma = edm.sample_sigmas(B, gen, device)
-    noisy = T.add_noise(batch.latents, sigma, gen)
-    _, _, c_in, c_noise = T.precondition(sigma)
-    ids = T.time_ids(cfg.model.fps, g.motion_bucket_id, g.noise_aug_strength, B, device)
-    with autocast():
-        pred = controlled_prediction(
-            pipe.unet, controlnet, noisy * c_in.reshape(-1, 1, 1, 1, 1), batch.image_latents, batch.embeddings, ids, c_noise,
-            conditions=batch.conditions or None, entities=batch.entities, conditioning_scale=cfg.model.conditioning_scale,
-            frame_chunk=cfg.model.frame_chunk,
-        )
-    denoised = T.denoise(pred.float(), noisy, sigma)
-    return T.masked_mse(denoised, batch.latents, batch.mask if tr.loss_mask else None, T.loss_weight(sigma))
-
+from tasks.train_step import controller_loss, optimizer_step  # noqa: F401 - controller_loss re-exported: the stage's loss
 
 # --- checkpoints ---------------------------------------------------------------------
 
@@ -99,12 +77,13 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
     if dist:
         model = torch.nn.parallel.DistributedDataParallel(controlnet, device_ids=[device.index] if device.type == "cuda" else None)
     params = [p for p in controlnet.parameters() if p.requires_grad]
+    masters = T.MasterWeights(params)  # what the optimizer steps: fp32 copies of bf16 weights, fp32 ones themselves
     end = start_step + steps  # the schedule's length: the run's last step (a resumed run keeps its place on it)
-    opt = torch.optim.AdamW(params, lr=tr.lr, weight_decay=tr.weight_decay)
+    opt = torch.optim.AdamW(masters.master, lr=tr.lr, weight_decay=tr.weight_decay)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: T.lr_factor(s, end, tr.cosine, tr.warmup_steps))
     ema = None
     if tr.ema_decay:  # kept in fp32 whatever the controller's dtype (a decay of 0.9999 is below bf16's resolution)
-        ema = [e.detach().to(device, torch.float32).clone() for e in (ema_weights or params)]
+        ema = [e.detach().to(device, torch.float32).clone() for e in (ema_weights or masters.master)]
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -123,20 +102,13 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
         opt.zero_grad(set_to_none=True)
         total = 0.0
         for micro in range(tr.grad_accum):
-            batch = batch_for_step(clips, step * tr.grad_accum + micro, cfg, rank).to(device)
+            batch = batch_for_step(clips, step * tr.grad_accum + micro, cfg, rank, device=device).to(device)
             gen = torch.Generator().manual_seed(hash((tr.seed, step, micro, rank)) & 0x7FFFFFFF)
             loss = controller_loss(pipe, model, batch, cfg, gen, autocast) / tr.grad_accum
             (scaler.scale(loss) if scaler else loss).backward()
             total += float(loss.detach())
-        if scaler:
-            scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(params, tr.max_grad_norm)
-        (scaler.step(opt), scaler.update()) if scaler else opt.step()
+        optimizer_step(opt, masters, scaler, tr.max_grad_norm, ema, tr.ema_decay)
         sched.step()
-        if ema is not None:
-            with torch.no_grad():
-                for e, p in zip(ema, params):
-                    e.lerp_(p.detach().float(), 1 - tr.ema_decay)
         losses.append(total)
         done = step + 1
         seconds = time.perf_counter() - t0
@@ -151,7 +123,7 @@ def train_loop(wd: Workdir, cfg: Config, pipe, controlnet, clips: list[Clip], st
             state_out = {"optimizer": opt.state_dict(), "scheduler": sched.state_dict(), "step": done,
                          "rng": {"torch": torch.get_rng_state()}, "run": run}
             # generation uses the EMA weights; the raw ones are kept beside them, and resume continues from those
-            weights, raw = (controlnet, None) if ema is None else (_with_params(controlnet, ema), controlnet)
+            weights, raw = (controlnet, None) if ema is None else (_WithParams(controlnet, params, ema), controlnet)
             path = save_checkpoint(wd, cid, weights, state_out, cfg, raw=raw)
             wd.append("train_log", log_rows)
             wd.append("checkpoints", [ckpts.trained_row(cid, prev, cfg, done, path)])
@@ -169,14 +141,22 @@ def _prune(wd: Workdir, run: str, keep_last: int) -> None:
     prune_training_state(wd, list(dict.fromkeys(mine["path"])), keep_last)
 
 
-def _with_params(module, values: list[torch.Tensor]):
-    import copy
+class _WithParams:
+    """``module`` as saved with ``values`` (the EMA) in its trainable ``params``: swapped in only while it is
+    written, so no copy of the 685M-parameter controller is made on the device at a checkpoint."""
 
-    clone = copy.deepcopy(module)
-    with torch.no_grad():
-        for p, v in zip([p for p in clone.parameters() if p.requires_grad], values):
-            p.copy_(v)
-    return clone
+    def __init__(self, module, params: list[torch.Tensor], values: list[torch.Tensor]):
+        self.module, self.params, self.values = module, params, values
+
+    def save_pretrained(self, *args, **kwargs) -> None:
+        held = [p.data for p in self.params]
+        try:
+            for p, v in zip(self.params, self.values):
+                p.data = v if v.dtype == p.dtype else v.to(p.dtype)
+            self.module.save_pretrained(*args, **kwargs)
+        finally:
+            for p, h in zip(self.params, held):
+                p.data = h
 
 # --- the stage ------------------------------------------------------------------------
 

@@ -14,15 +14,18 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
-from core.config import Config
-from core.tables import Workdir
+from core.windows import window
 from model.controlnet import EntityInputs
 from model.maps import paint_order, reads_entity_vectors, render_conditions
-from tasks.preprocess import cache_file, cache_key, clip_specs, missing, read_cache, window
+
+if TYPE_CHECKING:  # the batches need neither: benchmarks/gpu.py runs batch_for_step on a bare GPU machine
+    from core.config import Config
+    from core.tables import Workdir
 
 
 @dataclass
@@ -54,6 +57,8 @@ def load_clips(wd: Workdir, cfg: Config, key: str | None = None) -> list[Clip]:
     ``key``: the cache key the preprocess stage reported (a rank then reads no file of the base but
     the caches); by default it is computed from the base's files (``tasks.preprocess.cache_key``).
     """
+    from tasks.preprocess import cache_file, cache_key, clip_specs, missing, read_cache
+
     m, tr = cfg.model, cfg.train
     specs, n_videos = clip_specs(wd, cfg)
     key = key or cache_key(cfg)
@@ -108,8 +113,11 @@ class Batch:
                      {k: v.to(device) for k, v in self.conditions.items()}, ents, self.mask.to(device), self.video_ids)
 
 
-def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> Batch:
-    """The batch of optimizer step ``step`` (and DDP rank): a pure function of (seed, step, rank)."""
+def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0, device=None) -> Batch:
+    """The batch of optimizer step ``step`` (and DDP rank): a pure function of (seed, step, rank).
+
+    ``device``: where the maps are rendered (the training device: a dense entity map of the paper's
+    setting is 2.8 GB, painted there instead of on the host and copied)."""
     m, tr = cfg.model, cfg.train
     rng = np.random.default_rng([tr.seed, step, rank])
     picks = rng.integers(0, len(clips), size=tr.batch_size)
@@ -123,8 +131,8 @@ def batch_for_step(clips: list[Clip], step: int, cfg: Config, rank: int = 0) -> 
         k = int(rng.integers(1, min(len(usable), tr.max_entities) + 1))
         chosen = np.sort(rng.choice(usable, size=k, replace=False))
         chosen = chosen[paint_order(c.radii[first, chosen]).numpy()]
-        centers, radii = c.centers[frames][:, chosen], c.radii[first, chosen]
-        vectors = None if c.vectors is None else c.vectors[chosen]
+        centers, radii = c.centers[frames][:, chosen].to(device), c.radii[first, chosen].to(device)
+        vectors = None if c.vectors is None else c.vectors[chosen].to(device)
         conds.append(
             render_conditions(
                 m.conditioning, centers, radii, m.height, m.width, vectors=vectors,

@@ -118,7 +118,7 @@ def test_training_vectors_are_the_vectors_the_pipeline_computes(tiny_parts, tiny
     img = np.kron(_image(), np.ones((4, 4, 1), np.uint8))  # 256 x 256
     masks = np.kron(_masks()[:1], np.ones((4, 4), bool))
     ext = build_extractor(tiny_settings, base_parts=tiny_parts)
-    assert ext.size == (64, 64) and ext.extractor_id.endswith("/64x64/v2")
+    assert ext.size == (64, 64) and ext.extractor_id.endswith("/64x64/v3")
     stored = ext.extract(img, masks)
     pipe = build_pipeline(tiny_settings, base_parts=tiny_parts)
     pipe.set_entity_extractor(ext)

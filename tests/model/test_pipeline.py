@@ -114,3 +114,37 @@ def test_a_timed_path_keeps_its_timing_and_a_drag_is_interpolated(pipe):
     np.testing.assert_allclose(centres[:, 0, 0].numpy(), [20, 20, 20, 30], atol=1e-5)
     _, centres, _, _ = pipe.prepare_entities(masks, [[[20.0, 24.0], [30.0, 24.0]]], num_frames=4, height=64, width=64)
     np.testing.assert_allclose(centres[:, 0, 0].numpy(), [20, 20 + 10 / 3, 20 + 20 / 3, 30], atol=1e-4)  # a drag: even steps
+
+
+def test_the_controller_is_not_in_the_offload_chain():
+    """Chained, the UNet's hook would send the 685M-parameter controller back to the CPU at every step."""
+    from model.pipeline import DragAnythingPipeline
+
+    seq = DragAnythingPipeline.model_cpu_offload_seq.split("->")
+    assert seq == ["image_encoder", "unet", "vae"] and "controlnet" not in DragAnythingPipeline._exclude_from_cpu_offload
+
+
+def test_the_conditioning_encoders_run_once_per_video_with_the_same_output(pipe, monkeypatch):
+    """Cached across the denoising steps and both guidance halves: one call per encoder, and the video is the
+    one the controller gets when it encodes the maps itself at every step."""
+    from model.control_encoder import ControlEncoder
+
+    _randomise(pipe.controlnet)
+    img, masks, paths = _scene()
+    kw = dict(height=64, width=64, num_frames=8, num_inference_steps=3, seed=0, output_type="latent")
+    calls = {"forward": 0, "forward_entities": 0}
+    for name in calls:
+        original = getattr(ControlEncoder, name)
+
+        def counted(self, *a, _name=name, _original=original, **k):
+            calls[_name] += 1
+            return _original(self, *a, **k)
+
+        monkeypatch.setattr(ControlEncoder, name, counted)
+    cached = pipe(img, masks, paths, **kw).frames
+    assert calls == {"forward": 1, "forward_entities": 1}  # the Gaussian encoder and the entity encoder, once each
+    monkeypatch.setattr(type(pipe), "encode_controls", lambda self, *a, **k: None)  # the controller encodes at every step
+    every_step = pipe(img, masks, paths, **kw).frames
+    # uncached: the Gaussian encoder once per step (both halves batched), the entity encoder once per step and half
+    assert calls["forward"] == 1 + 3 and calls["forward_entities"] == 1 + 3 * 2
+    torch.testing.assert_close(cached, every_step, rtol=1e-5, atol=1e-6)
