@@ -43,6 +43,7 @@ def test_a_task_request_bigger_than_the_cluster_is_refused_not_waited_on(sample_
     out = _cli(["labels", "--data-root", str(sample_root), "--workdir", str(tmp_path / "w"), "--set", "runtime.task_num_cpus=64",
                 "--set", "labels.embeddings=false"], timeout=240, env={"PREFECT_API_URL": orchestration_ready})
     assert out.returncode == 2, out.stderr[-2000:]
-    assert "'runtime.task_num_cpus' asks 64 CPU per task but the Ray cluster has 2 CPU" in out.stderr
+    assert "'runtime.task_num_cpus' asks 64 CPU for one task but the largest Ray node" in out.stderr
+    assert "has 2 CPU" in out.stderr
     assert "Traceback" not in out.stderr
     assert not (tmp_path / "w" / "tables" / "labels").exists()
