@@ -16,15 +16,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from core.config_yaml import ConfigError, load_file, load_value
+from core.names import CONDITIONINGS, PROTOCOLS, TRACKERS  # noqa: F401 - re-exported: the config's Literals are made of them
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
-# The controller's conditionings (model.maps renders each): the one list, which the config's Literal is made of.
-# The evaluation protocols (eval.protocol gives each its settings) and the trackers (eval.trackers builds each).
-PROTOCOLS: tuple[str, ...] = ("official", "project")
-TRACKERS: tuple[str, ...] = ("lk", "cotracker")
-CONDITIONINGS: tuple[str, ...] = ("entity+gaussian", "entity", "gaussian", "none", "point", "trajectory", "dragnuwa-flow", "box")
 
 
 class _Section(BaseModel):

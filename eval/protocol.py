@@ -38,7 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from core.config import PROTOCOLS  # the names are the config's; this module gives each its settings
+from core.names import PROTOCOLS  # the names are the config's; this module gives each its settings
 
 COTRACKER2_INTERP_SHAPE = (384, 512)
 

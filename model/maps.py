@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.config import CONDITIONINGS  # noqa: F401 - the names are the config's (one list); maps renders each
+from core.names import CONDITIONINGS  # noqa: F401 - the config's names (one list, no pydantic); maps renders each
 
 
 def condition_channels(conditioning: str, entity_channels: int) -> dict[str, int]:

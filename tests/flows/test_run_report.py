@@ -35,4 +35,5 @@ def test_each_pipeline_run_publishes_its_report(sample_root, tmp_path, orchestra
     assert "Evaluated in this run: `warp`" in text
     verdict = report["verdicts"][0]["verdict"]
     assert f"`warp` is **{verdict}** {'from' if verdict == 'indistinguishable' else 'than'} the best, `{best}`" in text
-    assert "| static |" in text and "| warp |" in text and f"| {best} |" in text  # the metrics table
+    # the metrics table names rows as eval.display does, the ids in its legend
+    assert "| ref: static |" in text and "| ref: warp |" in text and f"| {best} |" in text

@@ -13,6 +13,12 @@ FAST = ["train.fit_base.enabled=false", "train.log_every=1", "train.checkpoint_e
         "train.cosine=false"]
 
 
+def overriding(base: list[str], *more: str) -> list[str]:
+    """``base`` with the keys of ``more`` replaced (a key may be given once per config load)."""
+    keys = {m.split("=", 1)[0] for m in more}
+    return [o for o in base if o.split("=", 1)[0] not in keys] + list(more)
+
+
 @pytest.fixture(scope="session")
 def fast_overrides() -> list[str]:
     return list(FAST)

@@ -17,6 +17,8 @@ from tasks.labels import VideoRef, label_videos
 from tasks.train import preprocess_in_process
 from tasks.train_data import Clip, batch_for_step, load_clips
 
+from .conftest import overriding
+
 
 def _clips(wd, cfg):
     preprocess_in_process(wd.url, cfg)
@@ -69,7 +71,7 @@ def test_fit_uses_its_own_split_sets_unit_variance_and_is_reused(two_splits, mon
 
 
 def test_fit_without_clips_of_its_split_says_which_split(two_splits):
-    cfg = load_config("tiny", [*FIT, "train.fit_base.split=nosuchsplit"])
+    cfg = load_config("tiny", overriding(FIT, "train.fit_base.split=nosuchsplit"))
     with pytest.raises(ValueError, match="split 'nosuchsplit'.*draganything labels --split nosuchsplit"):
         fit_tiny_base(Workdir(two_splits), cfg, progress=False)
 
@@ -147,7 +149,7 @@ def test_vae_preview_makes_latents_follow_the_image(two_splits):
     x = F.interpolate(frames, size=(64, 64), mode="area")
     gaps = {}
     for weight in (0.0, 1.0):
-        cfg = load_config("tiny", [*FIT, "train.fit_base.vae_steps=40", f"train.fit_base.vae_preview={weight}"])
+        cfg = load_config("tiny", overriding(FIT, "train.fit_base.vae_steps=40", f"train.fit_base.vae_preview={weight}"))
         rel = fit_tiny_base(wd, cfg, progress=False)
         vae = build_pipeline(cfg.model.model_copy(update={"base_model_path": wd.local_path(rel)})).vae
         with torch.no_grad():

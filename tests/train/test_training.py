@@ -13,7 +13,7 @@ from model.pipeline import build_pipeline
 from tasks.train import CheckpointError, controller_loss, preprocess_in_process, resolve_resume, run_training, save_checkpoint, train_loop
 from tasks.train_data import batch_for_step, load_clips
 
-from .conftest import FAST
+from .conftest import FAST, overriding
 
 
 def _copy(labelled, tmp_path) -> str:
@@ -103,7 +103,7 @@ def test_the_cosine_schedule_decays_the_learning_rate_to_5_percent_at_the_runs_l
     assert [round(T.lr_factor(s, 5, cosine=True), 4) for s in range(5)] == [1.0, 0.8609, 0.525, 0.1891, 0.05]
     assert [T.lr_factor(s, 5, cosine=False, warmup=2) for s in range(3)] == [0.5, 1.0, 1.0]
     workdir = _copy(labelled, tmp_path)
-    cfg = load_config("tiny", [*FAST, "train.cosine=true"])
+    cfg = load_config("tiny", overriding(FAST, "train.cosine=true"))
     run_training(workdir, cfg, steps=4, progress=False)
     log = Workdir(workdir).read("train_log").sort_values("step")
     # each row logs the rate the next step uses; the last steps run at the floor
