@@ -218,11 +218,18 @@ class I3DFeatures:
     kind = "clip"
     dim = 400
 
+    name = "i3d-k400-stylegan-v"
+    what = "I3D (FVD)"
+
     def __init__(self, path: str | Path, batch_size: int = 4, device: str = "cpu", config_key: str = "evaluate.i3d_path"):
-        p = _require_file(path, "I3D (FVD)", I3D_URL, config_key)
+        p = _require_file(path, self.what, I3D_URL, config_key)
         self.model = torch.jit.load(str(p), map_location=device).eval()
         self.batch_size, self.device = batch_size, device
-        self.name = "i3d-k400-stylegan-v"
+
+    def _inputs(self, clips: np.ndarray) -> tuple[torch.Tensor, dict]:
+        """One batch (B, T, H, W, 3) uint8 -> the model's input (B, 3, T, H, W) and keyword arguments."""
+        x = torch.from_numpy(np.ascontiguousarray(clips)).float().permute(0, 4, 1, 2, 3)  # [0, 255]
+        return x, dict(rescale=True, resize=True, return_features=True)
 
     @torch.no_grad()
     def __call__(self, clips: np.ndarray) -> np.ndarray:
@@ -231,9 +238,8 @@ class I3DFeatures:
             clips = clips[None]
         feats = []
         for s in range(0, len(clips), self.batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(clips[s : s + self.batch_size])).float()
-            x = x.permute(0, 4, 1, 2, 3).to(self.device)  # (B, 3, T, H, W), [0, 255]
-            f = self.model(x, rescale=True, resize=True, return_features=True)
+            x, kwargs = self._inputs(clips[s : s + self.batch_size])
+            f = self.model(x.to(self.device), **kwargs)
             feats.append(f.reshape(len(x), -1).cpu().double().numpy())
         out = np.concatenate(feats, axis=0)
         self.dim = out.shape[1]

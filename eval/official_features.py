@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from eval.features import _require_file, _to_uint8
+from eval.features import I3DFeatures, _require_file, _to_uint8
 
 PYTORCH_FID_URL = "https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth"
 I3D_URL = "https://www.dropbox.com/s/ge9e5ujwgetktms/i3d_torchscript.pt"
@@ -123,31 +123,17 @@ def fvd_preprocess(clips: np.ndarray, size: tuple[int, int] = (224, 224)) -> np.
     return (2.0 * frames / 255.0 - 1.0).reshape(B, T, size[0], size[1], clips.shape[-1])
 
 
-class TFHubI3DFeatures:
+class TFHubI3DFeatures(I3DFeatures):
     """Official FVD features: whole clips, TF-GAN's preprocessing, the Kinetics-400 I3D logits."""
 
-    kind = "clip"
-    dim = 400
+    name = "i3d-k400-tfhub-preprocess"
+    what = "I3D (official FVD)"
 
     def __init__(self, path: str | Path, batch_size: int = 16, device: str = "cpu", config_key: str = "evaluate.i3d_path"):
-        p = _require_file(path, "I3D (official FVD)", I3D_URL, config_key)
-        self.model = torch.jit.load(str(p), map_location=device).eval()
+        super().__init__(path, batch_size, device, config_key)
         args = [a.name for a in self.model.forward.schema.arguments]
         # StyleGAN-V's port resizes and rescales by itself unless told not to.
         self.kwargs = dict(rescale=False, resize=False, return_features=True) if "rescale" in args else {}
-        self.batch_size, self.device = batch_size, device
-        self.name = "i3d-k400-tfhub-preprocess"
 
-    @torch.no_grad()
-    def __call__(self, clips: np.ndarray) -> np.ndarray:
-        clips = _to_uint8(clips)
-        if clips.ndim == 4:
-            clips = clips[None]
-        feats = []
-        for s in range(0, len(clips), self.batch_size):
-            x = torch.from_numpy(fvd_preprocess(clips[s : s + self.batch_size])).permute(0, 4, 1, 2, 3)  # (B, 3, T, 224, 224)
-            f = self.model(x.to(self.device), **self.kwargs)
-            feats.append(f.reshape(len(x), -1).cpu().double().numpy())
-        out = np.concatenate(feats, axis=0)
-        self.dim = out.shape[1]
-        return out
+    def _inputs(self, clips: np.ndarray) -> tuple[torch.Tensor, dict]:
+        return torch.from_numpy(fvd_preprocess(clips)).permute(0, 4, 1, 2, 3), self.kwargs  # (B, 3, T, 224, 224)
