@@ -129,6 +129,14 @@ def bootstrap_ci(
     return _interval(value, samples, n_items, confidence)
 
 
+def _ratio_parts(numerators, denominators) -> tuple[np.ndarray, np.ndarray]:
+    num = np.asarray(numerators, np.float64)
+    den = np.asarray(denominators, np.float64)
+    if num.shape != den.shape or num.ndim != 1:
+        raise ValueError(f"numerators and denominators must be 1-D of one length, got {num.shape} and {den.shape}")
+    return num, den
+
+
 def bootstrap_ratio(
     numerators: Sequence[float] | np.ndarray,
     denominators: Sequence[float] | np.ndarray,
@@ -137,10 +145,7 @@ def bootstrap_ratio(
     seed: int = DEFAULT_SEED,
 ) -> Interval:
     """Interval of sum(num) / sum(den) resampling items; e.g. ObjMC's flat mean over pairs."""
-    num = np.asarray(numerators, np.float64)
-    den = np.asarray(denominators, np.float64)
-    if num.shape != den.shape or num.ndim != 1:
-        raise ValueError(f"numerators and denominators must be 1-D of one length, got {num.shape} and {den.shape}")
+    num, den = _ratio_parts(numerators, denominators)
     with np.errstate(invalid="ignore", divide="ignore"):
         value = num.sum() / den.sum() if den.sum() > 0 else float("nan")
         counts = resample_counts(len(num), n_boot, seed).astype(np.float64)
@@ -151,14 +156,6 @@ def bootstrap_ratio(
 
 BCA = "BCa bootstrap over items"
 STUDENTIZED = "studentised bootstrap over items (bootstrap-t)"
-
-
-def _ratio_parts(numerators, denominators) -> tuple[np.ndarray, np.ndarray]:
-    num = np.asarray(numerators, np.float64)
-    den = np.asarray(denominators, np.float64)
-    if num.shape != den.shape or num.ndim != 1:
-        raise ValueError(f"numerators and denominators must be 1-D of one length, got {num.shape} and {den.shape}")
-    return num, den
 
 
 def _ratio_se(num: np.ndarray, den: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
